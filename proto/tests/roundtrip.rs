@@ -1,0 +1,368 @@
+//! quickcheck round trips for every message type and codec, including delivery of the
+//! encoded bytes in arbitrary chunks.
+
+use bytes::{Bytes, BytesMut};
+use fanfare_proto::message::{DecodeLimits, ErrorCode, ItemMsg, LinkItem, Start};
+use fanfare_proto::ws::{self, Message, Opcode, Role};
+use fanfare_proto::{framing, ClientMsg, LinkMsg, ServerMsg};
+use quickcheck::{quickcheck, Arbitrary, Gen};
+
+fn name(g: &mut Gen) -> String {
+    const CH: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    let len = 1 + usize::arbitrary(g) % 64;
+    (0..len).map(|_| *g.choose(CH).unwrap() as char).collect()
+}
+fn text(g: &mut Gen) -> String {
+    // At most 100 bytes: under every text limit the decoder applies.
+    let mut out = String::new();
+    for c in String::arbitrary(g).chars() {
+        if out.len() + c.len_utf8() > 100 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+fn opt_text(g: &mut Gen) -> Option<String> {
+    bool::arbitrary(g).then(|| text(g))
+}
+fn payload(g: &mut Gen) -> Bytes {
+    Bytes::from(Vec::<u8>::arbitrary(g))
+}
+fn start(g: &mut Gen) -> Start {
+    match u8::arbitrary(g) % 3 {
+        0 => Start::Latest,
+        1 => Start::At {
+            epoch: u64::arbitrary(g),
+            seq: u64::arbitrary(g),
+        },
+        _ => Start::LastN(u32::arbitrary(g)),
+    }
+}
+fn code(g: &mut Gen) -> ErrorCode {
+    ErrorCode::from_u16(u16::arbitrary(g) % 16)
+}
+fn item(g: &mut Gen) -> ItemMsg {
+    ItemMsg {
+        subscription_id: u64::arbitrary(g),
+        epoch: u64::arbitrary(g),
+        seq: u64::arbitrary(g),
+        payload: payload(g),
+        publisher_id: opt_text(g),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct C(ClientMsg);
+impl Arbitrary for C {
+    fn arbitrary(g: &mut Gen) -> Self {
+        C(match u8::arbitrary(g) % 6 {
+            0 => ClientMsg::Hello {
+                version_min: u16::arbitrary(g),
+                version_max: u16::arbitrary(g),
+                token: opt_text(g),
+            },
+            1 => ClientMsg::Publish {
+                request_id: u64::arbitrary(g),
+                namespace: name(g),
+                topic: name(g),
+                payload: payload(g),
+                idempotency_key: opt_text(g),
+            },
+            2 => ClientMsg::Subscribe {
+                request_id: u64::arbitrary(g),
+                namespace: name(g),
+                topic: name(g),
+                from: start(g),
+            },
+            3 => ClientMsg::Unsubscribe {
+                request_id: u64::arbitrary(g),
+                subscription_id: u64::arbitrary(g),
+            },
+            4 => ClientMsg::Ping {
+                nonce: u64::arbitrary(g),
+            },
+            _ => ClientMsg::RefreshToken {
+                request_id: u64::arbitrary(g),
+                token: text(g),
+            },
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct S(ServerMsg);
+impl Arbitrary for S {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let n = |g: &mut Gen| u64::arbitrary(g);
+        S(match u8::arbitrary(g) % 11 {
+            0 => ServerMsg::Welcome {
+                version: u16::arbitrary(g),
+                heartbeat_interval_ms: u32::arbitrary(g),
+                max_message_bytes: u32::arbitrary(g),
+            },
+            1 => ServerMsg::PublishAck {
+                request_id: n(g),
+                epoch: n(g),
+                seq: n(g),
+            },
+            2 => ServerMsg::Subscribed {
+                request_id: n(g),
+                subscription_id: n(g),
+                epoch: n(g),
+                next_seq: n(g),
+            },
+            3 => ServerMsg::Unsubscribed {
+                request_id: n(g),
+                subscription_id: n(g),
+            },
+            4 => ServerMsg::Item(item(g)),
+            5 => ServerMsg::ItemBatch((0..usize::arbitrary(g) % 20).map(|_| item(g)).collect()),
+            6 => ServerMsg::Discontinuity {
+                subscription_id: n(g),
+                last_seq: n(g),
+                new_seq: n(g),
+                new_epoch: n(g),
+            },
+            7 => ServerMsg::Heartbeat {
+                subscription_id: n(g),
+                epoch: n(g),
+                next_seq: n(g),
+            },
+            8 => ServerMsg::Error {
+                request_id: n(g),
+                code: code(g),
+                text: text(g),
+            },
+            9 => ServerMsg::Pong { nonce: n(g) },
+            _ => ServerMsg::SubscriptionClosed {
+                subscription_id: n(g),
+                code: code(g),
+                text: text(g),
+            },
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct L(LinkMsg);
+impl Arbitrary for L {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let n = |g: &mut Gen| u64::arbitrary(g);
+        L(match u8::arbitrary(g) % 8 {
+            0 => LinkMsg::Hello {
+                version: u16::arbitrary(g),
+                node_id: text(g),
+                shard: u16::arbitrary(g),
+            },
+            1 => LinkMsg::Publish {
+                request_id: n(g),
+                namespace: name(g),
+                topic: name(g),
+                payload: payload(g),
+                publisher_id: opt_text(g),
+                idempotency_key: opt_text(g),
+            },
+            2 => LinkMsg::PublishAck {
+                request_id: n(g),
+                epoch: n(g),
+                seq: n(g),
+            },
+            3 => LinkMsg::Interest {
+                request_id: n(g),
+                namespace: name(g),
+                topic: name(g),
+                subscribe: bool::arbitrary(g),
+                from: start(g),
+            },
+            4 => LinkMsg::Subscribed {
+                request_id: n(g),
+                epoch: n(g),
+                next_seq: n(g),
+            },
+            5 => LinkMsg::ItemBatch {
+                request_id: n(g),
+                namespace: name(g),
+                topic: name(g),
+                epoch: n(g),
+                items: (0..usize::arbitrary(g) % 20)
+                    .map(|_| LinkItem {
+                        seq: n(g),
+                        payload: payload(g),
+                        publisher_id: opt_text(g),
+                    })
+                    .collect(),
+            },
+            6 => LinkMsg::Discontinuity {
+                request_id: n(g),
+                namespace: name(g),
+                topic: name(g),
+                last_seq: n(g),
+                new_seq: n(g),
+                new_epoch: n(g),
+            },
+            _ => LinkMsg::Error {
+                request_id: n(g),
+                code: code(g),
+                text: text(g),
+            },
+        })
+    }
+}
+
+fn lim() -> DecodeLimits {
+    DecodeLimits::default()
+}
+
+quickcheck! {
+    fn client_messages_round_trip(m: C) -> bool {
+        let bytes = Bytes::from(m.0.encode_to_vec());
+        ClientMsg::decode(&bytes, &lim()) == Ok(m.0)
+    }
+
+    fn server_messages_round_trip(m: S) -> bool {
+        let bytes = Bytes::from(m.0.encode_to_vec());
+        ServerMsg::decode(&bytes, &lim()) == Ok(m.0)
+    }
+
+    fn link_messages_round_trip(m: L) -> bool {
+        let bytes = Bytes::from(m.0.encode_to_vec());
+        LinkMsg::decode(&bytes, &lim()) == Ok(m.0)
+    }
+
+    fn truncated_messages_never_panic(m: C, cut: usize) -> bool {
+        let v = m.0.encode_to_vec();
+        let cut = cut % (v.len() + 1);
+        let _ = ClientMsg::decode(&Bytes::copy_from_slice(&v[..cut]), &lim());
+        true
+    }
+
+    /// Client frames (masked) in any chunking decode to the same messages.
+    fn ws_client_frames_in_any_chunks(msgs: Vec<(bool, Vec<u8>)>, frag: u8, chunk: u8) -> bool {
+        let mut wire = BytesMut::new();
+        let mut want = Vec::new();
+        let pieces = usize::from(frag % 4) + 1;
+        for (i, (text, body)) in msgs.iter().enumerate() {
+            let (op, body) = if *text {
+                (Opcode::Text, String::from_utf8_lossy(body).into_owned().into_bytes())
+            } else {
+                (Opcode::Binary, body.clone())
+            };
+            let mask = [i as u8, 1, 2, 3];
+            // Split each message into `pieces` fragments, with a ping in the middle.
+            let step = body.len().div_ceil(pieces).max(1);
+            let chunks: Vec<&[u8]> = if body.is_empty() { vec![&body[..]] } else { body.chunks(step).collect() };
+            for (j, c) in chunks.iter().enumerate() {
+                let opcode = if j == 0 { op } else { Opcode::Continuation };
+                ws::encode_frame(&mut wire, opcode, j + 1 == chunks.len(), c, Some(mask));
+                if j == 0 && chunks.len() > 1 {
+                    ws::encode_frame(&mut wire, Opcode::Ping, true, b"hb", Some(mask));
+                    want.push(Message::Ping(Bytes::from_static(b"hb")));
+                }
+            }
+            want.push(if *text { Message::Text(Bytes::from(body)) } else { Message::Binary(Bytes::from(body)) });
+        }
+        let mut d = ws::Decoder::new(Role::Server, ws::Limits::default());
+        let mut got = Vec::new();
+        let mut buf = BytesMut::new();
+        for c in wire.chunks(usize::from(chunk) + 1) {
+            buf.extend_from_slice(c);
+            while let Some(m) = d.decode(&mut buf).unwrap() {
+                got.push(m);
+            }
+        }
+        got == want && buf.is_empty()
+    }
+
+    /// Server frames (unmasked) decode on the client side from any split point.
+    fn ws_server_frame_split_anywhere(body: Vec<u8>, cut: usize) -> bool {
+        let f = ws::encode_server_frame(Opcode::Binary, &body);
+        let cut = cut % (f.len() + 1);
+        let mut d = ws::Decoder::new(Role::Client, ws::Limits { frame_bytes_max: usize::MAX >> 1, message_bytes_max: usize::MAX >> 1 });
+        let mut buf = BytesMut::from(&f[..cut]);
+        let first = d.decode(&mut buf).unwrap();
+        buf.extend_from_slice(&f[cut..]);
+        let m = match first { Some(m) => m, None => d.decode(&mut buf).unwrap().unwrap() };
+        m == Message::Binary(Bytes::from(body)) && buf.is_empty()
+    }
+
+    /// A server message inside a WebSocket frame inside length-prefixed framing: every layer
+    /// round-trips at every byte boundary.
+    fn layered_split_at_every_boundary(m: S) -> bool {
+        let body = m.0.encode_to_vec();
+        let wire = framing::encode_to_bytes(&body);
+        let dec = framing::Decoder::new(1 << 24);
+        (0..=wire.len()).all(|cut| {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let early = dec.decode(&mut buf).unwrap();
+            if cut < wire.len() && early.is_some() { return false; }
+            buf.extend_from_slice(&wire[cut..]);
+            let frame = early.or_else(|| dec.decode(&mut buf).unwrap()).unwrap();
+            ServerMsg::decode(&frame, &lim()).as_ref() == Ok(&m.0)
+        })
+    }
+}
+
+#[test]
+fn limits_are_enforced() {
+    let small = DecodeLimits {
+        payload_bytes_max: 4,
+        name_bytes_max: 3,
+        batch_items_max: 2,
+    };
+    let publish = |ns: &str, payload: &'static [u8]| {
+        Bytes::from(
+            ClientMsg::Publish {
+                request_id: 1,
+                namespace: ns.into(),
+                topic: "t".into(),
+                payload: Bytes::from_static(payload),
+                idempotency_key: None,
+            }
+            .encode_to_vec(),
+        )
+    };
+    let e = ClientMsg::decode(&publish("abcd", b"x"), &small).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidName);
+    let e = ClientMsg::decode(&publish("ab", b"xxxxx"), &small).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MessageTooLarge);
+    assert!(ClientMsg::decode(&publish("a/b", b"x"), &DecodeLimits::default()).is_err());
+    let batch = ServerMsg::ItemBatch(vec![
+        ItemMsg {
+            subscription_id: 1,
+            epoch: 1,
+            seq: 1,
+            payload: Bytes::new(),
+            publisher_id: None
+        };
+        3
+    ]);
+    assert!(ServerMsg::decode(&Bytes::from(batch.encode_to_vec()), &small).is_err());
+}
+
+#[test]
+fn garbage_and_wrong_root_are_rejected() {
+    for junk in [&b""[..], b"\0", b"\xff\xff\xff\xff", b"\x08\0\0\0\0\0\0\0"] {
+        assert!(ClientMsg::decode(&Bytes::copy_from_slice(junk), &lim()).is_err());
+    }
+}
+
+#[test]
+fn unknown_union_member_is_rejected() {
+    // Encode a Ping, then bump the union type byte past the last known member.
+    let v = ClientMsg::Ping { nonce: 5 }.encode_to_vec();
+    let mut found = false;
+    for i in 0..v.len() {
+        if v[i] == 5 {
+            // ClientBody::Ping is 5; try replacing it and see if decode yields UnknownType.
+            let mut w = v.clone();
+            w[i] = 42;
+            if let Err(fanfare_proto::DecodeError::UnknownType(42)) =
+                ClientMsg::decode(&Bytes::from(w), &lim())
+            {
+                found = true;
+            }
+        }
+    }
+    assert!(found, "no byte of the encoding held the union type");
+}
