@@ -1,0 +1,142 @@
+//! Engine settings. Every limit has a default suited to one machine serving the public.
+
+use std::time::Duration;
+
+/// Most shards one node runs.
+pub const SHARDS_MAX: usize = 1024;
+
+/// Engine configuration; build a broker with [`crate::Broker::builder`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Shards (executors); 0 means one per available core.
+    pub shards: usize,
+    /// Pin each shard to its own CPU.
+    pub pin: bool,
+    /// CPUs to pin to, in shard order (default: the online CPUs in order).
+    pub cpus: Option<Vec<usize>>,
+    /// Messages of history kept per topic.
+    pub history_messages_max: usize,
+    /// Payload bytes of history kept per topic.
+    pub history_bytes_max: usize,
+    /// Age after which history messages are dropped; a topic with no subscribers and no
+    /// history left is dropped too (its next message starts a new epoch).
+    pub history_age_max: Duration,
+    /// Topics one shard may own; past it, publish and subscribe fail with `TopicLimit`.
+    pub topics_per_shard_max: usize,
+    /// Subscriptions one shard may hold; past it, subscribe fails.
+    pub subscriptions_per_shard_max: usize,
+    /// Largest payload of one message, in bytes.
+    pub message_bytes_max: usize,
+    /// Largest namespace or topic name, in bytes (at most 64).
+    pub name_bytes_max: usize,
+    /// Bytes a library subscriber's queue may hold before it lags.
+    pub subscriber_queue_bytes_max: usize,
+    /// How long a subscriber may stay lagging (queue full) before it is closed as too slow.
+    pub subscriber_lag_max: Duration,
+    /// Heartbeat interval on quiet subscriptions.
+    pub heartbeat_interval: Duration,
+    /// How long shutdown waits for local subscribers (network connections) to drain.
+    pub drain_timeout: Duration,
+    /// Commands queued to one shard from library callers before `publish` waits.
+    pub shard_inbox_max: usize,
+    /// Batches in flight on each shard-to-shard channel.
+    pub mesh_channel_batches: usize,
+    /// Messages waiting in one shard-to-shard outbox before live items are dropped (the
+    /// receiving shard repairs the gap from history, or reports a discontinuity).
+    pub mesh_outbox_messages_max: usize,
+    /// Spin this long before an idle executor parks (cuts cross-shard wake-up latency at
+    /// the price of CPU); `None` parks at once.
+    pub spin_before_park: Option<Duration>,
+    /// io_uring registered buffer memory per shard, in bytes.
+    pub io_memory_bytes: usize,
+    /// First epoch value (default: the wall clock in microseconds); epochs only grow.
+    pub epoch_base: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            pin: false,
+            cpus: None,
+            history_messages_max: 1000,
+            history_bytes_max: 1 << 20,
+            history_age_max: Duration::from_secs(3600),
+            topics_per_shard_max: 100_000,
+            subscriptions_per_shard_max: 1_000_000,
+            message_bytes_max: 1 << 20,
+            name_bytes_max: fanfare_proto::NAME_BYTES_MAX,
+            subscriber_queue_bytes_max: 1 << 20,
+            subscriber_lag_max: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+            shard_inbox_max: 4096,
+            mesh_channel_batches: 256,
+            mesh_outbox_messages_max: 65_536,
+            spin_before_park: None,
+            io_memory_bytes: 1 << 20,
+            epoch_base: None,
+        }
+    }
+}
+
+impl Config {
+    /// Checks ranges; called by `start`.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 10] = [
+            (self.shards <= SHARDS_MAX, "shards must be at most 1024"),
+            (
+                self.history_messages_max >= 1,
+                "history_messages_max must be at least 1",
+            ),
+            (
+                self.topics_per_shard_max >= 1,
+                "topics_per_shard_max must be at least 1",
+            ),
+            (
+                self.subscriptions_per_shard_max >= 1,
+                "subscriptions_per_shard_max must be at least 1",
+            ),
+            (
+                self.message_bytes_max >= 1,
+                "message_bytes_max must be at least 1",
+            ),
+            (
+                (1..=fanfare_proto::NAME_BYTES_MAX).contains(&self.name_bytes_max),
+                "name_bytes_max must be 1..=64",
+            ),
+            (
+                self.subscriber_queue_bytes_max >= 1024,
+                "subscriber_queue_bytes_max must be at least 1024",
+            ),
+            (
+                !self.heartbeat_interval.is_zero(),
+                "heartbeat_interval must be positive",
+            ),
+            (
+                self.shard_inbox_max >= 1 && self.mesh_channel_batches >= 1,
+                "channel sizes must be at least 1",
+            ),
+            (
+                self.mesh_outbox_messages_max >= 1,
+                "mesh_outbox_messages_max must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err((*why).to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    /// The number of shards to run: `shards`, or the available cores when 0.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(SHARDS_MAX)
+        } else {
+            self.shards
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Messages, the events a subscriber receives, and the errors of each operation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fanfare_proto::NameError;
+use thiserror::Error;
+
+use crate::ids::{Epoch, LocalTopicId, Seq, SubId};
+
+/// One published message. Cloning it shares the payload (a reference count, no copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic's epoch when it was published.
+    pub epoch: Epoch,
+    /// Its sequence within the epoch.
+    pub seq: Seq,
+    /// The body.
+    pub payload: Bytes,
+    /// Who published it, when the broker knows (a token's subject).
+    pub publisher_id: Option<Arc<str>>,
+}
+
+impl Message {
+    /// A message.
+    pub fn new(epoch: Epoch, seq: Seq, payload: Bytes, publisher_id: Option<Arc<str>>) -> Self {
+        Self {
+            epoch,
+            seq,
+            payload,
+            publisher_id,
+        }
+    }
+}
+
+/// Where a published message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The topic's epoch.
+    pub epoch: Epoch,
+    /// The message's sequence.
+    pub seq: Seq,
+}
+
+/// What a library subscriber receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The next message.
+    Item(Message),
+    /// Messages were missed and will never arrive: everything after `last_seq` (in the epoch
+    /// the subscriber had) up to `new_seq - 1` in `new_epoch`. Delivery goes on at `new_seq`.
+    Discontinuity {
+        /// The last sequence delivered or resumed from.
+        last_seq: Seq,
+        /// The next sequence that will be delivered.
+        new_seq: Seq,
+        /// The epoch `new_seq` belongs to.
+        new_epoch: Epoch,
+    },
+    /// The subscription is alive but its topic was quiet for a heartbeat interval.
+    Heartbeat {
+        /// The topic's epoch.
+        epoch: Epoch,
+        /// The next sequence the subscription will deliver.
+        next_seq: Seq,
+    },
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The subscriber asked.
+    #[error("unsubscribed")]
+    Unsubscribed,
+    /// The broker is shutting down.
+    #[error("broker shutting down")]
+    ShuttingDown,
+    /// Its queue stayed full for longer than the lag limit.
+    #[error("subscriber stayed behind for {0:?}, over the limit")]
+    TooSlow(Duration),
+    /// The subscription could not start.
+    #[error("subscribe failed: {0}")]
+    Failed(SubscribeError),
+}
+
+/// What the engine offers a [`crate::Sink`], in order, for one subscription.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Offer<'a> {
+    /// The subscription is live; `next_seq` is the first sequence it will deliver.
+    Subscribed {
+        /// The topic's local id (shared by all its subscribers on this shard).
+        topic: LocalTopicId,
+        /// The topic's epoch.
+        epoch: Epoch,
+        /// First sequence to be delivered (after the discontinuity, if one follows).
+        next_seq: Seq,
+    },
+    /// A message.
+    Item(&'a crate::sink::Delivery<'a>),
+    /// Messages were missed (see [`Event::Discontinuity`]).
+    Discontinuity {
+        /// Last sequence delivered or resumed from.
+        last_seq: Seq,
+        /// Next sequence to be delivered.
+        new_seq: Seq,
+        /// Its epoch.
+        new_epoch: Epoch,
+    },
+    /// The topic was quiet for a heartbeat interval.
+    Heartbeat {
+        /// Epoch.
+        epoch: Epoch,
+        /// Next sequence to be delivered.
+        next_seq: Seq,
+    },
+    /// The subscription ended; nothing follows.
+    Closed(&'a CloseReason),
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// A namespace or topic name breaks the rules.
+    #[error("invalid {field}: {source}")]
+    InvalidName {
+        /// `namespace` or `topic`.
+        field: &'static str,
+        /// What is wrong.
+        source: NameError,
+    },
+    /// The payload is over the message size limit.
+    #[error("message of {len} bytes over the limit of {max}")]
+    TooLarge {
+        /// Payload length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The owning shard holds its maximum number of topics.
+    #[error("topic limit of {max} per shard reached")]
+    TopicLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// The broker is shutting down.
+    #[error("broker shutting down")]
+    ShuttingDown,
+}
+
+/// Why a subscribe failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A namespace or topic name breaks the rules.
+    #[error("invalid {field}: {source}")]
+    InvalidName {
+        /// `namespace` or `topic`.
+        field: &'static str,
+        /// What is wrong.
+        source: NameError,
+    },
+    /// The owning shard holds its maximum number of topics.
+    #[error("topic limit of {max} per shard reached")]
+    TopicLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// The shard holds its maximum number of subscriptions.
+    #[error("subscription limit of {max} per shard reached")]
+    TooManySubscriptions {
+        /// The limit.
+        max: usize,
+    },
+    /// The resume position is ahead of the topic's head in the same epoch.
+    #[error("resume position {requested:?} is ahead of the topic's next sequence {next:?}")]
+    InvalidResume {
+        /// What was asked.
+        requested: Seq,
+        /// The topic's next sequence.
+        next: Seq,
+    },
+    /// The broker is shutting down.
+    #[error("broker shutting down")]
+    ShuttingDown,
+}
+
+/// Why the broker did not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A shard's executor could not start (for example pinning to a missing CPU).
+    #[error("shard {shard} failed to start: {reason}")]
+    Shard {
+        /// Which shard (thread index).
+        shard: usize,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A subscription id and the local topic id its items carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeAccepted {
+    /// The subscription.
+    pub sub: SubId,
+    /// The topic's id on this shard.
+    pub topic: LocalTopicId,
+}

@@ -1,0 +1,1270 @@
+//! A shard: one executor's topics and subscriptions, and the loops that change them.
+//!
+//! A shard plays both roles of the design inside one node:
+//! - **owner** of the topics placement gives it: it assigns sequences, keeps history, and
+//!   sends each message once to every shard that has subscribers for the topic;
+//! - **router** for the subscriptions made on it: it keeps one interest per (topic, shard)
+//!   at the owner however many local subscribers there are, and fans each message out to
+//!   them through their [`Sink`]s.
+//!
+//! All state lives in one [`State`] behind `Rc<RefCell<..>>`, touched only by this shard's
+//! thread; a borrow is never held across an `.await`. Other shards are reached only by
+//! [`MeshMsg`]s over glommio's lock-free channel mesh, through a per-peer outbox that a
+//! flusher task drains in batches (one channel send carries everything queued meanwhile).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ahash::{AHashMap, AHashSet};
+use bytes::Bytes;
+use fanfare_proto::Start;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use crate::config::Config;
+use crate::history::History;
+use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
+use crate::message::{
+    CloseReason, Message, Offer, PublishError, Published, SubscribeAccepted, SubscribeError,
+};
+use crate::placement::shard_for;
+use crate::sink::{Accept, Delivery, Sink};
+use crate::stats::ShardStats;
+
+/// Most messages one mesh batch carries (bounds the time a receiver spends on one batch).
+const MESH_BATCH_MAX: usize = 1024;
+/// Period of the maintenance tick (heartbeats, lag limits, idle topics), at most.
+const TICK_MAX: Duration = Duration::from_millis(100);
+/// How often owned topics are swept for expired history and idleness.
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// A message between shards.
+pub(crate) enum MeshMsg {
+    /// Router to owner: order this message.
+    Publish {
+        key: TopicKey,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+        reply: flume::Sender<Result<Published, PublishError>>,
+    },
+    /// Router to owner: shard `from` wants the topic's messages from `start` on, for `sub`.
+    Subscribe {
+        key: TopicKey,
+        start: Start,
+        from: ShardId,
+        sub: SubId,
+    },
+    /// Router to owner: shard `from` has no subscribers of the topic any more.
+    Uninterest { key: TopicKey, from: ShardId },
+    /// Owner to router: the answer to `Subscribe`.
+    SubscribeReply {
+        sub: SubId,
+        reply: Result<OwnerReply, SubscribeError>,
+    },
+    /// Owner to router: a live message.
+    Item { key: TopicKey, msg: Message },
+}
+
+/// What the owner answers a subscribe (or catch-up) with.
+pub(crate) struct OwnerReply {
+    epoch: Epoch,
+    /// The first sequence the subscriber will get.
+    start: Seq,
+    /// `(last_seq, new_seq, new_epoch)` when the requested position is lost.
+    disc: Option<(Seq, Seq, Epoch)>,
+    /// History from `start` on.
+    replay: Vec<Message>,
+}
+
+/// Commands from library callers on other threads.
+pub(crate) enum Cmd {
+    Publish {
+        key: TopicKey,
+        payload: Bytes,
+        reply: flume::Sender<Result<Published, PublishError>>,
+    },
+    Subscribe {
+        key: TopicKey,
+        start: Start,
+        sink: Box<dyn FnOnce() -> Rc<dyn Sink> + Send>,
+        on_error: Box<dyn FnOnce(SubscribeError) + Send>,
+    },
+    Run(Box<dyn FnOnce(&ShardHandle) + Send>),
+    Shutdown,
+}
+
+/// Control messages from library subscribers (at most one outstanding per subscription,
+/// so the unbounded channel they travel on is bounded by the subscription count).
+pub(crate) enum Ctl {
+    Drained(SubId),
+    Unsubscribe(SubId),
+}
+
+struct OwnedTopic {
+    epoch: Epoch,
+    next_seq: Seq,
+    history: History,
+    /// Shards with subscribers (at most one entry per shard).
+    interested: Vec<ShardId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Subscribe sent to the owner, no answer yet.
+    Pending,
+    /// Receiving live messages; `next` is the sequence it expects.
+    Live,
+    /// Its sink was full at `next`; waiting for it to drain.
+    Lagging { since: Instant },
+    /// Asked the owner for history from `next`.
+    CatchingUp,
+}
+
+struct Subscriber {
+    id: SubId,
+    sink: Rc<dyn Sink>,
+    phase: Phase,
+    epoch: Epoch,
+    next: Seq,
+}
+
+struct LocalTopic {
+    id: LocalTopicId,
+    subs: Vec<Subscriber>,
+    /// Last time an item or heartbeat went out, for heartbeats.
+    quiet_since: Instant,
+}
+
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<MeshMsg>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+/// A one-shot, shard-local signal (shutdown).
+#[derive(Default)]
+pub(crate) struct Signal {
+    fired: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Signal {
+    fn fire(&self) {
+        self.fired.set(true);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// One shard's state. See the module docs.
+pub(crate) struct State {
+    id: ShardId,
+    shards: u16,
+    cfg: Arc<Config>,
+    stats: Arc<ShardStats>,
+    owned: AHashMap<TopicKey, OwnedTopic>,
+    last_epoch: u64,
+    local: AHashMap<TopicKey, LocalTopic>,
+    /// Where each subscription lives: its topic and its index in that topic's `subs`.
+    sub_index: AHashMap<SubId, (TopicKey, usize)>,
+    lagging: AHashSet<SubId>,
+    next_id: u64,
+    outboxes: Vec<Outbox>,
+    scratch_shards: Vec<ShardId>,
+    closing: bool,
+    shutdown: Rc<Signal>,
+    last_heartbeat_scan: Instant,
+    last_sweep: Instant,
+}
+
+impl State {
+    fn new(id: ShardId, shards: u16, cfg: Arc<Config>, stats: Arc<ShardStats>) -> Self {
+        let now = Instant::now();
+        let epoch_base = cfg.epoch_base.unwrap_or_else(wall_clock_micros);
+        Self {
+            id,
+            shards,
+            cfg,
+            stats,
+            owned: AHashMap::new(),
+            last_epoch: epoch_base.saturating_sub(1),
+            local: AHashMap::new(),
+            sub_index: AHashMap::new(),
+            lagging: AHashSet::new(),
+            next_id: 1,
+            outboxes: (0..shards).map(|_| Outbox::default()).collect(),
+            scratch_shards: Vec::new(),
+            closing: false,
+            shutdown: Rc::new(Signal::default()),
+            last_heartbeat_scan: now,
+            last_sweep: now,
+        }
+    }
+
+    fn owner_of(&self, key: &TopicKey) -> ShardId {
+        ShardId(shard_for(key.as_str().as_bytes(), self.shards))
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    // ---------------------------------------------------------------- mesh
+
+    fn send(&mut self, to: ShardId, msg: MeshMsg) {
+        debug_assert_ne!(to, self.id, "a shard never sends to itself over the mesh");
+        let max = self.cfg.mesh_outbox_messages_max;
+        let ob = &mut self.outboxes[usize::from(to.0)];
+        if ob.closed {
+            if let MeshMsg::Publish { reply, .. } = msg {
+                let _ = reply.try_send(Err(PublishError::ShuttingDown));
+            }
+            return;
+        }
+        // Overflow rule: live items are dropped (the receiver sees the sequence gap and
+        // repairs it from history); requests and replies are always queued, and they are
+        // bounded by the client-facing limits that produce them.
+        if ob.queue.len() >= max && matches!(msg, MeshMsg::Item { .. }) {
+            ShardStats::inc(&self.stats.mesh_items_dropped);
+            return;
+        }
+        ob.queue.push_back(msg);
+        if let Some(w) = ob.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn handle_mesh(&mut self, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Publish {
+                key,
+                payload,
+                publisher,
+                reply,
+            } => {
+                let r = self.owner_publish(key, payload, publisher);
+                let _ = reply.try_send(r);
+            }
+            MeshMsg::Subscribe {
+                key,
+                start,
+                from,
+                sub,
+            } => {
+                let reply = self.owner_subscribe(&key, start, from);
+                self.send(from, MeshMsg::SubscribeReply { sub, reply });
+            }
+            MeshMsg::Uninterest { key, from } => self.owner_uninterest(&key, from),
+            MeshMsg::SubscribeReply { sub, reply } => self.on_subscribe_reply(sub, reply),
+            MeshMsg::Item { key, msg } => self.deliver_live(&key, &msg, Instant::now()),
+        }
+    }
+
+    // ---------------------------------------------------------------- owner role
+
+    fn owned_topic(&mut self, key: &TopicKey) -> Option<&mut OwnedTopic> {
+        if !self.owned.contains_key(key) {
+            if self.owned.len() >= self.cfg.topics_per_shard_max {
+                ShardStats::inc(&self.stats.topic_limit_rejections);
+                return None;
+            }
+            // Epochs only grow: the wall clock in microseconds, or one more than the last.
+            self.last_epoch = (self.last_epoch + 1).max(if self.cfg.epoch_base.is_some() {
+                0
+            } else {
+                wall_clock_micros()
+            });
+            let t = OwnedTopic {
+                epoch: Epoch(self.last_epoch),
+                next_seq: Seq(1),
+                history: History::new(self.cfg.history_messages_max, self.cfg.history_bytes_max),
+                interested: Vec::new(),
+            };
+            self.owned.insert(key.clone(), t);
+            ShardStats::set(&self.stats.topics, self.owned.len() as u64);
+        }
+        self.owned.get_mut(key)
+    }
+
+    fn owner_publish(
+        &mut self,
+        key: TopicKey,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+    ) -> Result<Published, PublishError> {
+        debug_assert_eq!(self.owner_of(&key), self.id);
+        let max = self.cfg.topics_per_shard_max;
+        let now = Instant::now();
+        let mut targets = std::mem::take(&mut self.scratch_shards);
+        let Some(topic) = self.owned_topic(&key) else {
+            self.scratch_shards = targets;
+            return Err(PublishError::TopicLimit { max });
+        };
+        let msg = Message::new(topic.epoch, topic.next_seq, payload, publisher);
+        topic.next_seq = Seq(topic.next_seq.0 + 1);
+        topic.history.push(now, msg.clone());
+        targets.extend_from_slice(&topic.interested);
+        ShardStats::inc(&self.stats.publishes);
+        let published = Published {
+            epoch: msg.epoch,
+            seq: msg.seq,
+        };
+        for &to in &targets {
+            if to == self.id {
+                self.deliver_live(&key, &msg, now);
+            } else {
+                self.send(
+                    to,
+                    MeshMsg::Item {
+                        key: key.clone(),
+                        msg: msg.clone(),
+                    },
+                );
+            }
+        }
+        targets.clear();
+        self.scratch_shards = targets;
+        Ok(published)
+    }
+
+    fn owner_subscribe(
+        &mut self,
+        key: &TopicKey,
+        start: Start,
+        from: ShardId,
+    ) -> Result<OwnerReply, SubscribeError> {
+        debug_assert_eq!(self.owner_of(key), self.id);
+        let max = self.cfg.topics_per_shard_max;
+        let Some(topic) = self.owned_topic(key) else {
+            return Err(SubscribeError::TopicLimit { max });
+        };
+        if !topic.interested.contains(&from) {
+            topic.interested.push(from);
+        }
+        let (disc, first) = resolve_start(
+            topic.epoch,
+            topic.next_seq,
+            topic.history.first_seq(),
+            start,
+        )?;
+        Ok(OwnerReply {
+            epoch: topic.epoch,
+            start: first,
+            disc,
+            replay: topic.history.since(first).cloned().collect(),
+        })
+    }
+
+    fn owner_uninterest(&mut self, key: &TopicKey, from: ShardId) {
+        if let Some(t) = self.owned.get_mut(key) {
+            t.interested.retain(|s| *s != from);
+        }
+    }
+
+    // ---------------------------------------------------------------- router role
+
+    fn subscribe(
+        &mut self,
+        key: TopicKey,
+        start: Start,
+        sink: Rc<dyn Sink>,
+    ) -> Result<SubscribeAccepted, SubscribeError> {
+        if self.closing {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        let max = self.cfg.subscriptions_per_shard_max;
+        if self.sub_index.len() >= max {
+            ShardStats::inc(&self.stats.subscription_limit_rejections);
+            return Err(SubscribeError::TooManySubscriptions { max });
+        }
+        let sub = SubId(self.fresh_id());
+        let topic_id = LocalTopicId(self.fresh_id());
+        let lt = self.local.entry(key.clone()).or_insert_with(|| LocalTopic {
+            id: topic_id,
+            subs: Vec::new(),
+            quiet_since: Instant::now(),
+        });
+        lt.subs.push(Subscriber {
+            id: sub,
+            sink,
+            phase: Phase::Pending,
+            epoch: Epoch(0),
+            next: Seq(0),
+        });
+        let accepted = SubscribeAccepted { sub, topic: lt.id };
+        self.sub_index.insert(sub, (key.clone(), lt.subs.len() - 1));
+        ShardStats::set(&self.stats.subscriptions, self.sub_index.len() as u64);
+        self.ask_owner(key, start, sub);
+        Ok(accepted)
+    }
+
+    /// Sends a subscribe (or catch-up) for `sub` to the topic's owner, or answers it here.
+    fn ask_owner(&mut self, key: TopicKey, start: Start, sub: SubId) {
+        let owner = self.owner_of(&key);
+        if owner == self.id {
+            let reply = self.owner_subscribe(&key, start, self.id);
+            self.on_subscribe_reply(sub, reply);
+        } else {
+            let from = self.id;
+            self.send(
+                owner,
+                MeshMsg::Subscribe {
+                    key,
+                    start,
+                    from,
+                    sub,
+                },
+            );
+        }
+    }
+
+    fn on_subscribe_reply(&mut self, sub: SubId, reply: Result<OwnerReply, SubscribeError>) {
+        let Some((key, idx)) = self.sub_index.get(&sub).cloned() else {
+            return; // unsubscribed meanwhile
+        };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                self.remove_sub(sub, Some(CloseReason::Failed(e)));
+                return;
+            }
+        };
+        let now = Instant::now();
+        let Some(lt) = self.local.get_mut(&key) else {
+            return;
+        };
+        let topic_id = lt.id;
+        let s = &mut lt.subs[idx];
+        debug_assert_eq!(s.id, sub);
+        if s.phase == Phase::Pending {
+            s.sink.offer(
+                sub,
+                Offer::Subscribed {
+                    topic: topic_id,
+                    epoch: reply.epoch,
+                    next_seq: reply.start,
+                },
+            );
+        } else {
+            ShardStats::inc(&self.stats.catchups);
+        }
+        if let Some((last_seq, new_seq, new_epoch)) = reply.disc {
+            s.sink.offer(
+                sub,
+                Offer::Discontinuity {
+                    last_seq,
+                    new_seq,
+                    new_epoch,
+                },
+            );
+            ShardStats::inc(&self.stats.discontinuities);
+        }
+        s.epoch = reply.epoch;
+        s.next = reply.start;
+        s.phase = Phase::Live;
+        let mut gone = false;
+        let mut replayed = 0;
+        for m in &reply.replay {
+            debug_assert_eq!(m.seq, s.next, "history is consecutive");
+            match s.sink.offer(sub, Offer::Item(&Delivery::new(topic_id, m))) {
+                Accept::Queued => {
+                    s.next = Seq(m.seq.0 + 1);
+                    replayed += 1;
+                }
+                Accept::Full => {
+                    s.phase = Phase::Lagging { since: now };
+                    self.lagging.insert(sub);
+                    ShardStats::inc(&self.stats.lagged);
+                    break;
+                }
+                Accept::Gone => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        ShardStats::add(&self.stats.replayed, replayed);
+        ShardStats::add(&self.stats.deliveries, replayed);
+        if gone {
+            self.remove_sub(sub, None);
+        }
+    }
+
+    /// Hands a live message to every local subscriber of its topic. The fan-out hot path.
+    fn deliver_live(&mut self, key: &TopicKey, msg: &Message, now: Instant) {
+        let Some(lt) = self.local.get_mut(key) else {
+            return; // our last subscriber left while the item was in flight
+        };
+        lt.quiet_since = now;
+        let d = Delivery::new(lt.id, msg);
+        let mut delivered = 0u64;
+        let mut gaps = Vec::new();
+        let mut gone = Vec::new();
+        for s in lt.subs.iter_mut() {
+            if s.phase != Phase::Live || (msg.epoch == s.epoch && msg.seq < s.next) {
+                continue;
+            }
+            if msg.epoch != s.epoch || msg.seq != s.next {
+                // A gap (a dropped mesh item): repair from history.
+                s.phase = Phase::CatchingUp;
+                gaps.push(s.id);
+                continue;
+            }
+            match s.sink.offer(s.id, Offer::Item(&d)) {
+                Accept::Queued => {
+                    s.next = Seq(s.next.0 + 1);
+                    delivered += 1;
+                }
+                Accept::Full => {
+                    s.phase = Phase::Lagging { since: now };
+                    self.lagging.insert(s.id);
+                    ShardStats::inc(&self.stats.lagged);
+                }
+                Accept::Gone => gone.push(s.id),
+            }
+        }
+        ShardStats::add(&self.stats.deliveries, delivered);
+        for sub in gaps {
+            self.catch_up(sub);
+        }
+        for sub in gone {
+            self.remove_sub(sub, None);
+        }
+    }
+
+    fn catch_up(&mut self, sub: SubId) {
+        let Some((key, idx)) = self.sub_index.get(&sub).cloned() else {
+            return;
+        };
+        let Some(s) = self.local.get_mut(&key).map(|lt| &mut lt.subs[idx]) else {
+            return;
+        };
+        s.phase = Phase::CatchingUp;
+        let start = Start::At {
+            epoch: s.epoch.0,
+            seq: s.next.0,
+        };
+        self.lagging.remove(&sub);
+        self.ask_owner(key, start, sub);
+    }
+
+    fn drained(&mut self, sub: SubId) {
+        let lagging = self
+            .sub_index
+            .get(&sub)
+            .and_then(|(key, idx)| self.local.get(key).map(|lt| lt.subs[*idx].phase))
+            .is_some_and(|p| matches!(p, Phase::Lagging { .. }));
+        if lagging {
+            self.catch_up(sub);
+        }
+    }
+
+    fn remove_sub(&mut self, sub: SubId, reason: Option<CloseReason>) {
+        let Some((key, idx)) = self.sub_index.remove(&sub) else {
+            return;
+        };
+        self.lagging.remove(&sub);
+        ShardStats::set(&self.stats.subscriptions, self.sub_index.len() as u64);
+        let Some(lt) = self.local.get_mut(&key) else {
+            return;
+        };
+        let s = lt.subs.swap_remove(idx);
+        if let Some(moved) = lt.subs.get(idx) {
+            if let Some(entry) = self.sub_index.get_mut(&moved.id) {
+                entry.1 = idx;
+            }
+        }
+        if let Some(r) = reason {
+            s.sink.offer(sub, Offer::Closed(&r));
+        }
+        if lt.subs.is_empty() {
+            self.local.remove(&key);
+            let owner = self.owner_of(&key);
+            if owner == self.id {
+                self.owner_uninterest(&key, owner);
+            } else {
+                let from = self.id;
+                self.send(owner, MeshMsg::Uninterest { key, from });
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- maintenance
+
+    fn tick(&mut self, now: Instant) {
+        let hb = self.cfg.heartbeat_interval;
+        if now.saturating_duration_since(self.last_heartbeat_scan) >= hb / 4 {
+            self.last_heartbeat_scan = now;
+            let mut sent = 0;
+            for lt in self.local.values_mut() {
+                if now.saturating_duration_since(lt.quiet_since) < hb {
+                    continue;
+                }
+                lt.quiet_since = now;
+                for s in lt.subs.iter().filter(|s| s.phase == Phase::Live) {
+                    let hb = Offer::Heartbeat {
+                        epoch: s.epoch,
+                        next_seq: s.next,
+                    };
+                    if s.sink.offer(s.id, hb) == Accept::Queued {
+                        sent += 1;
+                    }
+                }
+            }
+            ShardStats::add(&self.stats.heartbeats, sent);
+        }
+        let lag_max = self.cfg.subscriber_lag_max;
+        let too_slow: Vec<(SubId, Duration)> = self
+            .lagging
+            .iter()
+            .filter_map(|sub| {
+                let (key, idx) = self.sub_index.get(sub)?;
+                match self.local.get(key)?.subs[*idx].phase {
+                    Phase::Lagging { since } if now.saturating_duration_since(since) > lag_max => {
+                        Some((*sub, now.saturating_duration_since(since)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        for (sub, behind) in too_slow {
+            ShardStats::inc(&self.stats.closed_too_slow);
+            self.remove_sub(sub, Some(CloseReason::TooSlow(behind)));
+        }
+        if now.saturating_duration_since(self.last_sweep) >= SWEEP_PERIOD {
+            self.last_sweep = now;
+            let age = self.cfg.history_age_max;
+            let before = self.owned.len();
+            self.owned.retain(|_, t| {
+                t.history.expire(now, age);
+                !(t.interested.is_empty() && t.history.is_empty())
+            });
+            let expired = before - self.owned.len();
+            if expired > 0 {
+                ShardStats::add(&self.stats.topics_expired, expired as u64);
+                ShardStats::set(&self.stats.topics, self.owned.len() as u64);
+            }
+        }
+    }
+
+    /// Closes every subscription (or, with `only_passive`, those whose sink does not end
+    /// itself on shutdown).
+    fn close_subs(&mut self, reason: CloseReason, only_passive: bool) {
+        let subs: Vec<SubId> = self
+            .local
+            .values()
+            .flat_map(|lt| lt.subs.iter())
+            .filter(|s| !only_passive || !s.sink.drains_itself())
+            .map(|s| s.id)
+            .collect();
+        for sub in subs {
+            self.remove_sub(sub, Some(reason.clone()));
+        }
+    }
+}
+
+/// Where a subscription starting at `start` begins, given the topic's `epoch`, `next` sequence
+/// and oldest sequence in history: `(discontinuity, first sequence to deliver)`.
+pub(crate) fn resolve_start(
+    epoch: Epoch,
+    next: Seq,
+    first_in_history: Option<Seq>,
+    start: Start,
+) -> Result<(Option<(Seq, Seq, Epoch)>, Seq), SubscribeError> {
+    let available = first_in_history.unwrap_or(next);
+    debug_assert!(available <= next);
+    match start {
+        Start::Latest => Ok((None, next)),
+        Start::LastN(n) => Ok((
+            None,
+            Seq(next.0.saturating_sub(u64::from(n)).max(available.0)),
+        )),
+        Start::At { epoch: e, seq } => {
+            let seq = Seq(seq.max(1));
+            if Epoch(e) != epoch {
+                // Another epoch: nothing the subscriber saw can be continued. Everything this
+                // epoch still has follows the discontinuity.
+                return Ok((Some((Seq(seq.0 - 1), available, epoch)), available));
+            }
+            if seq > next {
+                return Err(SubscribeError::InvalidResume {
+                    requested: seq,
+                    next,
+                });
+            }
+            if seq >= available {
+                Ok((None, seq))
+            } else {
+                Ok((Some((Seq(seq.0 - 1), available, epoch)), available))
+            }
+        }
+    }
+}
+
+fn wall_clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
+}
+
+// -------------------------------------------------------------------- the local API
+
+/// A handle to the shard the caller runs on, for code inside a shard's executor (the network
+/// front). Not `Send`: it is only valid on its own shard's thread.
+#[derive(Clone)]
+pub struct ShardHandle {
+    state: Rc<RefCell<State>>,
+}
+
+impl ShardHandle {
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.state.borrow().id
+    }
+
+    /// How many shards the node runs.
+    pub fn shards(&self) -> u16 {
+        self.state.borrow().shards
+    }
+
+    /// The engine configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.state.borrow().cfg.clone()
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> Arc<ShardStats> {
+        self.state.borrow().stats.clone()
+    }
+
+    /// Publishes `payload` to `namespace/topic`; resolves once the owner ordered it.
+    pub fn publish(
+        &self,
+        namespace: &str,
+        topic: &str,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
+        let mut st = self.state.borrow_mut();
+        let outcome = (|| {
+            let key = crate::broker::checked_key(&st.cfg, namespace, topic)
+                .map_err(|(field, source)| PublishError::InvalidName { field, source })?;
+            if payload.len() > st.cfg.message_bytes_max {
+                return Err(PublishError::TooLarge {
+                    len: payload.len(),
+                    max: st.cfg.message_bytes_max,
+                });
+            }
+            if st.closing {
+                return Err(PublishError::ShuttingDown);
+            }
+            let owner = st.owner_of(&key);
+            if owner == st.id {
+                return st.owner_publish(key, payload, publisher).map(Ok);
+            }
+            let (reply, rx) = flume::bounded(1);
+            st.send(
+                owner,
+                MeshMsg::Publish {
+                    key,
+                    payload,
+                    publisher,
+                    reply,
+                },
+            );
+            Ok(Err(rx))
+        })();
+        drop(st);
+        async move {
+            match outcome? {
+                Ok(p) => Ok(p),
+                Err(rx) => rx
+                    .recv_async()
+                    .await
+                    .unwrap_or(Err(PublishError::ShuttingDown)),
+            }
+        }
+    }
+
+    /// Subscribes `sink` to `namespace/topic` from `start`. Events follow on the sink,
+    /// starting with `Subscribed` (or `Closed` if the owner refuses).
+    pub fn subscribe(
+        &self,
+        namespace: &str,
+        topic: &str,
+        start: Start,
+        sink: Rc<dyn Sink>,
+    ) -> Result<SubscribeAccepted, SubscribeError> {
+        let mut st = self.state.borrow_mut();
+        let key = crate::broker::checked_key(&st.cfg, namespace, topic)
+            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
+        st.subscribe(key, start, sink)
+    }
+
+    /// Ends a subscription (no `Closed` event follows).
+    pub fn unsubscribe(&self, sub: SubId) {
+        self.state.borrow_mut().remove_sub(sub, None);
+    }
+
+    /// Tells the engine a subscriber that refused an item (`Accept::Full`) has room again.
+    pub fn drained(&self, sub: SubId) {
+        self.state.borrow_mut().drained(sub);
+    }
+
+    /// Resolves when the broker starts shutting down.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + 'static {
+        let signal = self.state.borrow().shutdown.clone();
+        std::future::poll_fn(move |cx| {
+            if signal.fired.get() {
+                Poll::Ready(())
+            } else {
+                signal.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+// -------------------------------------------------------------------- the loops
+
+/// A hook run on every shard once it is up (the network front spawns its listener here).
+pub type ShardHook = Arc<dyn Fn(ShardHandle) + Send + Sync>;
+
+pub(crate) struct Boot {
+    pub thread_index: usize,
+    pub shards: u16,
+    pub cfg: Arc<Config>,
+    pub mesh: MeshBuilder<Vec<MeshMsg>, Full>,
+    pub cmd_rx: flume::Receiver<Cmd>,
+    pub ctl_rx: flume::Receiver<Ctl>,
+    pub report: std::sync::mpsc::Sender<Result<(usize, ShardId, Arc<ShardStats>), String>>,
+    pub hook: Option<ShardHook>,
+}
+
+/// How long a shard waits for its peers to join the mesh before giving up.
+const MESH_JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub(crate) async fn run(boot: Boot) {
+    let Boot {
+        thread_index,
+        shards,
+        cfg,
+        mesh,
+        cmd_rx,
+        ctl_rx,
+        report,
+        hook,
+    } = boot;
+    let joined = futures_lite::future::or(
+        async { mesh.join().await.map_err(|e| e.to_string()) },
+        async {
+            glommio::timer::sleep(MESH_JOIN_TIMEOUT).await;
+            Err("timed out joining the shard mesh (another shard failed to start)".to_owned())
+        },
+    )
+    .await;
+    let (senders, mut receivers) = match joined {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = report.send(Err(e));
+            return;
+        }
+    };
+    let id = ShardId(senders.peer_id() as u16);
+    let stats = Arc::new(ShardStats::default());
+    let state = Rc::new(RefCell::new(State::new(
+        id,
+        shards,
+        cfg.clone(),
+        stats.clone(),
+    )));
+    let senders = Rc::new(senders);
+
+    let flushers: Vec<_> = (0..shards)
+        .filter(|p| *p != id.0)
+        .map(|p| glommio::spawn_local(flush_loop(state.clone(), senders.clone(), p)))
+        .collect();
+    let receivers: Vec<_> = receivers
+        .streams()
+        .into_iter()
+        .map(|(_, rx)| glommio::spawn_local(recv_loop(state.clone(), rx)))
+        .collect();
+    glommio::spawn_local(ctl_loop(state.clone(), ctl_rx)).detach();
+    let ticker = glommio::spawn_local(tick_loop(state.clone()));
+    if let Some(hook) = hook {
+        hook(ShardHandle {
+            state: state.clone(),
+        });
+    }
+    if report.send(Ok((thread_index, id, stats))).is_err() {
+        tracing::warn!(shard = id.0, "broker start-up gave up on this shard");
+    }
+
+    // The command loop: runs until Shutdown, or until every Broker handle is gone.
+    while let Ok(cmd) = cmd_rx.recv_async().await {
+        let mut st = state.borrow_mut();
+        match cmd {
+            Cmd::Shutdown => break,
+            Cmd::Publish {
+                key,
+                payload,
+                reply,
+            } => {
+                let r = if st.closing {
+                    Err(PublishError::ShuttingDown)
+                } else {
+                    st.owner_publish(key, payload, None)
+                };
+                let _ = reply.try_send(r);
+            }
+            Cmd::Subscribe {
+                key,
+                start,
+                sink,
+                on_error,
+            } => {
+                if let Err(e) = st.subscribe(key, start, sink()) {
+                    on_error(e);
+                }
+            }
+            Cmd::Run(f) => {
+                drop(st);
+                f(&ShardHandle {
+                    state: state.clone(),
+                });
+            }
+        }
+    }
+    // Later commands fail at once (their reply channels drop with the receiver).
+    drop(cmd_rx);
+
+    // Shutdown: stop taking work, let local subscribers (connections) drain, close the
+    // rest, flush what other shards are owed, then wait for every peer to do the same.
+    {
+        let mut st = state.borrow_mut();
+        st.closing = true;
+        st.shutdown.fire();
+        st.close_subs(CloseReason::ShuttingDown, true);
+    }
+    let deadline = Instant::now() + cfg.drain_timeout;
+    while !state.borrow().sub_index.is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    state
+        .borrow_mut()
+        .close_subs(CloseReason::ShuttingDown, false);
+    {
+        let mut st = state.borrow_mut();
+        for ob in st.outboxes.iter_mut() {
+            ob.closed = true;
+            if let Some(w) = ob.waker.take() {
+                w.wake();
+            }
+        }
+    }
+    for f in flushers {
+        f.await;
+    }
+    senders.close();
+    for r in receivers {
+        r.await;
+    }
+    drop(ticker);
+}
+
+async fn flush_loop(state: Rc<RefCell<State>>, senders: Rc<Senders<Vec<MeshMsg>>>, peer: u16) {
+    loop {
+        let batch = std::future::poll_fn(|cx: &mut Context<'_>| {
+            let mut st = state.borrow_mut();
+            let ob = &mut st.outboxes[usize::from(peer)];
+            if ob.queue.is_empty() {
+                if ob.closed {
+                    return Poll::Ready(None);
+                }
+                ob.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let n = ob.queue.len().min(MESH_BATCH_MAX);
+            Poll::Ready(Some(ob.queue.drain(..n).collect::<Vec<_>>()))
+        })
+        .await;
+        let Some(batch) = batch else { return };
+        ShardStats::inc(&state.borrow().stats.mesh_batches);
+        if senders.send_to(usize::from(peer), batch).await.is_err() {
+            return; // the peer is gone (shutdown)
+        }
+    }
+}
+
+async fn recv_loop(state: Rc<RefCell<State>>, rx: ConnectedReceiver<Vec<MeshMsg>>) {
+    while let Some(batch) = rx.recv().await {
+        let mut st = state.borrow_mut();
+        for msg in batch {
+            st.handle_mesh(msg);
+        }
+    }
+}
+
+async fn ctl_loop(state: Rc<RefCell<State>>, rx: flume::Receiver<Ctl>) {
+    while let Ok(ctl) = rx.recv_async().await {
+        let mut st = state.borrow_mut();
+        match ctl {
+            Ctl::Drained(sub) => st.drained(sub),
+            Ctl::Unsubscribe(sub) => st.remove_sub(sub, None),
+        }
+    }
+}
+
+async fn tick_loop(state: Rc<RefCell<State>>) {
+    let period = {
+        let st = state.borrow();
+        (st.cfg.heartbeat_interval / 4).clamp(Duration::from_millis(1), TICK_MAX)
+    };
+    loop {
+        glommio::timer::sleep(period).await;
+        state.borrow_mut().tick(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck::{quickcheck, Arbitrary, Gen};
+    use std::cell::RefCell;
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Ev {
+        Subscribed(Seq),
+        Item(Epoch, Seq),
+        Disc(Seq, Seq),
+        Closed,
+    }
+
+    /// A subscriber queue holding at most `cap` items.
+    struct TestSink {
+        cap: usize,
+        q: RefCell<VecDeque<Ev>>,
+    }
+
+    impl Sink for TestSink {
+        fn offer(&self, _sub: SubId, o: Offer<'_>) -> Accept {
+            let mut q = self.q.borrow_mut();
+            let ev = match o {
+                Offer::Subscribed { next_seq, .. } => Ev::Subscribed(next_seq),
+                Offer::Item(d) => {
+                    if q.iter().filter(|e| matches!(e, Ev::Item(..))).count() >= self.cap {
+                        return Accept::Full;
+                    }
+                    Ev::Item(d.message.epoch, d.message.seq)
+                }
+                Offer::Discontinuity {
+                    last_seq, new_seq, ..
+                } => Ev::Disc(last_seq, new_seq),
+                Offer::Heartbeat { .. } => return Accept::Queued,
+                Offer::Closed(_) => Ev::Closed,
+            };
+            q.push_back(ev);
+            Accept::Queued
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Publish(u8),
+        Subscribe(u8, u8),
+        Unsubscribe(u8),
+        Drain(u8),
+    }
+
+    impl Arbitrary for Op {
+        fn arbitrary(g: &mut Gen) -> Self {
+            match u8::arbitrary(g) % 8 {
+                0..=3 => Op::Publish(u8::arbitrary(g) % 3),
+                4 => Op::Subscribe(u8::arbitrary(g) % 3, u8::arbitrary(g)),
+                5 => Op::Unsubscribe(u8::arbitrary(g)),
+                _ => Op::Drain(u8::arbitrary(g)),
+            }
+        }
+    }
+
+    struct Reader {
+        sub: SubId,
+        topic: usize,
+        sink: Rc<TestSink>,
+        /// Next sequence this reader must see; None until Subscribed.
+        expect: Option<Seq>,
+        closed: bool,
+    }
+
+    impl Reader {
+        /// Reads everything queued, checking the stream; returns false on a violation.
+        fn drain(&mut self) -> bool {
+            let evs: Vec<Ev> = self.sink.q.borrow_mut().drain(..).collect();
+            for ev in evs {
+                match (ev, self.expect) {
+                    (Ev::Subscribed(s), None) => self.expect = Some(s),
+                    (Ev::Item(_, s), Some(e)) if s == e => self.expect = Some(Seq(s.0 + 1)),
+                    // A discontinuity must start exactly where the reader is and move forward.
+                    (Ev::Disc(last, new), Some(e)) if last.0 + 1 == e.0 && new > last => {
+                        self.expect = Some(new)
+                    }
+                    // Right after Subscribed, the discontinuity's new_seq is the announced start.
+                    (Ev::Disc(_, new), Some(e)) if new == e => {}
+                    (Ev::Closed, _) => self.closed = true,
+                    _ => return false,
+                }
+            }
+            true
+        }
+    }
+
+    fn state(shards: u16) -> State {
+        let cfg = Config {
+            history_messages_max: 5,
+            epoch_base: Some(100),
+            ..Config::default()
+        };
+        State::new(
+            ShardId(0),
+            shards,
+            Arc::new(cfg),
+            Arc::new(ShardStats::default()),
+        )
+    }
+
+    quickcheck! {
+        /// Sequences per topic are consecutive for any interleaving of operations, and every
+        /// subscriber sees each message once, in order, except where a discontinuity tells it
+        /// exactly what it missed; after a final drain every subscriber is at the head.
+        fn subscribers_never_miss_silently(ops: Vec<Op>) -> bool {
+            let mut st = state(1);
+            let topics: Vec<TopicKey> = (0..3).map(|i| TopicKey::new_unchecked("ns", &format!("t{i}"))).collect();
+            let mut published = [0u64; 3];
+            let mut readers: Vec<Reader> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Publish(t) => {
+                        let t = usize::from(t);
+                        let p = st.owner_publish(topics[t].clone(), Bytes::from_static(b"x"), None).unwrap();
+                        published[t] += 1;
+                        if p.seq != Seq(published[t]) || p.epoch != Epoch(100 + t as u64) && p.epoch.0 < 100 {
+                            return false;
+                        }
+                    }
+                    Op::Subscribe(t, how) => {
+                        let t = usize::from(t);
+                        let start = match how % 3 {
+                            0 => Start::Latest,
+                            1 => Start::LastN(u32::from(how % 7)),
+                            _ => {
+                                let epoch = st.owned.get(&topics[t]).map_or(0, |o| o.epoch.0);
+                                Start::At { epoch, seq: published[t].saturating_sub(u64::from(how % 9)) + 1 }
+                            }
+                        };
+                        let sink = Rc::new(TestSink { cap: 3, q: RefCell::new(VecDeque::new()) });
+                        let acc = st.subscribe(topics[t].clone(), start, sink.clone()).unwrap();
+                        readers.push(Reader { sub: acc.sub, topic: t, sink, expect: None, closed: false });
+                    }
+                    Op::Unsubscribe(i) => {
+                        if !readers.is_empty() {
+                            let r = readers.remove(usize::from(i) % readers.len());
+                            st.remove_sub(r.sub, None);
+                        }
+                    }
+                    Op::Drain(i) => {
+                        if !readers.is_empty() {
+                            let n = readers.len();
+                            let r = &mut readers[usize::from(i) % n];
+                            if !r.drain() {
+                                return false;
+                            }
+                            st.drained(r.sub);
+                        }
+                    }
+                }
+            }
+            // Final: drain everyone until quiet; each must reach its topic's head.
+            for r in readers.iter_mut() {
+                for _ in 0..100 {
+                    if !r.drain() {
+                        return false;
+                    }
+                    st.drained(r.sub);
+                    if r.sink.q.borrow().is_empty() {
+                        break;
+                    }
+                }
+                if r.closed || r.expect != Some(Seq(published[r.topic] + 1)) {
+                    return false;
+                }
+            }
+            // The index and the topics agree.
+            st.sub_index.len() == readers.len()
+                && st.sub_index.iter().all(|(id, (k, i))| st.local[k].subs[*i].id == *id)
+        }
+    }
+
+    const E: Epoch = Epoch(7);
+
+    #[test]
+    fn resolve_latest_and_last_n() {
+        assert_eq!(
+            resolve_start(E, Seq(10), Some(Seq(5)), Start::Latest),
+            Ok((None, Seq(10)))
+        );
+        assert_eq!(
+            resolve_start(E, Seq(10), Some(Seq(5)), Start::LastN(3)),
+            Ok((None, Seq(7)))
+        );
+        assert_eq!(
+            resolve_start(E, Seq(10), Some(Seq(5)), Start::LastN(30)),
+            Ok((None, Seq(5)))
+        );
+        assert_eq!(
+            resolve_start(E, Seq(1), None, Start::LastN(30)),
+            Ok((None, Seq(1)))
+        );
+    }
+
+    #[test]
+    fn resolve_positions() {
+        let at = |e, s| Start::At { epoch: e, seq: s };
+        // Inside history: gapless.
+        assert_eq!(
+            resolve_start(E, Seq(10), Some(Seq(5)), at(7, 6)),
+            Ok((None, Seq(6)))
+        );
+        // At the head: nothing to replay.
+        assert_eq!(
+            resolve_start(E, Seq(10), Some(Seq(5)), at(7, 10)),
+            Ok((None, Seq(10)))
+        );
+        // Before history: one discontinuity, then what is left.
+        assert_eq!(
+            resolve_start(E, Seq(10), Some(Seq(5)), at(7, 2)),
+            Ok((Some((Seq(1), Seq(5), E)), Seq(5)))
+        );
+        // Another epoch: discontinuity into this one.
+        assert_eq!(
+            resolve_start(E, Seq(10), Some(Seq(5)), at(6, 9)),
+            Ok((Some((Seq(8), Seq(5), E)), Seq(5)))
+        );
+        // Ahead of the head.
+        assert!(resolve_start(E, Seq(10), Some(Seq(5)), at(7, 11)).is_err());
+        // Empty history after expiry.
+        assert_eq!(
+            resolve_start(E, Seq(10), None, at(7, 3)),
+            Ok((Some((Seq(2), Seq(10), E)), Seq(10)))
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! Where a shard hands events to a subscriber.
+//!
+//! A [`Sink`] is the subscriber side of the engine: the library's [`crate::Subscription`]
+//! queue, or a network connection in `fanfare-net`. The shard calls [`Sink::offer`] with
+//! events in order; for items it passes a [`Delivery`], through which a sink asks for the
+//! message encoded for its transport. The first sink that asks encodes; every other sink on
+//! the shard gets the same refcounted buffer. That is the zero-copy fan-out: one encode per
+//! message, shard and encoding, whatever the number of subscribers.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+
+use crate::ids::{LocalTopicId, SubId};
+use crate::message::{Message, Offer};
+
+/// Number of distinct encodings a [`Delivery`] can cache (WebSocket frame, length-prefixed
+/// frame, SSE event, and one spare).
+pub const ENCODINGS: usize = 4;
+
+/// What a sink did with an offered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Queued.
+    Queued,
+    /// No room: the subscriber lags from this item on, until it calls `drained`.
+    Full,
+    /// The subscriber is gone; the engine drops the subscription.
+    Gone,
+}
+
+/// A subscriber's end of the engine. Called on the subscriber's shard only.
+///
+/// Rules: `offer` must not call back into the shard; control events (`Subscribed`,
+/// `Discontinuity`, `Closed`) must be queued even past the sink's byte limit (there are at
+/// most a few per subscription); `Full` is for items and heartbeats only.
+pub trait Sink {
+    /// Offers the next event of subscription `sub`.
+    fn offer(&self, sub: SubId, offer: Offer<'_>) -> Accept;
+
+    /// Whether this subscriber ends itself once shutdown is signalled (a network connection
+    /// sends its queue, says goodbye and unsubscribes). Shutdown waits up to `drain_timeout`
+    /// for such subscribers; every other one is closed at once with `ShuttingDown`.
+    fn drains_itself(&self) -> bool {
+        false
+    }
+}
+
+/// One message on its way to the local subscribers of a topic on one shard.
+pub struct Delivery<'a> {
+    /// The topic's local id (every subscriber of it on this shard shares it).
+    pub topic: LocalTopicId,
+    /// The message.
+    pub message: &'a Message,
+    cache: RefCell<[Option<Bytes>; ENCODINGS]>,
+}
+
+impl<'a> Delivery<'a> {
+    /// A delivery with an empty encoding cache.
+    pub fn new(topic: LocalTopicId, message: &'a Message) -> Self {
+        Self {
+            topic,
+            message,
+            cache: RefCell::new(Default::default()),
+        }
+    }
+
+    /// The message in encoding `slot` (< [`ENCODINGS`]): built by `encode` the first time it is
+    /// asked for, then the same buffer for every later caller.
+    pub fn encoded(
+        &self,
+        slot: usize,
+        encode: impl FnOnce(LocalTopicId, &Message) -> Bytes,
+    ) -> Bytes {
+        debug_assert!(slot < ENCODINGS);
+        let slot = slot.min(ENCODINGS - 1);
+        if let Some(b) = &self.cache.borrow()[slot] {
+            return b.clone();
+        }
+        let b = encode(self.topic, self.message);
+        self.cache.borrow_mut()[slot] = Some(b.clone());
+        b
+    }
+}
+
+impl std::fmt::Debug for Delivery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("seq", &self.message.seq)
+            .finish()
+    }
+}

@@ -1,0 +1,14 @@
+//! Client message decode: any bytes either decode to a message that re-encodes and decodes
+//! to itself, or give an error; never a panic.
+#![no_main]
+use bytes::Bytes;
+use fanfare_proto::{ClientMsg, DecodeLimits};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let lim = DecodeLimits::default();
+    if let Ok(m) = ClientMsg::decode(&Bytes::copy_from_slice(data), &lim) {
+        let again = ClientMsg::decode(&Bytes::from(m.encode_to_vec()), &lim);
+        assert_eq!(again.as_ref(), Ok(&m));
+    }
+});
