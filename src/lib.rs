@@ -1,1 +1,25 @@
-//! x
+//! Fanfare: a thread-per-core pub/sub broker for real-time fan-out.
+//!
+//! This crate is the facade: [`core`] is the embeddable engine, [`net`] the network front,
+//! [`proto`] the wire protocol, and [`client`] a small blocking WebSocket client (used by
+//! `fanfare pub` and `fanfare sub`).
+//!
+//! ```
+//! use fanfare::core::{Broker, Event, Start};
+//!
+//! let broker = Broker::builder().shards(1).start()?;
+//! let mut sub = broker.subscribe_blocking("chat", "room-1", Start::Latest)?;
+//! broker.publish_blocking("chat", "room-1", "hi")?;
+//! assert!(matches!(sub.next_blocking(), Some(Event::Item(_))));
+//! broker.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod settings;
+
+pub use fanfare_core as core;
+pub use fanfare_net as net;
+pub use fanfare_proto as proto;

@@ -1,1 +1,219 @@
-fn main() {}
+//! The `fanfare` command: `serve` runs a node; `pub` and `sub` talk to one over WebSocket.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use fanfare::client::Client;
+use fanfare::settings::Settings;
+use fanfare_proto::ServerMsg;
+
+#[derive(Parser)]
+#[command(
+    name = "fanfare",
+    version,
+    about = "Fanfare: a thread-per-core pub/sub broker for real-time fan-out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a single node (defaults: 127.0.0.1:7070, one shard per core, pinned).
+    Serve {
+        /// Settings file (TOML; see docs/configuration.md). Flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Shards (0: one per core).
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Do not pin shards to CPUs.
+        #[arg(long)]
+        no_pin: bool,
+        /// Messages of history per topic.
+        #[arg(long)]
+        history_messages: Option<usize>,
+        /// Largest message payload in bytes.
+        #[arg(long)]
+        max_message_bytes: Option<usize>,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Publish messages: the arguments, or each line of standard input when none.
+    Pub {
+        namespace: String,
+        topic: String,
+        messages: Vec<String>,
+        #[arg(long, default_value = "ws://127.0.0.1:7070/v1/ws")]
+        url: String,
+    },
+    /// Subscribe and print items and discontinuities as they come.
+    Sub {
+        namespace: String,
+        topic: String,
+        /// latest, last:N or <epoch>-<seq>
+        #[arg(long, default_value = "latest")]
+        from: String,
+        #[arg(long, default_value = "ws://127.0.0.1:7070/v1/ws")]
+        url: String,
+        /// Exit after this many items.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("fanfare: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Serve {
+            config,
+            listen,
+            shards,
+            no_pin,
+            history_messages,
+            max_message_bytes,
+            log_json,
+        } => {
+            init_logs(log_json);
+            let mut s = match &config {
+                Some(p) => Settings::from_file(p)?,
+                None => Settings::default(),
+            };
+            s.listen = listen.or(s.listen);
+            s.shards = shards.or(s.shards);
+            if no_pin {
+                s.pin = Some(false);
+            }
+            s.history_messages_max = history_messages.or(s.history_messages_max);
+            s.message_bytes_max = max_message_bytes.or(s.message_bytes_max);
+            serve(s.server_config())
+        }
+        Cmd::Pub {
+            namespace,
+            topic,
+            messages,
+            url,
+        } => {
+            let mut c = Client::connect(&url)?;
+            let mut one = |m: String| -> Result<()> {
+                let (epoch, seq) = c.publish(&namespace, &topic, Bytes::from(m))?;
+                println!("{epoch}-{seq}");
+                Ok(())
+            };
+            if messages.is_empty() {
+                for line in std::io::stdin().lock().lines() {
+                    one(line?)?;
+                }
+            } else {
+                for m in messages {
+                    one(m)?;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Sub {
+            namespace,
+            topic,
+            from,
+            url,
+            count,
+        } => {
+            let start = fanfare_net::http::parse_from(&from).map_err(anyhow::Error::msg)?;
+            let mut c = Client::connect(&url)?;
+            if let ServerMsg::Subscribed {
+                epoch, next_seq, ..
+            } = c.subscribe(&namespace, &topic, start)?
+            {
+                eprintln!("subscribed to {namespace}/{topic} at {epoch}-{next_seq}");
+            }
+            let mut seen = 0;
+            while count.is_none_or(|n| seen < n) {
+                match c.recv()? {
+                    ServerMsg::Item(i) => {
+                        println!(
+                            "{}-{} {}",
+                            i.epoch,
+                            i.seq,
+                            String::from_utf8_lossy(&i.payload)
+                        );
+                        seen += 1;
+                    }
+                    ServerMsg::ItemBatch(items) => {
+                        for i in items {
+                            println!(
+                                "{}-{} {}",
+                                i.epoch,
+                                i.seq,
+                                String::from_utf8_lossy(&i.payload)
+                            );
+                            seen += 1;
+                        }
+                    }
+                    ServerMsg::Discontinuity {
+                        last_seq,
+                        new_seq,
+                        new_epoch,
+                        ..
+                    } => {
+                        println!("discontinuity: missed after {last_seq}, continuing at {new_epoch}-{new_seq}")
+                    }
+                    ServerMsg::SubscriptionClosed { text, .. } => {
+                        bail!("subscription closed: {text}")
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    let shards = cfg.engine.shard_count();
+    let pinned = cfg.engine.pin;
+    let server = fanfare_net::start(cfg)?;
+    let addr = server.local_addr();
+    println!(
+        "fanfare listening on {addr} ({shards} shards{}); WebSocket at ws://{addr}/v1/ws",
+        if pinned { ", pinned" } else { "" }
+    );
+    tracing::warn!("authentication is OFF: anyone who can reach {addr} can publish and subscribe");
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down: draining connections");
+    }
+    server.shutdown();
+    println!("fanfare stopped");
+    Ok(())
+}
+
+fn init_logs(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}

@@ -65,7 +65,9 @@ fn timed_on_shard(b: &Broker, from_shard: usize, topic: &'static str, iters: u64
             let payload = Bytes::from(vec![0u8; 128]);
             let t0 = Instant::now();
             for _ in 0..iters {
-                h.publish("bench", topic, payload.clone(), None).await.expect("publish");
+                h.publish("bench", topic, payload.clone(), None)
+                    .await
+                    .expect("publish");
             }
             let _ = tx.send(t0.elapsed());
         })
@@ -76,7 +78,10 @@ fn timed_on_shard(b: &Broker, from_shard: usize, topic: &'static str, iters: u64
 }
 
 fn topic_owned_by(b: &Broker, shard: usize) -> &'static str {
-    let name = (0..).map(|i| format!("t{i}")).find(|t| b.owner_shard("bench", t).unwrap() == shard).unwrap();
+    let name = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| b.owner_shard("bench", t).unwrap() == shard)
+        .unwrap();
     Box::leak(name.into_boxed_str())
 }
 
@@ -85,9 +90,13 @@ fn hop(c: &mut Criterion) {
     let remote = topic_owned_by(&b, 1);
     let mut g = c.benchmark_group("cross_shard");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("publish_round_trip", |bn| bn.iter_custom(|iters| timed_on_shard(&b, 0, remote, iters)));
+    g.bench_function("publish_round_trip", |bn| {
+        bn.iter_custom(|iters| timed_on_shard(&b, 0, remote, iters))
+    });
     let local = topic_owned_by(&b, 0);
-    g.bench_function("publish_same_shard", |bn| bn.iter_custom(|iters| timed_on_shard(&b, 0, local, iters)));
+    g.bench_function("publish_same_shard", |bn| {
+        bn.iter_custom(|iters| timed_on_shard(&b, 0, local, iters))
+    });
     g.finish();
     b.shutdown();
 }
@@ -101,7 +110,13 @@ fn fanout(c: &mut Criterion) {
         b.run_on(0, move |h| {
             let count = Rc::new(Cell::new(0u64));
             for _ in 0..n {
-                h.subscribe("bench", "fan", Start::Latest, Rc::new(Counter(count.clone()))).expect("subscribe");
+                h.subscribe(
+                    "bench",
+                    "fan",
+                    Start::Latest,
+                    Rc::new(Counter(count.clone())),
+                )
+                .expect("subscribe");
             }
             let _ = tx.send(());
         })

@@ -7,7 +7,13 @@ use fanfare_proto::ServerMsg;
 use flatbuffers::FlatBufferBuilder;
 
 fn item(payload: &[u8]) -> ItemRef<'_> {
-    ItemRef { subscription_id: 7, epoch: 1_700_000_000_000_000, seq: 42, payload, publisher_id: Some("user-1") }
+    ItemRef {
+        subscription_id: 7,
+        epoch: 1_700_000_000_000_000,
+        seq: 42,
+        payload,
+        publisher_id: Some("user-1"),
+    }
 }
 
 fn codec(c: &mut Criterion) {
@@ -24,13 +30,21 @@ fn codec(c: &mut Criterion) {
     });
     encode_item(&mut fbb, item(&payload));
     let one = Bytes::copy_from_slice(fbb.finished_data());
-    g.bench_function("decode_128B", |b| b.iter(|| ServerMsg::decode(black_box(&one), &lim).is_ok()));
+    g.bench_function("decode_128B", |b| {
+        b.iter(|| ServerMsg::decode(black_box(&one), &lim).is_ok())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("batch64");
     g.throughput(Throughput::Elements(64));
     let items: Vec<ItemMsg> = (0..64)
-        .map(|i| ItemMsg { subscription_id: 7, epoch: 1, seq: i, payload: Bytes::from(payload.clone()), publisher_id: None })
+        .map(|i| ItemMsg {
+            subscription_id: 7,
+            epoch: 1,
+            seq: i,
+            payload: Bytes::from(payload.clone()),
+            publisher_id: None,
+        })
         .collect();
     g.bench_function("encode_128B", |b| {
         b.iter(|| {
@@ -40,7 +54,9 @@ fn codec(c: &mut Criterion) {
     });
     encode_item_batch(&mut fbb, items.iter().map(ItemRef::from));
     let batch = Bytes::copy_from_slice(fbb.finished_data());
-    g.bench_function("decode_128B", |b| b.iter(|| ServerMsg::decode(black_box(&batch), &lim).is_ok()));
+    g.bench_function("decode_128B", |b| {
+        b.iter(|| ServerMsg::decode(black_box(&batch), &lim).is_ok())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("ws_frame_encode");

@@ -1,1 +1,233 @@
-//! placeholder
+//! Fanfare's network front: one port for WebSocket and HTTP, over the engine's shards.
+//!
+//! [`start`] runs a [`fanfare_core::Broker`] whose every shard binds the same address
+//! (SO_REUSEPORT: the kernel spreads connections over the shards) and owns the connections
+//! it accepts. The first bytes of a connection decide what it is:
+//!
+//! - `GET /v1/ws` with an upgrade: a WebSocket session ([`ws`]), binary frames each holding
+//!   one flatbuffers `ClientMessage` / `ServerMessage` (see docs/protocol.md);
+//! - any other HTTP/1.1 request ([`http`]): `POST /v1/topics/{ns}/{topic}` publishes,
+//!   `GET /v1/topics/{ns}/{topic}` streams a subscription as Server-Sent Events or
+//!   length-prefixed frames, `GET /healthz`, `GET /metrics`.
+//!
+//! Fan-out is zero-copy up to the socket: a message reaching a shard is encoded once per
+//! wire encoding ([`fanfare_core::Delivery::encoded`]) and the same buffer is queued on every
+//! connection; each connection's writer coalesces everything queued into one write.
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod conn;
+pub mod http;
+pub mod metrics;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare_core::{Broker, ShardHandle, StartError};
+use thiserror::Error;
+
+pub use metrics::Registry;
+
+/// Limits of the network front. Each has a default and a stated overflow rule (see
+/// docs/configuration.md).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest WebSocket frame or message a client may send, in bytes (close 1009 past it).
+    pub frame_bytes_max: usize,
+    /// Largest HTTP request header block, in bytes (431 past it).
+    pub header_bytes_max: usize,
+    /// Subscriptions on one connection (error `TooManySubscriptions` past it).
+    pub subscriptions_per_connection_max: usize,
+    /// Connections on the node, split evenly over shards (503 and close past it).
+    pub connections_max: usize,
+    /// Time from accept to a complete request head or WebSocket upgrade (close past it).
+    pub handshake_timeout: Duration,
+    /// A connection with no subscription that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// The server pings WebSocket clients this often.
+    pub ping_interval: Duration,
+    /// A WebSocket client that does not answer a ping within this is closed (1008).
+    pub pong_timeout: Duration,
+    /// Bytes queued to one connection before its subscriptions lag (skip ahead, catch up).
+    pub send_queue_bytes_max: usize,
+    /// A connection whose queue stays full (or whose socket accepts nothing) this long is
+    /// closed with a reason.
+    pub slow_deadline: Duration,
+    /// Publishes one connection may have in flight; more wait (backpressure).
+    pub publishes_in_flight_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_bytes_max: (1 << 20) + 64 * 1024,
+            header_bytes_max: 16 * 1024,
+            subscriptions_per_connection_max: 1024,
+            connections_max: 100_000,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(10),
+            send_queue_bytes_max: 1 << 20,
+            slow_deadline: Duration::from_secs(10),
+            publishes_in_flight_max: 256,
+        }
+    }
+}
+
+/// Everything [`start`] needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where to listen (port 0 picks a free port; see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// Network limits.
+    pub limits: Limits,
+    /// Engine settings (shards, history, message size, ...).
+    pub engine: fanfare_core::Config,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            limits: Limits::default(),
+            engine: fanfare_core::Config::default(),
+        }
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The engine did not start.
+    #[error(transparent)]
+    Engine(#[from] StartError),
+}
+
+/// A running server.
+pub struct Server {
+    broker: Broker,
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+}
+
+impl Server {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine, for publishing and subscribing in process.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Counters of every shard.
+    pub fn metrics(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Graceful stop: stop accepting, close WebSocket sessions with 1001 and end HTTP streams
+    /// after their queues are sent (up to the engine's `drain_timeout`), then stop the shards.
+    pub fn shutdown(&self) {
+        self.broker.shutdown();
+    }
+}
+
+/// Starts a node serving on `cfg.listen`; returns once every shard listens.
+pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
+    let ServerConfig {
+        listen,
+        limits,
+        mut engine,
+    } = cfg;
+    // Reserve the address (and learn the port when 0 was asked) with a socket that is bound
+    // but never listens, so it receives no connections; each shard then binds the same port.
+    let reserve = reserve(listen).map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let addr = reserve
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| ServeError::Bind {
+            addr: listen,
+            source: std::io::Error::other("no local address"),
+        })?;
+    engine.message_bytes_max = engine.message_bytes_max.min(limits.frame_bytes_max);
+    let shards = engine.shard_count();
+    let registry = Arc::new(Registry::new(shards));
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
+    let hook = {
+        let registry = registry.clone();
+        let limits = Arc::new(limits);
+        let bound_tx = std::sync::Mutex::new(bound_tx);
+        move |h: ShardHandle| {
+            let r = conn::serve_shard(h, addr, limits.clone(), registry.clone(), shards);
+            let tx = bound_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let _ = tx.send(r);
+        }
+    };
+    let broker = Broker::builder()
+        .config(engine)
+        .on_shard_start(hook)
+        .start()?;
+    for _ in 0..shards {
+        let r = bound_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| Err(std::io::Error::other("a shard did not report its listener")));
+        if let Err(source) = r {
+            broker.shutdown();
+            return Err(ServeError::Bind { addr, source });
+        }
+    }
+    drop(reserve);
+    Ok(Server {
+        broker,
+        addr,
+        registry,
+    })
+}
+
+fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    // SO_REUSEPORT would let us share a port another process of this user listens on;
+    // refuse that plainly instead.
+    if addr.port() != 0 {
+        let mut probe = addr;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(if addr.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "address already in use",
+            ));
+        }
+    }
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}

@@ -18,10 +18,16 @@ fn write(dir: &Path, target: &str, seeds: Vec<Vec<u8>>) -> std::io::Result<()> {
 }
 
 fn main() -> std::io::Result<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "fuzz/corpus".into());
     let dir = Path::new(&dir);
     let client = vec![
-        ClientMsg::Hello { version_min: 1, version_max: 1, token: Some("t".into()) },
+        ClientMsg::Hello {
+            version_min: 1,
+            version_max: 1,
+            token: Some("t".into()),
+        },
         ClientMsg::Publish {
             request_id: 1,
             namespace: "chat".into(),
@@ -29,25 +35,72 @@ fn main() -> std::io::Result<()> {
             payload: Bytes::from_static(b"hello"),
             idempotency_key: Some("k".into()),
         },
-        ClientMsg::Subscribe { request_id: 2, namespace: "chat".into(), topic: "room-1".into(), from: Start::At { epoch: 5, seq: 9 } },
-        ClientMsg::Subscribe { request_id: 3, namespace: "a".into(), topic: "b".into(), from: Start::LastN(10) },
-        ClientMsg::Unsubscribe { request_id: 4, subscription_id: 7 },
+        ClientMsg::Subscribe {
+            request_id: 2,
+            namespace: "chat".into(),
+            topic: "room-1".into(),
+            from: Start::At { epoch: 5, seq: 9 },
+        },
+        ClientMsg::Subscribe {
+            request_id: 3,
+            namespace: "a".into(),
+            topic: "b".into(),
+            from: Start::LastN(10),
+        },
+        ClientMsg::Unsubscribe {
+            request_id: 4,
+            subscription_id: 7,
+        },
         ClientMsg::Ping { nonce: 8 },
-        ClientMsg::RefreshToken { request_id: 9, token: "x.y.z".into() },
+        ClientMsg::RefreshToken {
+            request_id: 9,
+            token: "x.y.z".into(),
+        },
     ];
-    write(dir, "client_msg", client.iter().map(|m| m.encode_to_vec()).collect())?;
-    let item = ItemMsg { subscription_id: 1, epoch: 2, seq: 3, payload: Bytes::from_static(b"p"), publisher_id: Some("me".into()) };
+    write(
+        dir,
+        "client_msg",
+        client.iter().map(|m| m.encode_to_vec()).collect(),
+    )?;
+    let item = ItemMsg {
+        subscription_id: 1,
+        epoch: 2,
+        seq: 3,
+        payload: Bytes::from_static(b"p"),
+        publisher_id: Some("me".into()),
+    };
     let mut link: Vec<Vec<u8>> = vec![
-        LinkMsg::Hello { version: 1, node_id: "n1".into(), shard: 0 },
-        LinkMsg::Interest { request_id: 1, namespace: "a".into(), topic: "b".into(), subscribe: true, from: Start::Latest },
+        LinkMsg::Hello {
+            version: 1,
+            node_id: "n1".into(),
+            shard: 0,
+        },
+        LinkMsg::Interest {
+            request_id: 1,
+            namespace: "a".into(),
+            topic: "b".into(),
+            subscribe: true,
+            from: Start::Latest,
+        },
         LinkMsg::ItemBatch {
             request_id: 0,
             namespace: "a".into(),
             topic: "b".into(),
             epoch: 3,
-            items: vec![LinkItem { seq: 1, payload: Bytes::from_static(b"x"), publisher_id: None }; 3],
+            items: vec![
+                LinkItem {
+                    seq: 1,
+                    payload: Bytes::from_static(b"x"),
+                    publisher_id: None
+                };
+                3
+            ],
         },
-        LinkMsg::Error { request_id: 1, code: ErrorCode::Overloaded, text: "busy".into() },
+        LinkMsg::Error {
+            request_id: 1,
+            code: ErrorCode::Overloaded,
+            text: "busy".into(),
+        },
     ]
     .iter()
     .map(|m| m.encode_to_vec())
@@ -69,8 +122,27 @@ fn main() -> std::io::Result<()> {
         frames.push(b.to_vec());
     }
     write(dir, "ws_frame", frames)?;
-    let (req, _) = ws::client_request("localhost:7070", "/v1/ws?token=abc", [1; 16], &[("Origin", "https://a.example")]);
-    write(dir, "ws_upgrade", vec![req.into_bytes(), ws::accept_response("dGhlIHNhbXBsZSBub25jZQ==", None).into_bytes()])?;
-    write(dir, "sse_event_id", vec![b"12-34".to_vec(), sse::item_to_bytes(1, 2, b"a\nb").to_vec()])?;
+    let (req, _) = ws::client_request(
+        "localhost:7070",
+        "/v1/ws?token=abc",
+        [1; 16],
+        &[("Origin", "https://a.example")],
+    );
+    write(
+        dir,
+        "ws_upgrade",
+        vec![
+            req.into_bytes(),
+            ws::accept_response("dGhlIHNhbXBsZSBub25jZQ==", None).into_bytes(),
+        ],
+    )?;
+    write(
+        dir,
+        "sse_event_id",
+        vec![
+            b"12-34".to_vec(),
+            sse::item_to_bytes(1, 2, b"a\nb").to_vec(),
+        ],
+    )?;
     Ok(())
 }

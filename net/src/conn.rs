@@ -1,0 +1,724 @@
+//! Accepting connections, and what every connection shares: the bounded send queue that the
+//! engine fills (the connection is the [`Sink`] of all its subscriptions) and the writer
+//! task that drains it with one write per batch.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use fanfare_core::{
+    Accept, CloseReason, Delivery, Message, Offer, ShardHandle, Sink, SubId, SubscribeError,
+};
+use fanfare_proto::message::{encode_item, ErrorCode, ItemRef};
+use fanfare_proto::{framing, sse, ws as wsp, ServerMsg};
+use flatbuffers::FlatBufferBuilder;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::metrics::{self, NetStats, Registry};
+use crate::Limits;
+
+/// Encoding slots in a [`Delivery`] cache.
+const SLOT_WS: usize = 0;
+const SLOT_FRAMES: usize = 1;
+const SLOT_SSE: usize = 2;
+/// Most bytes one write carries.
+const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+/// Bytes read per read call.
+pub(crate) const READ_CHUNK_BYTES: usize = 4096;
+
+/// What a shard's connections share.
+pub(crate) struct NetCtx {
+    pub shard: ShardHandle,
+    pub limits: Arc<Limits>,
+    pub stats: Arc<NetStats>,
+    pub registry: Arc<Registry>,
+    pub connections: Cell<usize>,
+    pub connections_max: usize,
+    /// Builder for the flatbuffers this shard encodes (never used across an await).
+    pub fbb: RefCell<FlatBufferBuilder<'static>>,
+}
+
+impl NetCtx {
+    /// Encodes a server message as a flatbuffer and wraps it for `mode`.
+    pub fn frame(&self, mode: Mode, msg: &ServerMsg) -> Bytes {
+        let mut fbb = self.fbb.borrow_mut();
+        msg.encode_into(&mut fbb);
+        wrap(mode, fbb.finished_data())
+    }
+
+    fn encode_item(&self, mode: Mode, topic: u64, m: &Message) -> Bytes {
+        match mode {
+            Mode::Sse => {
+                metrics::inc(&self.stats.encodes_sse);
+                sse::item_to_bytes(m.epoch.0, m.seq.0, &m.payload)
+            }
+            Mode::Ws | Mode::Frames => {
+                metrics::inc(if mode == Mode::Ws {
+                    &self.stats.encodes_ws
+                } else {
+                    &self.stats.encodes_frames
+                });
+                let mut fbb = self.fbb.borrow_mut();
+                encode_item(
+                    &mut fbb,
+                    ItemRef {
+                        subscription_id: topic,
+                        epoch: m.epoch.0,
+                        seq: m.seq.0,
+                        payload: &m.payload,
+                        publisher_id: m.publisher_id.as_deref(),
+                    },
+                );
+                wrap(mode, fbb.finished_data())
+            }
+        }
+    }
+}
+
+fn wrap(mode: Mode, body: &[u8]) -> Bytes {
+    match mode {
+        Mode::Ws => wsp::encode_server_frame(wsp::Opcode::Binary, body),
+        Mode::Frames | Mode::Sse => framing::encode_to_bytes(body),
+    }
+}
+
+/// How a connection's subscription events go on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// WebSocket binary frames of `ServerMessage`s.
+    Ws,
+    /// HTTP chunked body of length-prefixed `ServerMessage`s.
+    Frames,
+    /// HTTP chunked body of Server-Sent Events.
+    Sse,
+}
+
+/// Binds this shard's listener and spawns its accept loop.
+pub(crate) fn serve_shard(
+    shard: ShardHandle,
+    addr: SocketAddr,
+    limits: Arc<Limits>,
+    registry: Arc<Registry>,
+    shards: usize,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    let stats = Arc::new(NetStats::default());
+    registry.register(usize::from(shard.id().0), stats.clone(), shard.stats());
+    let ctx = Rc::new(NetCtx {
+        connections_max: limits.connections_max.div_ceil(shards.max(1)),
+        shard,
+        limits,
+        stats,
+        registry,
+        connections: Cell::new(0),
+        fbb: RefCell::new(FlatBufferBuilder::with_capacity(4096)),
+    });
+    glommio::spawn_local(accept_loop(listener, ctx)).detach();
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
+    let mut stop = Box::pin(ctx.shard.shutdown_signal());
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            (&mut stop).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return, // shutdown: stop accepting
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: say so once per occurrence and back off a little.
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        metrics::inc(&ctx.stats.connections_accepted);
+        if ctx.connections.get() >= ctx.connections_max {
+            metrics::inc(&ctx.stats.connections_refused);
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        }
+        ctx.connections.set(ctx.connections.get() + 1);
+        let ctx2 = ctx.clone();
+        glommio::spawn_local(async move {
+            crate::http::handle(stream, ctx2.clone()).await;
+            ctx2.connections.set(ctx2.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let resp = wsp::reject_response(503, "connection limit reached");
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.close().await;
+}
+
+// -------------------------------------------------------------------- the send queue
+
+struct SubEntry {
+    wire: u64,
+    request_id: u64,
+    topic: String,
+}
+
+#[derive(Default)]
+struct Out {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    waker: Option<Waker>,
+    /// Set when the connection is ending: the writer sends what is queued, then this.
+    closing: Option<Bytes>,
+    /// Subscriptions that were refused an item; told `drained` when the queue empties.
+    lagging: Vec<SubId>,
+    lag_since: Option<Instant>,
+    /// The writer is gone: offers are answered `Gone`.
+    done: bool,
+}
+
+/// One client connection's shared state: its subscriptions and its send queue.
+pub(crate) struct Conn {
+    pub ctx: Rc<NetCtx>,
+    pub mode: Mode,
+    out: RefCell<Out>,
+    subs: RefCell<AHashMap<SubId, SubEntry>>,
+    /// The subscribe request being made (its events can arrive before `subscribe` returns).
+    pending: RefCell<Option<(u64, String)>>,
+    pub publishes_in_flight: Cell<usize>,
+    publish_waker: RefCell<Option<Waker>>,
+    /// Last application message from the client (drives the idle timeout).
+    pub last_input: Cell<Instant>,
+    /// Last bytes of any kind from the client, pongs included (drives pings).
+    pub last_alive: Cell<Instant>,
+    pub ping_sent: Cell<Option<Instant>>,
+}
+
+impl Conn {
+    pub fn new(ctx: Rc<NetCtx>, mode: Mode) -> Rc<Self> {
+        Rc::new(Self {
+            ctx,
+            mode,
+            out: RefCell::new(Out::default()),
+            subs: RefCell::new(AHashMap::new()),
+            pending: RefCell::new(None),
+            publishes_in_flight: Cell::new(0),
+            publish_waker: RefCell::new(None),
+            last_input: Cell::new(Instant::now()),
+            last_alive: Cell::new(Instant::now()),
+            ping_sent: Cell::new(None),
+        })
+    }
+
+    /// Queues a control frame (never refused: at most a few per request or subscription).
+    pub fn push(&self, frame: Bytes) {
+        let mut out = self.out.borrow_mut();
+        if out.done || out.closing.is_some() {
+            return;
+        }
+        out.bytes += frame.len();
+        out.frames.push_back(frame);
+        if let Some(w) = out.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a server message as a control frame.
+    pub fn send(&self, msg: &ServerMsg) {
+        let f = self.ctx.frame(self.mode, msg);
+        self.push(f);
+    }
+
+    /// Starts ending the connection: the writer sends what is queued, then `last`.
+    pub fn close_with(&self, last: Bytes) {
+        let mut out = self.out.borrow_mut();
+        if out.closing.is_none() {
+            out.closing = Some(last);
+        }
+        if let Some(w) = out.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        let out = self.out.borrow();
+        out.closing.is_some() || out.done
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subs.borrow().len()
+    }
+
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.subs.borrow().values().any(|s| s.topic == topic)
+    }
+
+    pub fn wire_to_sub(&self, wire: u64) -> Option<SubId> {
+        self.subs
+            .borrow()
+            .iter()
+            .find(|(_, e)| e.wire == wire)
+            .map(|(id, _)| *id)
+    }
+
+    /// Subscribes through the engine, recording the subscription under its wire id.
+    pub fn subscribe(
+        self: &Rc<Self>,
+        request_id: u64,
+        ns: &str,
+        topic: &str,
+        start: fanfare_core::Start,
+    ) -> Result<fanfare_core::SubscribeAccepted, SubscribeError> {
+        *self.pending.borrow_mut() = Some((request_id, format!("{ns}/{topic}")));
+        let r = self.ctx.shard.subscribe(ns, topic, start, self.clone());
+        // Still pending: the owner is on another shard and its answer comes later.
+        if let (Ok(acc), Some((rid, t))) = (&r, self.pending.borrow_mut().take()) {
+            self.subs.borrow_mut().insert(
+                acc.sub,
+                SubEntry {
+                    wire: acc.topic.0,
+                    request_id: rid,
+                    topic: t,
+                },
+            );
+        }
+        r
+    }
+
+    /// The wire id and request id of `sub`; `topic` (from `Subscribed`) registers a
+    /// subscription whose events arrived before `subscribe` returned.
+    fn entry(&self, sub: SubId, topic: Option<u64>) -> Option<(u64, u64)> {
+        if let Some(e) = self.subs.borrow().get(&sub) {
+            return Some((e.wire, e.request_id));
+        }
+        let (rid, t) = self.pending.borrow_mut().take()?;
+        match topic {
+            Some(wire) => {
+                self.subs.borrow_mut().insert(
+                    sub,
+                    SubEntry {
+                        wire,
+                        request_id: rid,
+                        topic: t,
+                    },
+                );
+                Some((wire, rid))
+            }
+            None => Some((0, rid)),
+        }
+    }
+
+    pub fn remove_sub(&self, sub: SubId) {
+        self.subs.borrow_mut().remove(&sub);
+    }
+
+    /// Unsubscribes everything (the connection is ending).
+    pub fn unsubscribe_all(&self) {
+        let subs: Vec<SubId> = self.subs.borrow_mut().drain().map(|(k, _)| k).collect();
+        for s in subs {
+            self.ctx.shard.unsubscribe(s);
+        }
+    }
+
+    /// Waits until fewer than the limit of publishes are in flight.
+    pub async fn publish_slot(&self) {
+        let max = self.ctx.limits.publishes_in_flight_max;
+        if self.publishes_in_flight.get() >= max {
+            metrics::inc(&self.ctx.stats.limit_publish_window);
+        }
+        std::future::poll_fn(|cx| {
+            if self.publishes_in_flight.get() < max {
+                Poll::Ready(())
+            } else {
+                *self.publish_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        self.publishes_in_flight
+            .set(self.publishes_in_flight.get() + 1);
+    }
+
+    pub fn publish_done(&self) {
+        self.publishes_in_flight
+            .set(self.publishes_in_flight.get().saturating_sub(1));
+        if let Some(w) = self.publish_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// The time the connection has been lagging, if it is.
+    pub fn lagging_for(&self, now: Instant) -> Option<Duration> {
+        self.out
+            .borrow()
+            .lag_since
+            .map(|t| now.saturating_duration_since(t))
+    }
+
+    fn offer_item(&self, sub: SubId, d: &Delivery<'_>) -> Accept {
+        let mode = self.mode;
+        let slot = match mode {
+            Mode::Ws => SLOT_WS,
+            Mode::Frames => SLOT_FRAMES,
+            Mode::Sse => SLOT_SSE,
+        };
+        let ctx = &self.ctx;
+        let frame = d.encoded(slot, |topic, m| ctx.encode_item(mode, topic.0, m));
+        let mut out = self.out.borrow_mut();
+        if out.bytes + frame.len() > ctx.limits.send_queue_bytes_max && !out.frames.is_empty() {
+            if out.lagging.is_empty() {
+                metrics::inc(&ctx.stats.slow_events);
+                out.lag_since = Some(Instant::now());
+            }
+            out.lagging.push(sub);
+            return Accept::Full;
+        }
+        out.bytes += frame.len();
+        out.frames.push_back(frame);
+        if let Some(w) = out.waker.take() {
+            w.wake();
+        }
+        metrics::inc(&ctx.stats.deliveries);
+        Accept::Queued
+    }
+}
+
+impl Sink for Conn {
+    fn offer(&self, sub: SubId, offer: Offer<'_>) -> Accept {
+        if self.out.borrow().done {
+            return Accept::Gone;
+        }
+        let wire = |s: &Self| s.entry(sub, None);
+        match offer {
+            Offer::Item(d) => return self.offer_item(sub, d),
+            Offer::Subscribed {
+                topic,
+                epoch,
+                next_seq,
+            } => {
+                let Some((_, request_id)) = self.entry(sub, Some(topic.0)) else {
+                    return Accept::Gone;
+                };
+                if self.mode != Mode::Sse {
+                    self.send(&ServerMsg::Subscribed {
+                        request_id,
+                        subscription_id: topic.0,
+                        epoch: epoch.0,
+                        next_seq: next_seq.0,
+                    });
+                }
+            }
+            Offer::Discontinuity {
+                last_seq,
+                new_seq,
+                new_epoch,
+            } => {
+                let Some((wire, _)) = wire(self) else {
+                    return Accept::Gone;
+                };
+                if self.mode == Mode::Sse {
+                    let mut b = BytesMut::new();
+                    sse::encode_discontinuity(&mut b, last_seq.0, new_seq.0, new_epoch.0);
+                    self.push(b.freeze());
+                } else {
+                    self.send(&ServerMsg::Discontinuity {
+                        subscription_id: wire,
+                        last_seq: last_seq.0,
+                        new_seq: new_seq.0,
+                        new_epoch: new_epoch.0,
+                    });
+                }
+            }
+            Offer::Heartbeat { epoch, next_seq } => {
+                let Some((wire, _)) = wire(self) else {
+                    return Accept::Gone;
+                };
+                if self.out.borrow().bytes >= self.ctx.limits.send_queue_bytes_max {
+                    return Accept::Full;
+                }
+                if self.mode == Mode::Sse {
+                    let mut b = BytesMut::new();
+                    sse::encode_heartbeat(&mut b, epoch.0, next_seq.0);
+                    self.push(b.freeze());
+                } else {
+                    self.send(&ServerMsg::Heartbeat {
+                        subscription_id: wire,
+                        epoch: epoch.0,
+                        next_seq: next_seq.0,
+                    });
+                }
+            }
+            Offer::Closed(reason) => {
+                let Some((wire, request_id)) = wire(self) else {
+                    return Accept::Gone;
+                };
+                self.remove_sub(sub);
+                let (code, text) = close_code(reason);
+                match (self.mode, reason) {
+                    (Mode::Sse, _) => {
+                        let mut b = BytesMut::new();
+                        sse::encode_error(&mut b, &text);
+                        self.push(b.freeze());
+                        self.close_with(Bytes::new());
+                    }
+                    (_, CloseReason::Failed(_)) => self.send(&ServerMsg::Error {
+                        request_id,
+                        code,
+                        text,
+                    }),
+                    _ => self.send(&ServerMsg::SubscriptionClosed {
+                        subscription_id: wire,
+                        code,
+                        text,
+                    }),
+                }
+                if self.mode == Mode::Frames {
+                    self.close_with(Bytes::new());
+                }
+            }
+            _ => {}
+        }
+        Accept::Queued
+    }
+
+    fn drains_itself(&self) -> bool {
+        true
+    }
+}
+
+/// The error code and text for a subscription's end.
+pub(crate) fn close_code(reason: &CloseReason) -> (ErrorCode, String) {
+    let code = match reason {
+        CloseReason::Failed(e) => subscribe_error_code(e),
+        CloseReason::ShuttingDown => ErrorCode::ShuttingDown,
+        CloseReason::TooSlow(_) => ErrorCode::Overloaded,
+        _ => ErrorCode::Unknown,
+    };
+    (code, reason.to_string())
+}
+
+pub(crate) fn subscribe_error_code(e: &SubscribeError) -> ErrorCode {
+    match e {
+        SubscribeError::InvalidName { .. } => ErrorCode::InvalidName,
+        SubscribeError::TopicLimit { .. } => ErrorCode::TopicLimit,
+        SubscribeError::TooManySubscriptions { .. } => ErrorCode::TooManySubscriptions,
+        SubscribeError::InvalidResume { .. } => ErrorCode::InvalidResume,
+        SubscribeError::ShuttingDown => ErrorCode::ShuttingDown,
+        _ => ErrorCode::Unknown,
+    }
+}
+
+// -------------------------------------------------------------------- the writer
+
+/// Drains `conn`'s queue into the socket until the connection ends. Everything queued
+/// meanwhile goes out in one write (wrapped in one HTTP chunk for chunked bodies).
+pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
+    conn: Rc<Conn>,
+    mut w: W,
+    chunked: bool,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let tick = writer_tick(&conn.ctx.limits, conn.mode);
+    loop {
+        let mut take = std::future::poll_fn(|cx| {
+            let mut out = conn.out.borrow_mut();
+            if out.frames.is_empty() {
+                if let Some(last) = out.closing.take() {
+                    return Poll::Ready(Some(Err(last)));
+                }
+                out.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let mut batch = Vec::new();
+            let mut n = 0;
+            while let Some(f) = out.frames.front() {
+                if n > 0 && n + f.len() > WRITE_BATCH_BYTES_MAX {
+                    break;
+                }
+                n += f.len();
+                if let Some(f) = out.frames.pop_front() {
+                    batch.push(f);
+                }
+            }
+            out.bytes -= n;
+            Poll::Ready(Some(Ok(batch)))
+        });
+        let got = futures_lite::future::or(&mut take, async {
+            glommio::timer::sleep(tick).await;
+            None
+        })
+        .await;
+        let batch = match got {
+            None => {
+                if keepalive(&conn).is_err() {
+                    continue; // keepalive queued a close; the next turn sends it
+                }
+                continue;
+            }
+            Some(Ok(batch)) => batch,
+            Some(Err(last)) => {
+                buf.clear();
+                if chunked {
+                    if !last.is_empty() {
+                        chunk(&mut buf, &[last]);
+                    }
+                    buf.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    buf.extend_from_slice(&last);
+                }
+                let _ = w.write_all(&buf).await;
+                let _ = w.flush().await;
+                break;
+            }
+        };
+        buf.clear();
+        if chunked {
+            chunk(&mut buf, &batch);
+        } else {
+            for f in &batch {
+                buf.extend_from_slice(f);
+            }
+        }
+        drop(batch);
+        if let Err(e) = w.write_all(&buf).await {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                metrics::inc(&conn.ctx.stats.closed_slow);
+                tracing::info!(
+                    "closing a connection whose socket accepted nothing for the slow deadline"
+                );
+            }
+            break;
+        }
+        metrics::inc(&conn.ctx.stats.writes);
+        metrics::add(&conn.ctx.stats.bytes_out, buf.len() as u64);
+        if buf.capacity() > 2 * WRITE_BATCH_BYTES_MAX {
+            buf = Vec::new();
+        }
+        // The queue has room again: lagging subscriptions catch up.
+        let drained = {
+            let mut out = conn.out.borrow_mut();
+            if !out.lagging.is_empty() && out.bytes <= conn.ctx.limits.send_queue_bytes_max / 2 {
+                out.lag_since = None;
+                std::mem::take(&mut out.lagging)
+            } else {
+                Vec::new()
+            }
+        };
+        for sub in drained {
+            conn.ctx.shard.drained(sub);
+        }
+    }
+    let mut out = conn.out.borrow_mut();
+    out.done = true;
+    out.frames.clear();
+    out.bytes = 0;
+    drop(out);
+    let _ = w.close().await;
+}
+
+fn chunk(buf: &mut Vec<u8>, frames: &[Bytes]) {
+    use std::io::Write as _;
+    let n: usize = frames.iter().map(Bytes::len).sum();
+    let _ = write!(buf, "{n:x}\r\n");
+    for f in frames {
+        buf.extend_from_slice(f);
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+fn writer_tick(limits: &Limits, mode: Mode) -> Duration {
+    let mut t = limits.slow_deadline / 4;
+    if mode == Mode::Ws {
+        t = t.min(limits.ping_interval).min(limits.pong_timeout / 2);
+    }
+    t.max(Duration::from_millis(5))
+}
+
+/// Periodic checks: the slow deadline, pings and pong timeouts. `Err` when it closed the
+/// connection.
+fn keepalive(conn: &Conn) -> Result<(), ()> {
+    let now = Instant::now();
+    let limits = conn.ctx.limits.clone();
+    if conn.is_closing() {
+        return Ok(());
+    }
+    if conn
+        .lagging_for(now)
+        .is_some_and(|d| d > limits.slow_deadline)
+    {
+        metrics::inc(&conn.ctx.stats.closed_slow);
+        conn.close_with(goodbye(
+            conn.mode,
+            wsp::close_code::POLICY,
+            "too slow: send queue full past the deadline",
+        ));
+        return Err(());
+    }
+    if conn.mode != Mode::Ws {
+        return Ok(());
+    }
+    match conn.ping_sent.get() {
+        Some(t) if now.saturating_duration_since(t) > limits.pong_timeout => {
+            metrics::inc(&conn.ctx.stats.limit_pong);
+            conn.close_with(goodbye(conn.mode, wsp::close_code::POLICY, "pong timeout"));
+            return Err(());
+        }
+        Some(_) => {}
+        None if now.saturating_duration_since(conn.last_alive.get()) >= limits.ping_interval => {
+            conn.ping_sent.set(Some(now));
+            conn.push(wsp::encode_server_frame(wsp::Opcode::Ping, b"fanfare"));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The last bytes of a connection: a close frame for WebSocket, an error event for SSE.
+pub(crate) fn goodbye(mode: Mode, code: u16, reason: &str) -> Bytes {
+    match mode {
+        Mode::Ws => wsp::encode_server_frame(wsp::Opcode::Close, &wsp::close_payload(code, reason)),
+        Mode::Sse => {
+            let mut b = BytesMut::new();
+            sse::encode_error(&mut b, reason);
+            b.freeze()
+        }
+        Mode::Frames => Bytes::new(),
+    }
+}
+
+/// Reads more bytes into `buf`; `Ok(0)` at end of stream.
+pub(crate) async fn read_some(
+    r: &mut ReadHalf<TcpStream>,
+    buf: &mut BytesMut,
+    chunk: &mut [u8],
+    stats: &NetStats,
+) -> std::io::Result<usize> {
+    let n = r.read(chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    metrics::add(&stats.bytes_in, n as u64);
+    Ok(n)
+}
+
+/// A future's output or `None` if `stop` fires first.
+pub(crate) async fn unless<T>(
+    stop: &mut Pin<Box<dyn Future<Output = ()>>>,
+    f: impl Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        stop.as_mut().await;
+        None
+    })
+    .await
+}

@@ -1,0 +1,157 @@
+//! Counters of the network front, per shard, and the Prometheus text exposition.
+//!
+//! Each shard writes only its own [`NetStats`] (relaxed atomics, no locks); a scrape reads
+//! every shard's copy and the engine's [`fanfare_core::ShardStats`], so scraping never
+//! takes a lock the data path needs.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fanfare_core::ShardStats;
+
+macro_rules! net_counters {
+    ($($(#[$m:meta])* $field:ident: $kind:literal,)*) => {
+        /// Counters of one shard's network front.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub struct NetStats {
+            $($(#[$m])* pub $field: AtomicU64,)*
+        }
+
+        impl NetStats {
+            fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($field), $kind, self.$field.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+net_counters! {
+    /// WebSocket connections open now.
+    connections_ws: "gauge",
+    /// HTTP connections open now.
+    connections_http: "gauge",
+    /// Connections accepted.
+    connections_accepted: "counter",
+    /// Connections refused by the connection limit.
+    connections_refused: "counter",
+    /// Items encoded as WebSocket frames (one per message per shard, however many receive it).
+    encodes_ws: "counter",
+    /// Items encoded as SSE events.
+    encodes_sse: "counter",
+    /// Items encoded as length-prefixed frames.
+    encodes_frames: "counter",
+    /// Items queued on connections (one per receiving subscription).
+    deliveries: "counter",
+    /// Write system calls (each carries every frame queued meanwhile).
+    writes: "counter",
+    /// Bytes written to sockets.
+    bytes_out: "counter",
+    /// Bytes read from sockets.
+    bytes_in: "counter",
+    /// Messages published through this shard's connections.
+    publishes: "counter",
+    /// Connections whose send queue was full (their subscriptions lag).
+    slow_events: "counter",
+    /// Connections closed for staying behind past the deadline.
+    closed_slow: "counter",
+    /// Requests refused: message over the size limit.
+    limit_message_size: "counter",
+    /// Requests refused: header block over the limit.
+    limit_header_size: "counter",
+    /// Requests refused: subscriptions per connection.
+    limit_subscriptions: "counter",
+    /// Connections closed: handshake took too long.
+    limit_handshake_time: "counter",
+    /// Connections closed: idle too long.
+    limit_idle: "counter",
+    /// Connections closed: no pong in time.
+    limit_pong: "counter",
+    /// Requests refused: publishes in flight per connection at the limit (backpressure waits).
+    limit_publish_window: "counter",
+    /// Protocol errors (malformed frames or messages).
+    protocol_errors: "counter",
+}
+
+pub(crate) fn inc(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+pub(crate) fn dec(c: &AtomicU64) {
+    c.store(
+        c.load(Ordering::Relaxed).saturating_sub(1),
+        Ordering::Relaxed,
+    );
+}
+
+/// Every shard's counters, filled in as shards start.
+#[derive(Debug, Default)]
+pub struct Registry {
+    shards: Mutex<Vec<Option<(Arc<NetStats>, Arc<ShardStats>)>>>,
+}
+
+impl Registry {
+    pub(crate) fn new(shards: usize) -> Self {
+        Self {
+            shards: Mutex::new(vec![None; shards]),
+        }
+    }
+
+    pub(crate) fn register(&self, shard: usize, net: Arc<NetStats>, engine: Arc<ShardStats>) {
+        let mut s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = s.get_mut(shard) {
+            *slot = Some((net, engine));
+        }
+    }
+
+    /// One counter summed over shards (0 when unknown), for tests and the admin view.
+    pub fn total(&self, name: &str) -> u64 {
+        let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter()
+            .flatten()
+            .map(|(net, eng)| {
+                net.fields()
+                    .into_iter()
+                    .map(|(n, _, v)| (n, v))
+                    .chain(eng.snapshot().fields())
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, v)| v)
+            })
+            .sum()
+    }
+
+    /// The Prometheus text exposition of every counter, labelled by shard.
+    pub fn render(&self) -> String {
+        let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        let mut rows: Vec<(String, &'static str, usize, u64)> = Vec::new();
+        for (shard, entry) in s.iter().enumerate() {
+            let Some((net, eng)) = entry else { continue };
+            for (name, kind, v) in net.fields() {
+                rows.push((format!("fanfare_net_{name}"), kind, shard, v));
+            }
+            for (name, v) in eng.snapshot().fields() {
+                let kind = if matches!(name, "topics" | "subscriptions") {
+                    "gauge"
+                } else {
+                    "counter"
+                };
+                let suffix = if kind == "counter" { "_total" } else { "" };
+                rows.push((format!("fanfare_engine_{name}{suffix}"), kind, shard, v));
+            }
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        let mut last = String::new();
+        for (name, kind, shard, v) in rows {
+            if name != last {
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                last = name.clone();
+            }
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
+        }
+        out
+    }
+}
