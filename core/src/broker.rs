@@ -345,10 +345,9 @@ impl BrokerBuilder {
             let (cmd, cmd_rx) = flume::bounded(cfg.shard_inbox_max);
             let (ctl, ctl_rx) = flume::unbounded();
             ports_by_thread.push(Some(Ports { cmd, ctl }));
-            let placement = if cfg.pin {
-                Placement::Fixed(cpus[i])
-            } else {
-                Placement::Unbound
+            let placement = match cpus.get(i) {
+                Some(cpu) if cfg.pin => Placement::Fixed(*cpu),
+                _ => Placement::Unbound,
             };
             let mut b = LocalExecutorBuilder::new(placement)
                 .name(&format!("fanfare-shard-{i}"))

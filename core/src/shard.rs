@@ -70,13 +70,21 @@ pub(crate) enum MeshMsg {
     Item { key: TopicKey, msg: Message },
 }
 
+/// Messages a subscriber will never get: after `last_seq` up to `new_seq - 1` (in `new_epoch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gap {
+    last_seq: Seq,
+    new_seq: Seq,
+    new_epoch: Epoch,
+}
+
 /// What the owner answers a subscribe (or catch-up) with.
 pub(crate) struct OwnerReply {
     epoch: Epoch,
     /// The first sequence the subscriber will get.
     start: Seq,
-    /// `(last_seq, new_seq, new_epoch)` when the requested position is lost.
-    disc: Option<(Seq, Seq, Epoch)>,
+    /// Set when the requested position is lost.
+    disc: Option<Gap>,
     /// History from `start` on.
     replay: Vec<Message>,
 }
@@ -457,7 +465,12 @@ impl State {
         } else {
             ShardStats::inc(&self.stats.catchups);
         }
-        if let Some((last_seq, new_seq, new_epoch)) = reply.disc {
+        if let Some(Gap {
+            last_seq,
+            new_seq,
+            new_epoch,
+        }) = reply.disc
+        {
             s.sink.offer(
                 sub,
                 Offer::Discontinuity {
@@ -679,7 +692,7 @@ pub(crate) fn resolve_start(
     next: Seq,
     first_in_history: Option<Seq>,
     start: Start,
-) -> Result<(Option<(Seq, Seq, Epoch)>, Seq), SubscribeError> {
+) -> Result<(Option<Gap>, Seq), SubscribeError> {
     let available = first_in_history.unwrap_or(next);
     debug_assert!(available <= next);
     match start {
@@ -693,7 +706,14 @@ pub(crate) fn resolve_start(
             if Epoch(e) != epoch {
                 // Another epoch: nothing the subscriber saw can be continued. Everything this
                 // epoch still has follows the discontinuity.
-                return Ok((Some((Seq(seq.0 - 1), available, epoch)), available));
+                return Ok((
+                    Some(Gap {
+                        last_seq: Seq(seq.0 - 1),
+                        new_seq: available,
+                        new_epoch: epoch,
+                    }),
+                    available,
+                ));
             }
             if seq > next {
                 return Err(SubscribeError::InvalidResume {
@@ -704,7 +724,14 @@ pub(crate) fn resolve_start(
             if seq >= available {
                 Ok((None, seq))
             } else {
-                Ok((Some((Seq(seq.0 - 1), available, epoch)), available))
+                Ok((
+                    Some(Gap {
+                        last_seq: Seq(seq.0 - 1),
+                        new_seq: available,
+                        new_epoch: epoch,
+                    }),
+                    available,
+                ))
             }
         }
     }
@@ -840,6 +867,9 @@ impl ShardHandle {
 /// A hook run on every shard once it is up (the network front spawns its listener here).
 pub type ShardHook = Arc<dyn Fn(ShardHandle) + Send + Sync>;
 
+/// What a shard reports when it is up: its thread index, mesh position and counters.
+pub(crate) type StartReport = Result<(usize, ShardId, Arc<ShardStats>), String>;
+
 pub(crate) struct Boot {
     pub thread_index: usize,
     pub shards: u16,
@@ -847,7 +877,7 @@ pub(crate) struct Boot {
     pub mesh: MeshBuilder<Vec<MeshMsg>, Full>,
     pub cmd_rx: flume::Receiver<Cmd>,
     pub ctl_rx: flume::Receiver<Ctl>,
-    pub report: std::sync::mpsc::Sender<Result<(usize, ShardId, Arc<ShardStats>), String>>,
+    pub report: std::sync::mpsc::Sender<StartReport>,
     pub hook: Option<ShardHook>,
 }
 
@@ -1252,19 +1282,40 @@ mod tests {
         // Before history: one discontinuity, then what is left.
         assert_eq!(
             resolve_start(E, Seq(10), Some(Seq(5)), at(7, 2)),
-            Ok((Some((Seq(1), Seq(5), E)), Seq(5)))
+            Ok((
+                Some(Gap {
+                    last_seq: Seq(1),
+                    new_seq: Seq(5),
+                    new_epoch: E
+                }),
+                Seq(5)
+            ))
         );
         // Another epoch: discontinuity into this one.
         assert_eq!(
             resolve_start(E, Seq(10), Some(Seq(5)), at(6, 9)),
-            Ok((Some((Seq(8), Seq(5), E)), Seq(5)))
+            Ok((
+                Some(Gap {
+                    last_seq: Seq(8),
+                    new_seq: Seq(5),
+                    new_epoch: E
+                }),
+                Seq(5)
+            ))
         );
         // Ahead of the head.
         assert!(resolve_start(E, Seq(10), Some(Seq(5)), at(7, 11)).is_err());
         // Empty history after expiry.
         assert_eq!(
             resolve_start(E, Seq(10), None, at(7, 3)),
-            Ok((Some((Seq(2), Seq(10), E)), Seq(10)))
+            Ok((
+                Some(Gap {
+                    last_seq: Seq(2),
+                    new_seq: Seq(10),
+                    new_epoch: E
+                }),
+                Seq(10)
+            ))
         );
     }
 }

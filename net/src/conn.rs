@@ -562,9 +562,8 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
         .await;
         let batch = match got {
             None => {
-                if keepalive(&conn).is_err() {
-                    continue; // keepalive queued a close; the next turn sends it
-                }
+                // A tick: keepalive may queue a ping or a close, which the next turn sends.
+                keepalive(&conn);
                 continue;
             }
             Some(Ok(batch)) => batch,
@@ -620,11 +619,12 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
             conn.ctx.shard.drained(sub);
         }
     }
-    let mut out = conn.out.borrow_mut();
-    out.done = true;
-    out.frames.clear();
-    out.bytes = 0;
-    drop(out);
+    {
+        let mut out = conn.out.borrow_mut();
+        out.done = true;
+        out.frames.clear();
+        out.bytes = 0;
+    }
     let _ = w.close().await;
 }
 
@@ -646,13 +646,12 @@ fn writer_tick(limits: &Limits, mode: Mode) -> Duration {
     t.max(Duration::from_millis(5))
 }
 
-/// Periodic checks: the slow deadline, pings and pong timeouts. `Err` when it closed the
-/// connection.
-fn keepalive(conn: &Conn) -> Result<(), ()> {
+/// Periodic checks: the slow deadline, pings and pong timeouts.
+fn keepalive(conn: &Conn) {
     let now = Instant::now();
     let limits = conn.ctx.limits.clone();
     if conn.is_closing() {
-        return Ok(());
+        return;
     }
     if conn
         .lagging_for(now)
@@ -664,16 +663,15 @@ fn keepalive(conn: &Conn) -> Result<(), ()> {
             wsp::close_code::POLICY,
             "too slow: send queue full past the deadline",
         ));
-        return Err(());
+        return;
     }
     if conn.mode != Mode::Ws {
-        return Ok(());
+        return;
     }
     match conn.ping_sent.get() {
         Some(t) if now.saturating_duration_since(t) > limits.pong_timeout => {
             metrics::inc(&conn.ctx.stats.limit_pong);
             conn.close_with(goodbye(conn.mode, wsp::close_code::POLICY, "pong timeout"));
-            return Err(());
         }
         Some(_) => {}
         None if now.saturating_duration_since(conn.last_alive.get()) >= limits.ping_interval => {
@@ -682,7 +680,6 @@ fn keepalive(conn: &Conn) -> Result<(), ()> {
         }
         None => {}
     }
-    Ok(())
 }
 
 /// The last bytes of a connection: a close frame for WebSocket, an error event for SSE.

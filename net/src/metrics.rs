@@ -87,10 +87,13 @@ pub(crate) fn dec(c: &AtomicU64) {
     );
 }
 
+/// One shard's network and engine counters.
+type ShardCounters = (Arc<NetStats>, Arc<ShardStats>);
+
 /// Every shard's counters, filled in as shards start.
 #[derive(Debug, Default)]
 pub struct Registry {
-    shards: Mutex<Vec<Option<(Arc<NetStats>, Arc<ShardStats>)>>>,
+    shards: Mutex<Vec<Option<ShardCounters>>>,
 }
 
 impl Registry {

@@ -41,7 +41,7 @@ async fn ws(addr: SocketAddr) -> Ws {
 }
 
 async fn send(ws: &mut Ws, m: ClientMsg) {
-    ws.send(Message::Binary(m.encode_to_vec().into()))
+    ws.send(Message::Binary(m.encode_to_vec()))
         .await
         .expect("send");
 }
@@ -535,7 +535,7 @@ fn websocket_limits_close_only_the_offender() {
         send(&mut s, ClientMsg::Publish { request_id: 3, namespace: "ns".into(), topic: "t".into(), payload: Bytes::from(vec![0u8; 1001]), idempotency_key: None }).await;
         assert!(matches!(recv(&mut s).await, ServerMsg::Error { code: ErrorCode::MessageTooLarge, .. }));
         // A frame over the frame limit: close 1009.
-        s.send(Message::Binary(vec![0u8; 2001].into())).await.unwrap();
+        s.send(Message::Binary(vec![0u8; 2001])).await.unwrap();
         let close = loop {
             match tokio::time::timeout(WAIT, s.next()).await.unwrap() {
                 Some(Ok(Message::Close(c))) => break c,
@@ -549,7 +549,7 @@ fn websocket_limits_close_only_the_offender() {
         t.send(Message::Text("hi".into())).await.unwrap();
         assert!(matches!(tokio::time::timeout(WAIT, t.next()).await.unwrap(), Some(Ok(Message::Close(Some(c)))) if c.code == CloseCode::Unsupported));
         let mut g = ws(a).await;
-        g.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+        g.send(Message::Binary(vec![1, 2, 3])).await.unwrap();
         assert!(matches!(recv(&mut g).await, ServerMsg::Error { code: ErrorCode::BadRequest, .. }));
         assert!(matches!(tokio::time::timeout(WAIT, g.next()).await.unwrap(), Some(Ok(Message::Close(Some(c)))) if c.code == CloseCode::Policy));
         // The innocent connection still works.

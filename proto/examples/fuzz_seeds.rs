@@ -22,7 +22,7 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "fuzz/corpus".into());
     let dir = Path::new(&dir);
-    let client = vec![
+    let client = [
         ClientMsg::Hello {
             version_min: 1,
             version_max: 1,
@@ -69,7 +69,7 @@ fn main() -> std::io::Result<()> {
         payload: Bytes::from_static(b"p"),
         publisher_id: Some("me".into()),
     };
-    let mut link: Vec<Vec<u8>> = vec![
+    let mut link: Vec<Vec<u8>> = [
         LinkMsg::Hello {
             version: 1,
             node_id: "n1".into(),

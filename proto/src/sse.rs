@@ -24,7 +24,7 @@ pub fn encode_item(out: &mut BytesMut, epoch: u64, seq: u64, payload: &[u8]) {
     };
     out.reserve(payload.len() + 64);
     // Writing into a BytesMut cannot fail.
-    let _ = write!(Writer(out), "id: {epoch}-{seq}\n");
+    let _ = writeln!(Writer(out), "id: {epoch}-{seq}");
     match plain {
         Some(text) => {
             out.put_slice(b"event: item\n");

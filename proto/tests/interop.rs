@@ -41,9 +41,9 @@ fn tungstenite_client_frames_decode_with_ours() {
     };
     let mut client = WebSocket::from_raw_socket(pipe, TRole::Client, None);
     let big = vec![7u8; 70_000];
-    client.send(Message::Binary(big.clone().into())).unwrap();
+    client.send(Message::Binary(big.clone())).unwrap();
     client.send(Message::Text("héllo".into())).unwrap();
-    client.send(Message::Ping(vec![1, 2, 3].into())).unwrap();
+    client.send(Message::Ping(vec![1, 2, 3])).unwrap();
     client
         .close(Some(tungstenite::protocol::CloseFrame {
             code: 1000u16.into(),
@@ -95,10 +95,10 @@ fn our_server_frames_decode_with_tungstenite() {
             Err(e) => panic!("tungstenite refused our frames: {e}"),
         }
     }
-    assert_eq!(got[0], Message::Binary(b"abc".to_vec().into()));
-    assert_eq!(got[1], Message::Binary(vec![9u8; 70_000].into()));
+    assert_eq!(got[0], Message::Binary(b"abc".to_vec()));
+    assert_eq!(got[1], Message::Binary(vec![9u8; 70_000]));
     assert_eq!(got[2], Message::Text("ok".into()));
-    assert_eq!(got[3], Message::Ping(b"p".to_vec().into()));
+    assert_eq!(got[3], Message::Ping(b"p".to_vec()));
     assert!(
         matches!(&got[4], Message::Close(Some(c)) if u16::from(c.code) == 1001 && c.reason == "bye")
     );

@@ -1,0 +1,175 @@
+//! The `fanfare` binary end to end: start-up output and errors, pub/sub, many connections,
+//! and graceful exit on SIGINT.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn start(extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args([
+                "serve",
+                "--no-pin",
+                "--shards",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fanfare runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "fanfare listening on 127.0.0.1:PORT (...)"
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .expect("address in the first line")
+            .parse()
+            .expect("an address");
+        Node { child, addr }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fanfare did not exit after SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn fanfare(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn pub_sub_and_graceful_exit() {
+    let node = Node::start(&[]);
+    let url = format!("ws://{}/v1/ws", node.addr);
+    let sub = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args([
+            "sub", "chat", "room-1", "--from", "last:10", "--count", "3", "--url", &url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = fanfare(&[
+        "pub", "chat", "room-1", "one", "two", "three", "--url", &url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(acks.lines().count(), 3);
+    assert!(acks.lines().last().unwrap().ends_with("-3"), "{acks}");
+    let got = sub.wait_with_output().unwrap();
+    let lines: Vec<String> = String::from_utf8(got.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1.to_owned())
+        .collect();
+    assert_eq!(lines, vec!["one", "two", "three"]);
+    assert!(node.interrupt().success(), "SIGINT exits 0");
+}
+
+#[test]
+fn start_up_errors_are_one_line_and_non_zero() {
+    let node = Node::start(&[]);
+    let out = fanfare(&["serve", "--no-pin", "--listen", &node.addr.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("address already in use"), "{err}");
+    let out = fanfare(&["serve", "--config", "/nonexistent/fanfare.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .starts_with("fanfare: cannot read /nonexistent/fanfare.toml"));
+    node.interrupt();
+}
+
+/// Opens 10,000 idle WebSocket connections to one node and reports the server's memory per
+/// connection (printed; run with --nocapture to see it).
+#[test]
+fn ten_thousand_idle_websockets() {
+    const N: usize = 10_000;
+    let node = Node::start(&[]);
+    let before = node.rss_kib();
+    let (req, _) = fanfare_proto::ws::client_request("x", "/v1/ws", [9; 16], &[]);
+    let mut conns = Vec::with_capacity(N);
+    let t0 = Instant::now();
+    // Connect in waves: write all requests, then read all answers.
+    for wave in 0..(N / 500) {
+        let mut batch: Vec<TcpStream> = (0..500)
+            .map(|_| {
+                let mut s = TcpStream::connect(node.addr)
+                    .unwrap_or_else(|e| panic!("connection {} failed: {e}", wave * 500));
+                s.write_all(req.as_bytes()).unwrap();
+                s
+            })
+            .collect();
+        for s in batch.iter_mut() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 256];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 101"));
+        }
+        conns.extend(batch);
+    }
+    let took = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = node.rss_kib();
+    let per_conn = (after.saturating_sub(before) * 1024) / N as u64;
+    eprintln!("{N} idle WebSocket connections in {took:?}: server RSS {before} KiB -> {after} KiB, {per_conn} bytes per connection");
+    assert!(per_conn < 64 * 1024, "{per_conn} bytes per idle connection");
+    // Still serving.
+    let out = fanfare(&[
+        "pub",
+        "ns",
+        "t",
+        "alive",
+        "--url",
+        &format!("ws://{}/v1/ws", node.addr),
+    ]);
+    assert!(out.status.success());
+    drop(conns);
+    assert!(node.interrupt().success());
+}
