@@ -44,6 +44,12 @@ enum Cmd {
         /// Largest message payload in bytes.
         #[arg(long)]
         max_message_bytes: Option<usize>,
+        /// TLS certificate chain (PEM, leaf first): serves wss:// and https:// on the same port.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
@@ -88,6 +94,8 @@ fn run(cli: Cli) -> Result<()> {
             no_pin,
             history_messages,
             max_message_bytes,
+            tls_cert,
+            tls_key,
             log_json,
         } => {
             init_logs(log_json);
@@ -102,7 +110,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             s.history_messages_max = history_messages.or(s.history_messages_max);
             s.message_bytes_max = max_message_bytes.or(s.message_bytes_max);
-            serve(s.server_config())
+            s.tls_cert_path = tls_cert.or(s.tls_cert_path);
+            s.tls_key_path = tls_key.or(s.tls_key_path);
+            serve(s.server_config_with_tls()?)
         }
         Cmd::Pub {
             namespace,
@@ -190,11 +200,17 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
         .context("cannot install signal handlers")?;
     let shards = cfg.engine.shard_count();
     let pinned = cfg.engine.pin;
+    let cfg_tls = cfg.tls.is_some();
     let server = fanfare_net::start(cfg)?;
     let addr = server.local_addr();
+    let tls = if cfg_tls {
+        format!(", TLS too: wss://{addr}/v1/ws")
+    } else {
+        String::new()
+    };
+    let pin = if pinned { ", pinned" } else { "" };
     println!(
-        "fanfare listening on {addr} ({shards} shards{}); WebSocket at ws://{addr}/v1/ws",
-        if pinned { ", pinned" } else { "" }
+        "fanfare listening on {addr} ({shards} shards{pin}); WebSocket at ws://{addr}/v1/ws{tls}"
     );
     tracing::warn!("authentication is OFF: anyone who can reach {addr} can publish and subscribe");
     if let Some(sig) = signals.forever().next() {

@@ -40,6 +40,8 @@ pub struct Settings {
     pub send_queue_bytes_max: Option<usize>,
     pub slow_deadline_ms: Option<u64>,
     pub publishes_in_flight_max: Option<usize>,
+    pub tls_cert_path: Option<std::path::PathBuf>,
+    pub tls_key_path: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -50,7 +52,19 @@ impl Settings {
         toml::from_str(&text).with_context(|| format!("invalid settings in {}", path.display()))
     }
 
-    /// Applies the settings over the defaults (`pin` defaults to true for `serve`).
+    /// Applies the settings over the defaults (`pin` defaults to true for `serve`) and loads
+    /// the TLS certificate and key when both are set.
+    pub fn server_config_with_tls(&self) -> Result<fanfare_net::ServerConfig> {
+        let mut c = self.server_config();
+        match (&self.tls_cert_path, &self.tls_key_path) {
+            (Some(cert), Some(key)) => c.tls = Some(fanfare_net::tls_from_pem(cert, key)?),
+            (None, None) => {}
+            _ => anyhow::bail!("TLS needs both tls_cert_path and tls_key_path"),
+        }
+        Ok(c)
+    }
+
+    /// Applies the settings over the defaults (`pin` defaults to true for `serve`), without TLS.
     pub fn server_config(&self) -> fanfare_net::ServerConfig {
         let mut c = fanfare_net::ServerConfig::default();
         c.engine.pin = true;

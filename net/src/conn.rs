@@ -26,6 +26,13 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::metrics::{self, NetStats, Registry};
 use crate::Limits;
 
+/// A client byte stream: a plain TCP stream or TLS over one.
+pub(crate) trait Io:
+    futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin + 'static
+{
+}
+impl<T: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin + 'static> Io for T {}
+
 /// Encoding slots in a [`Delivery`] cache.
 const SLOT_WS: usize = 0;
 const SLOT_FRAMES: usize = 1;
@@ -43,6 +50,8 @@ pub(crate) struct NetCtx {
     pub registry: Arc<Registry>,
     pub connections: Cell<usize>,
     pub connections_max: usize,
+    /// Set when TLS is configured: connections starting with a TLS record are terminated here.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
     /// Builder for the flatbuffers this shard encodes (never used across an await).
     pub fbb: RefCell<FlatBufferBuilder<'static>>,
 }
@@ -109,6 +118,7 @@ pub(crate) fn serve_shard(
     limits: Arc<Limits>,
     registry: Arc<Registry>,
     shards: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     let stats = Arc::new(NetStats::default());
@@ -120,6 +130,7 @@ pub(crate) fn serve_shard(
         stats,
         registry,
         connections: Cell::new(0),
+        tls: tls.map(futures_rustls::TlsAcceptor::from),
         fbb: RefCell::new(FlatBufferBuilder::with_capacity(4096)),
     });
     glommio::spawn_local(accept_loop(listener, ctx)).detach();
@@ -696,8 +707,8 @@ pub(crate) fn goodbye(mode: Mode, code: u16, reason: &str) -> Bytes {
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-pub(crate) async fn read_some(
-    r: &mut ReadHalf<TcpStream>,
+pub(crate) async fn read_some<S: Io>(
+    r: &mut ReadHalf<S>,
     buf: &mut BytesMut,
     chunk: &mut [u8],
     stats: &NetStats,

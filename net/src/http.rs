@@ -23,7 +23,7 @@ use fanfare_core::{PublishError, Start, SubscribeError};
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 
-use crate::conn::{self, read_some, unless, Conn, Mode, NetCtx, READ_CHUNK_BYTES};
+use crate::conn::{self, read_some, unless, Conn, Io, Mode, NetCtx, READ_CHUNK_BYTES};
 use crate::metrics;
 
 /// Most header lines in a request.
@@ -115,12 +115,53 @@ fn parse_head(buf: &[u8], header_bytes_max: usize) -> Parsed {
 pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(ctx.limits.slow_deadline));
+    let deadline = Instant::now() + ctx.limits.handshake_timeout;
+    let Some(acceptor) = ctx.tls.clone() else {
+        return serve(stream, ctx, deadline).await;
+    };
+    // A TLS connection starts with a handshake record (content type 22).
+    let mut first = [0u8; 1];
+    let left = deadline.saturating_duration_since(Instant::now());
+    let peeked = futures_lite::future::or(async { Some(stream.peek(&mut first).await) }, async {
+        glommio::timer::sleep(left).await;
+        None
+    })
+    .await;
+    match peeked {
+        Some(Ok(1)) if first[0] == 0x16 => {}
+        Some(Ok(_)) => return serve(stream, ctx, deadline).await,
+        Some(Err(_)) => return,
+        None => {
+            metrics::inc(&ctx.stats.limit_handshake_time);
+            return;
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let tls = futures_lite::future::or(async { Some(acceptor.accept(stream).await) }, async {
+        glommio::timer::sleep(left).await;
+        None
+    })
+    .await;
+    match tls {
+        Some(Ok(tls)) => {
+            metrics::inc(&ctx.stats.connections_tls);
+            serve(tls, ctx, deadline).await;
+        }
+        Some(Err(e)) => {
+            metrics::inc(&ctx.stats.tls_handshake_errors);
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        None => metrics::inc(&ctx.stats.limit_handshake_time),
+    }
+}
+
+/// Serves a connection's requests once its bytes are plaintext HTTP.
+async fn serve<S: Io>(stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
     let (mut r, mut w) = futures_lite::io::split(stream);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut stop: Pin<Box<dyn std::future::Future<Output = ()>>> =
         Box::pin(ctx.shard.shutdown_signal());
-    let deadline = Instant::now() + ctx.limits.handshake_timeout;
     loop {
         // The first request must arrive within the handshake time; later ones within the
         // idle time.
@@ -206,11 +247,11 @@ pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
 }
 
 /// Answers one request; `true` when the connection may carry another.
-async fn route(
+async fn route<S: Io>(
     ctx: &Rc<NetCtx>,
     head: Head,
-    r: &mut futures_lite::io::ReadHalf<TcpStream>,
-    w: &mut futures_lite::io::WriteHalf<TcpStream>,
+    r: &mut futures_lite::io::ReadHalf<S>,
+    w: &mut futures_lite::io::WriteHalf<S>,
     buf: &mut BytesMut,
     chunk: &mut [u8],
     stop: &mut Pin<Box<dyn std::future::Future<Output = ()>>>,
@@ -347,14 +388,14 @@ pub fn parse_from(s: &str) -> Result<Start, String> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn stream(
+async fn stream<S: Io>(
     ctx: &Rc<NetCtx>,
     ns: &str,
     topic: &str,
     start: Start,
     mode: Mode,
-    r: &mut futures_lite::io::ReadHalf<TcpStream>,
-    w: &mut futures_lite::io::WriteHalf<TcpStream>,
+    r: &mut futures_lite::io::ReadHalf<S>,
+    w: &mut futures_lite::io::WriteHalf<S>,
     buf: &mut BytesMut,
     chunk: &mut [u8],
     stop: &mut Pin<Box<dyn std::future::Future<Output = ()>>>,
@@ -423,8 +464,8 @@ async fn stream(
 }
 
 /// Writes a complete response.
-pub(crate) async fn respond(
-    w: &mut futures_lite::io::WriteHalf<TcpStream>,
+pub(crate) async fn respond<S: Io>(
+    w: &mut futures_lite::io::WriteHalf<S>,
     status: u16,
     content_type: &str,
     body: &[u8],

@@ -88,6 +88,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Engine settings (shards, history, message size, ...).
     pub engine: fanfare_core::Config,
+    /// TLS: when set, connections that open with a TLS handshake are served over TLS (wss,
+    /// https) on the same port as plaintext ones.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             limits: Limits::default(),
             engine: fanfare_core::Config::default(),
+            tls: None,
         }
     }
 }
@@ -115,6 +119,56 @@ pub enum ServeError {
     /// The engine did not start.
     #[error(transparent)]
     Engine(#[from] StartError),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Builds the TLS configuration from PEM files: a certificate chain (leaf first) and its
+/// private key (PKCS#8, PKCS#1 or SEC1). ALPN offers `http/1.1` (HTTP/2 is not served yet).
+pub fn tls_from_pem(
+    cert_chain: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_chain)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            ServeError::Tls(format!(
+                "cannot read certificates from {}: {e}",
+                cert_chain.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "no certificate in {}",
+            cert_chain.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        ServeError::Tls(format!(
+            "cannot read a private key from {}: {e}",
+            key.display()
+        ))
+    })?;
+    tls_config(certs, key)
+}
+
+/// Builds the TLS configuration from DER certificates and key (ring provider, TLS 1.2 and 1.3).
+pub fn tls_config(
+    certs: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(format!("certificate and key do not fit: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// A running server.
@@ -153,6 +207,7 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
         listen,
         limits,
         mut engine,
+        tls,
     } = cfg;
     // Reserve the address (and learn the port when 0 was asked) with a socket that is bound
     // but never listens, so it receives no connections; each shard then binds the same port.
@@ -177,7 +232,14 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
         let limits = Arc::new(limits);
         let bound_tx = std::sync::Mutex::new(bound_tx);
         move |h: ShardHandle| {
-            let r = conn::serve_shard(h, addr, limits.clone(), registry.clone(), shards);
+            let r = conn::serve_shard(
+                h,
+                addr,
+                limits.clone(),
+                registry.clone(),
+                shards,
+                tls.clone(),
+            );
             let tx = bound_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let _ = tx.send(r);
         }

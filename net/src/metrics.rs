@@ -34,6 +34,10 @@ net_counters! {
     connections_http: "gauge",
     /// Connections accepted.
     connections_accepted: "counter",
+    /// Connections that completed a TLS handshake.
+    connections_tls: "counter",
+    /// TLS handshakes that failed.
+    tls_handshake_errors: "counter",
     /// Connections refused by the connection limit.
     connections_refused: "counter",
     /// Items encoded as WebSocket frames (one per message per shard, however many receive it).

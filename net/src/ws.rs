@@ -11,20 +11,20 @@ use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use glommio::net::TcpStream;
 
 use crate::conn::{
-    self, goodbye, read_some, subscribe_error_code, unless, Conn, Mode, NetCtx, READ_CHUNK_BYTES,
+    self, goodbye, read_some, subscribe_error_code, unless, Conn, Io, Mode, NetCtx,
+    READ_CHUNK_BYTES,
 };
 use crate::metrics;
 
 /// The subprotocol name a client may ask for; the server echoes it.
 pub const SUBPROTOCOL: &str = "fanfare.v1";
 
-pub(crate) async fn session(
+pub(crate) async fn session<S: Io>(
     ctx: Rc<NetCtx>,
-    mut r: ReadHalf<TcpStream>,
-    mut w: WriteHalf<TcpStream>,
+    mut r: ReadHalf<S>,
+    mut w: WriteHalf<S>,
     mut buf: BytesMut,
     up: Upgrade,
     mut stop: Pin<Box<dyn Future<Output = ()>>>,
