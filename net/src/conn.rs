@@ -535,51 +535,101 @@ pub(crate) fn subscribe_error_code(e: &SubscribeError) -> ErrorCode {
 
 /// Drains `conn`'s queue into the socket until the connection ends. Everything queued
 /// meanwhile goes out in one write (wrapped in one HTTP chunk for chunked bodies).
-pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
-    conn: Rc<Conn>,
-    mut w: W,
-    chunked: bool,
-) {
+/// What a writer takes from a connection's queue next.
+pub(crate) enum Next {
+    /// Frames to send, in order.
+    Frames(Vec<Bytes>),
+    /// The connection is ending: send these last bytes (maybe empty) and stop.
+    Last(Bytes),
+}
+
+impl Conn {
+    /// Waits for the next batch (everything queued, up to a write's worth), running the
+    /// keepalive checks (slow deadline, pings) every tick meanwhile.
+    pub(crate) async fn next_batch(&self) -> Next {
+        let tick = writer_tick(&self.ctx.limits, self.mode);
+        loop {
+            let take = std::future::poll_fn(|cx| {
+                let mut out = self.out.borrow_mut();
+                if out.frames.is_empty() {
+                    if let Some(last) = out.closing.take() {
+                        return Poll::Ready(Next::Last(last));
+                    }
+                    out.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                let mut batch = Vec::new();
+                let mut n = 0;
+                while let Some(f) = out.frames.front() {
+                    if n > 0 && n + f.len() > WRITE_BATCH_BYTES_MAX {
+                        break;
+                    }
+                    n += f.len();
+                    if let Some(f) = out.frames.pop_front() {
+                        batch.push(f);
+                    }
+                }
+                out.bytes -= n;
+                Poll::Ready(Next::Frames(batch))
+            });
+            let got = futures_lite::future::or(async { Some(take.await) }, async {
+                glommio::timer::sleep(tick).await;
+                None
+            })
+            .await;
+            match got {
+                Some(next) => return next,
+                // A tick: keepalive may queue a ping or a close, which the next turn takes.
+                None => keepalive(self),
+            }
+        }
+    }
+
+    /// After a write: counts it, and when the queue has room again lets lagging
+    /// subscriptions catch up.
+    pub(crate) fn wrote(&self, bytes: usize) {
+        metrics::inc(&self.ctx.stats.writes);
+        metrics::add(&self.ctx.stats.bytes_out, bytes as u64);
+        let drained = {
+            let mut out = self.out.borrow_mut();
+            if !out.lagging.is_empty() && out.bytes <= self.ctx.limits.send_queue_bytes_max / 2 {
+                out.lag_since = None;
+                std::mem::take(&mut out.lagging)
+            } else {
+                Vec::new()
+            }
+        };
+        for sub in drained {
+            self.ctx.shard.drained(sub);
+        }
+    }
+
+    /// The writer is gone: later offers are answered `Gone`.
+    pub(crate) fn writer_done(&self) {
+        let mut out = self.out.borrow_mut();
+        out.done = true;
+        out.frames.clear();
+        out.bytes = 0;
+    }
+}
+
+/// Drains `conn`'s queue into the socket until the connection ends. Everything queued
+/// meanwhile goes out in one write (wrapped in one HTTP chunk for chunked bodies).
+pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(conn: Rc<Conn>, mut w: W, chunked: bool) {
     let mut buf: Vec<u8> = Vec::new();
-    let tick = writer_tick(&conn.ctx.limits, conn.mode);
     loop {
-        let mut take = std::future::poll_fn(|cx| {
-            let mut out = conn.out.borrow_mut();
-            if out.frames.is_empty() {
-                if let Some(last) = out.closing.take() {
-                    return Poll::Ready(Some(Err(last)));
-                }
-                out.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            let mut batch = Vec::new();
-            let mut n = 0;
-            while let Some(f) = out.frames.front() {
-                if n > 0 && n + f.len() > WRITE_BATCH_BYTES_MAX {
-                    break;
-                }
-                n += f.len();
-                if let Some(f) = out.frames.pop_front() {
-                    batch.push(f);
+        buf.clear();
+        match conn.next_batch().await {
+            Next::Frames(batch) => {
+                if chunked {
+                    chunk(&mut buf, &batch);
+                } else {
+                    for f in &batch {
+                        buf.extend_from_slice(f);
+                    }
                 }
             }
-            out.bytes -= n;
-            Poll::Ready(Some(Ok(batch)))
-        });
-        let got = futures_lite::future::or(&mut take, async {
-            glommio::timer::sleep(tick).await;
-            None
-        })
-        .await;
-        let batch = match got {
-            None => {
-                // A tick: keepalive may queue a ping or a close, which the next turn sends.
-                keepalive(&conn);
-                continue;
-            }
-            Some(Ok(batch)) => batch,
-            Some(Err(last)) => {
-                buf.clear();
+            Next::Last(last) => {
                 if chunked {
                     if !last.is_empty() {
                         chunk(&mut buf, &[last]);
@@ -592,50 +642,20 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
                 let _ = w.flush().await;
                 break;
             }
-        };
-        buf.clear();
-        if chunked {
-            chunk(&mut buf, &batch);
-        } else {
-            for f in &batch {
-                buf.extend_from_slice(f);
-            }
         }
-        drop(batch);
         if let Err(e) = w.write_all(&buf).await {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 metrics::inc(&conn.ctx.stats.closed_slow);
-                tracing::info!(
-                    "closing a connection whose socket accepted nothing for the slow deadline"
-                );
+                tracing::info!("closing a connection whose socket accepted nothing for the slow deadline");
             }
             break;
         }
-        metrics::inc(&conn.ctx.stats.writes);
-        metrics::add(&conn.ctx.stats.bytes_out, buf.len() as u64);
+        conn.wrote(buf.len());
         if buf.capacity() > 2 * WRITE_BATCH_BYTES_MAX {
             buf = Vec::new();
         }
-        // The queue has room again: lagging subscriptions catch up.
-        let drained = {
-            let mut out = conn.out.borrow_mut();
-            if !out.lagging.is_empty() && out.bytes <= conn.ctx.limits.send_queue_bytes_max / 2 {
-                out.lag_since = None;
-                std::mem::take(&mut out.lagging)
-            } else {
-                Vec::new()
-            }
-        };
-        for sub in drained {
-            conn.ctx.shard.drained(sub);
-        }
     }
-    {
-        let mut out = conn.out.borrow_mut();
-        out.done = true;
-        out.frames.clear();
-        out.bytes = 0;
-    }
+    conn.writer_done();
     let _ = w.close().await;
 }
 
