@@ -615,7 +615,11 @@ impl Conn {
 
 /// Drains `conn`'s queue into the socket until the connection ends. Everything queued
 /// meanwhile goes out in one write (wrapped in one HTTP chunk for chunked bodies).
-pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(conn: Rc<Conn>, mut w: W, chunked: bool) {
+pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
+    conn: Rc<Conn>,
+    mut w: W,
+    chunked: bool,
+) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         buf.clear();
@@ -646,7 +650,9 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(conn: Rc<Con
         if let Err(e) = w.write_all(&buf).await {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 metrics::inc(&conn.ctx.stats.closed_slow);
-                tracing::info!("closing a connection whose socket accepted nothing for the slow deadline");
+                tracing::info!(
+                    "closing a connection whose socket accepted nothing for the slow deadline"
+                );
             }
             break;
         }

@@ -145,6 +145,9 @@ pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
     match tls {
         Some(Ok(tls)) => {
             metrics::inc(&ctx.stats.connections_tls);
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                return crate::h2::serve(tls, BytesMut::new(), ctx, deadline).await;
+            }
             serve(tls, ctx, deadline).await;
         }
         Some(Err(e)) => {
@@ -156,22 +159,42 @@ pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
 }
 
 /// Serves a connection's requests once its bytes are plaintext HTTP.
-async fn serve<S: Io>(stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
-    let (mut r, mut w) = futures_lite::io::split(stream);
+async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // Read until the bytes are either HTTP/2's preface or cannot be (HTTP/1.1).
+    while buf.len() < crate::h2::PREFACE.len() && crate::h2::PREFACE.starts_with(&buf) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = futures_lite::future::or(
+            async { Some(futures_lite::io::AsyncReadExt::read(&mut stream, &mut chunk).await) },
+            async {
+                glommio::timer::sleep(left).await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => {
+                buf.extend_from_slice(&chunk[..n]);
+                metrics::add(&ctx.stats.bytes_in, n as u64);
+            }
+            Some(_) => return,
+            None => {
+                metrics::inc(&ctx.stats.limit_handshake_time);
+                return;
+            }
+        }
+    }
+    if buf.starts_with(crate::h2::PREFACE) {
+        return crate::h2::serve(stream, buf, ctx, deadline).await;
+    }
+    let (mut r, mut w) = futures_lite::io::split(stream);
     let mut stop: Pin<Box<dyn std::future::Future<Output = ()>>> =
         Box::pin(ctx.shard.shutdown_signal());
     loop {
         // The first request must arrive within the handshake time; later ones within the
         // idle time.
         let head = loop {
-            if buf.starts_with(b"PRI * HTTP/2.0") {
-                // HTTP/2 prior knowledge is not served yet: say so plainly and close.
-                let why = b"HTTP/2 is not served on this port yet; use HTTP/1.1 or WebSocket";
-                respond(&mut w, 505, "text/plain", why, true).await;
-                return;
-            }
             match parse_head(&buf, ctx.limits.header_bytes_max) {
                 Parsed::Head(h) => break h,
                 Parsed::Bad(status, why) => {
@@ -339,7 +362,7 @@ async fn route<S: Io>(
     !close
 }
 
-fn json_error(text: &str) -> String {
+pub(crate) fn json_error(text: &str) -> String {
     let escaped: String = text
         .chars()
         .flat_map(|c| match c {
@@ -354,16 +377,22 @@ fn json_error(text: &str) -> String {
 
 /// Where a stream starts, from `Last-Event-ID` or the `from` query parameter.
 fn stream_start(head: &Head) -> Result<Start, String> {
-    if let Some(id) = &head.last_event_id {
+    start_from(head.last_event_id.as_deref(), head.query.as_deref())
+}
+
+/// Where a stream starts: `Last-Event-ID` (the last event seen) wins over `from=`.
+pub(crate) fn start_from(
+    last_event_id: Option<&str>,
+    query: Option<&str>,
+) -> Result<Start, String> {
+    if let Some(id) = last_event_id {
         let (epoch, seq) = fanfare_proto::sse::parse_event_id(id).map_err(|e| e.to_string())?;
         return Ok(Start::At {
             epoch,
             seq: seq.saturating_add(1),
         });
     }
-    let from = head
-        .query
-        .as_deref()
+    let from = query
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("from="))

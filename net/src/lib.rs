@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 
 mod conn;
+mod h2;
 pub mod http;
 pub mod metrics;
 pub mod ws;
@@ -125,7 +126,7 @@ pub enum ServeError {
 }
 
 /// Builds the TLS configuration from PEM files: a certificate chain (leaf first) and its
-/// private key (PKCS#8, PKCS#1 or SEC1). ALPN offers `http/1.1` (HTTP/2 is not served yet).
+/// private key (PKCS#8, PKCS#1 or SEC1). ALPN offers `h2` and `http/1.1`.
 pub fn tls_from_pem(
     cert_chain: &std::path::Path,
     key: &std::path::Path,
@@ -167,7 +168,7 @@ pub fn tls_config(
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| ServeError::Tls(format!("certificate and key do not fit: {e}")))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 

@@ -30,8 +30,10 @@ macro_rules! net_counters {
 net_counters! {
     /// WebSocket connections open now.
     connections_ws: "gauge",
-    /// HTTP connections open now.
+    /// HTTP/1.1 connections open now.
     connections_http: "gauge",
+    /// HTTP/2 connections open now.
+    connections_h2: "gauge",
     /// Connections accepted.
     connections_accepted: "counter",
     /// Connections that completed a TLS handshake.

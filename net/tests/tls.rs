@@ -80,7 +80,7 @@ fn wss_publish_and_receive_with_alpn() {
         .unwrap()
         .block_on(async {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let tls = client_tls(&p, &[b"h2", b"http/1.1"])
+            let tls = client_tls(&p, &[b"http/1.1"])
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                 .await
                 .expect("TLS handshake with the test CA");
@@ -122,6 +122,45 @@ fn wss_publish_and_receive_with_alpn() {
             }
         });
     assert!(srv.metrics().total("connections_tls") >= 1);
+    srv.shutdown();
+}
+
+#[test]
+fn h2_over_tls_by_alpn() {
+    let p = pki();
+    let srv = server(&p);
+    let addr = srv.local_addr();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = client_tls(&p, &[b"h2", b"http/1.1"])
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            let (send, conn) = h2::client::handshake(tls).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = http::Request::post(format!(
+                "https://localhost:{}/v1/topics/ns/h2tls",
+                addr.port()
+            ))
+            .body(())
+            .unwrap();
+            let (resp, mut body) = send
+                .ready()
+                .await
+                .unwrap()
+                .send_request(req, false)
+                .unwrap();
+            body.send_data(Bytes::from_static(b"hi"), true).unwrap();
+            let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap();
+            assert_eq!(resp.status(), 200);
+        });
     srv.shutdown();
 }
 
