@@ -113,6 +113,23 @@ fn start_up_errors_are_one_line_and_non_zero() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("address already in use"), "{err}");
+    let out = fanfare(&[
+        "serve",
+        "--no-pin",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/c.pem",
+        "--tls-key",
+        "/nonexistent/k.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("TLS: cannot read certificates from /nonexistent/c.pem"),
+        "{err}"
+    );
     let out = fanfare(&["serve", "--config", "/nonexistent/fanfare.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr)

@@ -765,3 +765,29 @@ fn a_burst_goes_out_in_few_writes() {
     });
     srv.shutdown();
 }
+
+#[test]
+fn topic_limit_is_429_over_http() {
+    let srv = server_with(|c| {
+        c.engine.shards = 1;
+        c.engine.topics_per_shard_max = 1;
+    });
+    let a = srv.local_addr();
+    let code = |topic: &str| {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-XPOST",
+            "--data-binary",
+            "x",
+            &format!("http://{a}/v1/topics/ns/{topic}"),
+        ])
+        .0
+    };
+    assert_eq!(code("first"), "200");
+    assert_eq!(code("second"), "429");
+    assert_eq!(code("first"), "200");
+    srv.shutdown();
+}
