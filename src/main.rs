@@ -154,26 +154,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut seen = 0;
             while count.is_none_or(|n| seen < n) {
+                let print = |i: &fanfare_proto::ItemMsg| {
+                    println!(
+                        "{}-{} {}",
+                        i.epoch,
+                        i.seq,
+                        String::from_utf8_lossy(&i.payload)
+                    )
+                };
                 match c.recv()? {
                     ServerMsg::Item(i) => {
-                        println!(
-                            "{}-{} {}",
-                            i.epoch,
-                            i.seq,
-                            String::from_utf8_lossy(&i.payload)
-                        );
+                        print(&i);
                         seen += 1;
                     }
                     ServerMsg::ItemBatch(items) => {
-                        for i in items {
-                            println!(
-                                "{}-{} {}",
-                                i.epoch,
-                                i.seq,
-                                String::from_utf8_lossy(&i.payload)
-                            );
-                            seen += 1;
-                        }
+                        items.iter().for_each(print);
+                        seen += items.len() as u64;
                     }
                     ServerMsg::Discontinuity {
                         last_seq,

@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use fanfare_core::{PublishError, SubscribeError};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -195,24 +194,7 @@ async fn publish(
         }
         payload.extend_from_slice(&chunk);
     }
-    let (status, text) = match ctx.shard.publish(ns, topic, payload.freeze(), None).await {
-        Ok(p) => {
-            metrics::inc(&ctx.stats.publishes);
-            (
-                200,
-                format!("{{\"epoch\":{},\"seq\":{}}}", p.epoch.0, p.seq.0),
-            )
-        }
-        Err(e) => {
-            let status = match e {
-                PublishError::InvalidName { .. } => 400,
-                PublishError::TooLarge { .. } => 413,
-                PublishError::TopicLimit { .. } => 429,
-                _ => 503,
-            };
-            (status, crate::http::json_error(&e.to_string()))
-        }
-    };
+    let (status, text) = crate::http::publish_outcome(ctx, ns, topic, payload.freeze()).await;
     reply(&mut respond, status, "application/json", Bytes::from(text));
 }
 
@@ -228,13 +210,7 @@ async fn stream(
     let acc = match conn.subscribe(0, ns, topic, start) {
         Ok(a) => a,
         Err(e) => {
-            let status = match e {
-                SubscribeError::InvalidName { .. } | SubscribeError::InvalidResume { .. } => 400,
-                SubscribeError::TopicLimit { .. } | SubscribeError::TooManySubscriptions { .. } => {
-                    429
-                }
-                _ => 503,
-            };
+            let status = crate::http::subscribe_status(&e);
             return reply(
                 &mut respond,
                 status,

@@ -311,24 +311,7 @@ async fn route<S: Io>(
             }
             let body = buf.split_to(len).freeze();
             let (ns, topic) = (ns.to_owned(), topic.to_owned());
-            let (status, text) = match ctx.shard.publish(&ns, &topic, body, None).await {
-                Ok(p) => {
-                    metrics::inc(&ctx.stats.publishes);
-                    (
-                        200,
-                        format!("{{\"epoch\":{},\"seq\":{}}}", p.epoch.0, p.seq.0),
-                    )
-                }
-                Err(e) => {
-                    let status = match e {
-                        PublishError::InvalidName { .. } => 400,
-                        PublishError::TooLarge { .. } => 413,
-                        PublishError::TopicLimit { .. } => 429,
-                        _ => 503,
-                    };
-                    (status, json_error(&e.to_string()))
-                }
-            };
+            let (status, text) = publish_outcome(ctx, &ns, &topic, body).await;
             respond(w, status, "application/json", text.as_bytes(), close).await;
         }
         ("GET", _, Some((ns, topic))) => {
@@ -360,6 +343,42 @@ async fn route<S: Io>(
         _ => respond(w, 404, "text/plain", b"not found", close).await,
     }
     !close
+}
+
+/// Publishes an HTTP request body: the status and JSON body to answer with.
+pub(crate) async fn publish_outcome(
+    ctx: &Rc<NetCtx>,
+    ns: &str,
+    topic: &str,
+    body: bytes::Bytes,
+) -> (u16, String) {
+    match ctx.shard.publish(ns, topic, body, None).await {
+        Ok(p) => {
+            metrics::inc(&ctx.stats.publishes);
+            (
+                200,
+                format!("{{\"epoch\":{},\"seq\":{}}}", p.epoch.0, p.seq.0),
+            )
+        }
+        Err(e) => {
+            let status = match e {
+                PublishError::InvalidName { .. } => 400,
+                PublishError::TooLarge { .. } => 413,
+                PublishError::TopicLimit { .. } => 429,
+                _ => 503,
+            };
+            (status, json_error(&e.to_string()))
+        }
+    }
+}
+
+/// The HTTP status for a refused subscription.
+pub(crate) fn subscribe_status(e: &SubscribeError) -> u16 {
+    match e {
+        SubscribeError::InvalidName { .. } | SubscribeError::InvalidResume { .. } => 400,
+        SubscribeError::TopicLimit { .. } | SubscribeError::TooManySubscriptions { .. } => 429,
+        _ => 503,
+    }
 }
 
 pub(crate) fn json_error(text: &str) -> String {
@@ -434,13 +453,7 @@ async fn stream<S: Io>(
     let acc = match accepted {
         Ok(a) => a,
         Err(e) => {
-            let status = match e {
-                SubscribeError::InvalidName { .. } | SubscribeError::InvalidResume { .. } => 400,
-                SubscribeError::TopicLimit { .. } | SubscribeError::TooManySubscriptions { .. } => {
-                    429
-                }
-                _ => 503,
-            };
+            let status = subscribe_status(&e);
             respond(
                 w,
                 status,
