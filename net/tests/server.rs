@@ -500,13 +500,6 @@ fn http_api_answers_and_errors() {
         "{metrics}"
     );
     assert!(metrics.contains("fanfare_net_limit_message_size{shard="));
-    // HTTP/2 prior knowledge is refused plainly (not yet served).
-    let r = raw(
-        a,
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        Duration::from_secs(2),
-    );
-    assert!(r.starts_with("HTTP/1.1 505"), "{r}");
     srv.shutdown();
 }
 
