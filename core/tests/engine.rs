@@ -556,3 +556,30 @@ fn works_from_tokio() {
     });
     b.shutdown();
 }
+
+#[test]
+fn idle_topics_expire_and_restart_in_a_new_epoch() {
+    let mut cfg = fanfare_core::Config::default();
+    cfg.shards = 1;
+    cfg.history_age_max = Duration::from_millis(50);
+    let b = Broker::builder().config(cfg).start().unwrap();
+    let first = b.publish_blocking("ns", "idle", "x").unwrap();
+    assert_eq!(first.seq, Seq(1));
+    // The sweep runs every second; give it two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.stats_total().topics_expired == 0 {
+        assert!(std::time::Instant::now() < deadline, "the idle topic was never dropped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.stats_total().topics, 0);
+    let again = b.publish_blocking("ns", "idle", "y").unwrap();
+    assert_eq!(again.seq, Seq(1));
+    assert!(again.epoch > first.epoch, "a restarted sequence gets a new, larger epoch");
+    // A topic with a subscriber is never dropped, whatever the age of its history.
+    let _sub = b.subscribe_blocking("ns", "kept", Start::Latest).unwrap();
+    b.publish_blocking("ns", "kept", "z").unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    let kept = b.publish_blocking("ns", "kept", "w").unwrap();
+    assert_eq!(kept.seq, Seq(2));
+    b.shutdown();
+}
