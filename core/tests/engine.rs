@@ -323,7 +323,7 @@ fn stall_then_drain(history: usize, n: u64) -> (Vec<Event>, fanfare_core::StatsS
         .unwrap();
     let mut stalled = b.subscribe_blocking("ns", "slow", Start::Latest).unwrap();
     let mut fast = b.subscribe_blocking("ns", "slow", Start::Latest).unwrap();
-        // The fast subscriber reads everything as it comes. On a loaded machine it may itself
+    // The fast subscriber reads everything as it comes. On a loaded machine it may itself
     // fall behind its small queue; then it must be caught up or told, like anyone else.
     let reader = std::thread::spawn(move || {
         let mut evs = Vec::new();
@@ -340,7 +340,7 @@ fn stall_then_drain(history: usize, n: u64) -> (Vec<Event>, fanfare_core::StatsS
     for _ in 0..n {
         b.publish_blocking("ns", "slow", payload.clone()).unwrap();
     }
-        // Every publish returned while `stalled` read nothing: the topic never waited for it.
+    // Every publish returned while `stalled` read nothing: the topic never waited for it.
     let fast_events = reader.join().unwrap();
     check_stream(&fast_events, 1, n);
     let queued = stalled.queued_bytes();
@@ -568,13 +568,19 @@ fn idle_topics_expire_and_restart_in_a_new_epoch() {
     // The sweep runs every second; give it two.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while b.stats_total().topics_expired == 0 {
-        assert!(std::time::Instant::now() < deadline, "the idle topic was never dropped");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle topic was never dropped"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(b.stats_total().topics, 0);
     let again = b.publish_blocking("ns", "idle", "y").unwrap();
     assert_eq!(again.seq, Seq(1));
-    assert!(again.epoch > first.epoch, "a restarted sequence gets a new, larger epoch");
+    assert!(
+        again.epoch > first.epoch,
+        "a restarted sequence gets a new, larger epoch"
+    );
     // A topic with a subscriber is never dropped, whatever the age of its history.
     let _sub = b.subscribe_blocking("ns", "kept", Start::Latest).unwrap();
     b.publish_blocking("ns", "kept", "z").unwrap();

@@ -146,9 +146,9 @@ pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
         Some(Ok(tls)) => {
             metrics::inc(&ctx.stats.connections_tls);
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                return crate::h2::serve(tls, BytesMut::new(), ctx, deadline).await;
+                return Box::pin(crate::h2::serve(tls, BytesMut::new(), ctx, deadline)).await;
             }
-            serve(tls, ctx, deadline).await;
+            Box::pin(serve(tls, ctx, deadline)).await;
         }
         Some(Err(e)) => {
             metrics::inc(&ctx.stats.tls_handshake_errors);
@@ -186,7 +186,7 @@ async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
         }
     }
     if buf.starts_with(crate::h2::PREFACE) {
-        return crate::h2::serve(stream, buf, ctx, deadline).await;
+        return Box::pin(crate::h2::serve(stream, buf, ctx, deadline)).await;
     }
     let (mut r, mut w) = futures_lite::io::split(stream);
     let mut stop: Pin<Box<dyn std::future::Future<Output = ()>>> =
@@ -255,13 +255,27 @@ async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
                 }
             };
             metrics::inc(&ctx.stats.connections_ws);
-            crate::ws::session(ctx.clone(), r, w, buf, upgrade, stop).await;
+            // Boxed, like the other protocols: the connection future stays small.
+            Box::pin(crate::ws::session(
+                ctx.clone(),
+                r,
+                w,
+                buf,
+                std::mem::take(&mut chunk),
+                upgrade,
+                stop,
+            ))
+            .await;
             metrics::dec(&ctx.stats.connections_ws);
             return;
         }
         bytes::Buf::advance(&mut buf, head.len);
         metrics::inc(&ctx.stats.connections_http);
-        let keep = route(&ctx, head, &mut r, &mut w, &mut buf, &mut chunk, &mut stop).await;
+        // Boxed: an idle WebSocket connection should not carry the HTTP path's state inline.
+        let keep = Box::pin(route(
+            &ctx, head, &mut r, &mut w, &mut buf, &mut chunk, &mut stop,
+        ))
+        .await;
         metrics::dec(&ctx.stats.connections_http);
         if !keep {
             return;

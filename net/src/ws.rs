@@ -26,6 +26,7 @@ pub(crate) async fn session<S: Io>(
     mut r: ReadHalf<S>,
     mut w: WriteHalf<S>,
     mut buf: BytesMut,
+    mut chunk: Vec<u8>,
     up: Upgrade,
     mut stop: Pin<Box<dyn Future<Output = ()>>>,
 ) {
@@ -56,7 +57,7 @@ pub(crate) async fn session<S: Io>(
         name_bytes_max: cfg.name_bytes_max,
         batch_items_max: 1,
     };
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    chunk.resize(READ_CHUNK_BYTES, 0);
     'session: loop {
         loop {
             match dec.decode(&mut buf) {
