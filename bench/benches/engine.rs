@@ -97,6 +97,16 @@ fn hop(c: &mut Criterion) {
     g.bench_function("publish_same_shard", |bn| {
         bn.iter_custom(|iters| timed_on_shard(&b, 0, local, iters))
     });
+    b.shutdown();
+    // The same hop when idle shards spin 50 us before parking (config `spin_before_park`).
+    let mut cfg = fanfare_core::Config::default();
+    cfg.shards = 2;
+    cfg.spin_before_park = Some(Duration::from_micros(50));
+    let b = Broker::builder().config(cfg).start().expect("broker");
+    let remote = topic_owned_by(&b, 1);
+    g.bench_function("publish_round_trip_spin50us", |bn| {
+        bn.iter_custom(|iters| timed_on_shard(&b, 0, remote, iters))
+    });
     g.finish();
     b.shutdown();
 }
