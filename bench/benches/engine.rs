@@ -98,13 +98,13 @@ fn hop(c: &mut Criterion) {
         bn.iter_custom(|iters| timed_on_shard(&b, 0, local, iters))
     });
     b.shutdown();
-    // The same hop when idle shards spin 50 us before parking (config `spin_before_park`).
+    // The same hop when idle shards spin 200 us before parking (config `spin_before_park`).
     let mut cfg = fanfare_core::Config::default();
     cfg.shards = 2;
-    cfg.spin_before_park = Some(Duration::from_micros(50));
+    cfg.spin_before_park = Some(Duration::from_micros(200));
     let b = Broker::builder().config(cfg).start().expect("broker");
     let remote = topic_owned_by(&b, 1);
-    g.bench_function("publish_round_trip_spin50us", |bn| {
+    g.bench_function("publish_round_trip_spin200us", |bn| {
         bn.iter_custom(|iters| timed_on_shard(&b, 0, remote, iters))
     });
     g.finish();
