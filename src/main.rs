@@ -62,6 +62,9 @@ enum Cmd {
         #[arg(long, default_value = "ws://127.0.0.1:7070/v1/ws")]
         url: String,
     },
+    /// Load-test a broker (see docs/benchmarks.md): WebSocket publishers and subscribers,
+    /// latency percentiles corrected for coordinated omission, gaps and duplicates.
+    Bench(BenchArgs),
     /// Subscribe and print items and discontinuities as they come.
     Sub {
         namespace: String,
@@ -77,6 +80,124 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args, Default)]
+struct BenchArgs {
+    /// Scenario file (TOML, keys as the flags with underscores); flags override it.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Broker WebSocket URL.
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long)]
+    publishers: Option<usize>,
+    #[arg(long)]
+    subscribers: Option<usize>,
+    #[arg(long)]
+    topics: Option<usize>,
+    /// Payload bytes (at least 20).
+    #[arg(long)]
+    payload: Option<usize>,
+    /// Total messages per second; 0 for as fast as the window allows.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Publishes in flight per publisher.
+    #[arg(long)]
+    window: Option<usize>,
+    /// Measured seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up seconds.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// New connections per second while connecting.
+    #[arg(long)]
+    connect_rate: Option<u64>,
+    /// Generator threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    url: Option<String>,
+    publishers: Option<usize>,
+    subscribers: Option<usize>,
+    topics: Option<usize>,
+    payload: Option<usize>,
+    rate: Option<u64>,
+    window: Option<usize>,
+    duration: Option<f64>,
+    warmup: Option<f64>,
+    connect_rate: Option<u64>,
+    threads: Option<usize>,
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let f: ScenarioFile = match &a.scenario {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
+            .with_context(|| format!("invalid scenario in {}", p.display()))?,
+        None => ScenarioFile::default(),
+    };
+    let d = fanfare_bench::Scenario::default();
+    let secs = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0));
+    let s = fanfare_bench::Scenario {
+        url: a.url.or(f.url).unwrap_or(d.url),
+        publishers: a.publishers.or(f.publishers).unwrap_or(d.publishers),
+        subscribers: a.subscribers.or(f.subscribers).unwrap_or(d.subscribers),
+        topics: a.topics.or(f.topics).unwrap_or(d.topics),
+        payload_bytes: a.payload.or(f.payload).unwrap_or(d.payload_bytes),
+        rate: match a.rate.or(f.rate) {
+            Some(0) => None,
+            Some(r) => Some(r),
+            None => d.rate,
+        },
+        window: a.window.or(f.window).unwrap_or(d.window),
+        duration: a.duration.or(f.duration).map_or(d.duration, secs),
+        warmup: a.warmup.or(f.warmup).map_or(d.warmup, secs),
+        connect_rate: a.connect_rate.or(f.connect_rate),
+        threads: a.threads.or(f.threads).unwrap_or(d.threads),
+        namespace: d.namespace,
+    };
+    let progress = std::sync::Arc::new(fanfare_bench::Progress::default());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (progress, done) = (progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            let t0 = std::time::Instant::now();
+            let mut last = 0;
+            while !done.load(Relaxed) {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let d = progress.delivered.load(Relaxed);
+                eprint!(
+                    "\r{:>4.0}s  subscribed {:>7}  published {:>10}  delivered {:>12}  ({:>10}/s)   ",
+                    t0.elapsed().as_secs_f64(),
+                    progress.subscribed.load(Relaxed),
+                    progress.published.load(Relaxed),
+                    d,
+                    d - last
+                );
+                last = d;
+            }
+            eprintln!();
+        })
+    };
+    let r = fanfare_bench::run(&s, progress);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = ticker.join();
+    let r = r?;
+    if a.json {
+        println!("{}", r.to_json());
+    } else {
+        print!("{}", r.table());
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -87,6 +208,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Bench(a) => bench(a),
         Cmd::Serve {
             config,
             listen,
