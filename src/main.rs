@@ -138,8 +138,10 @@ struct ScenarioFile {
 
 fn bench(a: BenchArgs) -> Result<()> {
     let f: ScenarioFile = match &a.scenario {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
-            .with_context(|| format!("invalid scenario in {}", p.display()))?,
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )
+        .with_context(|| format!("invalid scenario in {}", p.display()))?,
         None => ScenarioFile::default(),
     };
     let d = fanfare_bench::Scenario::default();

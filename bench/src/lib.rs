@@ -263,7 +263,9 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
     let connect_deadline = Instant::now() + Duration::from_secs(120);
     while shared.ready.load(Ordering::Acquire) < threads {
         if Instant::now() > connect_deadline {
-            return Err(BenchError::Connection("subscribers did not all subscribe within 120 s".into()));
+            return Err(BenchError::Connection(
+                "subscribers did not all subscribe within 120 s".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -325,9 +327,9 @@ fn check(s: &Scenario) -> Result<(), BenchError> {
 }
 
 fn split_url(url: &str) -> Result<(String, String), BenchError> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| BenchError::Scenario(format!("only ws:// URLs are supported so far, got {url}")))?;
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        BenchError::Scenario(format!("only ws:// URLs are supported so far, got {url}"))
+    })?;
     Ok(match rest.find('/') {
         Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
         None => (rest.to_owned(), "/v1/ws".to_owned()),
@@ -381,7 +383,8 @@ impl Tally {
             reorders: 0,
             discontinuities: 0,
             // 1 ns to 60 s at 3 significant digits: the bounds are constants, valid by design.
-            latency: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).unwrap_or_else(|_| unreachable!()),
+            latency: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+                .unwrap_or_else(|_| unreachable!()),
         }
     }
 
@@ -402,7 +405,9 @@ async fn worker(shared: Arc<Shared>, t: usize, threads: usize) -> Result<Tally, 
     let tally = Rc::new(RefCell::new(Tally::new()));
     // Subscribers first, at the connect rate (split over threads).
     let mine: Vec<usize> = (0..s.subscribers).filter(|i| i % threads == t).collect();
-    let gap = s.connect_rate.map(|r| Duration::from_secs_f64(threads as f64 / r.max(1) as f64));
+    let gap = s
+        .connect_rate
+        .map(|r| Duration::from_secs_f64(threads as f64 / r.max(1) as f64));
     let mut subs = Vec::new();
     for i in mine {
         let mut c = Conn::connect(&shared.host, &shared.path).await?;
@@ -426,10 +431,24 @@ async fn worker(shared: Arc<Shared>, t: usize, threads: usize) -> Result<Tally, 
     let stop_at = measure_from + s.duration.as_nanos() as u64;
     let mut tasks = Vec::new();
     for c in subs {
-        tasks.push(glommio::spawn_local(subscriber(c, shared.clone(), tally.clone(), measure_from, stop_at)));
+        tasks.push(glommio::spawn_local(subscriber(
+            c,
+            shared.clone(),
+            tally.clone(),
+            measure_from,
+            stop_at,
+        )));
     }
     for (j, c) in pubs {
-        tasks.push(glommio::spawn_local(publisher(c, j, shared.clone(), tally.clone(), go, measure_from, stop_at)));
+        tasks.push(glommio::spawn_local(publisher(
+            c,
+            j,
+            shared.clone(),
+            tally.clone(),
+            go,
+            measure_from,
+            stop_at,
+        )));
     }
     for task in tasks {
         task.await?;
@@ -452,19 +471,32 @@ async fn publisher(
     stop_at: u64,
 ) -> Result<(), BenchError> {
     let s = &shared.scenario;
-    let Conn { stream, mut rbuf, mut decoder, .. } = conn;
+    let Conn {
+        stream,
+        mut rbuf,
+        mut decoder,
+        ..
+    } = conn;
     let (mut r, mut w) = futures_lite::io::split(stream);
     let in_flight = Rc::new(std::cell::Cell::new(0usize));
     let window_waker: Rc<RefCell<Option<std::task::Waker>>> = Rc::new(RefCell::new(None));
     let done = Rc::new(std::cell::Cell::new(false));
     // Acks: count them, free window slots.
     let acks = {
-        let (in_flight, done, tally, progress) = (in_flight.clone(), done.clone(), tally.clone(), shared.progress.clone());
+        let (in_flight, done, tally, progress) = (
+            in_flight.clone(),
+            done.clone(),
+            tally.clone(),
+            shared.progress.clone(),
+        );
         let window_waker = window_waker.clone();
         glommio::spawn_local(async move {
             let mut chunk = vec![0u8; 64 * 1024];
             loop {
-                while let Some(m) = decoder.decode(&mut rbuf).map_err(|e| BenchError::Connection(e.to_string()))? {
+                while let Some(m) = decoder
+                    .decode(&mut rbuf)
+                    .map_err(|e| BenchError::Connection(e.to_string()))?
+                {
                     if let Message::Binary(b) = m {
                         match ServerMsg::decode(&b, &DecodeLimits::default()) {
                             Ok(ServerMsg::PublishAck { request_id, .. }) => {
@@ -477,7 +509,11 @@ async fn publisher(
                                     progress.published.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
-                            Ok(ServerMsg::Error { text, .. }) => return Err(BenchError::Connection(format!("publish refused: {text}"))),
+                            Ok(ServerMsg::Error { text, .. }) => {
+                                return Err(BenchError::Connection(format!(
+                                    "publish refused: {text}"
+                                )))
+                            }
                             _ => {}
                         }
                     }
@@ -485,9 +521,14 @@ async fn publisher(
                 if done.get() && in_flight.get() == 0 {
                     return Ok(());
                 }
-                let n = r.read(&mut chunk).await.map_err(|e| BenchError::Connection(e.to_string()))?;
+                let n = r
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| BenchError::Connection(e.to_string()))?;
                 if n == 0 {
-                    return Err(BenchError::Connection("broker closed a publisher connection".into()));
+                    return Err(BenchError::Connection(
+                        "broker closed a publisher connection".into(),
+                    ));
                 }
                 rbuf.extend_from_slice(&chunk[..n]);
             }
@@ -541,9 +582,17 @@ async fn publisher(
         msg.encode_into(&mut fbb);
         mask = mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
         out.clear();
-        ws::encode_frame(&mut out, Opcode::Binary, true, fbb.finished_data(), Some(mask.to_be_bytes()));
+        ws::encode_frame(
+            &mut out,
+            Opcode::Binary,
+            true,
+            fbb.finished_data(),
+            Some(mask.to_be_bytes()),
+        );
         in_flight.set(in_flight.get() + 1);
-        w.write_all(&out).await.map_err(|e| BenchError::Connection(e.to_string()))?;
+        w.write_all(&out)
+            .await
+            .map_err(|e| BenchError::Connection(e.to_string()))?;
         k += 1;
     }
     done.set(true);
@@ -551,7 +600,13 @@ async fn publisher(
     let ping = ClientMsg::Ping { nonce: 0 };
     ping.encode_into(&mut fbb);
     out.clear();
-    ws::encode_frame(&mut out, Opcode::Binary, true, fbb.finished_data(), Some([1, 2, 3, 4]));
+    ws::encode_frame(
+        &mut out,
+        Opcode::Binary,
+        true,
+        fbb.finished_data(),
+        Some([1, 2, 3, 4]),
+    );
     let _ = w.write_all(&out).await;
     futures_lite::future::or(async { acks.await }, async {
         glommio::timer::sleep(GRACE).await;
@@ -560,7 +615,6 @@ async fn publisher(
     .await
 }
 
-
 async fn subscriber(
     conn: Conn,
     shared: Arc<Shared>,
@@ -568,7 +622,12 @@ async fn subscriber(
     measure_from: u64,
     stop_at: u64,
 ) -> Result<(), BenchError> {
-    let Conn { mut stream, mut rbuf, mut decoder, .. } = conn;
+    let Conn {
+        mut stream,
+        mut rbuf,
+        mut decoder,
+        ..
+    } = conn;
     let mut chunk = vec![0u8; 64 * 1024];
     let mut next_seq: Option<(u64, u64)> = None; // (epoch, next seq)
     let mut last_pub: HashMap<u32, u64> = HashMap::new();
@@ -576,18 +635,25 @@ async fn subscriber(
     let mut local = Tally::new();
     let mut reported = 0;
     loop {
-        while let Some(m) = decoder.decode(&mut rbuf).map_err(|e| BenchError::Connection(e.to_string()))? {
+        while let Some(m) = decoder
+            .decode(&mut rbuf)
+            .map_err(|e| BenchError::Connection(e.to_string()))?
+        {
             let Message::Binary(b) = m else { continue };
             let items = match ServerMsg::decode(&b, &DecodeLimits::default()) {
                 Ok(ServerMsg::Item(i)) => vec![i],
                 Ok(ServerMsg::ItemBatch(v)) => v,
-                Ok(ServerMsg::Discontinuity { new_seq, new_epoch, .. }) => {
+                Ok(ServerMsg::Discontinuity {
+                    new_seq, new_epoch, ..
+                }) => {
                     local.discontinuities += 1;
                     next_seq = Some((new_epoch, new_seq));
                     continue;
                 }
                 Ok(ServerMsg::SubscriptionClosed { text, .. }) => {
-                    return Err(BenchError::Connection(format!("subscription closed by the broker: {text}")))
+                    return Err(BenchError::Connection(format!(
+                        "subscription closed by the broker: {text}"
+                    )))
                 }
                 _ => continue,
             };
@@ -616,7 +682,9 @@ async fn subscriber(
                 if intended >= measure_from && intended < stop_at {
                     local.delivered += 1;
                     local.bytes += p.len() as u64;
-                    local.latency.saturating_record(now.saturating_sub(intended).max(1));
+                    local
+                        .latency
+                        .saturating_record(now.saturating_sub(intended).max(1));
                 }
             }
         }
@@ -632,15 +700,25 @@ async fn subscriber(
         .await;
         match read {
             None => break,
-            Some(Ok(0)) => return Err(BenchError::Connection("broker closed a subscriber connection".into())),
+            Some(Ok(0)) => {
+                return Err(BenchError::Connection(
+                    "broker closed a subscriber connection".into(),
+                ))
+            }
             Some(Ok(n)) => rbuf.extend_from_slice(&chunk[..n]),
             Some(Err(e)) => return Err(BenchError::Connection(e.to_string())),
         }
         // Progress in batches: one shared counter update per read, not per message.
-        shared.progress.delivered.fetch_add(local.delivered - reported, Ordering::Relaxed);
+        shared
+            .progress
+            .delivered
+            .fetch_add(local.delivered - reported, Ordering::Relaxed);
         reported = local.delivered;
     }
-    shared.progress.delivered.fetch_add(local.delivered - reported, Ordering::Relaxed);
+    shared
+        .progress
+        .delivered
+        .fetch_add(local.delivered - reported, Ordering::Relaxed);
     tally.borrow_mut().merge(&local);
     Ok(())
 }
@@ -679,31 +757,64 @@ impl Conn {
             }
             rbuf.extend_from_slice(&chunk[..n]);
         }
-        let limits = ws::Limits { frame_bytes_max: 64 << 20, message_bytes_max: 64 << 20 };
-        Ok(Conn { stream, rbuf, decoder: ws::Decoder::new(Role::Client, limits) })
+        let limits = ws::Limits {
+            frame_bytes_max: 64 << 20,
+            message_bytes_max: 64 << 20,
+        };
+        Ok(Conn {
+            stream,
+            rbuf,
+            decoder: ws::Decoder::new(Role::Client, limits),
+        })
     }
 
     async fn send(&mut self, m: &ClientMsg) -> Result<(), BenchError> {
         let mut out = BytesMut::new();
-        ws::encode_frame(&mut out, Opcode::Binary, true, &m.encode_to_vec(), Some([7, 7, 7, 7]));
-        self.stream.write_all(&out).await.map_err(|e| BenchError::Connection(e.to_string()))
+        ws::encode_frame(
+            &mut out,
+            Opcode::Binary,
+            true,
+            &m.encode_to_vec(),
+            Some([7, 7, 7, 7]),
+        );
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| BenchError::Connection(e.to_string()))
     }
 
     async fn subscribe(&mut self, ns: &str, topic: &str) -> Result<(), BenchError> {
-        self.send(&ClientMsg::Subscribe { request_id: 1, namespace: ns.into(), topic: topic.into(), from: Start::Latest })
-            .await?;
+        self.send(&ClientMsg::Subscribe {
+            request_id: 1,
+            namespace: ns.into(),
+            topic: topic.into(),
+            from: Start::Latest,
+        })
+        .await?;
         let mut chunk = [0u8; 4096];
         loop {
-            while let Some(m) = self.decoder.decode(&mut self.rbuf).map_err(|e| BenchError::Connection(e.to_string()))? {
+            while let Some(m) = self
+                .decoder
+                .decode(&mut self.rbuf)
+                .map_err(|e| BenchError::Connection(e.to_string()))?
+            {
                 if let Message::Binary(b) = m {
                     match ServerMsg::decode(&b, &DecodeLimits::default()) {
                         Ok(ServerMsg::Subscribed { .. }) => return Ok(()),
-                        Ok(ServerMsg::Error { text, .. }) => return Err(BenchError::Connection(format!("subscribe refused: {text}"))),
+                        Ok(ServerMsg::Error { text, .. }) => {
+                            return Err(BenchError::Connection(format!(
+                                "subscribe refused: {text}"
+                            )))
+                        }
                         _ => {}
                     }
                 }
             }
-            let n = self.stream.read(&mut chunk).await.map_err(|e| BenchError::Connection(e.to_string()))?;
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| BenchError::Connection(e.to_string()))?;
             if n == 0 {
                 return Err(BenchError::Connection("closed while subscribing".into()));
             }

@@ -30,11 +30,31 @@ fn fixed_rate_fan_out_counts_every_delivery() {
     let progress = Arc::new(Progress::default());
     let r = run(&s, progress.clone()).expect("the run completes");
     // 400 msg/s for 1.5 s, each to one of two topics with 10 subscribers each.
-    assert!((500..=700).contains(&r.published), "published {}", r.published);
-    assert_eq!(r.delivered, r.published * 10, "every subscriber of a topic got every message: {r:?}");
-    assert_eq!((r.gaps, r.duplicates, r.reorders, r.discontinuities), (0, 0, 0, 0));
-    assert!(r.latency_us.p50 > 0.0 && r.latency_us.p50 <= r.latency_us.p99 && r.latency_us.p99 <= r.latency_us.max);
-    assert_eq!(progress.subscribed.load(std::sync::atomic::Ordering::Relaxed), 20);
+    assert!(
+        (500..=700).contains(&r.published),
+        "published {}",
+        r.published
+    );
+    assert_eq!(
+        r.delivered,
+        r.published * 10,
+        "every subscriber of a topic got every message: {r:?}"
+    );
+    assert_eq!(
+        (r.gaps, r.duplicates, r.reorders, r.discontinuities),
+        (0, 0, 0, 0)
+    );
+    assert!(
+        r.latency_us.p50 > 0.0
+            && r.latency_us.p50 <= r.latency_us.p99
+            && r.latency_us.p99 <= r.latency_us.max
+    );
+    assert_eq!(
+        progress
+            .subscribed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        20
+    );
     assert!(r.to_json().starts_with("{\"published\":"));
     assert!(r.table().contains("latency (us)"));
     srv.shutdown();
@@ -64,8 +84,14 @@ fn as_fast_as_possible_with_a_window() {
 
 #[test]
 fn bad_scenarios_are_refused() {
-    let s = Scenario { payload_bytes: 4, ..Scenario::default() };
+    let s = Scenario {
+        payload_bytes: 4,
+        ..Scenario::default()
+    };
     assert!(run(&s, Arc::new(Progress::default())).is_err());
-    let s = Scenario { url: "http://x".into(), ..Scenario::default() };
+    let s = Scenario {
+        url: "http://x".into(),
+        ..Scenario::default()
+    };
     assert!(run(&s, Arc::new(Progress::default())).is_err());
 }

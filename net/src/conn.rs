@@ -52,6 +52,8 @@ pub(crate) struct NetCtx {
     pub connections_max: usize,
     /// Set when TLS is configured: connections starting with a TLS record are terminated here.
     pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// Every live connection, for the keepalive sweep (dead entries are pruned by it).
+    pub live: RefCell<Vec<std::rc::Weak<Conn>>>,
     /// Builder for the flatbuffers this shard encodes (never used across an await).
     pub fbb: RefCell<FlatBufferBuilder<'static>>,
 }
@@ -131,10 +133,40 @@ pub(crate) fn serve_shard(
         registry,
         connections: Cell::new(0),
         tls: tls.map(futures_rustls::TlsAcceptor::from),
+        live: RefCell::new(Vec::new()),
         fbb: RefCell::new(FlatBufferBuilder::with_capacity(4096)),
     });
+    glommio::spawn_local(sweep_loop(ctx.clone())).detach();
     glommio::spawn_local(accept_loop(listener, ctx)).detach();
     Ok(())
+}
+
+/// One timer per shard runs every connection's periodic checks (slow deadline, pings, pong
+/// and idle timeouts), so the per-message read and write paths never arm a timer.
+async fn sweep_loop(ctx: Rc<NetCtx>) {
+    let tick = sweep_tick(&ctx.limits);
+    let mut stop: Pin<Box<dyn Future<Output = ()>>> = Box::pin(ctx.shard.shutdown_signal());
+    while unless(&mut stop, glommio::timer::sleep(tick))
+        .await
+        .is_some()
+    {
+        let conns: Vec<Rc<Conn>> = {
+            let mut live = ctx.live.borrow_mut();
+            live.retain(|w| w.strong_count() > 0);
+            live.iter().filter_map(std::rc::Weak::upgrade).collect()
+        };
+        for c in conns {
+            keepalive(&c);
+        }
+    }
+}
+
+fn sweep_tick(limits: &Limits) -> Duration {
+    let t = (limits.slow_deadline / 4)
+        .min(limits.ping_interval)
+        .min(limits.pong_timeout / 2)
+        .min(limits.idle_timeout / 4);
+    t.clamp(Duration::from_millis(5), Duration::from_secs(1))
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
@@ -215,12 +247,14 @@ pub(crate) struct Conn {
     /// Last bytes of any kind from the client, pongs included (drives pings).
     pub last_alive: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
+    /// Woken when the connection starts closing (the reader waits on it beside its read).
+    closed_waker: RefCell<Option<Waker>>,
 }
 
 impl Conn {
     pub fn new(ctx: Rc<NetCtx>, mode: Mode) -> Rc<Self> {
-        Rc::new(Self {
-            ctx,
+        let conn = Rc::new(Self {
+            ctx: ctx.clone(),
             mode,
             out: RefCell::new(Out::default()),
             subs: RefCell::new(AHashMap::new()),
@@ -230,6 +264,21 @@ impl Conn {
             last_input: Cell::new(Instant::now()),
             last_alive: Cell::new(Instant::now()),
             ping_sent: Cell::new(None),
+            closed_waker: RefCell::new(None),
+        });
+        ctx.live.borrow_mut().push(Rc::downgrade(&conn));
+        conn
+    }
+
+    /// Resolves once the connection is closing (cheap: no timer).
+    pub fn closing_signal(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_closing() {
+                Poll::Ready(())
+            } else {
+                *self.closed_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
         })
     }
 
@@ -259,6 +308,10 @@ impl Conn {
             out.closing = Some(last);
         }
         if let Some(w) = out.waker.take() {
+            w.wake();
+        }
+        drop(out);
+        if let Some(w) = self.closed_waker.borrow_mut().take() {
             w.wake();
         }
     }
@@ -544,45 +597,32 @@ pub(crate) enum Next {
 }
 
 impl Conn {
-    /// Waits for the next batch (everything queued, up to a write's worth), running the
-    /// keepalive checks (slow deadline, pings) every tick meanwhile.
+    /// Waits for the next batch: everything queued, up to a write's worth.
     pub(crate) async fn next_batch(&self) -> Next {
-        let tick = writer_tick(&self.ctx.limits, self.mode);
-        loop {
-            let take = std::future::poll_fn(|cx| {
-                let mut out = self.out.borrow_mut();
-                if out.frames.is_empty() {
-                    if let Some(last) = out.closing.take() {
-                        return Poll::Ready(Next::Last(last));
-                    }
-                    out.waker = Some(cx.waker().clone());
-                    return Poll::Pending;
+        std::future::poll_fn(|cx| {
+            let mut out = self.out.borrow_mut();
+            if out.frames.is_empty() {
+                if let Some(last) = out.closing.take() {
+                    return Poll::Ready(Next::Last(last));
                 }
-                let mut batch = Vec::new();
-                let mut n = 0;
-                while let Some(f) = out.frames.front() {
-                    if n > 0 && n + f.len() > WRITE_BATCH_BYTES_MAX {
-                        break;
-                    }
-                    n += f.len();
-                    if let Some(f) = out.frames.pop_front() {
-                        batch.push(f);
-                    }
-                }
-                out.bytes -= n;
-                Poll::Ready(Next::Frames(batch))
-            });
-            let got = futures_lite::future::or(async { Some(take.await) }, async {
-                glommio::timer::sleep(tick).await;
-                None
-            })
-            .await;
-            match got {
-                Some(next) => return next,
-                // A tick: keepalive may queue a ping or a close, which the next turn takes.
-                None => keepalive(self),
+                out.waker = Some(cx.waker().clone());
+                return Poll::Pending;
             }
-        }
+            let mut batch = Vec::new();
+            let mut n = 0;
+            while let Some(f) = out.frames.front() {
+                if n > 0 && n + f.len() > WRITE_BATCH_BYTES_MAX {
+                    break;
+                }
+                n += f.len();
+                if let Some(f) = out.frames.pop_front() {
+                    batch.push(f);
+                }
+            }
+            out.bytes -= n;
+            Poll::Ready(Next::Frames(batch))
+        })
+        .await
     }
 
     /// After a write: counts it, and when the queue has room again lets lagging
@@ -675,14 +715,6 @@ fn chunk(buf: &mut Vec<u8>, frames: &[Bytes]) {
     buf.extend_from_slice(b"\r\n");
 }
 
-fn writer_tick(limits: &Limits, mode: Mode) -> Duration {
-    let mut t = limits.slow_deadline / 4;
-    if mode == Mode::Ws {
-        t = t.min(limits.ping_interval).min(limits.pong_timeout / 2);
-    }
-    t.max(Duration::from_millis(5))
-}
-
 /// Periodic checks: the slow deadline, pings and pong timeouts.
 fn keepalive(conn: &Conn) {
     let now = Instant::now();
@@ -703,6 +735,13 @@ fn keepalive(conn: &Conn) {
         return;
     }
     if conn.mode != Mode::Ws {
+        return;
+    }
+    if conn.subscription_count() == 0
+        && now.saturating_duration_since(conn.last_input.get()) >= limits.idle_timeout
+    {
+        metrics::inc(&conn.ctx.stats.limit_idle);
+        conn.close_with(goodbye(conn.mode, wsp::close_code::POLICY, "idle timeout"));
         return;
     }
     match conn.ping_sent.get() {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use fanfare_core::PublishError;
@@ -85,18 +85,13 @@ pub(crate) async fn session<S: Io>(
         if conn.is_closing() {
             break;
         }
-        let idle = if conn.subscription_count() == 0 {
-            limits
-                .idle_timeout
-                .saturating_sub(conn.last_input.get().elapsed())
-        } else {
-            limits.idle_timeout
-        };
+        // No timer here: the shard's keepalive sweep closes idle or dead connections and
+        // the close signal wakes this read.
         let read = unless(&mut stop, async {
             futures_lite::future::or(
                 async { Some(read_some(&mut r, &mut buf, &mut chunk, &ctx.stats).await) },
                 async {
-                    glommio::timer::sleep(idle.max(Duration::from_millis(1))).await;
+                    conn.closing_signal().await;
                     None
                 },
             )
@@ -112,15 +107,7 @@ pub(crate) async fn session<S: Io>(
                 ));
                 break;
             }
-            Some(None) => {
-                if conn.subscription_count() == 0
-                    && conn.last_input.get().elapsed() >= limits.idle_timeout
-                {
-                    metrics::inc(&ctx.stats.limit_idle);
-                    conn.close_with(goodbye(Mode::Ws, close_code::POLICY, "idle timeout"));
-                    break;
-                }
-            }
+            Some(None) => break,
             Some(Some(Ok(0)) | Some(Err(_))) => {
                 conn.close_with(bytes::Bytes::new());
                 break;
