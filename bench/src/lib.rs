@@ -688,23 +688,23 @@ async fn subscriber(
                 }
             }
         }
-        let now = now_ns();
-        if now >= deadline_ns {
+        if now_ns() >= deadline_ns {
             break;
         }
-        let left = Duration::from_nanos(deadline_ns - now);
-        let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
-            glommio::timer::sleep(left).await;
-            None
-        })
-        .await;
+        // The socket's read timeout (set once) ends a read that waits past the grace time;
+        // no timer is armed per read.
+        let read = match stream.read(&mut chunk).await {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+            other => Some(other),
+        };
         match read {
-            None => break,
-            Some(Ok(0)) => {
-                return Err(BenchError::Connection(
-                    "broker closed a subscriber connection".into(),
-                ))
+            None => {
+                if now_ns() >= stop_at {
+                    break;
+                }
+                continue;
             }
+            Some(Ok(0)) => return Err(BenchError::Connection("broker closed a subscriber connection".into())),
             Some(Ok(n)) => rbuf.extend_from_slice(&chunk[..n]),
             Some(Err(e)) => return Err(BenchError::Connection(e.to_string())),
         }
