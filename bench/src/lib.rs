@@ -608,7 +608,7 @@ async fn publisher(
         Some([1, 2, 3, 4]),
     );
     let _ = w.write_all(&out).await;
-    futures_lite::future::or(async { acks.await }, async {
+    futures_lite::future::or(acks, async {
         glommio::timer::sleep(GRACE).await;
         Ok(())
     })
@@ -704,7 +704,11 @@ async fn subscriber(
                 }
                 continue;
             }
-            Some(Ok(0)) => return Err(BenchError::Connection("broker closed a subscriber connection".into())),
+            Some(Ok(0)) => {
+                return Err(BenchError::Connection(
+                    "broker closed a subscriber connection".into(),
+                ))
+            }
             Some(Ok(n)) => rbuf.extend_from_slice(&chunk[..n]),
             Some(Err(e)) => return Err(BenchError::Connection(e.to_string())),
         }
