@@ -1,7 +1,7 @@
 //! Messages, the events a subscriber receives, and the errors of each operation.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fanfare_proto::NameError;
@@ -10,7 +10,8 @@ use thiserror::Error;
 use crate::ids::{Epoch, LocalTopicId, Seq, SubId};
 
 /// One published message. Cloning it shares the payload (a reference count, no copy).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Equality compares the message, not when this process saw it.
+#[derive(Debug, Clone)]
 pub struct Message {
     /// The topic's epoch when it was published.
     pub epoch: Epoch,
@@ -20,19 +21,31 @@ pub struct Message {
     pub payload: Bytes,
     /// Who published it, when the broker knows (a token's subject).
     pub publisher_id: Option<Arc<str>>,
+    /// When the owner ordered it (this process's monotonic clock), for latency metrics.
+    pub published_at: Instant,
 }
 
 impl Message {
-    /// A message.
+    /// A message ordered now.
     pub fn new(epoch: Epoch, seq: Seq, payload: Bytes, publisher_id: Option<Arc<str>>) -> Self {
         Self {
             epoch,
             seq,
             payload,
             publisher_id,
+            published_at: Instant::now(),
         }
     }
 }
+
+impl PartialEq for Message {
+    fn eq(&self, o: &Self) -> bool {
+        (self.epoch, self.seq, &self.payload, &self.publisher_id)
+            == (o.epoch, o.seq, &o.payload, &o.publisher_id)
+    }
+}
+
+impl Eq for Message {}
 
 /// Where a published message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

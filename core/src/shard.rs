@@ -317,7 +317,8 @@ impl State {
             self.scratch_shards = targets;
             return Err(PublishError::TopicLimit { max });
         };
-        let msg = Message::new(topic.epoch, topic.next_seq, payload, publisher);
+        let mut msg = Message::new(topic.epoch, topic.next_seq, payload, publisher);
+        msg.published_at = now;
         topic.next_seq = Seq(topic.next_seq.0 + 1);
         topic.history.push(now, msg.clone());
         targets.extend_from_slice(&topic.interested);

@@ -52,6 +52,10 @@ pub(crate) struct NetCtx {
     pub connections_max: usize,
     /// Set when TLS is configured: connections starting with a TLS record are terminated here.
     pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// Publish-to-delivery latency recorded on this shard (µs); the sweep copies it into
+    /// `latency_snapshot` for scrapes, so the data path never takes a lock.
+    pub latency: RefCell<hdrhistogram::Histogram<u64>>,
+    pub latency_snapshot: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     /// Every live connection, for the keepalive sweep (dead entries are pruned by it).
     pub live: RefCell<Vec<std::rc::Weak<Conn>>>,
     /// Builder for the flatbuffers this shard encodes (never used across an await).
@@ -67,6 +71,12 @@ impl NetCtx {
     }
 
     fn encode_item(&self, mode: Mode, topic: u64, m: &Message) -> Bytes {
+        let us = m
+            .published_at
+            .elapsed()
+            .as_micros()
+            .min(u128::from(u64::MAX)) as u64;
+        self.latency.borrow_mut().saturating_record(us.max(1));
         match mode {
             Mode::Sse => {
                 metrics::inc(&self.stats.encodes_sse);
@@ -124,7 +134,13 @@ pub(crate) fn serve_shard(
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     let stats = Arc::new(NetStats::default());
-    registry.register(usize::from(shard.id().0), stats.clone(), shard.stats());
+    let latency_snapshot = Arc::new(std::sync::Mutex::new(metrics::latency_histogram()));
+    registry.register(
+        usize::from(shard.id().0),
+        stats.clone(),
+        shard.stats(),
+        latency_snapshot.clone(),
+    );
     let ctx = Rc::new(NetCtx {
         connections_max: limits.connections_max.div_ceil(shards.max(1)),
         shard,
@@ -134,6 +150,8 @@ pub(crate) fn serve_shard(
         connections: Cell::new(0),
         tls: tls.map(futures_rustls::TlsAcceptor::from),
         live: RefCell::new(Vec::new()),
+        latency: RefCell::new(metrics::latency_histogram()),
+        latency_snapshot,
         fbb: RefCell::new(FlatBufferBuilder::with_capacity(4096)),
     });
     glommio::spawn_local(sweep_loop(ctx.clone())).detach();
@@ -146,6 +164,7 @@ pub(crate) fn serve_shard(
 async fn sweep_loop(ctx: Rc<NetCtx>) {
     let tick = sweep_tick(&ctx.limits);
     let mut stop: Pin<Box<dyn Future<Output = ()>>> = Box::pin(ctx.shard.shutdown_signal());
+    let mut last_snapshot = Instant::now();
     while unless(&mut stop, glommio::timer::sleep(tick))
         .await
         .is_some()
@@ -157,6 +176,14 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
         };
         for c in conns {
             keepalive(&c);
+        }
+        // Publish the latency histogram for scrapes (cumulative since start), once a second.
+        if last_snapshot.elapsed() >= Duration::from_secs(1) {
+            last_snapshot = Instant::now();
+            let snapshot = ctx.latency.borrow().clone();
+            *ctx.latency_snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = snapshot;
         }
     }
 }

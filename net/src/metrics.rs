@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fanfare_core::ShardStats;
+use hdrhistogram::Histogram;
 
 macro_rules! net_counters {
     ($($(#[$m:meta])* $field:ident: $kind:literal,)*) => {
@@ -93,8 +94,20 @@ pub(crate) fn dec(c: &AtomicU64) {
     );
 }
 
-/// One shard's network and engine counters.
-type ShardCounters = (Arc<NetStats>, Arc<ShardStats>);
+/// One shard's network and engine counters, and its latest latency snapshot.
+type ShardCounters = (Arc<NetStats>, Arc<ShardStats>, Arc<Mutex<Histogram<u64>>>);
+
+/// Bucket bounds of `fanfare_delivery_latency_seconds`, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 15] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// A histogram of publish-to-delivery latency in microseconds (1 µs to 60 s, 3 digits).
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    // Constant, valid bounds: creation cannot fail.
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
 
 /// Every shard's counters, filled in as shards start.
 #[derive(Debug, Default)]
@@ -109,11 +122,27 @@ impl Registry {
         }
     }
 
-    pub(crate) fn register(&self, shard: usize, net: Arc<NetStats>, engine: Arc<ShardStats>) {
+    pub(crate) fn register(
+        &self,
+        shard: usize,
+        net: Arc<NetStats>,
+        engine: Arc<ShardStats>,
+        latency: Arc<Mutex<Histogram<u64>>>,
+    ) {
         let mut s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = s.get_mut(shard) {
-            *slot = Some((net, engine));
+            *slot = Some((net, engine, latency));
         }
+    }
+
+    /// Publish-to-delivery latency quantile (in microseconds) over all shards' last snapshots.
+    pub fn latency_quantile_us(&self, q: f64) -> u64 {
+        let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = latency_histogram();
+        for (_, _, h) in s.iter().flatten() {
+            let _ = all.add(&*h.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        all.value_at_quantile(q)
     }
 
     /// One counter summed over shards (0 when unknown), for tests and the admin view.
@@ -121,7 +150,7 @@ impl Registry {
         let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         s.iter()
             .flatten()
-            .map(|(net, eng)| {
+            .map(|(net, eng, _)| {
                 net.fields()
                     .into_iter()
                     .map(|(n, _, v)| (n, v))
@@ -138,7 +167,7 @@ impl Registry {
         let mut out = String::new();
         let mut rows: Vec<(String, &'static str, usize, u64)> = Vec::new();
         for (shard, entry) in s.iter().enumerate() {
-            let Some((net, eng)) = entry else { continue };
+            let Some((net, eng, _)) = entry else { continue };
             for (name, kind, v) in net.fields() {
                 rows.push((format!("fanfare_net_{name}"), kind, shard, v));
             }
@@ -160,6 +189,33 @@ impl Registry {
                 last = name.clone();
             }
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
+        }
+        // Publish-to-delivery latency: from the owner ordering a message to a receiving shard
+        // encoding it for its connections (once per message, shard and encoding).
+        let name = "fanfare_delivery_latency_seconds";
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (shard, entry) in s.iter().enumerate() {
+            let Some((_, _, h)) = entry else { continue };
+            let h = h.lock().unwrap_or_else(|e| e.into_inner());
+            for le in LATENCY_BUCKETS_US {
+                let n = h.count_between(0, le);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{shard=\"{shard}\",le=\"{}\"}} {n}",
+                    le as f64 / 1e6
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {}",
+                h.len()
+            );
+            let sum: f64 = h
+                .iter_recorded()
+                .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+                .sum();
+            let _ = writeln!(out, "{name}_sum{{shard=\"{shard}\"}} {}", sum / 1e6);
+            let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {}", h.len());
         }
         out
     }

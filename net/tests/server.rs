@@ -446,6 +446,33 @@ fn mixed_transports_share_one_encode_per_shard() {
     assert!(m.total("encodes_ws") >= MESSAGES);
     assert_eq!(m.total("encodes_sse"), MESSAGES);
     assert_eq!(m.total("encodes_frames"), MESSAGES);
+    // Publish-to-delivery latency is recorded once per encode and exposed once the shard's
+    // snapshot (every second) has caught up.
+    let encodes = m.total("encodes_ws") + m.total("encodes_sse") + m.total("encodes_frames");
+    let scraped_count = || -> u64 {
+        curl(&[&format!("http://{addr}/metrics")])
+            .0
+            .lines()
+            .filter(|l| l.starts_with("fanfare_delivery_latency_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + WAIT;
+    while scraped_count() != encodes {
+        assert!(
+            Instant::now() < deadline,
+            "latency count {} never reached {encodes}",
+            scraped_count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(m.latency_quantile_us(0.5) > 0);
+    let text = curl(&[&format!("http://{addr}/metrics")]).0;
+    assert!(
+        text.contains("# TYPE fanfare_delivery_latency_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("fanfare_delivery_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"}"));
     assert_eq!(m.total("deliveries"), MESSAGES * (WS_SUBS as u64 + 2));
     srv.shutdown();
 }
