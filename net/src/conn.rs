@@ -276,6 +276,8 @@ pub(crate) struct Conn {
     pub ping_sent: Cell<Option<Instant>>,
     /// Woken when the connection starts closing (the reader waits on it beside its read).
     closed_waker: RefCell<Option<Waker>>,
+    /// Woken when the writer makes room (or ends), for a reader held back by a full queue.
+    room_waker: RefCell<Option<Waker>>,
 }
 
 impl Conn {
@@ -292,9 +294,33 @@ impl Conn {
             last_alive: Cell::new(Instant::now()),
             ping_sent: Cell::new(None),
             closed_waker: RefCell::new(None),
+            room_waker: RefCell::new(None),
         });
         ctx.live.borrow_mut().push(Rc::downgrade(&conn));
         conn
+    }
+
+    /// Backpressure on requests: resolves once the send queue is within its limit (or the
+    /// connection is ending). Control frames (acks, pongs, errors) are always queued, so the
+    /// reader must not take more requests while their answers pile up unread.
+    pub async fn wait_for_room(&self) {
+        let max = self.ctx.limits.send_queue_bytes_max;
+        std::future::poll_fn(|cx| {
+            let out = self.out.borrow();
+            if out.bytes <= max || out.done || out.closing.is_some() {
+                Poll::Ready(())
+            } else {
+                *self.room_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    fn wake_room(&self) {
+        if let Some(w) = self.room_waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 
     /// Resolves once the connection is closing (cheap: no timer).
@@ -669,14 +695,21 @@ impl Conn {
         for sub in drained {
             self.ctx.shard.drained(sub);
         }
+        self.wake_room();
     }
 
     /// The writer is gone: later offers are answered `Gone`.
     pub(crate) fn writer_done(&self) {
-        let mut out = self.out.borrow_mut();
-        out.done = true;
-        out.frames.clear();
-        out.bytes = 0;
+        {
+            let mut out = self.out.borrow_mut();
+            out.done = true;
+            out.frames.clear();
+            out.bytes = 0;
+        }
+        self.wake_room();
+        if let Some(w) = self.closed_waker.borrow_mut().take() {
+            w.wake();
+        }
     }
 }
 

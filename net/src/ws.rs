@@ -60,6 +60,18 @@ pub(crate) async fn session<S: Io>(
     chunk.resize(READ_CHUNK_BYTES, 0);
     'session: loop {
         loop {
+            // Backpressure: take no more requests while their answers are not being read.
+            if unless(&mut stop, conn.wait_for_room()).await.is_none() {
+                conn.close_with(goodbye(
+                    Mode::Ws,
+                    close_code::GOING_AWAY,
+                    "server shutting down",
+                ));
+                break 'session;
+            }
+            if conn.is_closing() {
+                break 'session;
+            }
             match dec.decode(&mut buf) {
                 Ok(Some(m)) => {
                     let now = Instant::now();

@@ -811,3 +811,43 @@ fn topic_limit_is_429_over_http() {
     assert_eq!(code("first"), "200");
     srv.shutdown();
 }
+
+/// A client that floods requests and never reads the answers must be stopped by
+/// backpressure (the server stops reading), not buffered without limit.
+#[test]
+fn request_flood_without_reading_is_back_pressured() {
+    let srv = server_with(|c| {
+        c.limits.send_queue_bytes_max = 64 * 1024;
+        c.limits.slow_deadline = Duration::from_secs(30);
+        c.limits.pong_timeout = Duration::from_secs(30);
+    });
+    let mut s = TcpStream::connect(srv.local_addr()).unwrap();
+    let (req, _) = fanfare_proto::ws::client_request("x", "/v1/ws", [4; 16], &[]);
+    s.write_all(req.as_bytes()).unwrap();
+    // 64 MiB of WebSocket pings (each answered by a pong the client never reads).
+    let mut one = bytes::BytesMut::new();
+    fanfare_proto::ws::encode_frame(
+        &mut one,
+        fanfare_proto::ws::Opcode::Ping,
+        true,
+        &[7u8; 125],
+        Some([1, 2, 3, 4]),
+    );
+    let chunk: Vec<u8> = one.iter().copied().cycle().take(one.len() * 8192).collect();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut sent = 0usize;
+    let blocked = loop {
+        if sent >= 64 << 20 {
+            break false;
+        }
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        blocked,
+        "the server read {sent} bytes of requests while their answers piled up"
+    );
+    srv.shutdown();
+}
