@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fanfare_proto::NameError;
+use fanfare_proto::{ErrorCode, NameError};
 use thiserror::Error;
 
 use crate::ids::{Epoch, LocalTopicId, Seq, SubId};
@@ -165,6 +165,18 @@ pub enum PublishError {
     ShuttingDown,
 }
 
+impl PublishError {
+    /// The wire error code a server answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PublishError::InvalidName { .. } => ErrorCode::InvalidName,
+            PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            PublishError::TopicLimit { .. } => ErrorCode::TopicLimit,
+            PublishError::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+}
+
 /// Why a subscribe failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -200,6 +212,19 @@ pub enum SubscribeError {
     /// The broker is shutting down.
     #[error("broker shutting down")]
     ShuttingDown,
+}
+
+impl SubscribeError {
+    /// The wire error code a server answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SubscribeError::InvalidName { .. } => ErrorCode::InvalidName,
+            SubscribeError::TopicLimit { .. } => ErrorCode::TopicLimit,
+            SubscribeError::TooManySubscriptions { .. } => ErrorCode::TooManySubscriptions,
+            SubscribeError::InvalidResume { .. } => ErrorCode::InvalidResume,
+            SubscribeError::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
 }
 
 /// Why the broker did not start.

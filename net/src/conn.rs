@@ -39,6 +39,8 @@ const SLOT_FRAMES: usize = 1;
 const SLOT_SSE: usize = 2;
 /// Most bytes one write carries.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+/// Registry size below which dead connections are left for the sweep to prune.
+const LIVE_PRUNE_MIN: usize = 1024;
 /// Bytes read per read call.
 pub(crate) const READ_CHUNK_BYTES: usize = 4096;
 
@@ -56,8 +58,11 @@ pub(crate) struct NetCtx {
     /// `latency_snapshot` for scrapes, so the data path never takes a lock.
     pub latency: RefCell<hdrhistogram::Histogram<u64>>,
     pub latency_snapshot: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
-    /// Every live connection, for the keepalive sweep (dead entries are pruned by it).
+    /// Every live connection, for the keepalive sweep. Dead entries are pruned by the sweep
+    /// and, so churn between sweeps cannot grow it, whenever it has doubled since the last
+    /// prune (amortized O(1) per connection).
     pub live: RefCell<Vec<std::rc::Weak<Conn>>>,
+    live_prune_at: Cell<usize>,
     /// Builder for the flatbuffers this shard encodes (never used across an await).
     pub fbb: RefCell<FlatBufferBuilder<'static>>,
 }
@@ -150,6 +155,7 @@ pub(crate) fn serve_shard(
         connections: Cell::new(0),
         tls: tls.map(futures_rustls::TlsAcceptor::from),
         live: RefCell::new(Vec::new()),
+        live_prune_at: Cell::new(LIVE_PRUNE_MIN),
         latency: RefCell::new(metrics::latency_histogram()),
         latency_snapshot,
         fbb: RefCell::new(FlatBufferBuilder::with_capacity(4096)),
@@ -296,7 +302,13 @@ impl Conn {
             closed_waker: RefCell::new(None),
             room_waker: RefCell::new(None),
         });
-        ctx.live.borrow_mut().push(Rc::downgrade(&conn));
+        let mut live = ctx.live.borrow_mut();
+        if live.len() >= ctx.live_prune_at.get() {
+            live.retain(|w| w.strong_count() > 0);
+            ctx.live_prune_at.set((2 * live.len()).max(LIVE_PRUNE_MIN));
+        }
+        live.push(Rc::downgrade(&conn));
+        drop(live);
         conn
     }
 
@@ -618,23 +630,12 @@ impl Sink for Conn {
 /// The error code and text for a subscription's end.
 pub(crate) fn close_code(reason: &CloseReason) -> (ErrorCode, String) {
     let code = match reason {
-        CloseReason::Failed(e) => subscribe_error_code(e),
+        CloseReason::Failed(e) => e.code(),
         CloseReason::ShuttingDown => ErrorCode::ShuttingDown,
         CloseReason::TooSlow(_) => ErrorCode::Overloaded,
         _ => ErrorCode::Unknown,
     };
     (code, reason.to_string())
-}
-
-pub(crate) fn subscribe_error_code(e: &SubscribeError) -> ErrorCode {
-    match e {
-        SubscribeError::InvalidName { .. } => ErrorCode::InvalidName,
-        SubscribeError::TopicLimit { .. } => ErrorCode::TopicLimit,
-        SubscribeError::TooManySubscriptions { .. } => ErrorCode::TooManySubscriptions,
-        SubscribeError::InvalidResume { .. } => ErrorCode::InvalidResume,
-        SubscribeError::ShuttingDown => ErrorCode::ShuttingDown,
-        _ => ErrorCode::Unknown,
-    }
 }
 
 // -------------------------------------------------------------------- the writer

@@ -6,16 +6,12 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use fanfare_core::PublishError;
 use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
-use crate::conn::{
-    self, goodbye, read_some, subscribe_error_code, unless, Conn, Io, Mode, NetCtx,
-    READ_CHUNK_BYTES,
-};
+use crate::conn::{self, goodbye, read_some, unless, Conn, Io, Mode, NetCtx, READ_CHUNK_BYTES};
 use crate::metrics;
 
 /// The subprotocol name a client may ask for; the server echoes it.
@@ -248,7 +244,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg) -> bool {
                     }
                     Err(e) => ServerMsg::Error {
                         request_id,
-                        code: publish_error_code(&e),
+                        code: e.code(),
                         text: e.to_string(),
                     },
                 };
@@ -287,7 +283,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg) -> bool {
             } else if let Err(e) = conn.subscribe(request_id, &namespace, &topic, from) {
                 conn.send(&ServerMsg::Error {
                     request_id,
-                    code: subscribe_error_code(&e),
+                    code: e.code(),
                     text: e.to_string(),
                 });
             }
@@ -316,14 +312,4 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg) -> bool {
         _ => {}
     }
     true
-}
-
-fn publish_error_code(e: &PublishError) -> ErrorCode {
-    match e {
-        PublishError::InvalidName { .. } => ErrorCode::InvalidName,
-        PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
-        PublishError::TopicLimit { .. } => ErrorCode::TopicLimit,
-        PublishError::ShuttingDown => ErrorCode::ShuttingDown,
-        _ => ErrorCode::Unknown,
-    }
 }
