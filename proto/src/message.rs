@@ -372,6 +372,13 @@ pub enum ServerMsg {
         /// Human-readable detail.
         text: String,
     },
+    /// Answer to `RefreshToken`: the new token is in force.
+    TokenRefreshed {
+        /// From the request.
+        request_id: u64,
+        /// When the new token expires (Unix seconds; 0 when authentication is off).
+        expires_at: u64,
+    },
 }
 
 /// One message of a topic on a node link.
@@ -957,6 +964,13 @@ impl ServerMsg {
                     text: checked_str(c.text(), "text", TEXT_BYTES_MAX)?.unwrap_or_default(),
                 }
             }
+            fb::ServerBody::TokenRefreshed => {
+                let t = m.body_as_token_refreshed().ok_or(missing)?;
+                ServerMsg::TokenRefreshed {
+                    request_id: t.request_id(),
+                    expires_at: t.expires_at(),
+                }
+            }
             other => return Err(DecodeError::UnknownType(other.0)),
         };
         Ok(msg)
@@ -1129,6 +1143,20 @@ impl ServerMsg {
                     .as_union_value(),
                 )
             }
+            ServerMsg::TokenRefreshed {
+                request_id,
+                expires_at,
+            } => (
+                fb::ServerBody::TokenRefreshed,
+                fb::TokenRefreshed::create(
+                    fbb,
+                    &fb::TokenRefreshedArgs {
+                        request_id: *request_id,
+                        expires_at: *expires_at,
+                    },
+                )
+                .as_union_value(),
+            ),
             // Handled by the caller; kept total so a new variant fails to compile here.
             ServerMsg::Item(_) | ServerMsg::ItemBatch(_) => {
                 unreachable!("items are encoded by encode_item/encode_item_batch")

@@ -95,7 +95,7 @@ struct S(ServerMsg);
 impl Arbitrary for S {
     fn arbitrary(g: &mut Gen) -> Self {
         let n = |g: &mut Gen| u64::arbitrary(g);
-        S(match u8::arbitrary(g) % 11 {
+        S(match u8::arbitrary(g) % 12 {
             0 => ServerMsg::Welcome {
                 version: u16::arbitrary(g),
                 heartbeat_interval_ms: u32::arbitrary(g),
@@ -135,6 +135,10 @@ impl Arbitrary for S {
                 text: text(g),
             },
             9 => ServerMsg::Pong { nonce: n(g) },
+            10 => ServerMsg::TokenRefreshed {
+                request_id: n(g),
+                expires_at: n(g),
+            },
             _ => ServerMsg::SubscriptionClosed {
                 subscription_id: n(g),
                 code: code(g),

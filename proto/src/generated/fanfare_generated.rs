@@ -354,10 +354,10 @@ pub struct ClientBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_BODY: u8 = 11;
+pub const ENUM_MAX_SERVER_BODY: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_BODY: [ServerBody; 12] = [
+pub const ENUM_VALUES_SERVER_BODY: [ServerBody; 13] = [
   ServerBody::NONE,
   ServerBody::Welcome,
   ServerBody::PublishAck,
@@ -370,6 +370,7 @@ pub const ENUM_VALUES_SERVER_BODY: [ServerBody; 12] = [
   ServerBody::Error,
   ServerBody::Pong,
   ServerBody::SubscriptionClosed,
+  ServerBody::TokenRefreshed,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -389,9 +390,10 @@ impl ServerBody {
   pub const Error: Self = Self(9);
   pub const Pong: Self = Self(10);
   pub const SubscriptionClosed: Self = Self(11);
+  pub const TokenRefreshed: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Welcome,
@@ -405,6 +407,7 @@ impl ServerBody {
     Self::Error,
     Self::Pong,
     Self::SubscriptionClosed,
+    Self::TokenRefreshed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -421,6 +424,7 @@ impl ServerBody {
       Self::Error => Some("Error"),
       Self::Pong => Some("Pong"),
       Self::SubscriptionClosed => Some("SubscriptionClosed"),
+      Self::TokenRefreshed => Some("TokenRefreshed"),
       _ => None,
     }
   }
@@ -3420,6 +3424,121 @@ impl ::core::fmt::Debug for SubscriptionClosed<'_> {
       ds.finish()
   }
 }
+pub enum TokenRefreshedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Answer to RefreshToken: the connection now runs on the new token, which expires at
+/// `expires_at` (Unix seconds; 0 when authentication is off).
+pub struct TokenRefreshed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TokenRefreshed<'a> {
+  type Inner = TokenRefreshed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TokenRefreshed<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EXPIRES_AT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TokenRefreshed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TokenRefreshedArgs
+  ) -> ::flatbuffers::WIPOffset<TokenRefreshed<'bldr>> {
+    let mut builder = TokenRefreshedBuilder::new(_fbb);
+    builder.add_expires_at(args.expires_at);
+    builder.add_request_id(args.request_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TokenRefreshed::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn expires_at(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TokenRefreshed::VT_EXPIRES_AT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TokenRefreshed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<u64>("expires_at", Self::VT_EXPIRES_AT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TokenRefreshedArgs {
+    pub request_id: u64,
+    pub expires_at: u64,
+}
+impl<'a> Default for TokenRefreshedArgs {
+  #[inline]
+  fn default() -> Self {
+    TokenRefreshedArgs {
+      request_id: 0,
+      expires_at: 0,
+    }
+  }
+}
+
+pub struct TokenRefreshedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TokenRefreshedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u64) {
+    self.fbb_.push_slot::<u64>(TokenRefreshed::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_expires_at(&mut self, expires_at: u64) {
+    self.fbb_.push_slot::<u64>(TokenRefreshed::VT_EXPIRES_AT, expires_at, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TokenRefreshedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TokenRefreshedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TokenRefreshed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TokenRefreshed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TokenRefreshed");
+      ds.field("request_id", &self.request_id());
+      ds.field("expires_at", &self.expires_at());
+      ds.finish()
+  }
+}
 pub enum ServerMessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3623,6 +3742,20 @@ impl<'a> ServerMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_token_refreshed(&self) -> Option<TokenRefreshed<'a>> {
+    if self.body_type() == ServerBody::TokenRefreshed {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { TokenRefreshed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerMessage<'_> {
@@ -3644,6 +3777,7 @@ impl ::flatbuffers::Verifiable for ServerMessage<'_> {
           ServerBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ServerBody::Error", pos),
           ServerBody::Pong => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pong>>("ServerBody::Pong", pos),
           ServerBody::SubscriptionClosed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubscriptionClosed>>("ServerBody::SubscriptionClosed", pos),
+          ServerBody::TokenRefreshed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TokenRefreshed>>("ServerBody::TokenRefreshed", pos),
           _ => Ok(()),
         }
      })?
@@ -3771,6 +3905,13 @@ impl ::core::fmt::Debug for ServerMessage<'_> {
         },
         ServerBody::SubscriptionClosed => {
           if let Some(x) = self.body_as_subscription_closed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerBody::TokenRefreshed => {
+          if let Some(x) = self.body_as_token_refreshed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
