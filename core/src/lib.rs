@@ -50,6 +50,6 @@ pub use message::{
     CloseReason, Event, Message, Offer, PublishError, Published, StartError, SubscribeAccepted,
     SubscribeError,
 };
-pub use shard::{ShardHandle, ShardHook};
+pub use shard::{OwnedTopicInfo, ShardHandle, ShardHook};
 pub use sink::{Accept, Delivery, Sink};
 pub use stats::{ShardStats, StatsSnapshot};

@@ -747,6 +747,25 @@ fn wall_clock_micros() -> u64 {
 
 // -------------------------------------------------------------------- the local API
 
+/// A topic a shard owns, as the admin view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedTopicInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Topic.
+    pub topic: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Last sequence ordered (0: none yet in this epoch).
+    pub last_seq: u64,
+    /// Messages in history.
+    pub history_messages: usize,
+    /// Payload bytes in history.
+    pub history_bytes: usize,
+    /// Shards with subscribers of the topic.
+    pub subscriber_shards: usize,
+}
+
 /// A handle to the shard the caller runs on, for code inside a shard's executor (the network
 /// front). Not `Send`: it is only valid on its own shard's thread.
 #[derive(Clone)]
@@ -847,6 +866,46 @@ impl ShardHandle {
     /// Tells the engine a subscriber that refused an item (`Accept::Full`) has room again.
     pub fn drained(&self, sub: SubId) {
         self.state.borrow_mut().drained(sub);
+    }
+
+    /// Topics this shard owns whose `namespace/topic` starts with `prefix`: how many match,
+    /// and the first `limit` of them in name order. Walks every owned topic (for the admin
+    /// view, not the data path).
+    pub fn owned_topics(&self, prefix: &str, limit: usize) -> (usize, Vec<OwnedTopicInfo>) {
+        let st = self.state.borrow();
+        let mut hits: Vec<(&TopicKey, &OwnedTopic)> = st
+            .owned
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with(prefix))
+            .collect();
+        let total = hits.len();
+        if limit < hits.len() {
+            hits.select_nth_unstable_by(limit, |a, b| a.0.as_str().cmp(b.0.as_str()));
+            hits.truncate(limit);
+        }
+        hits.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let infos = hits
+            .into_iter()
+            .map(|(k, t)| OwnedTopicInfo {
+                namespace: k.namespace().to_owned(),
+                topic: k.topic().to_owned(),
+                epoch: t.epoch.0,
+                last_seq: t.next_seq.0.saturating_sub(1),
+                history_messages: t.history.len(),
+                history_bytes: t.history.bytes(),
+                subscriber_shards: t.interested.len(),
+            })
+            .collect();
+        (total, infos)
+    }
+
+    /// Subscriptions on this shard to `namespace/topic` (0 for invalid names).
+    pub fn local_subscribers(&self, namespace: &str, topic: &str) -> usize {
+        let st = self.state.borrow();
+        match crate::broker::checked_key(&st.cfg, namespace, topic) {
+            Ok(key) => st.local.get(&key).map_or(0, |t| t.subs.len()),
+            Err(_) => 0,
+        }
     }
 
     /// Resolves when the broker starts shutting down.

@@ -23,6 +23,7 @@ use flatbuffers::FlatBufferBuilder;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::auth::{Auth, AuthError, FailureLimiter, Grant, Right};
 use crate::metrics::{self, NetStats, Registry};
 use crate::Limits;
 
@@ -65,6 +66,48 @@ pub(crate) struct NetCtx {
     live_prune_at: Cell<usize>,
     /// Builder for the flatbuffers this shard encodes (never used across an await).
     pub fbb: RefCell<FlatBufferBuilder<'static>>,
+    /// Access control (shared, read-only) and this shard's memory of failures by IP.
+    pub auth: Arc<Auth>,
+    pub limiter: RefCell<FailureLimiter>,
+    /// Every shard's admin inbox.
+    pub admin: Arc<crate::admin::AdminHub>,
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug)]
+pub(crate) enum Denied {
+    /// The client's IP is over its failure budget; the token was not looked at.
+    RateLimited,
+    /// The token was missing or refused.
+    Failed(AuthError),
+}
+
+impl Denied {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Denied::RateLimited => 429,
+            Denied::Failed(_) => 401,
+        }
+    }
+
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Denied::RateLimited => ErrorCode::RateLimited,
+            Denied::Failed(e) => e.code(),
+        }
+    }
+
+    /// A human-readable reason.
+    pub fn text(&self) -> String {
+        match self {
+            Denied::RateLimited => {
+                "too many failed authentications from this address; retry later".into()
+            }
+            Denied::Failed(e) => e.to_string(),
+        }
+    }
 }
 
 impl NetCtx {
@@ -110,6 +153,82 @@ impl NetCtx {
     }
 }
 
+impl NetCtx {
+    /// Whether requests need a token.
+    pub fn auth_on(&self) -> bool {
+        self.auth.enabled()
+    }
+
+    /// Checks the token a client presented (authentication on). A refusal is counted,
+    /// logged once and answered only after the failure delay; an IP over its failure budget
+    /// is refused at once, without looking at the token.
+    pub async fn authenticate(
+        &self,
+        peer: std::net::IpAddr,
+        token: Option<&str>,
+    ) -> Result<Arc<Grant>, Denied> {
+        let now = Instant::now();
+        if self.limiter.borrow().blocked(peer, now) {
+            metrics::inc(&self.stats.auth_rate_limited);
+            return Err(Denied::RateLimited);
+        }
+        let r = match token {
+            None => Err(AuthError::Missing),
+            Some(t) => self.auth.verifier.verify(t),
+        };
+        match r {
+            Ok(g) => {
+                metrics::inc(&self.stats.auth_ok);
+                Ok(Arc::new(g))
+            }
+            Err(e) => {
+                metrics::inc(match e {
+                    AuthError::Missing => &self.stats.auth_failures_missing,
+                    AuthError::Expired | AuthError::NotYetValid => {
+                        &self.stats.auth_failures_expired
+                    }
+                    _ => &self.stats.auth_failures_invalid,
+                });
+                {
+                    let mut l = self.limiter.borrow_mut();
+                    l.record(peer, now);
+                    metrics::set(&self.stats.auth_tracked_ips, l.len() as u64);
+                }
+                tracing::info!(peer = %peer, reason = %e, "authentication failed");
+                glommio::timer::sleep(self.auth.cfg.failure_delay).await;
+                Err(Denied::Failed(e))
+            }
+        }
+    }
+}
+
+/// Whether `grant` (None: authentication is off) allows `right` on `ns/topic`.
+pub(crate) fn permits(
+    ctx: &NetCtx,
+    grant: Option<&Grant>,
+    ns: &str,
+    topic: &str,
+    right: Right,
+) -> Result<(), (ErrorCode, String)> {
+    if !ctx.auth_on() {
+        return Ok(());
+    }
+    let Some(g) = grant else {
+        return Err((ErrorCode::Unauthorized, "authenticate first".into()));
+    };
+    if g.allows(ns, topic, right) {
+        return Ok(());
+    }
+    metrics::inc(&ctx.stats.auth_forbidden);
+    Err((
+        ErrorCode::Forbidden,
+        format!(
+            "the token of {} does not grant {right} on {ns}/{topic}",
+            g.subject
+        ),
+    ))
+}
+
 fn wrap(mode: Mode, body: &[u8]) -> Bytes {
     match mode {
         Mode::Ws => wsp::encode_server_frame(wsp::Opcode::Binary, body),
@@ -129,14 +248,28 @@ pub(crate) enum Mode {
 }
 
 /// Binds this shard's listener and spawns its accept loop.
-pub(crate) fn serve_shard(
-    shard: ShardHandle,
-    addr: SocketAddr,
-    limits: Arc<Limits>,
-    registry: Arc<Registry>,
-    shards: usize,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> std::io::Result<()> {
+/// What every shard of a node shares (read-only after start).
+#[derive(Clone)]
+pub(crate) struct NodeShared {
+    pub addr: SocketAddr,
+    pub limits: Arc<Limits>,
+    pub registry: Arc<Registry>,
+    pub shards: usize,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Arc<Auth>,
+    pub admin: Arc<crate::admin::AdminHub>,
+}
+
+pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Result<()> {
+    let NodeShared {
+        addr,
+        limits,
+        registry,
+        shards,
+        tls,
+        auth,
+        admin,
+    } = node;
     let listener = TcpListener::bind(addr)?;
     let stats = Arc::new(NetStats::default());
     let latency_snapshot = Arc::new(std::sync::Mutex::new(metrics::latency_histogram()));
@@ -159,7 +292,12 @@ pub(crate) fn serve_shard(
         latency: RefCell::new(metrics::latency_histogram()),
         latency_snapshot,
         fbb: RefCell::new(FlatBufferBuilder::with_capacity(4096)),
+        limiter: RefCell::new(FailureLimiter::new(&auth.cfg)),
+        auth,
+        admin: admin.clone(),
     });
+    let inbox = admin.register(usize::from(ctx.shard.id().0));
+    glommio::spawn_local(crate::admin::admin_loop(ctx.clone(), inbox)).detach();
     glommio::spawn_local(sweep_loop(ctx.clone())).detach();
     glommio::spawn_local(accept_loop(listener, ctx)).detach();
     Ok(())
@@ -284,6 +422,13 @@ pub(crate) struct Conn {
     closed_waker: RefCell<Option<Waker>>,
     /// Woken when the writer makes room (or ends), for a reader held back by a full queue.
     room_waker: RefCell<Option<Waker>>,
+    /// When the connection was made (a WebSocket must authenticate within the handshake time).
+    created: Instant,
+    /// The token in force (authentication on), when its time runs out, and, once the
+    /// client was told it expired, when the connection closes unless it refreshes.
+    grant: RefCell<Option<Arc<Grant>>>,
+    token_expires: Cell<Option<Instant>>,
+    grace_until: Cell<Option<Instant>>,
 }
 
 impl Conn {
@@ -301,6 +446,10 @@ impl Conn {
             ping_sent: Cell::new(None),
             closed_waker: RefCell::new(None),
             room_waker: RefCell::new(None),
+            created: Instant::now(),
+            grant: RefCell::new(None),
+            token_expires: Cell::new(None),
+            grace_until: Cell::new(None),
         });
         let mut live = ctx.live.borrow_mut();
         if live.len() >= ctx.live_prune_at.get() {
@@ -327,6 +476,63 @@ impl Conn {
             }
         })
         .await;
+    }
+
+    /// Puts a verified token in force (first one or a refresh).
+    pub fn set_grant(&self, g: Arc<Grant>) {
+        self.token_expires.set(Some(Instant::now() + g.remaining()));
+        self.grace_until.set(None);
+        *self.grant.borrow_mut() = Some(g);
+    }
+
+    /// The token in force, if any.
+    pub fn grant(&self) -> Option<Arc<Grant>> {
+        self.grant.borrow().clone()
+    }
+
+    /// Whether the token is past its expiry (the connection is in its grace period).
+    pub fn token_expired(&self) -> bool {
+        self.token_expires
+            .get()
+            .is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// Checks a publish or subscribe against the token in force; on success, the subject to
+    /// stamp on published items.
+    pub fn permit(
+        &self,
+        ns: &str,
+        topic: &str,
+        right: Right,
+    ) -> Result<Option<Arc<str>>, (ErrorCode, String)> {
+        if !self.ctx.auth_on() {
+            return Ok(None);
+        }
+        if self.grant.borrow().is_some() && self.token_expired() {
+            return Err((
+                ErrorCode::TokenExpired,
+                "token expired: send RefreshToken".into(),
+            ));
+        }
+        let g = self.grant();
+        permits(&self.ctx, g.as_deref(), ns, topic, right)?;
+        Ok(g.map(|g| g.subject.clone()))
+    }
+
+    /// Subscriptions whose topic the token in force no longer grants (after a refresh).
+    pub fn subs_not_granted(&self) -> Vec<(SubId, u64)> {
+        let Some(g) = self.grant() else {
+            return Vec::new();
+        };
+        self.subs
+            .borrow()
+            .iter()
+            .filter(|(_, e)| {
+                let (ns, topic) = e.topic.split_once('/').unwrap_or((e.topic.as_str(), ""));
+                !g.allows(ns, topic, Right::Subscribe)
+            })
+            .map(|(id, e)| (*id, e.wire))
+            .collect()
     }
 
     fn wake_room(&self) {
@@ -783,6 +989,9 @@ fn keepalive(conn: &Conn) {
     if conn.is_closing() {
         return;
     }
+    if conn.ctx.auth_on() && !token_check(conn, now) {
+        return;
+    }
     if conn
         .lagging_for(now)
         .is_some_and(|d| d > limits.slow_deadline)
@@ -816,6 +1025,67 @@ fn keepalive(conn: &Conn) {
             conn.push(wsp::encode_server_frame(wsp::Opcode::Ping, b"fanfare"));
         }
         None => {}
+    }
+}
+
+/// Token time limits (authentication on); `false` when the connection is now closing.
+fn token_check(conn: &Conn, now: Instant) -> bool {
+    let ctx = &conn.ctx;
+    if conn.grant.borrow().is_none() {
+        // HTTP streams are authenticated before they exist; a WebSocket may authenticate in
+        // its first message, within the handshake time.
+        if conn.mode == Mode::Ws
+            && now.saturating_duration_since(conn.created) >= ctx.limits.handshake_timeout
+        {
+            metrics::inc(&ctx.stats.auth_failures_timeout);
+            conn.send(&ServerMsg::Error {
+                request_id: 0,
+                code: ErrorCode::Unauthorized,
+                text: "no token within the handshake time".into(),
+            });
+            conn.close_with(goodbye(
+                conn.mode,
+                wsp::close_code::POLICY,
+                "authentication timeout",
+            ));
+            return false;
+        }
+        return true;
+    }
+    match (conn.token_expires.get(), conn.grace_until.get()) {
+        (_, Some(until)) if now >= until => {
+            metrics::inc(&ctx.stats.auth_expired_closed);
+            tracing::info!(
+                subject = conn
+                    .grant()
+                    .map(|g| g.subject.to_string())
+                    .unwrap_or_default(),
+                "closing a connection whose token expired"
+            );
+            conn.close_with(goodbye(conn.mode, wsp::close_code::POLICY, "token expired"));
+            false
+        }
+        (Some(exp), None) if now >= exp => {
+            let grace = ctx.auth.cfg.expiry_grace;
+            conn.grace_until.set(Some(now + grace));
+            let text = format!(
+                "token expired: refresh within {} s or the connection closes",
+                grace.as_secs()
+            );
+            if conn.mode == Mode::Sse {
+                let mut b = BytesMut::new();
+                sse::encode_error(&mut b, &text);
+                conn.push(b.freeze());
+            } else {
+                conn.send(&ServerMsg::Error {
+                    request_id: 0,
+                    code: ErrorCode::TokenExpired,
+                    text,
+                });
+            }
+            true
+        }
+        _ => true,
     }
 }
 

@@ -11,6 +11,7 @@
 //! resets (HTTP/2 rapid reset), CONTINUATION floods (bounded by the header list size), and the
 //! send buffer per stream.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -23,7 +24,8 @@ use h2::{RecvStream, SendStream};
 use http::{Request, Response, StatusCode};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::conn::{unless, Conn, Io, Mode, NetCtx, Next};
+use crate::auth::Right;
+use crate::conn::{permits, unless, Conn, Io, Mode, NetCtx, Next};
 use crate::metrics;
 
 /// The client connection preface of HTTP/2 (RFC 9113, 3.4).
@@ -37,7 +39,13 @@ const LOCAL_RESETS_MAX: usize = 64;
 const CONCURRENT_RESETS_MAX: usize = 64;
 
 /// Serves one HTTP/2 connection; `prefix` holds bytes already read from `io`.
-pub(crate) async fn serve<S: Io>(io: S, prefix: BytesMut, ctx: Rc<NetCtx>, deadline: Instant) {
+pub(crate) async fn serve<S: Io>(
+    io: S,
+    prefix: BytesMut,
+    ctx: Rc<NetCtx>,
+    deadline: Instant,
+    peer: IpAddr,
+) {
     let limits = ctx.limits.clone();
     let io = Rewind { prefix, inner: io }.compat();
     let mut b = h2::server::Builder::new();
@@ -88,7 +96,7 @@ pub(crate) async fn serve<S: Io>(io: S, prefix: BytesMut, ctx: Rc<NetCtx>, deadl
                 conn.graceful_shutdown();
             }
             Some(Some(Ok((req, respond)))) => {
-                glommio::spawn_local(request(ctx.clone(), req, respond)).detach();
+                glommio::spawn_local(request(ctx.clone(), req, respond, peer)).detach();
             }
             Some(Some(Err(e))) => {
                 if e.is_go_away() || e.reason().is_some() {
@@ -103,7 +111,12 @@ pub(crate) async fn serve<S: Io>(io: S, prefix: BytesMut, ctx: Rc<NetCtx>, deadl
     metrics::dec(&ctx.stats.connections_h2);
 }
 
-async fn request(ctx: Rc<NetCtx>, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+async fn request(
+    ctx: Rc<NetCtx>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: IpAddr,
+) {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let method = req.method().clone();
@@ -111,6 +124,39 @@ async fn request(ctx: Rc<NetCtx>, req: Request<RecvStream>, mut respond: SendRes
         .strip_prefix("/v1/topics/")
         .and_then(|r| r.split_once('/'))
         .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let needs_token = path.starts_with("/v1/admin/") || topic.is_some();
+    let grant = if needs_token {
+        match crate::http::request_grant(&ctx, peer, authorization.as_deref(), query.as_deref())
+            .await
+        {
+            Ok(g) => g,
+            Err((status, body)) => {
+                return reply(&mut respond, status, "application/json", Bytes::from(body))
+            }
+        }
+    } else {
+        None
+    };
+    let right = if method == http::Method::POST {
+        Right::Publish
+    } else {
+        Right::Subscribe
+    };
+    if let Some((ns, topic)) = &topic {
+        if let Err((code, why)) = permits(&ctx, grant.as_deref(), ns, topic, right) {
+            return reply(
+                &mut respond,
+                crate::http::status_of(code),
+                "application/json",
+                Bytes::from(crate::http::json_error(&why)),
+            );
+        }
+    }
     match (method.as_str(), path.as_str(), topic) {
         ("GET", "/healthz", _) => reply(&mut respond, 200, "text/plain", Bytes::from_static(b"ok")),
         ("GET", "/metrics", _) => reply(
@@ -119,8 +165,14 @@ async fn request(ctx: Rc<NetCtx>, req: Request<RecvStream>, mut respond: SendRes
             "text/plain; version=0.0.4",
             Bytes::from(ctx.registry.render()),
         ),
+        ("GET", p, _) if p.starts_with("/v1/admin/") => {
+            let (status, body) =
+                crate::admin::serve(&ctx, p, query.as_deref(), grant.as_deref()).await;
+            reply(&mut respond, status, "application/json", Bytes::from(body))
+        }
         ("POST", _, Some((ns, topic))) => {
-            publish(&ctx, req.into_body(), respond, &ns, &topic).await
+            let publisher = grant.map(|g| g.subject.clone());
+            publish(&ctx, req.into_body(), respond, &ns, &topic, publisher).await
         }
         ("GET", _, Some((ns, topic))) => {
             let headers = req.headers();
@@ -144,7 +196,7 @@ async fn request(ctx: Rc<NetCtx>, req: Request<RecvStream>, mut respond: SendRes
                 }
             };
             let mode = if accept_sse { Mode::Sse } else { Mode::Frames };
-            stream(&ctx, respond, &ns, &topic, start, mode).await;
+            stream(&ctx, respond, &ns, &topic, start, mode, grant).await;
         }
         (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => reply(
             &mut respond,
@@ -181,6 +233,7 @@ async fn publish(
     mut respond: SendResponse<Bytes>,
     ns: &str,
     topic: &str,
+    publisher: Option<std::sync::Arc<str>>,
 ) {
     let max = ctx.shard.config().message_bytes_max;
     let mut payload = BytesMut::new();
@@ -194,7 +247,8 @@ async fn publish(
         }
         payload.extend_from_slice(&chunk);
     }
-    let (status, text) = crate::http::publish_outcome(ctx, ns, topic, payload.freeze()).await;
+    let (status, text) =
+        crate::http::publish_outcome(ctx, ns, topic, payload.freeze(), publisher).await;
     reply(&mut respond, status, "application/json", Bytes::from(text));
 }
 
@@ -205,8 +259,12 @@ async fn stream(
     topic: &str,
     start: fanfare_core::Start,
     mode: Mode,
+    grant: Option<std::sync::Arc<crate::auth::Grant>>,
 ) {
     let conn = Conn::new(ctx.clone(), mode);
+    if let Some(g) = grant {
+        conn.set_grant(g);
+    }
     let acc = match conn.subscribe(0, ns, topic, start) {
         Ok(a) => a,
         Err(e) => {

@@ -14,8 +14,10 @@
 //! (no length), 413 (body over the message limit), 429 (topic limit), 431 (headers over the
 //! limit), 503 (shutting down, connection limit).
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -23,8 +25,10 @@ use fanfare_core::{PublishError, Start, SubscribeError};
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 
-use crate::conn::{self, read_some, unless, Conn, Io, Mode, NetCtx, READ_CHUNK_BYTES};
+use crate::auth::{Grant, Right};
+use crate::conn::{self, permits, read_some, unless, Conn, Io, Mode, NetCtx, READ_CHUNK_BYTES};
 use crate::metrics;
+use fanfare_proto::message::ErrorCode;
 
 /// Most header lines in a request.
 const HEADERS_MAX: usize = 64;
@@ -39,6 +43,7 @@ struct Head {
     close: bool,
     accept_sse: bool,
     last_event_id: Option<String>,
+    authorization: Option<String>,
     upgrade: bool,
     len: usize,
 }
@@ -83,6 +88,7 @@ fn parse_head(buf: &[u8], header_bytes_max: usize) -> Parsed {
         close: req.version == Some(0),
         accept_sse: false,
         last_event_id: None,
+        authorization: None,
         upgrade: false,
         len,
     };
@@ -105,6 +111,8 @@ fn parse_head(buf: &[u8], header_bytes_max: usize) -> Parsed {
             head.accept_sse |= v.contains("text/event-stream");
         } else if n.eq_ignore_ascii_case("last-event-id") {
             head.last_event_id = Some(v.to_owned());
+        } else if n.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(v.to_owned());
         }
     }
     Parsed::Head(head)
@@ -113,11 +121,14 @@ fn parse_head(buf: &[u8], header_bytes_max: usize) -> Parsed {
 /// Serves one accepted connection: reads the first request head (within the handshake
 /// time) and hands the connection to WebSocket or HTTP.
 pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
+    let peer = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(ctx.limits.slow_deadline));
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let Some(acceptor) = ctx.tls.clone() else {
-        return serve(stream, ctx, deadline).await;
+        return serve(stream, ctx, deadline, peer).await;
     };
     // A TLS connection starts with a handshake record (content type 22).
     let mut first = [0u8; 1];
@@ -129,7 +140,7 @@ pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
     .await;
     match peeked {
         Some(Ok(1)) if first[0] == 0x16 => {}
-        Some(Ok(_)) => return serve(stream, ctx, deadline).await,
+        Some(Ok(_)) => return serve(stream, ctx, deadline, peer).await,
         Some(Err(_)) => return,
         None => {
             metrics::inc(&ctx.stats.limit_handshake_time);
@@ -146,9 +157,9 @@ pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
         Some(Ok(tls)) => {
             metrics::inc(&ctx.stats.connections_tls);
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                return Box::pin(crate::h2::serve(tls, BytesMut::new(), ctx, deadline)).await;
+                return Box::pin(crate::h2::serve(tls, BytesMut::new(), ctx, deadline, peer)).await;
             }
-            Box::pin(serve(tls, ctx, deadline)).await;
+            Box::pin(serve(tls, ctx, deadline, peer)).await;
         }
         Some(Err(e)) => {
             metrics::inc(&ctx.stats.tls_handshake_errors);
@@ -159,7 +170,7 @@ pub(crate) async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
 }
 
 /// Serves a connection's requests once its bytes are plaintext HTTP.
-async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
+async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant, peer: IpAddr) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     // Read until the bytes are either HTTP/2's preface or cannot be (HTTP/1.1).
@@ -186,7 +197,7 @@ async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
         }
     }
     if buf.starts_with(crate::h2::PREFACE) {
-        return Box::pin(crate::h2::serve(stream, buf, ctx, deadline)).await;
+        return Box::pin(crate::h2::serve(stream, buf, ctx, deadline, peer)).await;
     }
     let (mut r, mut w) = futures_lite::io::split(stream);
     let mut stop: Pin<Box<dyn std::future::Future<Output = ()>>> =
@@ -264,6 +275,7 @@ async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
                 std::mem::take(&mut chunk),
                 upgrade,
                 stop,
+                peer,
             ))
             .await;
             metrics::dec(&ctx.stats.connections_ws);
@@ -273,7 +285,7 @@ async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
         metrics::inc(&ctx.stats.connections_http);
         // Boxed: an idle WebSocket connection should not carry the HTTP path's state inline.
         let keep = Box::pin(route(
-            &ctx, head, &mut r, &mut w, &mut buf, &mut chunk, &mut stop,
+            &ctx, head, peer, &mut r, &mut w, &mut buf, &mut chunk, &mut stop,
         ))
         .await;
         metrics::dec(&ctx.stats.connections_http);
@@ -284,9 +296,11 @@ async fn serve<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant) {
 }
 
 /// Answers one request; `true` when the connection may carry another.
+#[allow(clippy::too_many_arguments)]
 async fn route<S: Io>(
     ctx: &Rc<NetCtx>,
     head: Head,
+    peer: IpAddr,
     r: &mut futures_lite::io::ReadHalf<S>,
     w: &mut futures_lite::io::WriteHalf<S>,
     buf: &mut BytesMut,
@@ -304,7 +318,48 @@ async fn route<S: Io>(
             let body = ctx.registry.render();
             respond(w, 200, "text/plain; version=0.0.4", body.as_bytes(), close).await
         }
+        ("GET", p, _) if p.starts_with("/v1/admin/") => {
+            let (status, body) = match request_grant(
+                ctx,
+                peer,
+                head.authorization.as_deref(),
+                head.query.as_deref(),
+            )
+            .await
+            {
+                Ok(g) => crate::admin::serve(ctx, p, head.query.as_deref(), g.as_deref()).await,
+                Err(refused) => refused,
+            };
+            respond(w, status, "application/json", body.as_bytes(), close).await
+        }
         ("POST", _, Some((ns, topic))) => {
+            // Authenticate before reading the body; a refused body is never read, so the
+            // connection closes.
+            let grant = match request_grant(
+                ctx,
+                peer,
+                head.authorization.as_deref(),
+                head.query.as_deref(),
+            )
+            .await
+            {
+                Ok(g) => g,
+                Err((status, body)) => {
+                    respond(w, status, "application/json", body.as_bytes(), true).await;
+                    return false;
+                }
+            };
+            if let Err((code, why)) = permits(ctx, grant.as_deref(), ns, topic, Right::Publish) {
+                respond(
+                    w,
+                    status_of(code),
+                    "application/json",
+                    json_error(&why).as_bytes(),
+                    true,
+                )
+                .await;
+                return false;
+            }
             if head.chunked || head.content_length.is_none() {
                 respond(w, 411, "text/plain", b"Content-Length is required", true).await;
                 return false;
@@ -325,10 +380,37 @@ async fn route<S: Io>(
             }
             let body = buf.split_to(len).freeze();
             let (ns, topic) = (ns.to_owned(), topic.to_owned());
-            let (status, text) = publish_outcome(ctx, &ns, &topic, body).await;
+            let publisher = grant.map(|g| g.subject.clone());
+            let (status, text) = publish_outcome(ctx, &ns, &topic, body, publisher).await;
             respond(w, status, "application/json", text.as_bytes(), close).await;
         }
         ("GET", _, Some((ns, topic))) => {
+            let grant = match request_grant(
+                ctx,
+                peer,
+                head.authorization.as_deref(),
+                head.query.as_deref(),
+            )
+            .await
+            {
+                Ok(g) => g,
+                Err((status, body)) => {
+                    respond(w, status, "application/json", body.as_bytes(), close).await;
+                    return !close;
+                }
+            };
+            if let Err((code, why)) = permits(ctx, grant.as_deref(), ns, topic, Right::Subscribe) {
+                let body = json_error(&why);
+                respond(
+                    w,
+                    status_of(code),
+                    "application/json",
+                    body.as_bytes(),
+                    close,
+                )
+                .await;
+                return !close;
+            }
             let start = match stream_start(&head) {
                 Ok(s) => s,
                 Err(why) => {
@@ -348,7 +430,7 @@ async fn route<S: Io>(
             } else {
                 Mode::Frames
             };
-            stream(ctx, ns, topic, start, mode, r, w, buf, chunk, stop).await;
+            stream(ctx, ns, topic, start, mode, grant, r, w, buf, chunk, stop).await;
             return false;
         }
         (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => {
@@ -359,14 +441,42 @@ async fn route<S: Io>(
     !close
 }
 
+/// Authenticates an HTTP request by its `Authorization: Bearer` header or `token=` query
+/// parameter. `Ok(None)` when authentication is off; a refusal is a status and JSON body.
+pub(crate) async fn request_grant(
+    ctx: &NetCtx,
+    peer: IpAddr,
+    authorization: Option<&str>,
+    query: Option<&str>,
+) -> Result<Option<Arc<Grant>>, (u16, String)> {
+    if !ctx.auth_on() {
+        return Ok(None);
+    }
+    let token = crate::auth::token_from(authorization, query);
+    ctx.authenticate(peer, token.as_deref())
+        .await
+        .map(Some)
+        .map_err(|d| (d.status(), json_error(&d.text())))
+}
+
+/// The HTTP status for an access-control error code.
+pub(crate) fn status_of(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::Forbidden => 403,
+        ErrorCode::RateLimited => 429,
+        _ => 401,
+    }
+}
+
 /// Publishes an HTTP request body: the status and JSON body to answer with.
 pub(crate) async fn publish_outcome(
     ctx: &Rc<NetCtx>,
     ns: &str,
     topic: &str,
     body: bytes::Bytes,
+    publisher: Option<Arc<str>>,
 ) -> (u16, String) {
-    match ctx.shard.publish(ns, topic, body, None).await {
+    match ctx.shard.publish(ns, topic, body, publisher).await {
         Ok(p) => {
             metrics::inc(&ctx.stats.publishes);
             (
@@ -456,6 +566,7 @@ async fn stream<S: Io>(
     topic: &str,
     start: Start,
     mode: Mode,
+    grant: Option<Arc<Grant>>,
     r: &mut futures_lite::io::ReadHalf<S>,
     w: &mut futures_lite::io::WriteHalf<S>,
     buf: &mut BytesMut,
@@ -463,6 +574,9 @@ async fn stream<S: Io>(
     stop: &mut Pin<Box<dyn std::future::Future<Output = ()>>>,
 ) {
     let conn = Conn::new(ctx.clone(), mode);
+    if let Some(g) = grant {
+        conn.set_grant(g);
+    }
     let accepted = conn.subscribe(0, ns, topic, start);
     let acc = match accepted {
         Ok(a) => a,
@@ -530,6 +644,8 @@ pub(crate) async fn respond<S: Io>(
     let phrase = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -542,8 +658,13 @@ pub(crate) async fn respond<S: Io>(
         _ => "Error",
     };
     let conn = if close { "close" } else { "keep-alive" };
+    let challenge = if status == 401 {
+        "WWW-Authenticate: Bearer realm=\"fanfare\"\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {conn}\r\n{challenge}\r\n",
         body.len()
     )
     .into_bytes();

@@ -16,6 +16,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod admin;
+pub mod auth;
 mod conn;
 mod h2;
 pub mod http;
@@ -92,6 +94,8 @@ pub struct ServerConfig {
     /// TLS: when set, connections that open with a TLS handshake are served over TLS (wss,
     /// https) on the same port as plaintext ones.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Access control: off (no keys) by default.
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             engine: fanfare_core::Config::default(),
             tls: None,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -123,6 +128,9 @@ pub enum ServeError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The access-control settings are not usable (a bad key, duplicate key ids).
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// Builds the TLS configuration from PEM files: a certificate chain (leaf first) and its
@@ -209,7 +217,9 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
         limits,
         mut engine,
         tls,
+        auth,
     } = cfg;
+    let auth = Arc::new(auth::Auth::new(auth).map_err(ServeError::Auth)?);
     // Reserve the address (and learn the port when 0 was asked) with a socket that is bound
     // but never listens, so it receives no connections; each shard then binds the same port.
     let reserve = reserve(listen).map_err(|source| ServeError::Bind {
@@ -227,20 +237,21 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
     engine.message_bytes_max = engine.message_bytes_max.min(limits.frame_bytes_max);
     let shards = engine.shard_count();
     let registry = Arc::new(Registry::new(shards));
+    let admin = Arc::new(admin::AdminHub::new(shards));
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
     let hook = {
-        let registry = registry.clone();
-        let limits = Arc::new(limits);
+        let node = conn::NodeShared {
+            addr,
+            limits: Arc::new(limits),
+            registry: registry.clone(),
+            shards,
+            tls,
+            auth,
+            admin,
+        };
         let bound_tx = std::sync::Mutex::new(bound_tx);
         move |h: ShardHandle| {
-            let r = conn::serve_shard(
-                h,
-                addr,
-                limits.clone(),
-                registry.clone(),
-                shards,
-                tls.clone(),
-            );
+            let r = conn::serve_shard(h, node.clone());
             let tx = bound_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let _ = tx.send(r);
         }

@@ -79,6 +79,29 @@ net_counters! {
     limit_publish_window: "counter",
     /// Protocol errors (malformed frames or messages).
     protocol_errors: "counter",
+    /// Tokens accepted (connect, first message, refresh, HTTP request).
+    auth_ok: "counter",
+    /// Authentication failures: no token where one is required.
+    auth_failures_missing: "counter",
+    /// Authentication failures: malformed token, refused algorithm, unknown key id, bad
+    /// signature or bad claims.
+    auth_failures_invalid: "counter",
+    /// Authentication failures: token expired or not valid yet.
+    auth_failures_expired: "counter",
+    /// WebSocket connections that never authenticated within the handshake time.
+    auth_failures_timeout: "counter",
+    /// Requests refused without a token check: the IP is over its failure budget.
+    auth_rate_limited: "counter",
+    /// Publishes and subscribes the token did not grant.
+    auth_forbidden: "counter",
+    /// Connections closed because their token expired and was not refreshed in time.
+    auth_expired_closed: "counter",
+    /// IPs with recent authentication failures remembered by this shard.
+    auth_tracked_ips: "gauge",
+    /// WebSocket upgrades refused by the Origin allow-list.
+    origin_rejected: "counter",
+    /// Admin requests served.
+    admin_requests: "counter",
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -86,6 +109,9 @@ pub(crate) fn inc(c: &AtomicU64) {
 }
 pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+pub(crate) fn set(c: &AtomicU64, v: u64) {
+    c.store(v, Ordering::Relaxed);
 }
 pub(crate) fn dec(c: &AtomicU64) {
     c.store(
@@ -107,6 +133,23 @@ const LATENCY_BUCKETS_US: [u64; 15] = [
 pub(crate) fn latency_histogram() -> Histogram<u64> {
     // Constant, valid bounds: creation cannot fail.
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// One shard's counters at a point in time.
+#[derive(Debug, Clone)]
+pub struct ShardView {
+    /// The shard.
+    pub shard: usize,
+    /// Network counters by name.
+    pub net: Vec<(&'static str, u64)>,
+    /// Engine counters by name.
+    pub engine: Vec<(&'static str, u64)>,
+    /// Publish-to-delivery latency median, microseconds (last snapshot).
+    pub latency_p50_us: u64,
+    /// Its 99th percentile.
+    pub latency_p99_us: u64,
+    /// Its maximum.
+    pub latency_max_us: u64,
 }
 
 /// Every shard's counters, filled in as shards start.
@@ -159,6 +202,26 @@ impl Registry {
                     .map_or(0, |(_, v)| v)
             })
             .sum()
+    }
+
+    /// Every registered shard's counters and latency quantiles (the admin stats view).
+    pub fn shard_views(&self) -> Vec<ShardView> {
+        let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter()
+            .enumerate()
+            .filter_map(|(shard, e)| {
+                let (net, eng, h) = e.as_ref()?;
+                let h = h.lock().unwrap_or_else(|e| e.into_inner());
+                Some(ShardView {
+                    shard,
+                    net: net.fields().into_iter().map(|(n, _, v)| (n, v)).collect(),
+                    engine: eng.snapshot().fields(),
+                    latency_p50_us: h.value_at_quantile(0.5),
+                    latency_p99_us: h.value_at_quantile(0.99),
+                    latency_max_us: h.max(),
+                })
+            })
+            .collect()
     }
 
     /// The Prometheus text exposition of every counter, labelled by shard.

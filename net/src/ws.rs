@@ -1,6 +1,7 @@
 //! WebSocket sessions: flatbuffers `ClientMessage`s in, `ServerMessage`s out (docs/protocol.md).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Instant;
@@ -11,12 +12,14 @@ use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
+use crate::auth::Right;
 use crate::conn::{self, goodbye, read_some, unless, Conn, Io, Mode, NetCtx, READ_CHUNK_BYTES};
 use crate::metrics;
 
 /// The subprotocol name a client may ask for; the server echoes it.
 pub const SUBPROTOCOL: &str = "fanfare.v1";
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn session<S: Io>(
     ctx: Rc<NetCtx>,
     mut r: ReadHalf<S>,
@@ -25,7 +28,36 @@ pub(crate) async fn session<S: Io>(
     mut chunk: Vec<u8>,
     up: Upgrade,
     mut stop: Pin<Box<dyn Future<Output = ()>>>,
+    peer: IpAddr,
 ) {
+    if !ctx.auth.origin_allowed(up.origin.as_deref()) {
+        metrics::inc(&ctx.stats.origin_rejected);
+        tracing::info!(peer = %peer, origin = up.origin.as_deref().unwrap_or(""), "WebSocket origin not allowed");
+        let _ = w
+            .write_all(wsp::reject_response(403, "origin not allowed").as_bytes())
+            .await;
+        let _ = w.close().await;
+        return;
+    }
+    // A token at the upgrade (header or query string) is checked before the upgrade is
+    // accepted; without one, the first message must carry it (Hello).
+    let mut grant = None;
+    if ctx.auth_on() {
+        if let Some(token) =
+            crate::auth::token_from(up.authorization.as_deref(), up.query.as_deref())
+        {
+            match ctx.authenticate(peer, Some(&token)).await {
+                Ok(g) => grant = Some(g),
+                Err(d) => {
+                    let _ = w
+                        .write_all(wsp::reject_response(d.status(), &d.text()).as_bytes())
+                        .await;
+                    let _ = w.close().await;
+                    return;
+                }
+            }
+        }
+    }
     let proto = up
         .protocols
         .iter()
@@ -38,6 +70,9 @@ pub(crate) async fn session<S: Io>(
         return;
     }
     let conn = Conn::new(ctx.clone(), Mode::Ws);
+    if let Some(g) = grant {
+        conn.set_grant(g);
+    }
     let writer = glommio::spawn_local(conn::writer(conn.clone(), w, false));
     let limits = ctx.limits.clone();
     let mut dec = wsp::Decoder::new(
@@ -75,7 +110,7 @@ pub(crate) async fn session<S: Io>(
                     if !matches!(m, Message::Pong(_)) {
                         conn.last_input.set(now);
                     }
-                    if !on_message(&conn, m, &dlim).await {
+                    if !on_message(&conn, m, &dlim, peer).await {
                         break 'session;
                     }
                 }
@@ -134,11 +169,11 @@ pub(crate) async fn session<S: Io>(
 }
 
 /// Handles one message; `false` ends the session.
-async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits) -> bool {
+async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAddr) -> bool {
     let ctx = &conn.ctx;
     match m {
         Message::Binary(b) => match ClientMsg::decode(&b, dlim) {
-            Ok(msg) => on_client(conn, msg).await,
+            Ok(msg) => on_client(conn, msg, peer).await,
             Err(e) => {
                 let code = e.code();
                 if code == ErrorCode::MessageTooLarge {
@@ -183,25 +218,47 @@ async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits) -> bool {
     }
 }
 
-async fn on_client(conn: &Rc<Conn>, msg: ClientMsg) -> bool {
+/// Refuses a request the token does not cover; `false` (close) when the connection has no
+/// token at all.
+fn refuse(conn: &Conn, request_id: u64, code: ErrorCode, text: String) -> bool {
+    conn.send(&ServerMsg::Error {
+        request_id,
+        code,
+        text,
+    });
+    if code == ErrorCode::Unauthorized {
+        conn.close_with(goodbye(Mode::Ws, close_code::POLICY, "unauthorized"));
+        return false;
+    }
+    true
+}
+
+async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
     let ctx = &conn.ctx;
     match msg {
         ClientMsg::Hello {
             version_min,
             version_max,
-            ..
+            token,
         } => match negotiate_version(version_min, version_max) {
-            Some(version) => conn.send(&ServerMsg::Welcome {
-                version,
-                heartbeat_interval_ms: ctx
-                    .shard
-                    .config()
-                    .heartbeat_interval
-                    .as_millis()
-                    .min(u128::from(u32::MAX)) as u32,
-                max_message_bytes: ctx.shard.config().message_bytes_max.min(u32::MAX as usize)
-                    as u32,
-            }),
+            Some(_) if ctx.auth_on() && (token.is_some() || conn.grant().is_none()) => {
+                match ctx.authenticate(peer, token.as_deref()).await {
+                    Ok(g) => {
+                        conn.set_grant(g);
+                        welcome(conn, version_min, version_max);
+                    }
+                    Err(d) => {
+                        conn.send(&ServerMsg::Error {
+                            request_id: 0,
+                            code: d.code(),
+                            text: d.text(),
+                        });
+                        conn.close_with(goodbye(Mode::Ws, close_code::POLICY, "unauthorized"));
+                        return false;
+                    }
+                }
+            }
+            Some(_) => welcome(conn, version_min, version_max),
             None => {
                 conn.send(&ServerMsg::Error {
                     request_id: 0,
@@ -227,8 +284,12 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg) -> bool {
             payload,
             ..
         } => {
+            let publisher = match conn.permit(&namespace, &topic, Right::Publish) {
+                Ok(p) => p,
+                Err((code, text)) => return refuse(conn, request_id, code, text),
+            };
             conn.publish_slot().await;
-            let fut = ctx.shard.publish(&namespace, &topic, payload, None);
+            let fut = ctx.shard.publish(&namespace, &topic, payload, publisher);
             let conn = conn.clone();
             glommio::spawn_local(async move {
                 let r = fut.await;
@@ -258,6 +319,9 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg) -> bool {
             topic,
             from,
         } => {
+            if let Err((code, text)) = conn.permit(&namespace, &topic, Right::Subscribe) {
+                return refuse(conn, request_id, code, text);
+            }
             let max = ctx.limits.subscriptions_per_connection_max;
             let key = format!("{namespace}/{topic}");
             let refuse = if conn.has_topic(&key) {
@@ -307,9 +371,76 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg) -> bool {
             }),
         },
         ClientMsg::Ping { nonce } => conn.send(&ServerMsg::Pong { nonce }),
-        // Authentication is off in this build: a token refresh changes nothing.
-        ClientMsg::RefreshToken { .. } => {}
+        ClientMsg::RefreshToken { request_id, token } => {
+            refresh(conn, request_id, &token, peer).await
+        }
         _ => {}
     }
     true
+}
+
+/// Answers `Hello` with `Welcome` (the version range was checked by the caller).
+fn welcome(conn: &Conn, version_min: u16, version_max: u16) {
+    let cfg = conn.ctx.shard.config();
+    conn.send(&ServerMsg::Welcome {
+        version: negotiate_version(version_min, version_max)
+            .unwrap_or(fanfare_proto::PROTOCOL_VERSION),
+        heartbeat_interval_ms: cfg.heartbeat_interval.as_millis().min(u128::from(u32::MAX)) as u32,
+        max_message_bytes: cfg.message_bytes_max.min(u32::MAX as usize) as u32,
+    });
+}
+
+/// Replaces the connection's token. The new token must name the same subject; subscriptions
+/// it no longer grants end with `SubscriptionClosed` (Forbidden). A refused refresh leaves the
+/// old token in force until it expires.
+async fn refresh(conn: &Rc<Conn>, request_id: u64, token: &str, peer: IpAddr) {
+    let ctx = &conn.ctx;
+    if !ctx.auth_on() {
+        conn.send(&ServerMsg::TokenRefreshed {
+            request_id,
+            expires_at: 0,
+        });
+        return;
+    }
+    let g = match ctx.authenticate(peer, Some(token)).await {
+        Ok(g) => g,
+        Err(d) => {
+            conn.send(&ServerMsg::Error {
+                request_id,
+                code: d.code(),
+                text: d.text(),
+            });
+            return;
+        }
+    };
+    if let Some(old) = conn.grant() {
+        if old.subject != g.subject {
+            metrics::inc(&ctx.stats.auth_forbidden);
+            conn.send(&ServerMsg::Error {
+                request_id,
+                code: ErrorCode::Forbidden,
+                text: format!(
+                    "a refreshed token must name the same subject ({}), not {}",
+                    old.subject, g.subject
+                ),
+            });
+            return;
+        }
+    }
+    let expires_at = g.expires_at;
+    conn.set_grant(g);
+    for (sub, wire) in conn.subs_not_granted() {
+        ctx.shard.unsubscribe(sub);
+        conn.remove_sub(sub);
+        metrics::inc(&ctx.stats.auth_forbidden);
+        conn.send(&ServerMsg::SubscriptionClosed {
+            subscription_id: wire,
+            code: ErrorCode::Forbidden,
+            text: "the refreshed token does not grant this subscription".into(),
+        });
+    }
+    conn.send(&ServerMsg::TokenRefreshed {
+        request_id,
+        expires_at,
+    });
 }
