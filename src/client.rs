@@ -25,9 +25,10 @@ impl Client {
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| anyhow!("only ws:// URLs are supported here, got {url}"))?;
-        let (host, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/v1/ws"),
+        let (host, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
+            Some(i) => (&rest[..i], format!("/v1/ws{}", &rest[i..])),
+            None => (rest, "/v1/ws".to_owned()),
         };
         let stream =
             TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
@@ -39,7 +40,7 @@ impl Client {
             ^ u64::from(std::process::id()).rotate_left(32);
         let nonce: [u8; 16] =
             std::array::from_fn(|i| (seed.rotate_left(i as u32 * 8) as u8) ^ (i as u8));
-        let (req, key) = ws::client_request(host, path, nonce, &[]);
+        let (req, key) = ws::client_request(host, &path, nonce, &[]);
         let mut c = Client {
             stream,
             decoder: ws::Decoder::new(

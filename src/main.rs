@@ -61,7 +61,13 @@ enum Cmd {
         messages: Vec<String>,
         #[arg(long, default_value = "ws://127.0.0.1:7070/v1/ws")]
         url: String,
+        /// Access token (when the broker has authentication on).
+        #[arg(long, env = "FANFARE_TOKEN")]
+        token: Option<String>,
     },
+    /// Make keys and tokens (see docs/operations.md, "Access control").
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Load-test a broker (see docs/benchmarks.md): WebSocket publishers and subscribers,
     /// latency percentiles corrected for coordinated omission, gaps and duplicates.
     Bench(BenchArgs),
@@ -77,7 +83,172 @@ enum Cmd {
         /// Exit after this many items.
         #[arg(long)]
         count: Option<u64>,
+        /// Access token (when the broker has authentication on).
+        #[arg(long, env = "FANFARE_TOKEN")]
+        token: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a new key and print it as a `[[auth.keys]]` entry for the settings file.
+    Keygen {
+        /// Key id (put in each token's header; use a new one for each rotation).
+        #[arg(long, default_value = "k1")]
+        kid: String,
+        /// EdDSA (Ed25519; brokers need only the public key) or HS256 (shared secret).
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+    },
+    /// Mint a token with a key from the settings file.
+    Create {
+        /// Settings file holding the signing key (its private_key or secret).
+        #[arg(long)]
+        config: PathBuf,
+        /// Which key to sign with (default: the last key that can sign).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Subject: stamped on everything the holder publishes.
+        #[arg(long, default_value = "anonymous")]
+        sub: String,
+        /// Namespace pattern: a name, `prefix*` or `*`.
+        #[arg(long, default_value = "*")]
+        ns: String,
+        /// Topic pattern: a name, `prefix*` or `*`.
+        #[arg(long, default_value = "*")]
+        topic: String,
+        /// Grant publishing on the patterns.
+        #[arg(long)]
+        publish: bool,
+        /// Grant subscribing on the patterns.
+        #[arg(long)]
+        subscribe: bool,
+        /// Grant the admin endpoints.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime: seconds, or a number with s, m, h or d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Token id (default: random).
+        #[arg(long)]
+        jti: Option<String>,
+    },
+}
+
+/// Parses `90`, `90s`, `15m`, `1h`, `7d`.
+fn parse_ttl(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (n, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = n.parse().with_context(|| format!("bad ttl {s:?}"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("bad ttl {s:?}: use s, m, h or d"),
+    };
+    let secs = n.checked_mul(mul).context("ttl too large")?;
+    if secs == 0 {
+        bail!("ttl must be positive");
+    }
+    Ok(secs)
+}
+
+fn token_cmd(cmd: TokenCmd) -> Result<()> {
+    use fanfare_net::auth;
+    match cmd {
+        TokenCmd::Keygen { kid, alg } => {
+            let alg: auth::Algorithm = alg.parse().map_err(anyhow::Error::msg)?;
+            let k = auth::Key::generate(&kid, alg).map_err(anyhow::Error::msg)?;
+            print!("{}", k.to_toml());
+            Ok(())
+        }
+        TokenCmd::Create {
+            config,
+            kid,
+            sub,
+            ns,
+            topic,
+            publish,
+            subscribe,
+            admin,
+            ttl,
+            jti,
+        } => {
+            let s = Settings::from_file(&config)?;
+            let keys = s
+                .auth
+                .as_ref()
+                .map(|a| a.keys.iter().map(|k| k.key()).collect::<Result<Vec<_>>>())
+                .transpose()?
+                .unwrap_or_default();
+            let key = match &kid {
+                Some(kid) => keys
+                    .iter()
+                    .find(|k| &k.kid == kid)
+                    .with_context(|| format!("no key {kid} in {}", config.display()))?,
+                None => keys
+                    .iter()
+                    .rev()
+                    .find(|k| k.sign.is_some())
+                    .with_context(|| format!("no signing key in {}", config.display()))?,
+            };
+            let mut rights = Vec::new();
+            if publish {
+                rights.push("publish".to_owned());
+            }
+            if subscribe {
+                rights.push("subscribe".to_owned());
+            }
+            if rights.is_empty() && !admin {
+                bail!("grant something: --publish, --subscribe and/or --admin");
+            }
+            for p in [&ns, &topic] {
+                auth::Pattern::parse(p).map_err(anyhow::Error::msg)?;
+            }
+            let now = auth::unix_now();
+            let claims = auth::Claims {
+                sub,
+                exp: now + parse_ttl(&ttl)?,
+                nbf: None,
+                iat: Some(now),
+                jti: Some(jti.unwrap_or_else(random_id)),
+                perms: if rights.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![auth::PermissionClaim { ns, topic, rights }]
+                },
+                admin,
+            };
+            println!("{}", auth::mint(key, &claims).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+    }
+}
+
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", h.finish())
+}
+
+/// The URL with `token=` added to its query.
+fn with_token(url: &str, token: Option<&str>) -> String {
+    match token {
+        None => url.to_owned(),
+        Some(t) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}token={t}")
+        }
+    }
 }
 
 #[derive(clap::Args, Default)]
@@ -211,6 +382,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Bench(a) => bench(a),
+        Cmd::Token(t) => token_cmd(t),
         Cmd::Serve {
             config,
             listen,
@@ -243,8 +415,9 @@ fn run(cli: Cli) -> Result<()> {
             topic,
             messages,
             url,
+            token,
         } => {
-            let mut c = Client::connect(&url)?;
+            let mut c = Client::connect(&with_token(&url, token.as_deref()))?;
             let mut one = |m: String| -> Result<()> {
                 let (epoch, seq) = c.publish(&namespace, &topic, Bytes::from(m))?;
                 println!("{epoch}-{seq}");
@@ -267,9 +440,10 @@ fn run(cli: Cli) -> Result<()> {
             from,
             url,
             count,
+            token,
         } => {
             let start = fanfare_net::http::parse_from(&from).map_err(anyhow::Error::msg)?;
-            let mut c = Client::connect(&url)?;
+            let mut c = Client::connect(&with_token(&url, token.as_deref()))?;
             if let ServerMsg::Subscribed {
                 epoch, next_seq, ..
             } = c.subscribe(&namespace, &topic, start)?
@@ -321,6 +495,7 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
     let shards = cfg.engine.shard_count();
     let pinned = cfg.engine.pin;
     let cfg_tls = cfg.tls.is_some();
+    let kids: Vec<String> = cfg.auth.keys.iter().map(|k| k.kid.clone()).collect();
     let server = fanfare_net::start(cfg)?;
     let addr = server.local_addr();
     let tls = if cfg_tls {
@@ -332,7 +507,13 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
     println!(
         "fanfare listening on {addr} ({shards} shards{pin}); WebSocket at ws://{addr}/v1/ws{tls}"
     );
-    tracing::warn!("authentication is OFF: anyone who can reach {addr} can publish and subscribe");
+    if kids.is_empty() {
+        tracing::warn!(
+            "authentication is OFF: anyone who can reach {addr} can publish and subscribe (add [[auth.keys]], see docs/operations.md)"
+        );
+    } else {
+        tracing::info!(keys = ?kids, "authentication is on: every request needs a token");
+    }
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: draining connections");
     }

@@ -42,6 +42,119 @@ pub struct Settings {
     pub publishes_in_flight_max: Option<usize>,
     pub tls_cert_path: Option<std::path::PathBuf>,
     pub tls_key_path: Option<std::path::PathBuf>,
+    pub auth: Option<AuthSettings>,
+}
+
+/// The `[auth]` table: access control (docs/operations.md). No keys: authentication off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub keys: Vec<KeySettings>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub failure_delay_ms: Option<u64>,
+    pub failures_per_ip_max: Option<u32>,
+    pub failure_window_secs: Option<u64>,
+    pub tracked_ips_max: Option<usize>,
+    pub expiry_grace_secs: Option<u64>,
+    pub leeway_secs: Option<u64>,
+}
+
+/// One `[[auth.keys]]` entry. EdDSA: `public_key` (base64, 32 bytes) and, only where tokens
+/// are minted, `private_key` (base64 PKCS#8) or `private_key_file`. HS256: `secret` (base64,
+/// at least 32 bytes) or `secret_file`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct KeySettings {
+    pub kid: String,
+    pub alg: String,
+    pub public_key: Option<String>,
+    pub private_key: Option<String>,
+    pub private_key_file: Option<std::path::PathBuf>,
+    pub secret: Option<String>,
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+fn inline_or_file(
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+    what: &str,
+    kid: &str,
+) -> Result<Option<String>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => anyhow::bail!("key {kid}: set {what} or {what}_file, not both"),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map(|s| Some(s.trim().to_owned()))
+            .with_context(|| format!("key {kid}: cannot read {}", p.display())),
+        (None, None) => Ok(None),
+    }
+}
+
+impl KeySettings {
+    /// The key this entry describes.
+    pub fn key(&self) -> Result<fanfare_net::auth::Key> {
+        let kid = &self.kid;
+        let alg: fanfare_net::auth::Algorithm = self
+            .alg
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("key {kid}: {e}"))?;
+        let k = match alg {
+            fanfare_net::auth::Algorithm::EdDSA => {
+                let public = self
+                    .public_key
+                    .as_deref()
+                    .with_context(|| format!("key {kid}: EdDSA needs public_key"))?;
+                let private = inline_or_file(
+                    &self.private_key,
+                    &self.private_key_file,
+                    "private_key",
+                    kid,
+                )?;
+                fanfare_net::auth::Key::eddsa(kid, public, private.as_deref())
+            }
+            fanfare_net::auth::Algorithm::HS256 => {
+                let secret = inline_or_file(&self.secret, &self.secret_file, "secret", kid)?
+                    .with_context(|| format!("key {kid}: HS256 needs secret or secret_file"))?;
+                fanfare_net::auth::Key::hs256(kid, &secret)
+            }
+        };
+        k.map_err(anyhow::Error::msg)
+    }
+}
+
+impl AuthSettings {
+    /// The access-control settings over the defaults.
+    pub fn auth_config(&self) -> Result<fanfare_net::auth::AuthConfig> {
+        let mut a = fanfare_net::auth::AuthConfig::default();
+        for k in &self.keys {
+            a.keys.push(k.key()?);
+        }
+        if let Some(o) = &self.allowed_origins {
+            a.allowed_origins = o.clone();
+        }
+        if let Some(v) = self.failure_delay_ms {
+            a.failure_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = self.failures_per_ip_max {
+            a.failures_per_ip_max = v;
+        }
+        if let Some(v) = self.failure_window_secs {
+            a.failure_window = Duration::from_secs(v);
+        }
+        if let Some(v) = self.tracked_ips_max {
+            a.tracked_ips_max = v;
+        }
+        if let Some(v) = self.expiry_grace_secs {
+            a.expiry_grace = Duration::from_secs(v);
+        }
+        if let Some(v) = self.leeway_secs {
+            a.leeway = Duration::from_secs(v);
+        }
+        Ok(a)
+    }
 }
 
 impl Settings {
@@ -60,6 +173,9 @@ impl Settings {
             (Some(cert), Some(key)) => c.tls = Some(fanfare_net::tls_from_pem(cert, key)?),
             (None, None) => {}
             _ => anyhow::bail!("TLS needs both tls_cert_path and tls_key_path"),
+        }
+        if let Some(a) = &self.auth {
+            c.auth = a.auth_config()?;
         }
         Ok(c)
     }
@@ -170,5 +286,33 @@ mod tests {
         assert_eq!(c.engine.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(c.limits.subscriptions_per_connection_max, 1024);
         assert!(toml::from_str::<Settings>("lisen = 1").is_err());
+    }
+
+    #[test]
+    fn auth_keys_from_toml_and_refusals() {
+        let k =
+            fanfare_net::auth::Key::generate("k1", fanfare_net::auth::Algorithm::EdDSA).unwrap();
+        let h =
+            fanfare_net::auth::Key::generate("h1", fanfare_net::auth::Algorithm::HS256).unwrap();
+        let text = format!(
+            "[auth]\nallowed_origins = [\"https://a.example\"]\nexpiry_grace_secs = 7\n{}{}",
+            k.to_toml(),
+            h.to_toml()
+        );
+        let s: Settings = toml::from_str(&text).unwrap();
+        let c = s.server_config_with_tls().unwrap();
+        assert_eq!(c.auth.keys.len(), 2);
+        assert!(c.auth.keys[0].sign.is_some());
+        assert_eq!(c.auth.expiry_grace, Duration::from_secs(7));
+        assert_eq!(c.auth.allowed_origins, vec!["https://a.example".to_owned()]);
+        // A short secret, an unknown algorithm, a public key of the wrong size.
+        for bad in [
+            "[[auth.keys]]\nkid = \"x\"\nalg = \"HS256\"\nsecret = \"c2hvcnQ=\"\n",
+            "[[auth.keys]]\nkid = \"x\"\nalg = \"none\"\nsecret = \"c2hvcnQ=\"\n",
+            "[[auth.keys]]\nkid = \"x\"\nalg = \"EdDSA\"\npublic_key = \"c2hvcnQ=\"\n",
+        ] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(s.server_config_with_tls().is_err(), "{bad}");
+        }
     }
 }

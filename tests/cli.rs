@@ -190,3 +190,73 @@ fn ten_thousand_idle_websockets() {
     drop(conns);
     assert!(node.interrupt().success());
 }
+
+#[test]
+fn keygen_token_create_and_an_authenticated_node() {
+    let dir = std::env::temp_dir().join(format!("fanfare-cli-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = fanfare(&["token", "keygen", "--kid", "2026-11"]);
+    assert!(key.status.success());
+    let key = String::from_utf8(key.stdout).unwrap();
+    assert!(
+        key.contains("alg = \"EdDSA\"") && key.contains("private_key"),
+        "{key}"
+    );
+    let cfg = dir.join("fanfare.toml");
+    std::fs::write(&cfg, format!("[auth]\n{key}")).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let token = |extra: &[&str]| {
+        let mut args = vec![
+            "token", "create", "--config", cfg_s, "--sub", "cli", "--ns", "chat",
+        ];
+        args.extend_from_slice(extra);
+        let out = fanfare(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let both = token(&[
+        "--topic",
+        "room-*",
+        "--publish",
+        "--subscribe",
+        "--ttl",
+        "10m",
+    ]);
+    let sub_only = token(&["--subscribe"]);
+    assert_eq!(both.split('.').count(), 3);
+    // Nothing granted is refused at creation.
+    let out = fanfare(&["token", "create", "--config", cfg_s]);
+    assert_eq!(out.status.code(), Some(1));
+    let node = Node::start(&["--config", cfg_s]);
+    let url = format!("ws://{}/v1/ws", node.addr);
+    let out = fanfare(&["pub", "chat", "room-1", "x", "--url", &url]);
+    assert!(!out.status.success(), "no token: refused");
+    let out = fanfare(&[
+        "pub", "chat", "room-1", "x", "--url", &url, "--token", &sub_only,
+    ]);
+    assert!(!out.status.success(), "subscribe-only token cannot publish");
+    let out = fanfare(&[
+        "pub", "chat", "room-1", "x", "y", "--url", &url, "--token", &both,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fanfare(&[
+        "sub", "chat", "room-1", "--from", "last:2", "--count", "2", "--url", &url, "--token",
+        &sub_only,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+    assert!(node.interrupt().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,21 +4,13 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use fanfare_net::{Server, ServerConfig};
+use fanfare_net::Server;
+
+mod common;
+use common::{server_with, WAIT};
 use fanfare_proto::message::DecodeLimits;
 use fanfare_proto::{framing, ServerMsg};
 use http::Request;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Server {
-    let mut cfg = ServerConfig::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.engine.shards = 2;
-    cfg.engine.drain_timeout = Duration::from_secs(2);
-    f(&mut cfg);
-    fanfare_net::start(cfg).unwrap()
-}
 
 async fn client(srv: &Server) -> h2::client::SendRequest<Bytes> {
     let tcp = tokio::net::TcpStream::connect(srv.local_addr())

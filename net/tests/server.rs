@@ -3,70 +3,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fanfare_net::{Server, ServerConfig};
+mod common;
+use common::*;
+
 use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::{ClientMsg, ServerMsg, Start};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn server_with(f: impl FnOnce(&mut ServerConfig)) -> Server {
-    let mut cfg = ServerConfig::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.engine.shards = 2;
-    cfg.engine.drain_timeout = Duration::from_secs(2);
-    f(&mut cfg);
-    fanfare_net::start(cfg).expect("server starts")
-}
-
-fn server() -> Server {
-    server_with(|_| {})
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws(addr: SocketAddr) -> Ws {
-    let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
-        .await
-        .expect("upgrade");
-    assert_eq!(resp.status(), 101);
-    ws
-}
-
-async fn send(ws: &mut Ws, m: ClientMsg) {
-    ws.send(Message::Binary(m.encode_to_vec()))
-        .await
-        .expect("send");
-}
-
-/// The next server message (skipping heartbeats and pings).
-async fn recv(ws: &mut Ws) -> ServerMsg {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("ok");
-        match m {
-            Message::Binary(b) => {
-                let msg = ServerMsg::decode(&Bytes::from(b.to_vec()), &DecodeLimits::default())
-                    .expect("decodes");
-                if !matches!(msg, ServerMsg::Heartbeat { .. }) {
-                    return msg;
-                }
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
 
 async fn subscribe(ws: &mut Ws, topic: &str, from: Start) -> (u64, u64, u64) {
     send(
@@ -120,41 +67,6 @@ async fn item(ws: &mut Ws) -> (u64, u64, Bytes) {
         ServerMsg::Item(i) => (i.epoch, i.seq, i.payload),
         other => panic!("expected an item, got {other:?}"),
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5"])
-        .args(args)
-        .output()
-        .expect("curl is installed (.ci/run installs it)");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A raw HTTP exchange: sends `req`, returns everything read until close or `wait`.
-fn raw(addr: SocketAddr, req: &[u8], wait: Duration) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(wait)).unwrap();
-    s.write_all(req).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]
