@@ -407,6 +407,8 @@ struct Out {
 pub(crate) struct Conn {
     pub ctx: Rc<NetCtx>,
     pub mode: Mode,
+    /// The client's address (for logs).
+    pub peer: std::net::IpAddr,
     out: RefCell<Out>,
     subs: RefCell<AHashMap<SubId, SubEntry>>,
     /// The subscribe request being made (its events can arrive before `subscribe` returns).
@@ -432,10 +434,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(ctx: Rc<NetCtx>, mode: Mode) -> Rc<Self> {
+    pub fn new(ctx: Rc<NetCtx>, mode: Mode, peer: std::net::IpAddr) -> Rc<Self> {
         let conn = Rc::new(Self {
             ctx: ctx.clone(),
             mode,
+            peer,
             out: RefCell::new(Out::default()),
             subs: RefCell::new(AHashMap::new()),
             pending: RefCell::new(None),
@@ -570,6 +573,16 @@ impl Conn {
     pub fn send(&self, msg: &ServerMsg) {
         let f = self.ctx.frame(self.mode, msg);
         self.push(f);
+    }
+
+    /// Ends the connection for a reason worth an operator's attention (a limit, a protocol
+    /// error, authentication): one log line, then the mode's goodbye with `code` and `reason`.
+    pub fn close_because(&self, code: u16, reason: &str) {
+        if self.is_closing() {
+            return;
+        }
+        tracing::info!(peer = %self.peer, transport = ?self.mode, reason, "closing connection");
+        self.close_with(goodbye(self.mode, code, reason));
     }
 
     /// Starts ending the connection: the writer sends what is queued, then `last`.
@@ -997,11 +1010,10 @@ fn keepalive(conn: &Conn) {
         .is_some_and(|d| d > limits.slow_deadline)
     {
         metrics::inc(&conn.ctx.stats.closed_slow);
-        conn.close_with(goodbye(
-            conn.mode,
+        conn.close_because(
             wsp::close_code::POLICY,
             "too slow: send queue full past the deadline",
-        ));
+        );
         return;
     }
     if conn.mode != Mode::Ws {
@@ -1011,13 +1023,13 @@ fn keepalive(conn: &Conn) {
         && now.saturating_duration_since(conn.last_input.get()) >= limits.idle_timeout
     {
         metrics::inc(&conn.ctx.stats.limit_idle);
-        conn.close_with(goodbye(conn.mode, wsp::close_code::POLICY, "idle timeout"));
+        conn.close_because(wsp::close_code::POLICY, "idle timeout");
         return;
     }
     match conn.ping_sent.get() {
         Some(t) if now.saturating_duration_since(t) > limits.pong_timeout => {
             metrics::inc(&conn.ctx.stats.limit_pong);
-            conn.close_with(goodbye(conn.mode, wsp::close_code::POLICY, "pong timeout"));
+            conn.close_because(wsp::close_code::POLICY, "pong timeout");
         }
         Some(_) => {}
         None if now.saturating_duration_since(conn.last_alive.get()) >= limits.ping_interval => {
@@ -1043,11 +1055,7 @@ fn token_check(conn: &Conn, now: Instant) -> bool {
                 code: ErrorCode::Unauthorized,
                 text: "no token within the handshake time".into(),
             });
-            conn.close_with(goodbye(
-                conn.mode,
-                wsp::close_code::POLICY,
-                "authentication timeout",
-            ));
+            conn.close_because(wsp::close_code::POLICY, "authentication timeout");
             return false;
         }
         return true;
@@ -1055,14 +1063,7 @@ fn token_check(conn: &Conn, now: Instant) -> bool {
     match (conn.token_expires.get(), conn.grace_until.get()) {
         (_, Some(until)) if now >= until => {
             metrics::inc(&ctx.stats.auth_expired_closed);
-            tracing::info!(
-                subject = conn
-                    .grant()
-                    .map(|g| g.subject.to_string())
-                    .unwrap_or_default(),
-                "closing a connection whose token expired"
-            );
-            conn.close_with(goodbye(conn.mode, wsp::close_code::POLICY, "token expired"));
+            conn.close_because(wsp::close_code::POLICY, "token expired");
             false
         }
         (Some(exp), None) if now >= exp => {

@@ -196,7 +196,7 @@ async fn request(
                 }
             };
             let mode = if accept_sse { Mode::Sse } else { Mode::Frames };
-            stream(&ctx, respond, &ns, &topic, start, mode, grant).await;
+            stream(&ctx, respond, &ns, &topic, start, mode, grant, peer).await;
         }
         (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => reply(
             &mut respond,
@@ -252,6 +252,7 @@ async fn publish(
     reply(&mut respond, status, "application/json", Bytes::from(text));
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stream(
     ctx: &Rc<NetCtx>,
     mut respond: SendResponse<Bytes>,
@@ -260,8 +261,9 @@ async fn stream(
     start: fanfare_core::Start,
     mode: Mode,
     grant: Option<std::sync::Arc<crate::auth::Grant>>,
+    peer: IpAddr,
 ) {
-    let conn = Conn::new(ctx.clone(), mode);
+    let conn = Conn::new(ctx.clone(), mode, peer);
     if let Some(g) = grant {
         conn.set_grant(g);
     }

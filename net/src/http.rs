@@ -430,7 +430,10 @@ async fn route<S: Io>(
             } else {
                 Mode::Frames
             };
-            stream(ctx, ns, topic, start, mode, grant, r, w, buf, chunk, stop).await;
+            stream(
+                ctx, ns, topic, start, mode, grant, peer, r, w, buf, chunk, stop,
+            )
+            .await;
             return false;
         }
         (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => {
@@ -567,13 +570,14 @@ async fn stream<S: Io>(
     start: Start,
     mode: Mode,
     grant: Option<Arc<Grant>>,
+    peer: IpAddr,
     r: &mut futures_lite::io::ReadHalf<S>,
     w: &mut futures_lite::io::WriteHalf<S>,
     buf: &mut BytesMut,
     chunk: &mut [u8],
     stop: &mut Pin<Box<dyn std::future::Future<Output = ()>>>,
 ) {
-    let conn = Conn::new(ctx.clone(), mode);
+    let conn = Conn::new(ctx.clone(), mode, peer);
     if let Some(g) = grant {
         conn.set_grant(g);
     }

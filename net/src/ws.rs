@@ -69,7 +69,7 @@ pub(crate) async fn session<S: Io>(
     {
         return;
     }
-    let conn = Conn::new(ctx.clone(), Mode::Ws);
+    let conn = Conn::new(ctx.clone(), Mode::Ws, peer);
     if let Some(g) = grant {
         conn.set_grant(g);
     }
@@ -120,7 +120,7 @@ pub(crate) async fn session<S: Io>(
                     if e.close_code() == close_code::TOO_BIG {
                         metrics::inc(&ctx.stats.limit_message_size);
                     }
-                    conn.close_with(goodbye(Mode::Ws, e.close_code(), &e.to_string()));
+                    conn.close_because(e.close_code(), &e.to_string());
                     break 'session;
                 }
             }
@@ -187,7 +187,7 @@ async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAd
                 if code == ErrorCode::BadRequest {
                     // Not a message we can read: the peer does not speak the protocol.
                     metrics::inc(&ctx.stats.protocol_errors);
-                    conn.close_with(goodbye(Mode::Ws, close_code::POLICY, "malformed message"));
+                    conn.close_because(close_code::POLICY, "malformed message");
                     return false;
                 }
                 true
@@ -195,11 +195,10 @@ async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAd
         },
         Message::Text(_) => {
             metrics::inc(&ctx.stats.protocol_errors);
-            conn.close_with(goodbye(
-                Mode::Ws,
+            conn.close_because(
                 close_code::UNSUPPORTED,
                 "text frames are not part of the protocol",
-            ));
+            );
             false
         }
         Message::Ping(p) => {
@@ -227,7 +226,7 @@ fn refuse(conn: &Conn, request_id: u64, code: ErrorCode, text: String) -> bool {
         text,
     });
     if code == ErrorCode::Unauthorized {
-        conn.close_with(goodbye(Mode::Ws, close_code::POLICY, "unauthorized"));
+        conn.close_because(close_code::POLICY, "unauthorized");
         return false;
     }
     true
@@ -253,7 +252,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                             code: d.code(),
                             text: d.text(),
                         });
-                        conn.close_with(goodbye(Mode::Ws, close_code::POLICY, "unauthorized"));
+                        conn.close_because(close_code::POLICY, "unauthorized");
                         return false;
                     }
                 }
@@ -269,11 +268,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                         fanfare_proto::PROTOCOL_VERSION
                     ),
                 });
-                conn.close_with(goodbye(
-                    Mode::Ws,
-                    close_code::PROTOCOL,
-                    "unsupported protocol version",
-                ));
+                conn.close_because(close_code::PROTOCOL, "unsupported protocol version");
                 return false;
             }
         },
