@@ -640,3 +640,36 @@ fn admin_endpoints_list_topics_and_shards() {
         drop(conns);
     });
 }
+
+#[test]
+fn http2_requests_carry_bearer_tokens() {
+    let k = keys();
+    let srv = auth_server(&k, |_| {});
+    let good = token(&k.ed, "h2", &[("chat", "*", &["publish", "subscribe"])]);
+    rt().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(srv.local_addr()).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let status = |path: &str, method: &str, bearer: Option<&str>| {
+            let mut r = http::Request::builder()
+                .method(method)
+                .uri(format!("http://localhost{path}"));
+            if let Some(t) = bearer {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            let req = r.body(()).unwrap();
+            let send = send.clone();
+            async move {
+                let (resp, mut tx) = send.ready().await.unwrap().send_request(req, false).unwrap();
+                tx.send_data(Bytes::from_static(b"x"), true).unwrap();
+                tokio::time::timeout(WAIT, resp).await.unwrap().unwrap().status().as_u16()
+            }
+        };
+        assert_eq!(status("/v1/topics/chat/a", "POST", None).await, 401);
+        assert_eq!(status("/v1/topics/chat/a", "POST", Some("junk")).await, 401);
+        assert_eq!(status("/v1/topics/other/a", "POST", Some(&good)).await, 403);
+        assert_eq!(status("/v1/topics/chat/a", "POST", Some(&good)).await, 200);
+        assert_eq!(status("/v1/topics/chat/a", "GET", Some(&good)).await, 200);
+        assert_eq!(status("/v1/admin/stats", "GET", Some(&good)).await, 403);
+    });
+}
