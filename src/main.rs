@@ -256,9 +256,27 @@ struct BenchArgs {
     /// Scenario file (TOML, keys as the flags with underscores); flags override it.
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// Broker WebSocket URL.
+    /// The broker: ws://, wss:// (Fanfare), redis://, nats:// (peers).
     #[arg(long)]
     url: Option<String>,
+    /// Fanfare transport: ws (WebSocket; TLS with a wss:// URL), sse or h2.
+    #[arg(long)]
+    transport: Option<String>,
+    /// Connections each generator thread opens at once while connecting.
+    #[arg(long)]
+    connect_concurrency: Option<usize>,
+    /// Fanfare access token.
+    #[arg(long, env = "FANFARE_TOKEN")]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for wss:// and https://.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Do not verify the broker's TLS certificate (test certificates only).
+    #[arg(long)]
+    insecure: bool,
+    /// Write an HdrHistogram interval log of delivery latency (1 s intervals, ns) here.
+    #[arg(long)]
+    hdr_log: Option<PathBuf>,
     #[arg(long)]
     publishers: Option<usize>,
     #[arg(long)]
@@ -305,6 +323,8 @@ struct ScenarioFile {
     warmup: Option<f64>,
     connect_rate: Option<u64>,
     threads: Option<usize>,
+    transport: Option<String>,
+    connect_concurrency: Option<usize>,
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
@@ -334,6 +354,18 @@ fn bench(a: BenchArgs) -> Result<()> {
         connect_rate: a.connect_rate.or(f.connect_rate),
         threads: a.threads.or(f.threads).unwrap_or(d.threads),
         namespace: d.namespace,
+        transport: match a.transport.or(f.transport) {
+            Some(t) => t.parse().map_err(anyhow::Error::msg)?,
+            None => d.transport,
+        },
+        connect_concurrency: a
+            .connect_concurrency
+            .or(f.connect_concurrency)
+            .unwrap_or(d.connect_concurrency),
+        token: a.token,
+        ca: a.ca,
+        insecure: a.insecure,
+        hdr_log: a.hdr_log,
     };
     let progress = std::sync::Arc::new(fanfare_bench::Progress::default());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

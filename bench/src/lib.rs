@@ -1,36 +1,43 @@
 //! Fanfare's load generator (`fanfare bench`) and criterion benchmarks (`benches/`).
 //!
 //! The generator runs on its own thread-per-core runtime (one glommio executor per
-//! generator thread), opens WebSocket publishers and subscribers against a broker, and
-//! measures what subscribers receive:
+//! generator thread), opens publishers and subscribers against a broker, and measures what
+//! subscribers receive:
 //!
 //! - every payload carries the publisher's id, a per-(publisher, topic) sequence and the
 //!   **intended** send time; latency is measured from the intended time, so a generator or
 //!   broker that falls behind a fixed rate shows up in the percentiles instead of hiding
 //!   (coordinated omission);
-//! - each subscriber checks the broker's `(epoch, seq)` per subscription (gaps, duplicates,
-//!   discontinuities) and each publisher's sequence (reorders);
+//! - each subscriber checks the broker's `(epoch, seq)` per subscription where the broker has
+//!   one (Fanfare: gaps, duplicates, announced discontinuities), and each publisher's sequence
+//!   (reorders; for brokers without sequences also gaps and duplicates);
 //! - the generator reports its own CPU use and warns when it, not the broker, is the
 //!   bottleneck.
 //!
-//! Transports: WebSocket (`ws://`). SSE, HTTP/2, TLS and other brokers are not built yet.
+//! Targets: Fanfare over WebSocket (`ws://`, `wss://`), Server-Sent Events or HTTP/2
+//! ([`Transport`]); Redis pub/sub (`redis://`, RESP) and NATS core (`nats://`), so one tool and
+//! one method compare brokers.
 #![warn(missing_docs)]
 
-use std::cell::RefCell;
+mod fanfare;
+mod io;
+mod nats;
+mod redis;
+
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use fanfare_proto::message::DecodeLimits;
-use fanfare_proto::ws::{self, Message, Opcode, Role};
-use fanfare_proto::{ClientMsg, ServerMsg, Start};
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use thiserror::Error;
+
+use crate::io::Dialer;
 
 /// Bytes of the header every generated payload starts with.
 pub const PAYLOAD_HEADER_BYTES: usize = 20;
@@ -38,12 +45,43 @@ pub const PAYLOAD_HEADER_BYTES: usize = 20;
 const GRACE: Duration = Duration::from_secs(2);
 /// Highest latency the histograms hold (longer ones are clamped).
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
+/// Length of one interval in the HdrHistogram log.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a Fanfare target is spoken to. Peer brokers (`redis://`, `nats://`) have their own
+/// protocol and ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// WebSocket for publishers and subscribers (`ws://`, or `wss://` for TLS).
+    #[default]
+    Ws,
+    /// Subscribers read Server-Sent Events over HTTP/1.1; publishers use WebSocket.
+    Sse,
+    /// HTTP/2 (prior knowledge on `ws://`/`http://`, ALPN on `wss://`/`https://`): subscribers
+    /// read length-prefixed frames, publishers `POST` (one stream per message).
+    H2,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ws" | "wss" => Ok(Transport::Ws),
+            "sse" => Ok(Transport::Sse),
+            "h2" => Ok(Transport::H2),
+            other => Err(format!("unknown transport {other:?}: ws, wss, sse or h2")),
+        }
+    }
+}
 
 /// One load test.
 #[derive(Debug, Clone)]
 pub struct Scenario {
-    /// `ws://host:port[/path]` of the broker.
+    /// The broker: `ws://host:port[/path]` or `wss://` (Fanfare; `http://`, `https://` too),
+    /// `redis://host:port`, `nats://host:port`.
     pub url: String,
+    /// How to speak to a Fanfare target.
+    pub transport: Transport,
     /// Publishing connections.
     pub publishers: usize,
     /// Subscribing connections (one subscription each).
@@ -62,16 +100,28 @@ pub struct Scenario {
     pub warmup: Duration,
     /// New connections per second while connecting (`None`: as fast as possible).
     pub connect_rate: Option<u64>,
+    /// Connections each generator thread opens at once while connecting.
+    pub connect_concurrency: usize,
     /// Generator threads (executors).
     pub threads: usize,
-    /// Namespace of the test topics.
+    /// Namespace of the test topics (Redis channels and NATS subjects are `namespace.tN`).
     pub namespace: String,
+    /// Fanfare access token (query string on WebSocket and SSE, bearer on HTTP/2).
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (TLS).
+    pub ca: Option<PathBuf>,
+    /// Skip TLS certificate verification (test certificates only).
+    pub insecure: bool,
+    /// Write an HdrHistogram interval log of delivery latency here (one-second intervals,
+    /// values in nanoseconds; plot with HdrHistogram's log tools).
+    pub hdr_log: Option<PathBuf>,
 }
 
 impl Default for Scenario {
     fn default() -> Self {
         Self {
             url: "ws://127.0.0.1:7070/v1/ws".into(),
+            transport: Transport::Ws,
             publishers: 1,
             subscribers: 10,
             topics: 1,
@@ -81,8 +131,13 @@ impl Default for Scenario {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
             connect_rate: None,
+            connect_concurrency: 64,
             threads: 1,
             namespace: "bench".into(),
+            token: None,
+            ca: None,
+            insecure: false,
+            hdr_log: None,
         }
     }
 }
@@ -120,6 +175,8 @@ pub struct Percentiles {
 /// What a run measured.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// The broker's URL.
+    pub target: String,
     /// Messages acknowledged by the broker during the measured time.
     pub published: u64,
     /// Deliveries counted (one per subscriber per message) during the measured time.
@@ -158,10 +215,11 @@ impl Report {
     pub fn to_json(&self) -> String {
         let l = &self.latency_us;
         format!(
-            "{{\"published\":{},\"delivered\":{},\"seconds\":{:.3},\"delivered_per_sec\":{:.1},\"bytes_per_sec\":{:.1},\
+            "{{\"target\":\"{}\",\"published\":{},\"delivered\":{},\"seconds\":{:.3},\"delivered_per_sec\":{:.1},\"bytes_per_sec\":{:.1},\
 \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
 \"gaps\":{},\"duplicates\":{},\"reorders\":{},\"discontinuities\":{},\"connect_seconds\":{:.3},\
 \"generator_cpu_seconds\":{:.3},\"generator_cpu_share\":{:.3},\"generator_saturated\":{}}}",
+            self.target.replace(['"', '\\'], ""),
             self.published,
             self.delivered,
             self.seconds,
@@ -229,22 +287,255 @@ fn clock() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     clock().elapsed().as_nanos() as u64
 }
+
+// -------------------------------------------------------------------- targets
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Fanfare,
+    Redis,
+    Nats,
+}
+
+/// Where and how to connect.
+#[derive(Clone)]
+struct Target {
+    kind: Kind,
+    /// WebSocket path (Fanfare).
+    path: String,
+    /// For HTTP/1.1 and WebSocket (ALPN http/1.1 on TLS), and for HTTP/2 (ALPN h2).
+    http1: Dialer,
+    h2: Dialer,
+}
+
+fn target(s: &Scenario) -> Result<Target, BenchError> {
+    let (scheme, rest) = s
+        .url
+        .split_once("://")
+        .ok_or_else(|| BenchError::Scenario(format!("not a URL: {}", s.url)))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
+        None => (rest.to_owned(), "/v1/ws".to_owned()),
+    };
+    let (kind, tls) = match scheme {
+        "ws" | "http" => (Kind::Fanfare, false),
+        "wss" | "https" => (Kind::Fanfare, true),
+        "redis" => (Kind::Redis, false),
+        "nats" => (Kind::Nats, false),
+        other => {
+            return Err(BenchError::Scenario(format!(
+                "unsupported scheme {other}://: use ws, wss, http, https, redis or nats"
+            )))
+        }
+    };
+    if kind != Kind::Fanfare && s.transport != Transport::Ws {
+        return Err(BenchError::Scenario(
+            "--transport applies to Fanfare targets only".into(),
+        ));
+    }
+    let dialer = |alpn: &[&[u8]]| -> Result<Dialer, BenchError> {
+        Ok(Dialer {
+            host: host.clone(),
+            tls: if tls {
+                Some(io::tls_connector(&host, s.ca.as_deref(), s.insecure, alpn)?)
+            } else {
+                None
+            },
+        })
+    };
+    Ok(Target {
+        kind,
+        path: if path == "/" { "/v1/ws".into() } else { path },
+        http1: dialer(&[b"http/1.1"])?,
+        h2: dialer(&[b"h2"])?,
+    })
+}
+
+impl Target {
+    /// The wire name of topic `i`.
+    fn topic(&self, ns: &str, i: usize) -> String {
+        match self.kind {
+            Kind::Fanfare => format!("t{i}"),
+            Kind::Redis | Kind::Nats => format!("{ns}.t{i}"),
+        }
+    }
+}
+
+// -------------------------------------------------------------------- connections
+
+/// What a subscriber connection yields.
+pub(crate) enum Got {
+    /// A message; `pos` is the broker's `(epoch, seq)` when it has one.
+    Item {
+        pos: Option<(u64, u64)>,
+        payload: Bytes,
+    },
+    /// The broker says messages were lost; delivery continues at `(epoch, next)`.
+    Discontinuity { epoch: u64, next: u64 },
+}
+
+enum Sub {
+    Ws(fanfare::Ws),
+    Sse(fanfare::Sse),
+    H2(fanfare::H2Sub),
+    Redis(redis::RedisSub),
+    Nats(nats::NatsSub),
+}
+
+impl Sub {
+    async fn open(t: &Target, s: &Scenario, topic: &str) -> Result<Sub, BenchError> {
+        let token = s.token.as_deref();
+        let ns = s.namespace.as_str();
+        Ok(match (t.kind, s.transport) {
+            (Kind::Redis, _) => Sub::Redis(redis::RedisSub::subscribe(&t.http1, topic).await?),
+            (Kind::Nats, _) => Sub::Nats(nats::NatsSub::subscribe(&t.http1, topic).await?),
+            (Kind::Fanfare, Transport::Ws) => Sub::Ws(
+                fanfare::Ws::connect(&t.http1, &t.path, token)
+                    .await?
+                    .subscribe(ns, topic)
+                    .await?,
+            ),
+            (Kind::Fanfare, Transport::Sse) => {
+                Sub::Sse(fanfare::Sse::subscribe(&t.http1, ns, topic, token).await?)
+            }
+            (Kind::Fanfare, Transport::H2) => {
+                Sub::H2(fanfare::H2Sub::subscribe(&t.h2, ns, topic, token).await?)
+            }
+        })
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Got>) -> Result<(), BenchError> {
+        match self {
+            Sub::Ws(c) => c.recv(out).await,
+            Sub::Sse(c) => c.recv(out).await,
+            Sub::H2(c) => c.recv(out).await,
+            Sub::Redis(c) => c.recv(out).await,
+            Sub::Nats(c) => c.recv(out).await,
+        }
+    }
+}
+
+enum Pub {
+    Ws(fanfare::WsPub),
+    H2(fanfare::H2Pub),
+    Redis(redis::RedisPub),
+    Nats(nats::NatsPub),
+}
+
+impl Pub {
+    async fn open(t: &Target, s: &Scenario, acks: Rc<Acks>) -> Result<Pub, BenchError> {
+        let token = s.token.as_deref();
+        Ok(match (t.kind, s.transport) {
+            (Kind::Redis, _) => Pub::Redis(redis::RedisPub::connect(&t.http1, acks).await?),
+            (Kind::Nats, _) => Pub::Nats(nats::NatsPub::connect(&t.http1, s.window, acks).await?),
+            (Kind::Fanfare, Transport::H2) => {
+                Pub::H2(fanfare::H2Pub::connect(&t.h2, token, acks).await?)
+            }
+            (Kind::Fanfare, Transport::Ws | Transport::Sse) => Pub::Ws(
+                fanfare::Ws::connect(&t.http1, &t.path, token)
+                    .await?
+                    .into_publisher(acks),
+            ),
+        })
+    }
+
+    async fn send(
+        &mut self,
+        ns: &str,
+        topic: &str,
+        payload: &[u8],
+        intended: u64,
+    ) -> Result<(), BenchError> {
+        match self {
+            Pub::Ws(p) => p.send(ns, topic, payload, intended).await,
+            Pub::H2(p) => p.send(ns, topic, payload, intended).await,
+            Pub::Redis(p) => p.send(topic, payload, intended).await,
+            Pub::Nats(p) => p.send(topic, payload, intended).await,
+        }
+    }
+
+    /// Asks for acknowledgements of what was sent (NATS batches them).
+    async fn flush(&mut self) -> Result<(), BenchError> {
+        match self {
+            Pub::Nats(p) => p.flush().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A publisher's acknowledgements: its window, and counting.
+pub(crate) struct Acks {
+    in_flight: Cell<usize>,
+    waker: RefCell<Option<Waker>>,
+    error: RefCell<Option<BenchError>>,
+    tally: Rc<RefCell<Tally>>,
+    progress: Arc<Progress>,
+    /// The measured window `[from, to)` of intended send times.
+    window: Cell<(u64, u64)>,
+}
+
+impl Acks {
+    /// The broker acknowledged the publish intended at `intended`.
+    pub(crate) fn ack(&self, intended: u64) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        let (from, to) = self.window.get();
+        if intended >= from && intended < to {
+            self.tally.borrow_mut().published += 1;
+            self.progress.published.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake();
+    }
+
+    /// The connection failed.
+    pub(crate) fn fail(&self, e: BenchError) {
+        self.error.borrow_mut().get_or_insert(e);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn take_error(&self) -> Result<(), BenchError> {
+        match self.error.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves once fewer than `n` are in flight (or the connection failed).
+    async fn below(&self, n: usize) {
+        std::future::poll_fn(|cx| {
+            if self.in_flight.get() < n || self.error.borrow().is_some() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+// -------------------------------------------------------------------- the run
 
 /// Runs `s` and reports; `progress` is updated while it runs (read it from another thread).
 pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> {
     check(s)?;
-    let (host, path) = split_url(&s.url)?;
+    let target = target(s)?;
     let threads = s.threads.max(1);
     let shared = Arc::new(Shared {
         scenario: s.clone(),
-        host,
-        path,
+        target,
         progress,
         ready: AtomicUsize::new(0),
         go_ns: AtomicU64::new(u64::MAX),
+        failed: std::sync::Mutex::new(None),
     });
     let cpu0 = process_cpu_seconds();
     let t0 = Instant::now();
@@ -260,27 +551,45 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
         joins.push(h);
     }
     // Start publishing once every subscriber is subscribed (or a thread failed).
-    let connect_deadline = Instant::now() + Duration::from_secs(120);
+    let connect_deadline = Instant::now() + Duration::from_secs(300);
     while shared.ready.load(Ordering::Acquire) < threads {
+        if let Some(e) = shared
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            shared.go_ns.store(0, Ordering::Release);
+            return Err(BenchError::Connection(e));
+        }
         if Instant::now() > connect_deadline {
+            shared.go_ns.store(0, Ordering::Release);
             return Err(BenchError::Connection(
-                "subscribers did not all subscribe within 120 s".into(),
+                "subscribers did not all subscribe within 300 s".into(),
             ));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     let connect_seconds = t0.elapsed().as_secs_f64();
-    shared.go_ns.store(now_ns(), Ordering::Release);
+    let go = now_ns();
+    shared.go_ns.store(go, Ordering::Release);
     let mut total = Tally::new();
+    let mut intervals: Vec<(u64, Histogram<u64>)> = Vec::new();
     for j in joins {
-        let tally = j.join().map_err(|e| BenchError::Runtime(e.to_string()))??;
+        let (tally, iv) = j.join().map_err(|e| BenchError::Runtime(e.to_string()))??;
         total.merge(&tally);
+        intervals.extend(iv);
     }
     let cpu = process_cpu_seconds() - cpu0;
     let wall = t0.elapsed().as_secs_f64();
+    if let Some(path) = &s.hdr_log {
+        let measure_from = go + s.warmup.as_nanos() as u64;
+        write_hdr_log(path, &s.url, measure_from, intervals)?;
+    }
     let secs = s.duration.as_secs_f64();
     let q = |p: f64| total.latency.value_at_quantile(p) as f64 / 1000.0;
     Ok(Report {
+        target: s.url.clone(),
         published: total.published,
         delivered: total.delivered,
         seconds: secs,
@@ -303,6 +612,48 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
     })
 }
 
+/// Writes the interval histograms (merged across threads by interval) as an HdrHistogram
+/// interval log (V2, compressed).
+fn write_hdr_log(
+    path: &std::path::Path,
+    url: &str,
+    measure_from: u64,
+    intervals: Vec<(u64, Histogram<u64>)>,
+) -> Result<(), BenchError> {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let mut merged: std::collections::BTreeMap<u64, Histogram<u64>> = Default::default();
+    for (start, h) in intervals {
+        let idx = start.saturating_sub(measure_from) / LOG_INTERVAL.as_nanos() as u64;
+        match merged.get_mut(&idx) {
+            Some(m) => {
+                let _ = m.add(&h);
+            }
+            None => {
+                merged.insert(idx, h);
+            }
+        }
+    }
+    let err = |e: String| BenchError::Runtime(format!("HdrHistogram log {}: {e}", path.display()));
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| err(e.to_string()))?);
+    let mut ser = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment(&format!(
+            "fanfare bench against {url}; delivery latency in ns"
+        ))
+        .with_start_time(std::time::SystemTime::now())
+        .with_max_value_divisor(1e6)
+        .begin_log_with(&mut file, &mut ser)
+        .map_err(|e| err(e.to_string()))?;
+    for (idx, h) in merged {
+        log.write_histogram(&h, LOG_INTERVAL * idx as u32, LOG_INTERVAL, None)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    drop(log);
+    std::io::Write::flush(&mut file).map_err(|e| err(e.to_string()))
+}
+
 fn check(s: &Scenario) -> Result<(), BenchError> {
     let bad = |m: &str| Err(BenchError::Scenario(m.into()));
     if s.topics == 0 {
@@ -323,17 +674,10 @@ fn check(s: &Scenario) -> Result<(), BenchError> {
     if s.duration.is_zero() {
         return bad("duration must be positive");
     }
+    if s.connect_concurrency == 0 {
+        return bad("connect_concurrency must be at least 1");
+    }
     Ok(())
-}
-
-fn split_url(url: &str) -> Result<(String, String), BenchError> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| {
-        BenchError::Scenario(format!("only ws:// URLs are supported so far, got {url}"))
-    })?;
-    Ok(match rest.find('/') {
-        Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
-        None => (rest.to_owned(), "/v1/ws".to_owned()),
-    })
 }
 
 /// Seconds of CPU (user + system) this process used, from /proc/self/stat.
@@ -351,13 +695,14 @@ fn process_cpu_seconds() -> f64 {
 
 struct Shared {
     scenario: Scenario,
-    host: String,
-    path: String,
+    target: Target,
     progress: Arc<Progress>,
-    /// Threads whose subscribers are all subscribed.
+    /// Threads whose connections are all open.
     ready: AtomicUsize,
-    /// When publishing starts (ns on the shared clock); MAX until then.
+    /// When publishing starts (ns on the shared clock); MAX until then, 0 to abort.
     go_ns: AtomicU64,
+    /// The first connection failure while connecting.
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 /// One thread's measurements.
@@ -372,6 +717,11 @@ struct Tally {
     latency: Histogram<u64>,
 }
 
+fn latency_histogram() -> Histogram<u64> {
+    // 1 ns to 60 s at 3 significant digits: the bounds are constants, valid by design.
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).unwrap_or_else(|_| unreachable!())
+}
+
 impl Tally {
     fn new() -> Self {
         Self {
@@ -382,9 +732,7 @@ impl Tally {
             duplicates: 0,
             reorders: 0,
             discontinuities: 0,
-            // 1 ns to 60 s at 3 significant digits: the bounds are constants, valid by design.
-            latency: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
-                .unwrap_or_else(|_| unreachable!()),
+            latency: latency_histogram(),
         }
     }
 
@@ -400,148 +748,189 @@ impl Tally {
     }
 }
 
-async fn worker(shared: Arc<Shared>, t: usize, threads: usize) -> Result<Tally, BenchError> {
+type Intervals = Vec<(u64, Histogram<u64>)>;
+
+async fn sleep_until(t_ns: u64) {
+    let now = now_ns();
+    if t_ns > now {
+        glommio::timer::sleep(Duration::from_nanos(t_ns - now)).await;
+    }
+}
+
+/// Opens this thread's subscribers, `connect_concurrency` at a time, paced by `connect_rate`.
+async fn connect_subscribers(
+    shared: &Arc<Shared>,
+    t: usize,
+    threads: usize,
+) -> Result<Vec<Sub>, BenchError> {
     let s = &shared.scenario;
-    let tally = Rc::new(RefCell::new(Tally::new()));
-    // Subscribers first, at the connect rate (split over threads).
-    let mine: Vec<usize> = (0..s.subscribers).filter(|i| i % threads == t).collect();
-    let gap = s
+    let queue: Rc<RefCell<std::collections::VecDeque<usize>>> = Rc::new(RefCell::new(
+        (0..s.subscribers).filter(|i| i % threads == t).collect(),
+    ));
+    let gap_ns = s
         .connect_rate
-        .map(|r| Duration::from_secs_f64(threads as f64 / r.max(1) as f64));
-    let mut subs = Vec::new();
-    for i in mine {
-        let mut c = Conn::connect(&shared.host, &shared.path).await?;
-        c.subscribe(&s.namespace, &topic_name(i % s.topics)).await?;
-        shared.progress.subscribed.fetch_add(1, Ordering::Relaxed);
-        subs.push(c);
-        if let Some(g) = gap {
-            glommio::timer::sleep(g).await;
+        .map(|r| (1e9 * threads as f64 / r.max(1) as f64) as u64);
+    let next_slot = Rc::new(Cell::new(now_ns()));
+    let subs = Rc::new(RefCell::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..s.connect_concurrency {
+        let (queue, next_slot, subs, shared) = (
+            queue.clone(),
+            next_slot.clone(),
+            subs.clone(),
+            shared.clone(),
+        );
+        tasks.push(glommio::spawn_local(async move {
+            loop {
+                let Some(i) = queue.borrow_mut().pop_front() else {
+                    return Ok(());
+                };
+                if let Some(g) = gap_ns {
+                    let at = next_slot.get().max(now_ns());
+                    next_slot.set(at + g);
+                    sleep_until(at).await;
+                }
+                let s = &shared.scenario;
+                let topic = shared.target.topic(&s.namespace, i % s.topics);
+                let sub = Sub::open(&shared.target, s, &topic).await?;
+                shared.progress.subscribed.fetch_add(1, Ordering::Relaxed);
+                subs.borrow_mut().push(sub);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let out = std::mem::take(&mut *subs.borrow_mut());
+    Ok(out)
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    t: usize,
+    threads: usize,
+) -> Result<(Tally, Intervals), BenchError> {
+    let r = connect_all(&shared, t, threads).await;
+    let (subs, pubs, tally) = match r {
+        Ok(x) => x,
+        Err(e) => {
+            let mut f = shared.failed.lock().unwrap_or_else(|e| e.into_inner());
+            f.get_or_insert(e.to_string());
+            return Err(e);
         }
-    }
-    let mut pubs = Vec::new();
-    for j in (0..s.publishers).filter(|j| j % threads == t) {
-        pubs.push((j, Conn::connect(&shared.host, &shared.path).await?));
-    }
+    };
     shared.ready.fetch_add(1, Ordering::AcqRel);
     while shared.go_ns.load(Ordering::Acquire) == u64::MAX {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     let go = shared.go_ns.load(Ordering::Acquire);
+    if go == 0 {
+        return Err(BenchError::Runtime("run aborted".into()));
+    }
+    let s = &shared.scenario;
     let measure_from = go + s.warmup.as_nanos() as u64;
     let stop_at = measure_from + s.duration.as_nanos() as u64;
+    let end = stop_at + GRACE.as_nanos() as u64;
+    // Interval histograms for the HdrHistogram log: recorded by receipt time.
+    let interval = Rc::new(RefCell::new(latency_histogram()));
+    let intervals: Rc<RefCell<Intervals>> = Rc::new(RefCell::new(Vec::new()));
+    let ticker = s.hdr_log.as_ref().map(|_| {
+        let (interval, intervals) = (interval.clone(), intervals.clone());
+        glommio::spawn_local(async move {
+            let mut start = measure_from;
+            loop {
+                sleep_until(start + LOG_INTERVAL.as_nanos() as u64).await;
+                let h = std::mem::replace(&mut *interval.borrow_mut(), latency_histogram());
+                intervals.borrow_mut().push((start, h));
+                start += LOG_INTERVAL.as_nanos() as u64;
+                if start >= stop_at {
+                    break;
+                }
+            }
+        })
+    });
     let mut tasks = Vec::new();
-    for c in subs {
-        tasks.push(glommio::spawn_local(subscriber(
-            c,
-            shared.clone(),
-            tally.clone(),
-            measure_from,
-            stop_at,
-        )));
+    for sub in subs {
+        let (shared, tally, interval) = (shared.clone(), tally.clone(), interval.clone());
+        tasks.push(glommio::spawn_local(async move {
+            // One timer per subscriber for the whole run ends it at the deadline.
+            futures_lite::future::or(
+                subscriber(sub, shared, tally, interval, measure_from, stop_at),
+                async {
+                    sleep_until(end).await;
+                    Ok(())
+                },
+            )
+            .await
+        }));
     }
-    for (j, c) in pubs {
-        tasks.push(glommio::spawn_local(publisher(
-            c,
-            j,
-            shared.clone(),
-            tally.clone(),
-            go,
-            measure_from,
-            stop_at,
-        )));
+    for (j, p, acks) in pubs {
+        let shared = shared.clone();
+        tasks.push(glommio::spawn_local(async move {
+            publisher(p, j, &shared, acks, go, stop_at).await
+        }));
     }
+    let mut first_err = None;
     for task in tasks {
-        task.await?;
+        if let Err(e) = task.await {
+            first_err.get_or_insert(e);
+        }
+    }
+    if let Some(t) = ticker {
+        t.await;
+    }
+    if let Some(e) = first_err {
+        return Err(e);
     }
     let out = std::mem::replace(&mut *tally.borrow_mut(), Tally::new());
-    Ok(out)
+    let iv = std::mem::take(&mut *intervals.borrow_mut());
+    Ok((out, iv))
 }
 
-fn topic_name(i: usize) -> String {
-    format!("t{i}")
+type Publishers = Vec<(usize, Pub, Rc<Acks>)>;
+
+async fn connect_all(
+    shared: &Arc<Shared>,
+    t: usize,
+    threads: usize,
+) -> Result<(Vec<Sub>, Publishers, Rc<RefCell<Tally>>), BenchError> {
+    let tally = Rc::new(RefCell::new(Tally::new()));
+    let subs = connect_subscribers(shared, t, threads).await?;
+    let s = &shared.scenario;
+    let mut pubs = Vec::new();
+    // Acks are counted against the measured window, known only at go (set by the publisher).
+    for j in (0..s.publishers).filter(|j| j % threads == t) {
+        let acks = Rc::new(Acks {
+            in_flight: Cell::new(0),
+            waker: RefCell::new(None),
+            error: RefCell::new(None),
+            tally: tally.clone(),
+            progress: shared.progress.clone(),
+            window: Cell::new((u64::MAX, 0)),
+        });
+        let p = Pub::open(&shared.target, s, acks.clone()).await?;
+        pubs.push((j, p, acks));
+    }
+    Ok((subs, pubs, tally))
 }
 
 async fn publisher(
-    conn: Conn,
+    mut p: Pub,
     id: usize,
-    shared: Arc<Shared>,
-    tally: Rc<RefCell<Tally>>,
+    shared: &Shared,
+    acks_open: Rc<Acks>,
     go: u64,
-    measure_from: u64,
     stop_at: u64,
 ) -> Result<(), BenchError> {
     let s = &shared.scenario;
-    let Conn {
-        stream,
-        mut rbuf,
-        mut decoder,
-        ..
-    } = conn;
-    let (mut r, mut w) = futures_lite::io::split(stream);
-    let in_flight = Rc::new(std::cell::Cell::new(0usize));
-    let window_waker: Rc<RefCell<Option<std::task::Waker>>> = Rc::new(RefCell::new(None));
-    let done = Rc::new(std::cell::Cell::new(false));
-    // Acks: count them, free window slots.
-    let acks = {
-        let (in_flight, done, tally, progress) = (
-            in_flight.clone(),
-            done.clone(),
-            tally.clone(),
-            shared.progress.clone(),
-        );
-        let window_waker = window_waker.clone();
-        glommio::spawn_local(async move {
-            let mut chunk = vec![0u8; 64 * 1024];
-            loop {
-                while let Some(m) = decoder
-                    .decode(&mut rbuf)
-                    .map_err(|e| BenchError::Connection(e.to_string()))?
-                {
-                    if let Message::Binary(b) = m {
-                        match ServerMsg::decode(&b, &DecodeLimits::default()) {
-                            Ok(ServerMsg::PublishAck { request_id, .. }) => {
-                                in_flight.set(in_flight.get().saturating_sub(1));
-                                if let Some(wk) = window_waker.borrow_mut().take() {
-                                    wk.wake();
-                                }
-                                if request_id >= measure_from && request_id < stop_at {
-                                    tally.borrow_mut().published += 1;
-                                    progress.published.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Ok(ServerMsg::Error { text, .. }) => {
-                                return Err(BenchError::Connection(format!(
-                                    "publish refused: {text}"
-                                )))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                if done.get() && in_flight.get() == 0 {
-                    return Ok(());
-                }
-                let n = r
-                    .read(&mut chunk)
-                    .await
-                    .map_err(|e| BenchError::Connection(e.to_string()))?;
-                if n == 0 {
-                    return Err(BenchError::Connection(
-                        "broker closed a publisher connection".into(),
-                    ));
-                }
-                rbuf.extend_from_slice(&chunk[..n]);
-            }
-        })
-    };
+    // The measured window is known now; the reader task holds the same Acks.
+    let acks = acks_open;
+    acks.window.set((go + s.warmup.as_nanos() as u64, stop_at));
     let per_pub_rate = s.rate.map(|r| r as f64 / s.publishers.max(1) as f64);
     let interval_ns = per_pub_rate.map(|r| (1e9 / r) as u64);
     let mut topic_seq: HashMap<usize, u64> = HashMap::new();
     let mut payload = vec![0u8; s.payload_bytes];
-    let mut out = BytesMut::new();
-    let mut fbb = flatbuffers::FlatBufferBuilder::with_capacity(1024);
     let mut k: u64 = 0;
-    let mut mask: u32 = 0x1234_5678 ^ id as u32;
     loop {
         // The intended send time: on schedule for a fixed rate, now when as fast as possible.
         let intended = match interval_ns {
@@ -555,274 +944,93 @@ async fn publisher(
         if intended > now + 200_000 {
             glommio::timer::sleep(Duration::from_nanos(intended - now)).await;
         }
-        // Wait for a window slot (the ack reader wakes us).
-        std::future::poll_fn(|cx| {
-            if in_flight.get() < s.window {
-                std::task::Poll::Ready(())
-            } else {
-                *window_waker.borrow_mut() = Some(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        })
-        .await;
+        if acks.in_flight.get() >= s.window {
+            p.flush().await?;
+            acks.below(s.window).await;
+        }
+        acks.take_error()?;
         let topic = (id + k as usize * s.publishers.max(1)) % s.topics;
         let seq = topic_seq.entry(topic).or_insert(0);
         *seq += 1;
         payload[0..4].copy_from_slice(&(id as u32).to_le_bytes());
         payload[4..12].copy_from_slice(&seq.to_le_bytes());
         payload[12..20].copy_from_slice(&intended.to_le_bytes());
-        let msg = ClientMsg::Publish {
-            // The request id carries the intended time, so acks can be counted by window.
-            request_id: intended,
-            namespace: s.namespace.clone(),
-            topic: topic_name(topic),
-            payload: Bytes::copy_from_slice(&payload),
-            idempotency_key: None,
-        };
-        msg.encode_into(&mut fbb);
-        mask = mask.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        out.clear();
-        ws::encode_frame(
-            &mut out,
-            Opcode::Binary,
-            true,
-            fbb.finished_data(),
-            Some(mask.to_be_bytes()),
-        );
-        in_flight.set(in_flight.get() + 1);
-        w.write_all(&out)
-            .await
-            .map_err(|e| BenchError::Connection(e.to_string()))?;
+        let name = shared.target.topic(&s.namespace, topic);
+        // Counted before the write: the ack can arrive while the write is still awaited.
+        acks.in_flight.set(acks.in_flight.get() + 1);
+        p.send(&s.namespace, &name, &payload, intended).await?;
         k += 1;
     }
-    done.set(true);
-    // Wake the ack reader if it is waiting with nothing in flight.
-    let ping = ClientMsg::Ping { nonce: 0 };
-    ping.encode_into(&mut fbb);
-    out.clear();
-    ws::encode_frame(
-        &mut out,
-        Opcode::Binary,
-        true,
-        fbb.finished_data(),
-        Some([1, 2, 3, 4]),
-    );
-    let _ = w.write_all(&out).await;
-    futures_lite::future::or(acks, async {
-        glommio::timer::sleep(GRACE).await;
-        Ok(())
-    })
-    .await
+    p.flush().await?;
+    futures_lite::future::or(acks.below(1), glommio::timer::sleep(GRACE)).await;
+    acks.take_error()
 }
 
 async fn subscriber(
-    conn: Conn,
+    mut sub: Sub,
     shared: Arc<Shared>,
     tally: Rc<RefCell<Tally>>,
+    interval: Rc<RefCell<Histogram<u64>>>,
     measure_from: u64,
     stop_at: u64,
 ) -> Result<(), BenchError> {
-    let Conn {
-        mut stream,
-        mut rbuf,
-        mut decoder,
-        ..
-    } = conn;
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut got = Vec::new();
     let mut next_seq: Option<(u64, u64)> = None; // (epoch, next seq)
     let mut last_pub: HashMap<u32, u64> = HashMap::new();
-    let deadline_ns = stop_at + GRACE.as_nanos() as u64;
-    let mut local = Tally::new();
-    let mut reported = 0;
+    let log = shared.scenario.hdr_log.is_some();
     loop {
-        while let Some(m) = decoder
-            .decode(&mut rbuf)
-            .map_err(|e| BenchError::Connection(e.to_string()))?
-        {
-            let Message::Binary(b) = m else { continue };
-            let items = match ServerMsg::decode(&b, &DecodeLimits::default()) {
-                Ok(ServerMsg::Item(i)) => vec![i],
-                Ok(ServerMsg::ItemBatch(v)) => v,
-                Ok(ServerMsg::Discontinuity {
-                    new_seq, new_epoch, ..
-                }) => {
-                    local.discontinuities += 1;
-                    next_seq = Some((new_epoch, new_seq));
+        got.clear();
+        sub.recv(&mut got).await?;
+        let now = now_ns();
+        let mut t = tally.borrow_mut();
+        let before = t.delivered;
+        for g in got.drain(..) {
+            let (pos, p) = match g {
+                Got::Discontinuity { epoch, next } => {
+                    t.discontinuities += 1;
+                    next_seq = Some((epoch, next));
                     continue;
                 }
-                Ok(ServerMsg::SubscriptionClosed { text, .. }) => {
-                    return Err(BenchError::Connection(format!(
-                        "subscription closed by the broker: {text}"
-                    )))
-                }
-                _ => continue,
+                Got::Item { pos, payload } => (pos, payload),
             };
-            let now = now_ns();
-            for it in items {
+            if let Some((epoch, seq)) = pos {
                 match next_seq {
-                    Some((e, n)) if e == it.epoch && it.seq < n => local.duplicates += 1,
-                    Some((e, n)) if e == it.epoch && it.seq > n => local.gaps += it.seq - n,
+                    Some((e, n)) if e == epoch && seq < n => t.duplicates += 1,
+                    Some((e, n)) if e == epoch && seq > n => t.gaps += seq - n,
                     _ => {}
                 }
-                if next_seq.is_none_or(|(e, n)| e != it.epoch || it.seq >= n) {
-                    next_seq = Some((it.epoch, it.seq + 1));
-                }
-                if it.payload.len() < PAYLOAD_HEADER_BYTES {
-                    continue;
-                }
-                let p = &it.payload;
-                let publisher = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-                let pseq = u64::from_le_bytes(p[4..12].try_into().unwrap_or([0; 8]));
-                let intended = u64::from_le_bytes(p[12..20].try_into().unwrap_or([0; 8]));
-                let last = last_pub.entry(publisher).or_insert(0);
-                if pseq < *last {
-                    local.reorders += 1;
-                }
-                *last = (*last).max(pseq);
-                if intended >= measure_from && intended < stop_at {
-                    local.delivered += 1;
-                    local.bytes += p.len() as u64;
-                    local
-                        .latency
-                        .saturating_record(now.saturating_sub(intended).max(1));
+                if next_seq.is_none_or(|(e, n)| e != epoch || seq >= n) {
+                    next_seq = Some((epoch, seq + 1));
                 }
             }
-        }
-        if now_ns() >= deadline_ns {
-            break;
-        }
-        // The socket's read timeout (set once) ends a read that waits past the grace time;
-        // no timer is armed per read.
-        let read = match stream.read(&mut chunk).await {
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
-            other => Some(other),
-        };
-        match read {
-            None => {
-                if now_ns() >= stop_at {
-                    break;
-                }
+            if p.len() < PAYLOAD_HEADER_BYTES {
                 continue;
             }
-            Some(Ok(0)) => {
-                return Err(BenchError::Connection(
-                    "broker closed a subscriber connection".into(),
-                ))
+            let publisher = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+            let pseq = u64::from_le_bytes(p[4..12].try_into().unwrap_or([0; 8]));
+            let intended = u64::from_le_bytes(p[12..20].try_into().unwrap_or([0; 8]));
+            match last_pub.get(&publisher).copied() {
+                // Brokers without sequences: the publisher's sequence shows loss and repeats.
+                Some(last) if pos.is_none() && pseq == last => t.duplicates += 1,
+                Some(last) if pos.is_none() && pseq > last + 1 => t.gaps += pseq - last - 1,
+                Some(last) if pseq < last => t.reorders += 1,
+                _ => {}
             }
-            Some(Ok(n)) => rbuf.extend_from_slice(&chunk[..n]),
-            Some(Err(e)) => return Err(BenchError::Connection(e.to_string())),
+            let last = last_pub.entry(publisher).or_insert(0);
+            *last = (*last).max(pseq);
+            if intended >= measure_from && intended < stop_at {
+                let lat = now.saturating_sub(intended).max(1);
+                t.delivered += 1;
+                t.bytes += p.len() as u64;
+                t.latency.saturating_record(lat);
+                if log {
+                    interval.borrow_mut().saturating_record(lat);
+                }
+            }
         }
         // Progress in batches: one shared counter update per read, not per message.
-        shared
-            .progress
-            .delivered
-            .fetch_add(local.delivered - reported, Ordering::Relaxed);
-        reported = local.delivered;
-    }
-    shared
-        .progress
-        .delivered
-        .fetch_add(local.delivered - reported, Ordering::Relaxed);
-    tally.borrow_mut().merge(&local);
-    Ok(())
-}
-
-/// A WebSocket connection to the broker (client side).
-struct Conn {
-    stream: TcpStream,
-    rbuf: BytesMut,
-    decoder: ws::Decoder,
-}
-
-impl Conn {
-    async fn connect(host: &str, path: &str) -> Result<Conn, BenchError> {
-        let err = |e: std::io::Error| BenchError::Connection(format!("{host}: {e}"));
-        let mut stream = TcpStream::connect(host)
-            .await
-            .map_err(|e| BenchError::Connection(format!("{host}: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let nonce: [u8; 16] = std::array::from_fn(|i| (now_ns() >> (i % 8)) as u8 ^ i as u8);
-        let (req, key) = ws::client_request(host, path, nonce, &[]);
-        stream.write_all(req.as_bytes()).await.map_err(err)?;
-        let mut rbuf = BytesMut::new();
-        let mut chunk = [0u8; 1024];
-        loop {
-            match ws::parse_client_response(&rbuf, &key) {
-                Ok(Some(n)) => {
-                    let _ = rbuf.split_to(n);
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => return Err(BenchError::Connection(format!("upgrade refused: {e}"))),
-            }
-            let n = stream.read(&mut chunk).await.map_err(err)?;
-            if n == 0 {
-                return Err(BenchError::Connection("closed during the upgrade".into()));
-            }
-            rbuf.extend_from_slice(&chunk[..n]);
-        }
-        let limits = ws::Limits {
-            frame_bytes_max: 64 << 20,
-            message_bytes_max: 64 << 20,
-        };
-        Ok(Conn {
-            stream,
-            rbuf,
-            decoder: ws::Decoder::new(Role::Client, limits),
-        })
-    }
-
-    async fn send(&mut self, m: &ClientMsg) -> Result<(), BenchError> {
-        let mut out = BytesMut::new();
-        ws::encode_frame(
-            &mut out,
-            Opcode::Binary,
-            true,
-            &m.encode_to_vec(),
-            Some([7, 7, 7, 7]),
-        );
-        self.stream
-            .write_all(&out)
-            .await
-            .map_err(|e| BenchError::Connection(e.to_string()))
-    }
-
-    async fn subscribe(&mut self, ns: &str, topic: &str) -> Result<(), BenchError> {
-        self.send(&ClientMsg::Subscribe {
-            request_id: 1,
-            namespace: ns.into(),
-            topic: topic.into(),
-            from: Start::Latest,
-        })
-        .await?;
-        let mut chunk = [0u8; 4096];
-        loop {
-            while let Some(m) = self
-                .decoder
-                .decode(&mut self.rbuf)
-                .map_err(|e| BenchError::Connection(e.to_string()))?
-            {
-                if let Message::Binary(b) = m {
-                    match ServerMsg::decode(&b, &DecodeLimits::default()) {
-                        Ok(ServerMsg::Subscribed { .. }) => return Ok(()),
-                        Ok(ServerMsg::Error { text, .. }) => {
-                            return Err(BenchError::Connection(format!(
-                                "subscribe refused: {text}"
-                            )))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| BenchError::Connection(e.to_string()))?;
-            if n == 0 {
-                return Err(BenchError::Connection("closed while subscribing".into()));
-            }
-            self.rbuf.extend_from_slice(&chunk[..n]);
-        }
+        let n = t.delivered - before;
+        drop(t);
+        shared.progress.delivered.fetch_add(n, Ordering::Relaxed);
     }
 }

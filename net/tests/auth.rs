@@ -647,7 +647,9 @@ fn http2_requests_carry_bearer_tokens() {
     let srv = auth_server(&k, |_| {});
     let good = token(&k.ed, "h2", &[("chat", "*", &["publish", "subscribe"])]);
     rt().block_on(async {
-        let tcp = tokio::net::TcpStream::connect(srv.local_addr()).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(srv.local_addr())
+            .await
+            .unwrap();
         let (send, conn) = h2::client::handshake(tcp).await.unwrap();
         tokio::spawn(conn);
         let status = |path: &str, method: &str, bearer: Option<&str>| {
@@ -660,9 +662,19 @@ fn http2_requests_carry_bearer_tokens() {
             let req = r.body(()).unwrap();
             let send = send.clone();
             async move {
-                let (resp, mut tx) = send.ready().await.unwrap().send_request(req, false).unwrap();
+                let (resp, mut tx) = send
+                    .ready()
+                    .await
+                    .unwrap()
+                    .send_request(req, false)
+                    .unwrap();
                 tx.send_data(Bytes::from_static(b"x"), true).unwrap();
-                tokio::time::timeout(WAIT, resp).await.unwrap().unwrap().status().as_u16()
+                tokio::time::timeout(WAIT, resp)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status()
+                    .as_u16()
             }
         };
         assert_eq!(status("/v1/topics/chat/a", "POST", None).await, 401);

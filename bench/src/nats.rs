@@ -1,0 +1,294 @@
+//! NATS core over its text protocol: `SUB` connections, and publishers whose `PUB`s are
+//! acknowledged in batches by `PING`/`PONG` (core NATS has no per-message acks; a `PONG`
+//! means the server has processed everything the connection sent before its `PING`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::io::{ReadHalf, WriteHalf};
+
+use crate::io::{read_more, write_all, Dialer, Stream};
+use crate::{Acks, BenchError, Got};
+
+const CHUNK: usize = 64 * 1024;
+/// Largest payload accepted from the server.
+const PAYLOAD_MAX: usize = 64 << 20;
+const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false,\"name\":\"fanfare-bench\",\"lang\":\"rust\",\"version\":\"0.1\",\"protocol\":1}\r\nPING\r\n";
+
+/// One server operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    Info,
+    Msg(Bytes),
+    Ping,
+    Pong,
+    Ok,
+    Err(String),
+}
+
+/// Parses one operation off the front of `buf`: `Ok(None)` when incomplete.
+pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Op>, BenchError> {
+    let Some(i) = buf.windows(2).position(|w| w == b"\r\n") else {
+        if buf.len() > 64 * 1024 {
+            return Err(BenchError::Connection("NATS control line too long".into()));
+        }
+        return Ok(None);
+    };
+    let line = String::from_utf8_lossy(&buf[..i]).into_owned();
+    let mut words = line.split_ascii_whitespace();
+    let verb = words.next().unwrap_or("").to_ascii_uppercase();
+    let op = match verb.as_str() {
+        "MSG" => {
+            let n: usize = line
+                .split_ascii_whitespace()
+                .last()
+                .and_then(|w| w.parse().ok())
+                .filter(|n| *n <= PAYLOAD_MAX)
+                .ok_or_else(|| BenchError::Connection(format!("bad NATS MSG line: {line}")))?;
+            if buf.len() < i + 2 + n + 2 {
+                return Ok(None);
+            }
+            let payload = Bytes::copy_from_slice(&buf[i + 2..i + 2 + n]);
+            buf.advance(i + 2 + n + 2);
+            return Ok(Some(Op::Msg(payload)));
+        }
+        "INFO" => Op::Info,
+        "PING" => Op::Ping,
+        "PONG" => Op::Pong,
+        "+OK" => Op::Ok,
+        "-ERR" => Op::Err(line[4..].trim().to_owned()),
+        _ => {
+            return Err(BenchError::Connection(format!(
+                "unexpected NATS line: {line}"
+            )))
+        }
+    };
+    buf.advance(i + 2);
+    Ok(Some(op))
+}
+
+/// Connects and handshakes (`INFO`, `CONNECT`, `PING` answered by `PONG`).
+async fn connect(d: &Dialer) -> Result<(Stream, BytesMut, Vec<u8>), BenchError> {
+    let mut stream = d.connect().await?;
+    write_all(&mut stream, CONNECT).await?;
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        while let Some(op) = parse(&mut buf)? {
+            match op {
+                Op::Pong => return Ok((stream, buf, chunk)),
+                Op::Err(e) => return Err(BenchError::Connection(format!("NATS refused: {e}"))),
+                _ => {}
+            }
+        }
+        if read_more(&mut stream, &mut buf, &mut chunk).await? == 0 {
+            return Err(BenchError::Connection(
+                "NATS closed during the handshake".into(),
+            ));
+        }
+    }
+}
+
+/// A subscribed connection.
+pub(crate) struct NatsSub {
+    stream: Stream,
+    buf: BytesMut,
+    chunk: Vec<u8>,
+}
+
+impl NatsSub {
+    pub async fn subscribe(d: &Dialer, subject: &str) -> Result<NatsSub, BenchError> {
+        let (mut stream, mut buf, mut chunk) = connect(d).await?;
+        write_all(
+            &mut stream,
+            format!("SUB {subject} 1\r\nPING\r\n").as_bytes(),
+        )
+        .await?;
+        loop {
+            while let Some(op) = parse(&mut buf)? {
+                match op {
+                    Op::Pong => return Ok(NatsSub { stream, buf, chunk }),
+                    Op::Err(e) => return Err(BenchError::Connection(format!("SUB refused: {e}"))),
+                    _ => {}
+                }
+            }
+            if read_more(&mut stream, &mut buf, &mut chunk).await? == 0 {
+                return Err(BenchError::Connection(
+                    "NATS closed while subscribing".into(),
+                ));
+            }
+        }
+    }
+
+    pub async fn recv(&mut self, out: &mut Vec<Got>) -> Result<(), BenchError> {
+        if read_more(&mut self.stream, &mut self.buf, &mut self.chunk).await? == 0 {
+            return Err(BenchError::Connection(
+                "NATS closed a subscriber connection (slow consumer?)".into(),
+            ));
+        }
+        let mut pings = 0;
+        while let Some(op) = parse(&mut self.buf)? {
+            match op {
+                Op::Msg(p) => out.push(Got::Item {
+                    pos: None,
+                    payload: p,
+                }),
+                Op::Ping => pings += 1,
+                Op::Err(e) => return Err(BenchError::Connection(format!("NATS: {e}"))),
+                _ => {}
+            }
+        }
+        for _ in 0..pings {
+            write_all(&mut self.stream, b"PONG\r\n").await?;
+        }
+        Ok(())
+    }
+}
+
+/// A publisher: `PUB`s, with a `PING` after every batch (or when the window is full).
+pub(crate) struct NatsPub {
+    w: WriteHalf<Stream>,
+    /// Intended times of the messages sent since the last `PING`.
+    pending: Vec<u64>,
+    /// Batches awaiting their `PONG`, oldest first.
+    batches: Rc<RefCell<VecDeque<Vec<u64>>>>,
+    pong_owed: Rc<Cell<usize>>,
+    batch: usize,
+    out: Vec<u8>,
+    _reader: glommio::Task<()>,
+}
+
+impl NatsPub {
+    pub async fn connect(d: &Dialer, window: usize, acks: Rc<Acks>) -> Result<NatsPub, BenchError> {
+        let (stream, buf, chunk) = connect(d).await?;
+        let (r, w) = futures_lite::io::split(stream);
+        let batches = Rc::new(RefCell::new(VecDeque::new()));
+        let pong_owed = Rc::new(Cell::new(0));
+        let reader = glommio::spawn_local(replies(
+            r,
+            buf,
+            chunk,
+            batches.clone(),
+            pong_owed.clone(),
+            acks,
+        ));
+        Ok(NatsPub {
+            w,
+            pending: Vec::new(),
+            batches,
+            pong_owed,
+            batch: (window / 2).max(1),
+            out: Vec::new(),
+            _reader: reader,
+        })
+    }
+
+    pub async fn send(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        intended: u64,
+    ) -> Result<(), BenchError> {
+        use std::io::Write as _;
+        self.out.clear();
+        for _ in 0..self.pong_owed.replace(0) {
+            self.out.extend_from_slice(b"PONG\r\n");
+        }
+        let _ = write!(self.out, "PUB {subject} {}\r\n", payload.len());
+        self.out.extend_from_slice(payload);
+        self.out.extend_from_slice(b"\r\n");
+        self.pending.push(intended);
+        if self.pending.len() >= self.batch {
+            self.out.extend_from_slice(b"PING\r\n");
+            self.batches
+                .borrow_mut()
+                .push_back(std::mem::take(&mut self.pending));
+        }
+        write_all(&mut self.w, &self.out).await
+    }
+
+    /// Asks for the acknowledgement of everything sent (before waiting on a full window, and
+    /// at the end).
+    pub async fn flush(&mut self) -> Result<(), BenchError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.batches
+            .borrow_mut()
+            .push_back(std::mem::take(&mut self.pending));
+        write_all(&mut self.w, b"PING\r\n").await
+    }
+}
+
+async fn replies(
+    mut r: ReadHalf<Stream>,
+    mut buf: BytesMut,
+    mut chunk: Vec<u8>,
+    batches: Rc<RefCell<VecDeque<Vec<u64>>>>,
+    pong_owed: Rc<Cell<usize>>,
+    acks: Rc<Acks>,
+) {
+    let res: Result<(), BenchError> = async {
+        loop {
+            while let Some(op) = parse(&mut buf)? {
+                match op {
+                    Op::Pong => {
+                        if let Some(b) = batches.borrow_mut().pop_front() {
+                            for t in b {
+                                acks.ack(t);
+                            }
+                        }
+                    }
+                    Op::Ping => pong_owed.set(pong_owed.get() + 1),
+                    Op::Err(e) => return Err(BenchError::Connection(format!("NATS: {e}"))),
+                    _ => {}
+                }
+            }
+            if read_more(&mut r, &mut buf, &mut chunk).await? == 0 {
+                return Err(BenchError::Connection(
+                    "NATS closed a publisher connection".into(),
+                ));
+            }
+        }
+    }
+    .await;
+    if let Err(e) = res {
+        acks.fail(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_split_operations() {
+        let all: &[u8] =
+            b"INFO {\"server_id\":\"x\"}\r\nMSG bench.t0 1 5\r\nab\r\nc\r\nPING\r\nMSG a 1 r 0\r\n\r\n-ERR 'Slow Consumer'\r\nPONG\r\n";
+        for cut in 0..all.len() {
+            let mut buf = BytesMut::from(&all[..cut]);
+            let mut got = Vec::new();
+            while let Some(op) = parse(&mut buf).unwrap() {
+                got.push(op);
+            }
+            buf.extend_from_slice(&all[cut..]);
+            while let Some(op) = parse(&mut buf).unwrap() {
+                got.push(op);
+            }
+            assert_eq!(
+                got,
+                vec![
+                    Op::Info,
+                    Op::Msg(Bytes::from_static(b"ab\r\nc")),
+                    Op::Ping,
+                    Op::Msg(Bytes::new()),
+                    Op::Err("'Slow Consumer'".into()),
+                    Op::Pong,
+                ],
+                "cut {cut}"
+            );
+        }
+    }
+}
