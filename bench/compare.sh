@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Fanfare side by side with NATS and Redis on this machine, with one tool and one method.
+#
+#   bench/compare.sh                 # all scenarios, ~10 minutes; markdown on stdout
+#   bench/compare.sh > /tmp/cmp.md   # then paste into docs/benchmarks.md
+#
+# Each broker runs pinned to BROKER_CPUS (default 0), alone; `fanfare bench` runs pinned to
+# GEN_CPUS (default: every other CPU). For every scenario the script records the broker's CPU
+# time (utime + stime from /proc) around the run, so a generator-bound run still compares the
+# brokers' cost per delivered message. Installs redis-server, nats-server and iperf3 with
+# apt-get when missing. Not part of CI.
+#
+# Environment: BROKER_CPUS, GEN_CPUS, DURATION (s, default 5), WARMUP (s, default 1),
+# ONLY (a regex over scenario names), BROKERS (default "fanfare nats redis").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ncpu=$(nproc)
+BROKER_CPUS=${BROKER_CPUS:-0}
+if [ -z "${GEN_CPUS:-}" ]; then
+  GEN_CPUS=$(seq -s, 0 $((ncpu - 1)) | tr ',' '\n' | grep -vx "$BROKER_CPUS" | paste -sd, || true)
+  [ -n "$GEN_CPUS" ] || GEN_CPUS=$BROKER_CPUS
+fi
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+ONLY=${ONLY:-.}
+BROKERS=${BROKERS:-"fanfare nats redis"}
+gen_threads=$(echo "$GEN_CPUS" | tr ',' '\n' | wc -l)
+broker_threads=$(echo "$BROKER_CPUS" | tr ',' '\n' | wc -l)
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v nats-server >/dev/null || need+=(nats-server)
+command -v iperf3 >/dev/null || need+=(iperf3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  service redis-server stop >/dev/null 2>&1 || true
+fi
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo build --release -q
+bin=$PWD/target/release/fanfare
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$((20000 + RANDOM % 20000))
+start_broker() {
+  local b=$1
+  port=$((port + 1))
+  case $b in
+    fanfare) taskset -c "$BROKER_CPUS" "$bin" serve --no-pin --shards "$broker_threads" \
+               --listen 127.0.0.1:$port >"$work/$b.log" 2>&1 & url=ws://127.0.0.1:$port/v1/ws ;;
+    nats)    taskset -c "$BROKER_CPUS" nats-server -a 127.0.0.1 -p $port >"$work/$b.log" 2>&1 &
+             url=nats://127.0.0.1:$port ;;
+    redis)   taskset -c "$BROKER_CPUS" redis-server --port $port --bind 127.0.0.1 --save '' \
+               --appendonly no --maxclients 100000 \
+               --client-output-buffer-limit 'pubsub 256mb 64mb 60' >"$work/$b.log" 2>&1 &
+             url=redis://127.0.0.1:$port ;;
+  esac
+  pid=$!
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.05; done
+  echo "$b did not start: $(cat "$work/$b.log")" >&2; exit 1
+}
+stop_broker() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$pid"/stat; }
+rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$pid"/status; }
+
+# One run: prints a JSON line with the generator's report plus the broker's CPU and peak RSS.
+run() {
+  local name=$1 broker=$2; shift 2
+  local c0 r0; c0=$(cpu_ticks); r0=$(rss_kib)
+  ( peak=$r0; while kill -0 "$pid" 2>/dev/null; do r=$(rss_kib 2>/dev/null || echo 0); [ "$r" -gt "$peak" ] && peak=$r; echo "$peak" > "$work/peak"; sleep 0.1; done ) &
+  local sampler=$!
+  local out err
+  if out=$(taskset -c "$GEN_CPUS" "$bin" bench --url "$url" --json --threads "$gen_threads" \
+             --duration "$DURATION" --warmup "$WARMUP" "$@" 2>"$work/err"); then err=""; else err=$(tail -c 300 "$work/err" | tr -d '\r' | tail -1); out="{}"; fi
+  kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
+  local c1; c1=$(cpu_ticks 2>/dev/null || echo "$c0")
+  python3 - "$name" "$broker" "$out" "$c0" "$c1" "$r0" "$(cat "$work/peak" 2>/dev/null || echo "$r0")" "$err" <<'PY' >> "$work/results.jsonl"
+import json, sys
+name, broker, out, c0, c1, r0, peak, err = sys.argv[1:9]
+r = json.loads(out)
+r.update(scenario=name, broker=broker, broker_cpu_s=(float(c1) - float(c0)) / 100.0,
+         rss0_kib=int(r0), rss_peak_kib=int(peak), error=err)
+print(json.dumps(r))
+PY
+  echo "  $broker: $name ${err:+FAILED: $err}" >&2
+}
+
+scenarios() {
+  local b=$1
+  for n in 1 100 1000 10000; do
+    [[ "fan-out 1->$n" =~ $ONLY ]] && run "fan-out: 1 publisher, 1 topic, $n subscribers, 128 B, max rate" "$b" \
+      --publishers 1 --subscribers $n --topics 1 --payload 128 --rate 0 --window 256
+  done
+  [[ "many topics" =~ $ONLY ]] && run "many topics: 100 publishers, 1,000 topics x 10 subscribers, max rate" "$b" \
+    --publishers 100 --subscribers 10000 --topics 1000 --payload 128 --rate 0 --window 16
+  [[ "fixed rate" =~ $ONLY ]] && run "fixed rate: 10,000 msg/s to 1,000 subscribers (100 topics x 10)" "$b" \
+    --publishers 10 --subscribers 1000 --topics 100 --payload 128 --rate 10000 --window 1024
+  [[ "large" =~ $ONLY ]] && run "large payloads: 64 KiB to 100 subscribers, max rate" "$b" \
+    --publishers 1 --subscribers 100 --topics 1 --payload 65536 --rate 0 --window 16
+  [[ "storm" =~ $ONLY ]] && run "connection storm: 10,000 subscribers" "$b" \
+    --publishers 1 --subscribers 10000 --topics 1 --payload 128 --rate 10 --connect-concurrency 256
+  return 0
+}
+
+for b in $BROKERS; do
+  echo "== $b" >&2
+  start_broker "$b"
+  scenarios "$b"
+  stop_broker
+done
+
+# Loopback ceiling for the large-payload scenario, pinned the same way.
+iperf=""
+if [[ "large" =~ $ONLY ]]; then
+  taskset -c "$BROKER_CPUS" iperf3 -s -1 -p $((port + 1)) >/dev/null 2>&1 &
+  sleep 0.5
+  iperf=$(taskset -c "$GEN_CPUS" iperf3 -c 127.0.0.1 -p $((port + 1)) -t 3 -J 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8)' || true)
+fi
+
+python3 - "$work/results.jsonl" "$iperf" "$BROKER_CPUS" "$GEN_CPUS" "$(nproc)" <<'PY'
+import json, sys, collections
+rows = [json.loads(l) for l in open(sys.argv[1])]
+iperf = float(sys.argv[2]) if sys.argv[2] else None
+print(f"Broker on CPU {sys.argv[3]}, generator on CPU {sys.argv[4]} ({sys.argv[5]} CPUs); "
+      "`delivered/CPU-s` is deliveries per second of broker CPU time.\n")
+by = collections.OrderedDict()
+for r in rows:
+    by.setdefault(r["scenario"], {})[r["broker"]] = r
+def cell(r):
+    if r.get("error"):
+        return None
+    return r
+print("| scenario | broker | delivered/s | delivered/CPU-s | MB/s | p50 us | p99 us | p99.9 us | gaps | dups | discont. | connect s | RSS/conn KB | gen CPU |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+summary = []
+for sc, brokers in by.items():
+    for b, r in brokers.items():
+        if r.get("error"):
+            print(f"| {sc} | {b} | failed: {r['error'][:120]} | | | | | | | | | | | |")
+            continue
+        cpu = r["broker_cpu_s"]
+        per = r["delivered"] / cpu if cpu > 0 else float("nan")
+        r["per_cpu"] = per
+        l = r["latency_us"]
+        subs = None
+        conn = ""
+        if "storm" in sc:
+            conn = f"{(r['rss_peak_kib'] - r['rss0_kib']) / 10000:.1f}"
+        sat = " sat." if r["generator_saturated"] else ""
+        print(f"| {sc} | {b} | {r['delivered_per_sec']:,.0f} | {per:,.0f} | {r['bytes_per_sec']/1e6:,.1f} | "
+              f"{l['p50']:,.0f} | {l['p99']:,.0f} | {l['p999']:,.0f} | {r['gaps']} | {r['duplicates']} | "
+              f"{r['discontinuities']} | {r['connect_seconds']:.2f} | {conn} | {r['generator_cpu_share']*100:.0f}%{sat} |")
+    f = brokers.get("fanfare")
+    if f and not f.get("error"):
+        for peer, target in (("nats", 2.0), ("redis", 3.0)):
+            p = brokers.get(peer)
+            if p and not p.get("error") and p.get("per_cpu", 0) > 0:
+                ratio = f["per_cpu"] / p["per_cpu"]
+                summary.append(f"| {sc} | {peer} | {ratio:.2f}x | {target:.0f}x | {'yes' if ratio >= target else 'no'} |")
+            elif p:
+                summary.append(f"| {sc} | {peer} | {peer} failed | {target:.0f}x | n/a |")
+if iperf:
+    print(f"\nLoopback ceiling (iperf3, same pinning): {iperf/1e6:,.0f} MB/s.")
+if summary:
+    print("\nFanfare's delivered messages per broker CPU-second relative to each peer:\n")
+    print("| scenario | peer | Fanfare / peer | target | reached |")
+    print("|---|---|---|---|---|")
+    print("\n".join(summary))
+PY
