@@ -3,7 +3,7 @@
 # generator pinned to CPU 1, and prints a markdown table (delivered messages per wall second
 # and per broker CPU-second, latency percentiles, and loss counters).
 #   bench/local.sh            (takes about a minute)
-# Not part of CI. The Redis/NATS side-by-side script is still to come (issue 6).
+# Not part of CI. bench/compare.sh runs NATS and Redis side by side with Fanfare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q

@@ -51,5 +51,5 @@ pub use message::{
     SubscribeError,
 };
 pub use shard::{OwnedTopicInfo, ShardHandle, ShardHook};
-pub use sink::{Accept, Delivery, Sink};
+pub use sink::{Accept, Delivery, Encoded, Sink};
 pub use stats::{ShardStats, StatsSnapshot};

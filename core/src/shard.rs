@@ -155,18 +155,89 @@ struct Outbox {
     closed: bool,
 }
 
-/// A one-shot, shard-local signal (shutdown).
+/// A one-shot, shard-local signal (shutdown). Each waiting future owns one slot, so a future
+/// polled a million times holds one waker, not a million (glommio counts waker clones in an
+/// `i16`; piling them up overflowed it and panicked the shard).
 #[derive(Default)]
 pub(crate) struct Signal {
     fired: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
+    slots: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
 }
 
 impl Signal {
     fn fire(&self) {
         self.fired.set(true);
-        for w in self.wakers.borrow_mut().drain(..) {
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for w in wakers {
             w.wake();
+        }
+    }
+
+    /// Registers (or refreshes) the waker of the future holding `slot`.
+    fn register(&self, slot: &mut Option<usize>, waker: &Waker) {
+        let mut slots = self.slots.borrow_mut();
+        let i = match *slot {
+            Some(i) => i,
+            None => {
+                let i = match self.free.borrow_mut().pop() {
+                    Some(i) => i,
+                    None => {
+                        slots.push(None);
+                        slots.len() - 1
+                    }
+                };
+                *slot = Some(i);
+                i
+            }
+        };
+        match &mut slots[i] {
+            Some(w) if w.will_wake(waker) => {}
+            s => *s = Some(waker.clone()),
+        }
+    }
+
+    fn release(&self, slot: usize) {
+        if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
+            *s = None;
+            self.free.borrow_mut().push(slot);
+        }
+    }
+
+    /// Wakers held now (tests).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.slots.borrow().iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// Resolves when its [`Signal`] fires.
+pub(crate) struct SignalWait {
+    signal: Rc<Signal>,
+    slot: Option<usize>,
+}
+
+impl Future for SignalWait {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.signal.fired.get() {
+            return Poll::Ready(());
+        }
+        let this = &mut *self;
+        this.signal.register(&mut this.slot, cx.waker());
+        Poll::Pending
+    }
+}
+
+impl Drop for SignalWait {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot.take() {
+            self.signal.release(i);
         }
     }
 }
@@ -908,17 +979,13 @@ impl ShardHandle {
         }
     }
 
-    /// Resolves when the broker starts shutting down.
+    /// Resolves when the broker starts shutting down. Cheap to poll repeatedly: the future
+    /// holds one waker slot however often it is polled.
     pub fn shutdown_signal(&self) -> impl Future<Output = ()> + 'static {
-        let signal = self.state.borrow().shutdown.clone();
-        std::future::poll_fn(move |cx| {
-            if signal.fired.get() {
-                Poll::Ready(())
-            } else {
-                signal.wakers.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
+        SignalWait {
+            signal: self.state.borrow().shutdown.clone(),
+            slot: None,
+        }
     }
 }
 
@@ -1131,6 +1198,44 @@ mod tests {
     use super::*;
     use quickcheck::{quickcheck, Arbitrary, Gen};
     use std::cell::RefCell;
+
+    /// Regression: every poll of the shutdown future used to push a waker clone, and a
+    /// connection's read loop polls it once per message; glommio's i16 waker count overflowed
+    /// after 32,767 messages and panicked the shard.
+    #[test]
+    fn a_signal_future_polled_many_times_holds_one_waker() {
+        let signal = Rc::new(Signal::default());
+        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
+            Poll::Ready(cx.waker().clone())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        let mut a = Box::pin(SignalWait {
+            signal: signal.clone(),
+            slot: None,
+        });
+        let mut b = Box::pin(SignalWait {
+            signal: signal.clone(),
+            slot: None,
+        });
+        for _ in 0..100_000 {
+            assert!(a.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(signal.held(), 2);
+        drop(b);
+        assert_eq!(signal.held(), 1);
+        // A new waiter reuses the freed slot.
+        let mut c = Box::pin(SignalWait {
+            signal: signal.clone(),
+            slot: None,
+        });
+        assert!(c.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(signal.slots.borrow().len(), 2);
+        signal.fire();
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(c.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(signal.held(), 0);
+    }
 
     #[derive(Debug, Clone, PartialEq)]
     enum Ev {

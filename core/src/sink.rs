@@ -8,11 +8,16 @@
 //! message, shard and encoding, whatever the number of subscribers.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
 use crate::ids::{LocalTopicId, SubId};
 use crate::message::{Message, Offer};
+
+/// An encoded message as sinks share it: one buffer per message, shard and encoding, counted
+/// with a plain (non-atomic) reference count, since it never leaves its shard.
+pub type Encoded = Rc<Bytes>;
 
 /// Number of distinct encodings a [`Delivery`] can cache (WebSocket frame, length-prefixed
 /// frame, SSE event, and one spare).
@@ -52,7 +57,7 @@ pub struct Delivery<'a> {
     pub topic: LocalTopicId,
     /// The message.
     pub message: &'a Message,
-    cache: RefCell<[Option<Bytes>; ENCODINGS]>,
+    cache: RefCell<[Option<Encoded>; ENCODINGS]>,
 }
 
 impl<'a> Delivery<'a> {
@@ -71,13 +76,13 @@ impl<'a> Delivery<'a> {
         &self,
         slot: usize,
         encode: impl FnOnce(LocalTopicId, &Message) -> Bytes,
-    ) -> Bytes {
+    ) -> Encoded {
         debug_assert!(slot < ENCODINGS);
         let slot = slot.min(ENCODINGS - 1);
         if let Some(b) = &self.cache.borrow()[slot] {
             return b.clone();
         }
-        let b = encode(self.topic, self.message);
+        let b = Rc::new(encode(self.topic, self.message));
         self.cache.borrow_mut()[slot] = Some(b.clone());
         b
     }

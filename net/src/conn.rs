@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use fanfare_core::{
-    Accept, CloseReason, Delivery, Message, Offer, ShardHandle, Sink, SubId, SubscribeError,
+    Accept, CloseReason, Delivery, Encoded, Message, Offer, ShardHandle, Sink, SubId,
+    SubscribeError,
 };
 use fanfare_proto::message::{encode_item, ErrorCode, ItemRef};
 use fanfare_proto::{framing, sse, ws as wsp, ServerMsg};
@@ -391,7 +392,7 @@ struct SubEntry {
 
 #[derive(Default)]
 struct Out {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Encoded>,
     bytes: usize,
     waker: Option<Waker>,
     /// Set when the connection is ending: the writer sends what is queued, then this.
@@ -563,7 +564,7 @@ impl Conn {
             return;
         }
         out.bytes += frame.len();
-        out.frames.push_back(frame);
+        out.frames.push_back(Encoded::new(frame));
         if let Some(w) = out.waker.take() {
             w.wake();
         }
@@ -864,7 +865,7 @@ pub(crate) fn close_code(reason: &CloseReason) -> (ErrorCode, String) {
 /// What a writer takes from a connection's queue next.
 pub(crate) enum Next {
     /// Frames to send, in order.
-    Frames(Vec<Bytes>),
+    Frames(Vec<Encoded>),
     /// The connection is ending: send these last bytes (maybe empty) and stop.
     Last(Bytes),
 }
@@ -956,7 +957,7 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
             Next::Last(last) => {
                 if chunked {
                     if !last.is_empty() {
-                        chunk(&mut buf, &[last]);
+                        chunk(&mut buf, &[Encoded::new(last)]);
                     }
                     buf.extend_from_slice(b"0\r\n\r\n");
                 } else {
@@ -985,9 +986,9 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
     let _ = w.close().await;
 }
 
-fn chunk(buf: &mut Vec<u8>, frames: &[Bytes]) {
+fn chunk<B: std::ops::Deref<Target = Bytes>>(buf: &mut Vec<u8>, frames: &[B]) {
     use std::io::Write as _;
-    let n: usize = frames.iter().map(Bytes::len).sum();
+    let n: usize = frames.iter().map(|f| f.len()).sum();
     let _ = write!(buf, "{n:x}\r\n");
     for f in frames {
         buf.extend_from_slice(f);

@@ -327,11 +327,11 @@ async fn stream(
 }
 
 /// One DATA payload for a batch: the frames side by side.
-fn join(frames: &[Bytes]) -> Bytes {
+fn join(frames: &[fanfare_core::Encoded]) -> Bytes {
     if let [one] = frames {
-        return one.clone();
+        return Bytes::clone(one);
     }
-    let mut b = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    let mut b = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
     for f in frames {
         b.extend_from_slice(f);
     }

@@ -763,3 +763,25 @@ fn request_flood_without_reading_is_back_pressured() {
     );
     srv.shutdown();
 }
+
+/// Regression: a session's read loop polls the shutdown signal each time a read waits; each
+/// poll used to keep another waker, and after 32,767 waits glommio's waker count overflowed
+/// and panicked the shard.
+#[test]
+fn forty_thousand_round_trips_on_one_connection() {
+    let srv = server_with(|c| c.engine.shards = 1);
+    rt().block_on(async {
+        let mut c = ws(srv.local_addr()).await;
+        // One ping at a time: the server's read waits before every message.
+        for nonce in 0..40_000u64 {
+            send(&mut c, ClientMsg::Ping { nonce }).await;
+            assert_eq!(recv(&mut c).await, ServerMsg::Pong { nonce });
+        }
+    });
+    // The shard is alive: a new connection is served.
+    rt().block_on(async {
+        let mut c = ws(srv.local_addr()).await;
+        send(&mut c, ClientMsg::Ping { nonce: 1 }).await;
+        assert_eq!(recv(&mut c).await, ServerMsg::Pong { nonce: 1 });
+    });
+}
