@@ -41,14 +41,23 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -q
 bin=$PWD/target/release/fanfare
 work=$(mktemp -d)
+# Raw results (one JSON object per run) are kept for inspection.
+results=${RESULTS:-/tmp/fanfare-compare.jsonl}
+: > "$results"
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-port=$((20000 + RANDOM % 20000))
+# Broker ports come from below the ephemeral range, so no client socket holds them.
+eph_lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
+port=$((10000 + RANDOM % (eph_lo - 11000)))
+free_port() {
+  port=$((port + 1))
+  while (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((port + 1)); done
+}
 start_broker() {
   local b=$1
-  port=$((port + 1))
+  free_port
   case $b in
     fanfare) taskset -c "$BROKER_CPUS" "$bin" serve --no-pin --shards "$broker_threads" \
                --listen 127.0.0.1:$port >"$work/$b.log" 2>&1 & url=ws://127.0.0.1:$port/v1/ws ;;
@@ -60,8 +69,10 @@ start_broker() {
              url=redis://127.0.0.1:$port ;;
   esac
   pid=$!
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && return; sleep 0.05; done
-  echo "$b did not start: $(cat "$work/$b.log")" >&2; exit 1
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0; sleep 0.05; done
+  echo "$b did not start: $(tail -3 "$work/$b.log")" >&2
+  kill "$pid" 2>/dev/null || true; pid=""
+  return 1
 }
 stop_broker() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$pid"/stat; }
@@ -78,7 +89,7 @@ run() {
              --duration "$DURATION" --warmup "$WARMUP" "$@" 2>"$work/err"); then err=""; else err=$(tail -c 300 "$work/err" | tr -d '\r' | tail -1); out="{}"; fi
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
   local c1; c1=$(cpu_ticks 2>/dev/null || echo "$c0")
-  python3 - "$name" "$broker" "$out" "$c0" "$c1" "$r0" "$(cat "$work/peak" 2>/dev/null || echo "$r0")" "$err" <<'PY' >> "$work/results.jsonl"
+  python3 - "$name" "$broker" "$out" "$c0" "$c1" "$r0" "$(cat "$work/peak" 2>/dev/null || echo "$r0")" "$err" <<'PY' | tee -a "$results" >/dev/null
 import json, sys
 name, broker, out, c0, c1, r0, peak, err = sys.argv[1:9]
 r = json.loads(out)
@@ -108,21 +119,23 @@ scenarios() {
 
 for b in $BROKERS; do
   echo "== $b" >&2
-  start_broker "$b"
-  scenarios "$b"
-  stop_broker
+  if start_broker "$b"; then
+    scenarios "$b"
+    stop_broker
+  fi
 done
 
 # Loopback ceiling for the large-payload scenario, pinned the same way.
 iperf=""
 if [[ "large" =~ $ONLY ]]; then
-  taskset -c "$BROKER_CPUS" iperf3 -s -1 -p $((port + 1)) >/dev/null 2>&1 &
+  free_port
+  taskset -c "$BROKER_CPUS" iperf3 -s -1 -p $port >/dev/null 2>&1 &
   sleep 0.5
-  iperf=$(taskset -c "$GEN_CPUS" iperf3 -c 127.0.0.1 -p $((port + 1)) -t 3 -J 2>/dev/null \
+  iperf=$(taskset -c "$GEN_CPUS" iperf3 -c 127.0.0.1 -p $port -t 3 -J 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8)' || true)
 fi
 
-python3 - "$work/results.jsonl" "$iperf" "$BROKER_CPUS" "$GEN_CPUS" "$(nproc)" <<'PY'
+python3 - "$results" "$iperf" "$BROKER_CPUS" "$GEN_CPUS" "$(nproc)" <<'PY'
 import json, sys, collections
 rows = [json.loads(l) for l in open(sys.argv[1])]
 iperf = float(sys.argv[2]) if sys.argv[2] else None
