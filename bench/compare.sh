@@ -82,7 +82,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$pid"/status; }
 run() {
   local name=$1 broker=$2; shift 2
   local c0 r0; c0=$(cpu_ticks); r0=$(rss_kib)
-  ( peak=$r0; while kill -0 "$pid" 2>/dev/null; do r=$(rss_kib 2>/dev/null || echo 0); [ "$r" -gt "$peak" ] && peak=$r; echo "$peak" > "$work/peak"; sleep 0.1; done ) &
+  ( peak=$r0; while kill -0 "$pid" 2>/dev/null; do r=$(rss_kib 2>/dev/null || echo 0); [ "$r" -gt "$peak" ] && peak=$r; echo "$peak" > "$work/peak.tmp" && mv "$work/peak.tmp" "$work/peak"; sleep 0.1; done ) &
   local sampler=$!
   local out err
   if out=$(taskset -c "$GEN_CPUS" "$bin" bench --url "$url" --json --threads "$gen_threads" \
@@ -93,8 +93,9 @@ run() {
 import json, sys
 name, broker, out, c0, c1, r0, peak, err = sys.argv[1:9]
 r = json.loads(out)
+num = lambda x: int(x) if x.strip().isdigit() else 0
 r.update(scenario=name, broker=broker, broker_cpu_s=(float(c1) - float(c0)) / 100.0,
-         rss0_kib=int(r0), rss_peak_kib=int(peak), error=err)
+         rss0_kib=num(r0), rss_peak_kib=max(num(peak), num(r0)), error=err)
 print(json.dumps(r))
 PY
   echo "  $broker: $name ${err:+FAILED: $err}" >&2

@@ -218,13 +218,8 @@ pub(crate) struct WsPub {
 }
 
 impl WsPub {
-    pub async fn send(
-        &mut self,
-        ns: &str,
-        topic: &str,
-        payload: &[u8],
-        intended: u64,
-    ) -> Result<(), BenchError> {
+    /// Appends a publish frame to the pending write.
+    pub fn push(&mut self, ns: &str, topic: &str, payload: &[u8], intended: u64) {
         let msg = ClientMsg::Publish {
             // The request id carries the intended time, so acks are counted by window.
             request_id: intended,
@@ -238,7 +233,6 @@ impl WsPub {
             .mask
             .wrapping_mul(1_664_525)
             .wrapping_add(1_013_904_223);
-        self.out.clear();
         ws::encode_frame(
             &mut self.out,
             Opcode::Binary,
@@ -246,7 +240,16 @@ impl WsPub {
             self.fbb.finished_data(),
             Some(self.mask.to_be_bytes()),
         );
-        write_all(&mut self.w, &self.out).await
+    }
+
+    /// Writes what was pushed.
+    pub async fn write(&mut self) -> Result<(), BenchError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = write_all(&mut self.w, &self.out).await;
+        self.out.clear();
+        r
     }
 }
 

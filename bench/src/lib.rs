@@ -45,6 +45,8 @@ pub const PAYLOAD_HEADER_BYTES: usize = 20;
 const GRACE: Duration = Duration::from_secs(2);
 /// Highest latency the histograms hold (longer ones are clamped).
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
+/// Most publishes a publisher puts in one write.
+const WRITE_BATCH_MAX: usize = 64;
 /// Length of one interval in the HdrHistogram log.
 const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -442,7 +444,8 @@ impl Pub {
         })
     }
 
-    async fn send(
+    /// Queues one publish (HTTP/2 sends it at once; the others append to a pending write).
+    async fn push(
         &mut self,
         ns: &str,
         topic: &str,
@@ -450,18 +453,29 @@ impl Pub {
         intended: u64,
     ) -> Result<(), BenchError> {
         match self {
-            Pub::Ws(p) => p.send(ns, topic, payload, intended).await,
-            Pub::H2(p) => p.send(ns, topic, payload, intended).await,
-            Pub::Redis(p) => p.send(topic, payload, intended).await,
-            Pub::Nats(p) => p.send(topic, payload, intended).await,
+            Pub::Ws(p) => p.push(ns, topic, payload, intended),
+            Pub::H2(p) => p.send(ns, topic, payload, intended).await?,
+            Pub::Redis(p) => p.push(topic, payload, intended),
+            Pub::Nats(p) => p.push(topic, payload, intended),
+        }
+        Ok(())
+    }
+
+    /// Writes the pending publishes in one write.
+    async fn write(&mut self) -> Result<(), BenchError> {
+        match self {
+            Pub::Ws(p) => p.write().await,
+            Pub::H2(_) => Ok(()),
+            Pub::Redis(p) => p.write().await,
+            Pub::Nats(p) => p.write().await,
         }
     }
 
-    /// Asks for acknowledgements of what was sent (NATS batches them).
+    /// Writes, and asks for acknowledgements of everything sent (NATS batches them).
     async fn flush(&mut self) -> Result<(), BenchError> {
         match self {
             Pub::Nats(p) => p.flush().await,
-            _ => Ok(()),
+            _ => self.write().await,
         }
     }
 }
@@ -931,6 +945,7 @@ async fn publisher(
     let mut topic_seq: HashMap<usize, u64> = HashMap::new();
     let mut payload = vec![0u8; s.payload_bytes];
     let mut k: u64 = 0;
+    let mut queued = 0;
     loop {
         // The intended send time: on schedule for a fixed rate, now when as fast as possible.
         let intended = match interval_ns {
@@ -942,10 +957,13 @@ async fn publisher(
         }
         let now = now_ns();
         if intended > now + 200_000 {
+            p.write().await?;
+            queued = 0;
             glommio::timer::sleep(Duration::from_nanos(intended - now)).await;
         }
         if acks.in_flight.get() >= s.window {
             p.flush().await?;
+            queued = 0;
             acks.below(s.window).await;
         }
         acks.take_error()?;
@@ -958,8 +976,18 @@ async fn publisher(
         let name = shared.target.topic(&s.namespace, topic);
         // Counted before the write: the ack can arrive while the write is still awaited.
         acks.in_flight.set(acks.in_flight.get() + 1);
-        p.send(&s.namespace, &name, &payload, intended).await?;
+        p.push(&s.namespace, &name, &payload, intended).await?;
+        queued += 1;
         k += 1;
+        // Batch writes: everything due now goes in one write (up to a bound).
+        let next_due = match interval_ns {
+            Some(iv) => go + k * iv <= now_ns(),
+            None => acks.in_flight.get() < s.window,
+        };
+        if !next_due || queued >= WRITE_BATCH_MAX {
+            p.write().await?;
+            queued = 0;
+        }
     }
     p.flush().await?;
     futures_lite::future::or(acks.below(1), glommio::timer::sleep(GRACE)).await;

@@ -185,14 +185,9 @@ impl NatsPub {
         })
     }
 
-    pub async fn send(
-        &mut self,
-        subject: &str,
-        payload: &[u8],
-        intended: u64,
-    ) -> Result<(), BenchError> {
+    /// Appends a publish to the pending write.
+    pub fn push(&mut self, subject: &str, payload: &[u8], intended: u64) {
         use std::io::Write as _;
-        self.out.clear();
         for _ in 0..self.pong_owed.replace(0) {
             self.out.extend_from_slice(b"PONG\r\n");
         }
@@ -206,19 +201,28 @@ impl NatsPub {
                 .borrow_mut()
                 .push_back(std::mem::take(&mut self.pending));
         }
-        write_all(&mut self.w, &self.out).await
+    }
+
+    /// Writes what was pushed.
+    pub async fn write(&mut self) -> Result<(), BenchError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = write_all(&mut self.w, &self.out).await;
+        self.out.clear();
+        r
     }
 
     /// Asks for the acknowledgement of everything sent (before waiting on a full window, and
-    /// at the end).
+    /// at the end), and writes.
     pub async fn flush(&mut self) -> Result<(), BenchError> {
-        if self.pending.is_empty() {
-            return Ok(());
+        if !self.pending.is_empty() {
+            self.batches
+                .borrow_mut()
+                .push_back(std::mem::take(&mut self.pending));
+            self.out.extend_from_slice(b"PING\r\n");
         }
-        self.batches
-            .borrow_mut()
-            .push_back(std::mem::take(&mut self.pending));
-        write_all(&mut self.w, b"PING\r\n").await
+        self.write().await
     }
 }
 

@@ -191,16 +191,20 @@ impl RedisPub {
         })
     }
 
-    pub async fn send(
-        &mut self,
-        channel: &str,
-        payload: &[u8],
-        intended: u64,
-    ) -> Result<(), BenchError> {
-        self.out.clear();
+    /// Appends a publish to the pending write.
+    pub fn push(&mut self, channel: &str, payload: &[u8], intended: u64) {
         command(&mut self.out, &[b"PUBLISH", channel.as_bytes(), payload]);
         self.sent.borrow_mut().push_back(intended);
-        write_all(&mut self.w, &self.out).await
+    }
+
+    /// Writes what was pushed.
+    pub async fn write(&mut self) -> Result<(), BenchError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = write_all(&mut self.w, &self.out).await;
+        self.out.clear();
+        r
     }
 }
 
