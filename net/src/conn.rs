@@ -944,8 +944,16 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
     let mut buf: Vec<u8> = Vec::new();
     loop {
         buf.clear();
-        let batch = match conn.next_batch().await {
-            Next::Frames(batch) => batch,
+        match conn.next_batch().await {
+            Next::Frames(batch) => {
+                if chunked {
+                    chunk(&mut buf, &batch);
+                } else {
+                    for f in &batch {
+                        buf.extend_from_slice(f);
+                    }
+                }
+            }
             Next::Last(last) => {
                 if chunked {
                     if !last.is_empty() {
@@ -959,63 +967,23 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
                 let _ = w.flush().await;
                 break;
             }
-        };
-        let written = if chunked {
-            chunk(&mut buf, &batch);
-            w.write_all(&buf).await.map(|()| buf.len())
-        } else {
-            write_frames(&mut w, &batch, &mut buf).await
-        };
-        match written {
-            Ok(n) => conn.wrote(n),
-            Err(e) => {
-                if e.kind() == std::io::ErrorKind::TimedOut {
-                    metrics::inc(&conn.ctx.stats.closed_slow);
-                    tracing::info!(
-                        "closing a connection whose socket accepted nothing for the slow deadline"
-                    );
-                }
-                break;
-            }
         }
+        if let Err(e) = w.write_all(&buf).await {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                metrics::inc(&conn.ctx.stats.closed_slow);
+                tracing::info!(
+                    "closing a connection whose socket accepted nothing for the slow deadline"
+                );
+            }
+            break;
+        }
+        conn.wrote(buf.len());
         if buf.capacity() > 2 * WRITE_BATCH_BYTES_MAX {
             buf = Vec::new();
         }
     }
     conn.writer_done();
     let _ = w.close().await;
-}
-
-/// Frames at least this big are written from their own (shared) buffer instead of being
-/// copied into the batch buffer: for large messages the copy costs more than a system call.
-const DIRECT_WRITE_BYTES: usize = 16 * 1024;
-
-/// Writes a batch: small frames coalesced through `buf` into few writes, large ones
-/// written directly. Returns the bytes written.
-async fn write_frames<W: futures_lite::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    batch: &[Encoded],
-    buf: &mut Vec<u8>,
-) -> std::io::Result<usize> {
-    let mut n = 0;
-    for f in batch {
-        if f.len() >= DIRECT_WRITE_BYTES {
-            if !buf.is_empty() {
-                w.write_all(buf).await?;
-                n += buf.len();
-                buf.clear();
-            }
-            w.write_all(f).await?;
-            n += f.len();
-        } else {
-            buf.extend_from_slice(f);
-        }
-    }
-    if !buf.is_empty() {
-        w.write_all(buf).await?;
-        n += buf.len();
-    }
-    Ok(n)
 }
 
 fn chunk<B: std::ops::Deref<Target = Bytes>>(buf: &mut Vec<u8>, frames: &[B]) {
