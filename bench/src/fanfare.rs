@@ -161,10 +161,10 @@ impl Ws {
             stream,
             rbuf,
             decoder,
-            chunk,
+            chunk: _,
         } = self;
         let (r, w) = futures_lite::io::split(stream);
-        let reader = glommio::spawn_local(ws_acks(r, rbuf, decoder, chunk, acks));
+        let reader = glommio::spawn_local(ws_acks(r, rbuf, decoder, acks));
         WsPub {
             w,
             fbb: flatbuffers::FlatBufferBuilder::with_capacity(1024),
@@ -175,37 +175,28 @@ impl Ws {
     }
 }
 
-async fn ws_acks(
-    mut r: ReadHalf<Stream>,
-    mut rbuf: BytesMut,
-    mut decoder: ws::Decoder,
-    mut chunk: Vec<u8>,
-    acks: Rc<Acks>,
-) {
-    let r: Result<(), BenchError> = async {
-        loop {
-            while let Some(m) = decoder.decode(&mut rbuf).map_err(conn_err)? {
-                if let Message::Binary(b) = m {
-                    match ServerMsg::decode(&b, &DecodeLimits::default()) {
-                        Ok(ServerMsg::PublishAck { request_id, .. }) => acks.ack(request_id),
-                        Ok(ServerMsg::Error { text, .. }) => {
-                            return Err(BenchError::Connection(format!("publish refused: {text}")))
-                        }
-                        _ => {}
+async fn ws_acks(r: ReadHalf<Stream>, rbuf: BytesMut, mut decoder: ws::Decoder, acks: Rc<Acks>) {
+    let on_acks = acks.clone();
+    crate::read_replies(
+        r,
+        rbuf,
+        acks,
+        "the broker",
+        |buf| decoder.decode(buf).map_err(conn_err),
+        |m| {
+            if let Message::Binary(b) = m {
+                match ServerMsg::decode(&b, &DecodeLimits::default()) {
+                    Ok(ServerMsg::PublishAck { request_id, .. }) => on_acks.ack(request_id),
+                    Ok(ServerMsg::Error { text, .. }) => {
+                        return Err(BenchError::Connection(format!("publish refused: {text}")))
                     }
+                    _ => {}
                 }
             }
-            if read_more(&mut r, &mut rbuf, &mut chunk).await? == 0 {
-                return Err(BenchError::Connection(
-                    "broker closed a publisher connection".into(),
-                ));
-            }
-        }
-    }
-    .await;
-    if let Err(e) = r {
-        acks.fail(e);
-    }
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// A WebSocket publisher.

@@ -536,6 +536,35 @@ impl Acks {
     }
 }
 
+/// Reads a publisher connection's replies until it fails: `parse` takes one reply off the
+/// buffer, `on` handles it (acknowledgements, refusals); the first error fails the publisher.
+pub(crate) async fn read_replies<T>(
+    mut r: futures_lite::io::ReadHalf<io::Stream>,
+    mut buf: bytes::BytesMut,
+    acks: Rc<Acks>,
+    who: &str,
+    mut parse: impl FnMut(&mut bytes::BytesMut) -> Result<Option<T>, BenchError>,
+    mut on: impl FnMut(T) -> Result<(), BenchError>,
+) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let res: Result<(), BenchError> = async {
+        loop {
+            while let Some(v) = parse(&mut buf)? {
+                on(v)?;
+            }
+            if io::read_more(&mut r, &mut buf, &mut chunk).await? == 0 {
+                return Err(BenchError::Connection(format!(
+                    "{who} closed a publisher connection"
+                )));
+            }
+        }
+    }
+    .await;
+    if let Err(e) = res {
+        acks.fail(e);
+    }
+}
+
 // -------------------------------------------------------------------- the run
 
 /// Runs `s` and reports; `progress` is updated while it runs (read it from another thread).

@@ -162,18 +162,12 @@ pub(crate) struct NatsPub {
 
 impl NatsPub {
     pub async fn connect(d: &Dialer, window: usize, acks: Rc<Acks>) -> Result<NatsPub, BenchError> {
-        let (stream, buf, chunk) = connect(d).await?;
+        let (stream, buf, _) = connect(d).await?;
         let (r, w) = futures_lite::io::split(stream);
         let batches = Rc::new(RefCell::new(VecDeque::new()));
         let pong_owed = Rc::new(Cell::new(0));
-        let reader = glommio::spawn_local(replies(
-            r,
-            buf,
-            chunk,
-            batches.clone(),
-            pong_owed.clone(),
-            acks,
-        ));
+        let reader =
+            glommio::spawn_local(replies(r, buf, batches.clone(), pong_owed.clone(), acks));
         Ok(NatsPub {
             w,
             pending: Vec::new(),
@@ -227,40 +221,29 @@ impl NatsPub {
 }
 
 async fn replies(
-    mut r: ReadHalf<Stream>,
-    mut buf: BytesMut,
-    mut chunk: Vec<u8>,
+    r: ReadHalf<Stream>,
+    buf: BytesMut,
     batches: Rc<RefCell<VecDeque<Vec<u64>>>>,
     pong_owed: Rc<Cell<usize>>,
     acks: Rc<Acks>,
 ) {
-    let res: Result<(), BenchError> = async {
-        loop {
-            while let Some(op) = parse(&mut buf)? {
-                match op {
-                    Op::Pong => {
-                        if let Some(b) = batches.borrow_mut().pop_front() {
-                            for t in b {
-                                acks.ack(t);
-                            }
-                        }
+    let on_acks = acks.clone();
+    crate::read_replies(r, buf, acks, "NATS", parse, |op| {
+        match op {
+            Op::Pong => {
+                if let Some(b) = batches.borrow_mut().pop_front() {
+                    for t in b {
+                        on_acks.ack(t);
                     }
-                    Op::Ping => pong_owed.set(pong_owed.get() + 1),
-                    Op::Err(e) => return Err(BenchError::Connection(format!("NATS: {e}"))),
-                    _ => {}
                 }
             }
-            if read_more(&mut r, &mut buf, &mut chunk).await? == 0 {
-                return Err(BenchError::Connection(
-                    "NATS closed a publisher connection".into(),
-                ));
-            }
+            Op::Ping => pong_owed.set(pong_owed.get() + 1),
+            Op::Err(e) => return Err(BenchError::Connection(format!("NATS: {e}"))),
+            _ => {}
         }
-    }
-    .await;
-    if let Err(e) = res {
-        acks.fail(e);
-    }
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -208,35 +208,21 @@ impl RedisPub {
     }
 }
 
-async fn replies(mut r: ReadHalf<Stream>, sent: Rc<RefCell<VecDeque<u64>>>, acks: Rc<Acks>) {
-    let mut buf = BytesMut::new();
-    let mut chunk = vec![0u8; CHUNK];
-    let res: Result<(), BenchError> = async {
-        loop {
-            while let Some(v) = parse(&mut buf)? {
-                match v {
-                    Resp::Int(_) => {
-                        if let Some(t) = sent.borrow_mut().pop_front() {
-                            acks.ack(t);
-                        }
-                    }
-                    Resp::Error(e) => {
-                        return Err(BenchError::Connection(format!("PUBLISH refused: {e}")))
-                    }
-                    _ => {}
+async fn replies(r: ReadHalf<Stream>, sent: Rc<RefCell<VecDeque<u64>>>, acks: Rc<Acks>) {
+    let on_acks = acks.clone();
+    crate::read_replies(r, BytesMut::new(), acks, "Redis", parse, |v| {
+        match v {
+            Resp::Int(_) => {
+                if let Some(t) = sent.borrow_mut().pop_front() {
+                    on_acks.ack(t);
                 }
             }
-            if read_more(&mut r, &mut buf, &mut chunk).await? == 0 {
-                return Err(BenchError::Connection(
-                    "Redis closed a publisher connection".into(),
-                ));
-            }
+            Resp::Error(e) => return Err(BenchError::Connection(format!("PUBLISH refused: {e}"))),
+            _ => {}
         }
-    }
-    .await;
-    if let Err(e) = res {
-        acks.fail(e);
-    }
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

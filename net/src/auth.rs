@@ -781,7 +781,7 @@ mod tests {
     #[test]
     fn eddsa_round_trip_and_refusals() {
         let k = Key::generate("k1", Algorithm::EdDSA).unwrap();
-        let v = Verifier::new(&[k.clone()], Duration::ZERO).unwrap();
+        let v = Verifier::new(std::slice::from_ref(&k), Duration::ZERO).unwrap();
         let t = mint(&k, &claims(unix_now() + 60)).unwrap();
         let g = v.verify(&t).unwrap();
         assert_eq!(&*g.subject, "alice");

@@ -335,31 +335,13 @@ async fn route<S: Io>(
         ("POST", _, Some((ns, topic))) => {
             // Authenticate before reading the body; a refused body is never read, so the
             // connection closes.
-            let grant = match request_grant(
-                ctx,
-                peer,
-                head.authorization.as_deref(),
-                head.query.as_deref(),
-            )
-            .await
-            {
+            let grant = match authorize(ctx, peer, &head, ns, topic, Right::Publish).await {
                 Ok(g) => g,
                 Err((status, body)) => {
                     respond(w, status, "application/json", body.as_bytes(), true).await;
                     return false;
                 }
             };
-            if let Err((code, why)) = permits(ctx, grant.as_deref(), ns, topic, Right::Publish) {
-                respond(
-                    w,
-                    status_of(code),
-                    "application/json",
-                    json_error(&why).as_bytes(),
-                    true,
-                )
-                .await;
-                return false;
-            }
             if head.chunked || head.content_length.is_none() {
                 respond(w, 411, "text/plain", b"Content-Length is required", true).await;
                 return false;
@@ -385,32 +367,13 @@ async fn route<S: Io>(
             respond(w, status, "application/json", text.as_bytes(), close).await;
         }
         ("GET", _, Some((ns, topic))) => {
-            let grant = match request_grant(
-                ctx,
-                peer,
-                head.authorization.as_deref(),
-                head.query.as_deref(),
-            )
-            .await
-            {
+            let grant = match authorize(ctx, peer, &head, ns, topic, Right::Subscribe).await {
                 Ok(g) => g,
                 Err((status, body)) => {
                     respond(w, status, "application/json", body.as_bytes(), close).await;
                     return !close;
                 }
             };
-            if let Err((code, why)) = permits(ctx, grant.as_deref(), ns, topic, Right::Subscribe) {
-                let body = json_error(&why);
-                respond(
-                    w,
-                    status_of(code),
-                    "application/json",
-                    body.as_bytes(),
-                    close,
-                )
-                .await;
-                return !close;
-            }
             let start = match stream_start(&head) {
                 Ok(s) => s,
                 Err(why) => {
@@ -460,6 +423,28 @@ pub(crate) async fn request_grant(
         .await
         .map(Some)
         .map_err(|d| (d.status(), json_error(&d.text())))
+}
+
+/// Authenticates a request and checks that its token grants `right` on `ns/topic`
+/// (`Ok(None)`: authentication is off). A refusal is a status and JSON body.
+async fn authorize(
+    ctx: &NetCtx,
+    peer: IpAddr,
+    head: &Head,
+    ns: &str,
+    topic: &str,
+    right: Right,
+) -> Result<Option<Arc<Grant>>, (u16, String)> {
+    let grant = request_grant(
+        ctx,
+        peer,
+        head.authorization.as_deref(),
+        head.query.as_deref(),
+    )
+    .await?;
+    permits(ctx, grant.as_deref(), ns, topic, right)
+        .map_err(|(code, why)| (status_of(code), json_error(&why)))?;
+    Ok(grant)
 }
 
 /// The HTTP status for an access-control error code.
