@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Grant;
 use crate::conn::{unless, NetCtx};
-use crate::http::json_error;
+use crate::http::{json_error, query_param};
 use crate::metrics;
 
 /// Default `limit` of `/v1/admin/topics`.
@@ -125,13 +125,6 @@ pub(crate) async fn serve(
     }
 }
 
-fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then_some(v)
-    })
-}
-
 /// Sends one request per shard and collects the answers (any shard missing: 503).
 async fn ask_all<T: Send + 'static>(
     ctx: &NetCtx,
@@ -162,8 +155,8 @@ async fn ask_all<T: Send + 'static>(
 }
 
 async fn topics(ctx: &NetCtx, query: Option<&str>) -> Result<Value, (u16, String)> {
-    let prefix: Arc<str> = Arc::from(param(query, "prefix").unwrap_or(""));
-    let limit = match param(query, "limit") {
+    let prefix: Arc<str> = Arc::from(query_param(query, "prefix").unwrap_or(""));
+    let limit = match query_param(query, "limit") {
         None => TOPICS_LIMIT_DEFAULT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=TOPICS_LIMIT_MAX).contains(&n) => n,

@@ -659,10 +659,7 @@ pub fn token_from(authorization: Option<&str>, query: Option<&str>) -> Option<St
             return Some(a[7..].trim().to_owned());
         }
     }
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(percent_decode)
+    crate::http::query_param(query, "token").map(percent_decode)
 }
 
 /// Decodes `%XX` escapes (a JWT is URL-safe, but clients may still escape it).

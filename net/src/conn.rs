@@ -384,6 +384,33 @@ async fn refuse(mut stream: TcpStream) {
 
 // -------------------------------------------------------------------- the send queue
 
+/// A queued frame: a fan-out item whose buffer every subscriber on the shard shares, or one
+/// of the connection's own control frames (acks, pongs, errors: no extra allocation).
+pub(crate) enum Frame {
+    Shared(Encoded),
+    Own(Bytes),
+}
+
+impl std::ops::Deref for Frame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Frame::Shared(e) => e,
+            Frame::Own(b) => b,
+        }
+    }
+}
+
+impl Frame {
+    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`).
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Frame::Shared(e) => Bytes::clone(e),
+            Frame::Own(b) => b.clone(),
+        }
+    }
+}
+
 struct SubEntry {
     wire: u64,
     request_id: u64,
@@ -392,7 +419,7 @@ struct SubEntry {
 
 #[derive(Default)]
 struct Out {
-    frames: VecDeque<Encoded>,
+    frames: VecDeque<Frame>,
     bytes: usize,
     waker: Option<Waker>,
     /// Set when the connection is ending: the writer sends what is queued, then this.
@@ -512,15 +539,15 @@ impl Conn {
         if !self.ctx.auth_on() {
             return Ok(None);
         }
-        if self.grant.borrow().is_some() && self.token_expired() {
+        let grant = self.grant.borrow();
+        if grant.is_some() && self.token_expired() {
             return Err((
                 ErrorCode::TokenExpired,
                 "token expired: send RefreshToken".into(),
             ));
         }
-        let g = self.grant();
-        permits(&self.ctx, g.as_deref(), ns, topic, right)?;
-        Ok(g.map(|g| g.subject.clone()))
+        permits(&self.ctx, grant.as_deref(), ns, topic, right)?;
+        Ok(grant.as_ref().map(|g| g.subject.clone()))
     }
 
     /// Subscriptions whose topic the token in force no longer grants (after a refresh).
@@ -564,7 +591,7 @@ impl Conn {
             return;
         }
         out.bytes += frame.len();
-        out.frames.push_back(Encoded::new(frame));
+        out.frames.push_back(Frame::Own(frame));
         if let Some(w) = out.waker.take() {
             w.wake();
         }
@@ -735,7 +762,7 @@ impl Conn {
             return Accept::Full;
         }
         out.bytes += frame.len();
-        out.frames.push_back(frame);
+        out.frames.push_back(Frame::Shared(frame));
         if let Some(w) = out.waker.take() {
             w.wake();
         }
@@ -865,7 +892,7 @@ pub(crate) fn close_code(reason: &CloseReason) -> (ErrorCode, String) {
 /// What a writer takes from a connection's queue next.
 pub(crate) enum Next {
     /// Frames to send, in order.
-    Frames(Vec<Encoded>),
+    Frames(Vec<Frame>),
     /// The connection is ending: send these last bytes (maybe empty) and stop.
     Last(Bytes),
 }
@@ -957,7 +984,7 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
             Next::Last(last) => {
                 if chunked {
                     if !last.is_empty() {
-                        chunk(&mut buf, &[Encoded::new(last)]);
+                        chunk(&mut buf, &[Frame::Own(last)]);
                     }
                     buf.extend_from_slice(b"0\r\n\r\n");
                 } else {
@@ -986,7 +1013,7 @@ pub(crate) async fn writer<W: futures_lite::io::AsyncWrite + Unpin>(
     let _ = w.close().await;
 }
 
-fn chunk<B: std::ops::Deref<Target = Bytes>>(buf: &mut Vec<u8>, frames: &[B]) {
+fn chunk(buf: &mut Vec<u8>, frames: &[Frame]) {
     use std::io::Write as _;
     let n: usize = frames.iter().map(|f| f.len()).sum();
     let _ = write!(buf, "{n:x}\r\n");

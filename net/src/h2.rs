@@ -327,9 +327,9 @@ async fn stream(
 }
 
 /// One DATA payload for a batch: the frames side by side.
-fn join(frames: &[fanfare_core::Encoded]) -> Bytes {
+fn join(frames: &[crate::conn::Frame]) -> Bytes {
     if let [one] = frames {
-        return Bytes::clone(one);
+        return one.to_bytes();
     }
     let mut b = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
     for f in frames {

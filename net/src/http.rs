@@ -523,12 +523,16 @@ pub(crate) fn start_from(
             seq: seq.saturating_add(1),
         });
     }
-    let from = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("from="))
-        .unwrap_or("latest");
+    let from = query_param(query, "from").unwrap_or("latest");
     parse_from(from)
+}
+
+/// The value of `name` in a query string (`a=1&b=2`), as sent (not percent-decoded).
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then_some(v)
+    })
 }
 
 /// Parses `latest`, `last:N` or `<epoch>-<seq>`.

@@ -190,17 +190,11 @@ impl Registry {
 
     /// One counter summed over shards (0 when unknown), for tests and the admin view.
     pub fn total(&self, name: &str) -> u64 {
-        let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        s.iter()
-            .flatten()
-            .map(|(net, eng, _)| {
-                net.fields()
-                    .into_iter()
-                    .map(|(n, _, v)| (n, v))
-                    .chain(eng.snapshot().fields())
-                    .find(|(n, _)| *n == name)
-                    .map_or(0, |(_, v)| v)
-            })
+        // A name both layers count (`deliveries`) means the network's counter.
+        self.shard_views()
+            .iter()
+            .filter_map(|v| v.net.iter().chain(&v.engine).find(|(n, _)| *n == name))
+            .map(|(_, v)| v)
             .sum()
     }
 

@@ -240,24 +240,23 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
             version_max,
             token,
         } => match negotiate_version(version_min, version_max) {
-            Some(_) if ctx.auth_on() && (token.is_some() || conn.grant().is_none()) => {
-                match ctx.authenticate(peer, token.as_deref()).await {
-                    Ok(g) => {
-                        conn.set_grant(g);
-                        welcome(conn, version_min, version_max);
-                    }
-                    Err(d) => {
+            // With authentication on, a token in Hello is adopted like a refresh; without
+            // one, the connection must already hold one from its upgrade.
+            Some(version) if ctx.auth_on() && (token.is_some() || conn.grant().is_none()) => {
+                match adopt_token(conn, token.as_deref(), peer).await {
+                    Ok(_) => welcome(conn, version),
+                    Err((code, text)) => {
                         conn.send(&ServerMsg::Error {
                             request_id: 0,
-                            code: d.code(),
-                            text: d.text(),
+                            code,
+                            text,
                         });
                         conn.close_because(close_code::POLICY, "unauthorized");
                         return false;
                     }
                 }
             }
-            Some(_) => welcome(conn, version_min, version_max),
+            Some(version) => welcome(conn, version),
             None => {
                 conn.send(&ServerMsg::Error {
                     request_id: 0,
@@ -374,52 +373,63 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
     true
 }
 
-/// Answers `Hello` with `Welcome` (the version range was checked by the caller).
-fn welcome(conn: &Conn, version_min: u16, version_max: u16) {
+/// Answers `Hello` with `Welcome` in the negotiated `version`.
+fn welcome(conn: &Conn, version: u16) {
     let cfg = conn.ctx.shard.config();
     conn.send(&ServerMsg::Welcome {
-        version: negotiate_version(version_min, version_max)
-            .unwrap_or(fanfare_proto::PROTOCOL_VERSION),
+        version,
         heartbeat_interval_ms: cfg.heartbeat_interval.as_millis().min(u128::from(u32::MAX)) as u32,
         max_message_bytes: cfg.message_bytes_max.min(u32::MAX as usize) as u32,
     });
 }
 
-/// Replaces the connection's token. The new token must name the same subject; subscriptions
-/// it no longer grants end with `SubscriptionClosed` (Forbidden). A refused refresh leaves the
-/// old token in force until it expires.
+/// Answers `RefreshToken`: `TokenRefreshed`, or an error that leaves the old token in force
+/// until it expires.
 async fn refresh(conn: &Rc<Conn>, request_id: u64, token: &str, peer: IpAddr) {
-    let ctx = &conn.ctx;
-    if !ctx.auth_on() {
+    if !conn.ctx.auth_on() {
         conn.send(&ServerMsg::TokenRefreshed {
             request_id,
             expires_at: 0,
         });
         return;
     }
-    let g = match ctx.authenticate(peer, Some(token)).await {
-        Ok(g) => g,
-        Err(d) => {
-            conn.send(&ServerMsg::Error {
-                request_id,
-                code: d.code(),
-                text: d.text(),
-            });
-            return;
-        }
-    };
+    match adopt_token(conn, Some(token), peer).await {
+        Ok(expires_at) => conn.send(&ServerMsg::TokenRefreshed {
+            request_id,
+            expires_at,
+        }),
+        Err((code, text)) => conn.send(&ServerMsg::Error {
+            request_id,
+            code,
+            text,
+        }),
+    }
+}
+
+/// Verifies `token` and puts it in force on the connection (Hello or refresh). A connection
+/// that already holds a token keeps its subject: a token naming another one is refused.
+/// Subscriptions the new token does not grant end with `SubscriptionClosed` (Forbidden).
+/// Returns the new expiry (Unix seconds).
+async fn adopt_token(
+    conn: &Rc<Conn>,
+    token: Option<&str>,
+    peer: IpAddr,
+) -> Result<u64, (ErrorCode, String)> {
+    let ctx = &conn.ctx;
+    let g = ctx
+        .authenticate(peer, token)
+        .await
+        .map_err(|d| (d.code(), d.text()))?;
     if let Some(old) = conn.grant() {
         if old.subject != g.subject {
             metrics::inc(&ctx.stats.auth_forbidden);
-            conn.send(&ServerMsg::Error {
-                request_id,
-                code: ErrorCode::Forbidden,
-                text: format!(
-                    "a refreshed token must name the same subject ({}), not {}",
+            return Err((
+                ErrorCode::Forbidden,
+                format!(
+                    "a new token must name the same subject ({}), not {}",
                     old.subject, g.subject
                 ),
-            });
-            return;
+            ));
         }
     }
     let expires_at = g.expires_at;
@@ -431,11 +441,8 @@ async fn refresh(conn: &Rc<Conn>, request_id: u64, token: &str, peer: IpAddr) {
         conn.send(&ServerMsg::SubscriptionClosed {
             subscription_id: wire,
             code: ErrorCode::Forbidden,
-            text: "the refreshed token does not grant this subscription".into(),
+            text: "the new token does not grant this subscription".into(),
         });
     }
-    conn.send(&ServerMsg::TokenRefreshed {
-        request_id,
-        expires_at,
-    });
+    Ok(expires_at)
 }
