@@ -961,13 +961,12 @@ async fn publisher(
     mut p: Pub,
     id: usize,
     shared: &Shared,
-    acks_open: Rc<Acks>,
+    acks: Rc<Acks>,
     go: u64,
     stop_at: u64,
 ) -> Result<(), BenchError> {
     let s = &shared.scenario;
     // The measured window is known now; the reader task holds the same Acks.
-    let acks = acks_open;
     acks.window.set((go + s.warmup.as_nanos() as u64, stop_at));
     let per_pub_rate = s.rate.map(|r| r as f64 / s.publishers.max(1) as f64);
     let interval_ns = per_pub_rate.map(|r| (1e9 / r) as u64);
