@@ -53,6 +53,22 @@ enum Cmd {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// Join a cluster as this node id (unique, stable across restarts); see
+        /// docs/cluster.md. Without it (and without [cluster]) the node stands alone.
+        #[arg(long)]
+        node_id: Option<String>,
+        /// Roles in the cluster: router, storage, or router,storage (the default).
+        #[arg(long)]
+        roles: Option<String>,
+        /// Address for node links and gossip (TCP and UDP, same port).
+        #[arg(long)]
+        cluster_listen: Option<SocketAddr>,
+        /// The address other nodes reach this one at (default: the cluster listen address).
+        #[arg(long)]
+        advertise: Option<SocketAddr>,
+        /// A node to join through (repeat for several).
+        #[arg(long = "seed")]
+        seeds: Vec<SocketAddr>,
     },
     /// Publish messages: the arguments, or each line of standard input when none.
     Pub {
@@ -425,6 +441,11 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             log_json,
+            node_id,
+            roles,
+            cluster_listen,
+            advertise,
+            seeds,
         } => {
             init_logs(log_json);
             let mut s = match &config {
@@ -440,6 +461,21 @@ fn run(cli: Cli) -> Result<()> {
             s.message_bytes_max = max_message_bytes.or(s.message_bytes_max);
             s.tls_cert_path = tls_cert.or(s.tls_cert_path);
             s.tls_key_path = tls_key.or(s.tls_key_path);
+            let clustered = node_id.is_some()
+                || roles.is_some()
+                || cluster_listen.is_some()
+                || advertise.is_some()
+                || !seeds.is_empty();
+            if clustered {
+                let c = s.cluster.get_or_insert_with(Default::default);
+                c.node_id = node_id.or(c.node_id.take());
+                if let Some(r) = roles {
+                    c.roles = Some(vec![r]);
+                }
+                c.listen = cluster_listen.or(c.listen);
+                c.advertise = advertise.or(c.advertise);
+                c.seeds.extend(seeds);
+            }
             serve(s.server_config_with_tls()?)
         }
         Cmd::Pub {
@@ -528,6 +564,7 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
     let pinned = cfg.engine.pin;
     let cfg_tls = cfg.tls.is_some();
     let kids: Vec<String> = cfg.auth.keys.iter().map(|k| k.kid.clone()).collect();
+    let cluster = cfg.cluster.as_ref().map(|c| (c.node_id.clone(), c.roles));
     let server = fanfare_net::start(cfg)?;
     let addr = server.local_addr();
     let tls = if cfg_tls {
@@ -539,6 +576,14 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
     println!(
         "fanfare listening on {addr} ({shards} shards{pin}); WebSocket at ws://{addr}/v1/ws{tls}"
     );
+    if let (Some((id, roles)), Some(caddr)) = (cluster, server.cluster_addr()) {
+        let roles = match (roles.router, roles.storage) {
+            (true, true) => "router+storage",
+            (true, false) => "router",
+            _ => "storage",
+        };
+        println!("fanfare cluster node {id} ({roles}) on {caddr}");
+    }
     if kids.is_empty() {
         tracing::warn!(
             "authentication is OFF: anyone who can reach {addr} can publish and subscribe (add [[auth.keys]], see docs/operations.md)"

@@ -43,6 +43,94 @@ pub struct Settings {
     pub tls_cert_path: Option<std::path::PathBuf>,
     pub tls_key_path: Option<std::path::PathBuf>,
     pub auth: Option<AuthSettings>,
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// The `[cluster]` table (docs/cluster.md). Absent: a single node owning every topic.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ClusterSettings {
+    pub node_id: Option<String>,
+    /// `["router"]`, `["storage"]` or both (the default).
+    pub roles: Option<Vec<String>>,
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<SocketAddr>,
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    pub probe_interval_ms: Option<u64>,
+    pub probe_timeout_ms: Option<u64>,
+    pub suspect_timeout_ms: Option<u64>,
+    pub link_connect_timeout_ms: Option<u64>,
+    pub link_queue_bytes_max: Option<usize>,
+    pub link_frame_bytes_max: Option<usize>,
+    pub link_publishes_in_flight_max: Option<usize>,
+    pub link_fetches_in_flight_max: Option<usize>,
+}
+
+/// Parses a role list (`router`, `storage`).
+pub fn parse_roles(roles: &[String]) -> Result<fanfare_net::cluster::Roles> {
+    let mut r = fanfare_net::cluster::Roles {
+        router: false,
+        storage: false,
+    };
+    for role in roles.iter().flat_map(|s| s.split(',')) {
+        match role.trim() {
+            "router" => r.router = true,
+            "storage" => r.storage = true,
+            "" => {}
+            other => anyhow::bail!("unknown role {other:?}: use router, storage or both"),
+        }
+    }
+    if !r.router && !r.storage {
+        anyhow::bail!("roles must name router, storage or both");
+    }
+    Ok(r)
+}
+
+impl ClusterSettings {
+    /// The cluster configuration, over the defaults.
+    pub fn cluster_config(&self) -> Result<fanfare_net::cluster::ClusterConfig> {
+        let mut c = fanfare_net::cluster::ClusterConfig::default();
+        c.node_id = self
+            .node_id
+            .clone()
+            .context("[cluster] needs node_id (unique in the cluster, stable across restarts)")?;
+        if let Some(r) = &self.roles {
+            c.roles = parse_roles(r)?;
+        }
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        c.advertise = self.advertise;
+        c.seeds = self.seeds.clone();
+        let ms = Duration::from_millis;
+        if let Some(v) = self.probe_interval_ms {
+            c.probe_interval = ms(v.max(10));
+        }
+        if let Some(v) = self.probe_timeout_ms {
+            c.probe_timeout = ms(v.max(5));
+        }
+        if let Some(v) = self.suspect_timeout_ms {
+            c.suspect_timeout = ms(v.max(10));
+        }
+        if let Some(v) = self.link_connect_timeout_ms {
+            c.link_connect_timeout = ms(v.max(10));
+        }
+        if let Some(v) = self.link_queue_bytes_max {
+            c.link_queue_bytes_max = v;
+        }
+        if let Some(v) = self.link_frame_bytes_max {
+            c.link_frame_bytes_max = v;
+        }
+        if let Some(v) = self.link_publishes_in_flight_max {
+            c.link_publishes_in_flight_max = v.max(1);
+        }
+        if let Some(v) = self.link_fetches_in_flight_max {
+            c.link_fetches_in_flight_max = v.max(1);
+        }
+        Ok(c)
+    }
 }
 
 /// The `[auth]` table: access control (docs/operations.md). No keys: authentication off.
@@ -176,6 +264,14 @@ impl Settings {
         }
         if let Some(a) = &self.auth {
             c.auth = a.auth_config()?;
+        }
+        if let Some(cl) = &self.cluster {
+            let mut cc = cl.cluster_config()?;
+            // Frames on links carry client payloads plus names.
+            cc.link_frame_bytes_max = cc
+                .link_frame_bytes_max
+                .max(c.engine.message_bytes_max + 64 * 1024);
+            c.cluster = Some(cc);
         }
         Ok(c)
     }

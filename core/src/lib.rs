@@ -33,6 +33,7 @@
 #![deny(unsafe_code)]
 
 mod broker;
+pub mod cluster;
 pub mod config;
 pub mod history;
 pub mod ids;
@@ -50,6 +51,6 @@ pub use message::{
     CloseReason, Event, Message, Offer, PublishError, Published, StartError, SubscribeAccepted,
     SubscribeError,
 };
-pub use shard::{OwnedTopicInfo, ShardHandle, ShardHook};
+pub use shard::{FetchCallback, OwnedTopicInfo, ShardHandle, ShardHook};
 pub use sink::{Accept, Delivery, Encoded, Sink};
 pub use stats::{ShardStats, StatsSnapshot};

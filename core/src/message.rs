@@ -163,6 +163,19 @@ pub enum PublishError {
     /// The broker is shutting down.
     #[error("broker shutting down")]
     ShuttingDown,
+    /// The topic's owner is another node that cannot be reached now (cluster failover under
+    /// way, or no storage node alive). The message may or may not have been ordered when the
+    /// link dropped after sending it; retrying can duplicate it.
+    #[error("the topic's owner is unavailable; retry")]
+    Unavailable,
+    /// The topic's owner (another node) refused.
+    #[error("the topic's owner refused: {reason}")]
+    Owner {
+        /// Its error code.
+        code: ErrorCode,
+        /// Its reason.
+        reason: String,
+    },
 }
 
 impl PublishError {
@@ -173,6 +186,8 @@ impl PublishError {
             PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
             PublishError::TopicLimit { .. } => ErrorCode::TopicLimit,
             PublishError::ShuttingDown => ErrorCode::ShuttingDown,
+            PublishError::Unavailable => ErrorCode::Unavailable,
+            PublishError::Owner { code, .. } => *code,
         }
     }
 }
@@ -212,6 +227,17 @@ pub enum SubscribeError {
     /// The broker is shutting down.
     #[error("broker shutting down")]
     ShuttingDown,
+    /// No storage node is alive to own the topic.
+    #[error("no storage node is available for the topic; retry")]
+    Unavailable,
+    /// The topic's owner (another node) refused.
+    #[error("the topic's owner refused: {reason}")]
+    Owner {
+        /// Its error code.
+        code: ErrorCode,
+        /// Its reason.
+        reason: String,
+    },
 }
 
 impl SubscribeError {
@@ -223,6 +249,8 @@ impl SubscribeError {
             SubscribeError::TooManySubscriptions { .. } => ErrorCode::TooManySubscriptions,
             SubscribeError::InvalidResume { .. } => ErrorCode::InvalidResume,
             SubscribeError::ShuttingDown => ErrorCode::ShuttingDown,
+            SubscribeError::Unavailable => ErrorCode::Unavailable,
+            SubscribeError::Owner { code, .. } => *code,
         }
     }
 }

@@ -26,6 +26,7 @@ use fanfare_proto::Start;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
 
+use crate::cluster::{NodeKey, Replay, SharedView, UpReq, Upstream};
 use crate::config::Config;
 use crate::history::History;
 use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
@@ -68,7 +69,23 @@ pub(crate) enum MeshMsg {
     },
     /// Owner to router: a live message.
     Item { key: TopicKey, msg: Message },
+    /// A node link's shard to owner: where a subscriber starting at `start` begins, without
+    /// adding interest (the answer travels with the topic's items, so it stays in order).
+    Fetch {
+        key: TopicKey,
+        start: Start,
+        from: ShardId,
+        token: u64,
+    },
+    /// Owner to the asking shard: the answer to `Fetch`.
+    FetchReply {
+        token: u64,
+        reply: Result<OwnerReply, SubscribeError>,
+    },
 }
+
+/// Called with the answer to a fetch, on the asking shard (must not call into the shard).
+pub type FetchCallback = Box<dyn FnOnce(Result<Replay, SubscribeError>)>;
 
 /// Messages a subscriber will never get: after `last_seq` up to `new_seq - 1` (in `new_epoch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +96,7 @@ pub(crate) struct Gap {
 }
 
 /// What the owner answers a subscribe (or catch-up) with.
+#[derive(Debug)]
 pub(crate) struct OwnerReply {
     epoch: Epoch,
     /// The first sequence the subscriber will get.
@@ -87,6 +105,43 @@ pub(crate) struct OwnerReply {
     disc: Option<Gap>,
     /// History from `start` on.
     replay: Vec<Message>,
+}
+
+impl From<OwnerReply> for Replay {
+    fn from(r: OwnerReply) -> Self {
+        Replay {
+            epoch: r.epoch,
+            start: r.start,
+            gap: r.disc.map(|g| (g.last_seq, g.new_seq, g.new_epoch)),
+            items: r.replay,
+        }
+    }
+}
+
+impl From<Replay> for OwnerReply {
+    fn from(r: Replay) -> Self {
+        OwnerReply {
+            epoch: r.epoch,
+            start: r.start,
+            disc: r.gap.map(|(last_seq, new_seq, new_epoch)| Gap {
+                last_seq,
+                new_seq,
+                new_epoch,
+            }),
+            replay: r.items,
+        }
+    }
+}
+
+/// Where a local topic's owner is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Home {
+    /// A shard of this node (`owner_of`).
+    Shard,
+    /// Another node, reached through the [`Upstream`].
+    Node(NodeKey),
+    /// No storage node is alive: subscribers wait for one.
+    Nowhere,
 }
 
 /// Commands from library callers on other threads.
@@ -139,6 +194,12 @@ struct Subscriber {
     phase: Phase,
     epoch: Epoch,
     next: Seq,
+    /// Where it asked to start (used while `Pending`, to ask again after an owner change).
+    want: Start,
+    /// Held by a node link (a router shard's interest), not by a client.
+    pinned: bool,
+    /// Its outstanding upstream request (0: none).
+    req: u64,
 }
 
 struct LocalTopic {
@@ -146,6 +207,13 @@ struct LocalTopic {
     subs: Vec<Subscriber>,
     /// Last time an item or heartbeat went out, for heartbeats.
     quiet_since: Instant,
+    /// Where the owner is.
+    home: Home,
+    /// For a topic owned by another node: the position its live stream has reached here.
+    up_next: Option<(Epoch, Seq)>,
+    /// Subscriptions held by node links: while there are any, the topic is served by this
+    /// node whatever the view says (the routers asking think it is ours).
+    pinned: usize,
 }
 
 #[derive(Default)]
@@ -261,6 +329,14 @@ pub(crate) struct State {
     shutdown: Rc<Signal>,
     last_heartbeat_scan: Instant,
     last_sweep: Instant,
+    /// The cluster view (None: a single node owns everything).
+    view: Option<SharedView>,
+    /// The way to other nodes (None: a single node).
+    upstream: Option<Rc<dyn Upstream>>,
+    /// Fetches sent to other shards, by token.
+    fetch_waiters: AHashMap<u64, FetchCallback>,
+    /// Requests sent upstream, by id: the subscriber each answers (one per subscriber).
+    up_reqs: AHashMap<u64, SubId>,
 }
 
 impl State {
@@ -284,6 +360,25 @@ impl State {
             shutdown: Rc::new(Signal::default()),
             last_heartbeat_scan: now,
             last_sweep: now,
+            view: None,
+            upstream: None,
+            fetch_waiters: AHashMap::new(),
+            up_reqs: AHashMap::new(),
+        }
+    }
+
+    /// Where the owner of `key` is for a topic with `pinned` link subscriptions.
+    fn route(&self, key: &TopicKey, pinned: bool) -> Home {
+        let Some(view) = &self.view else {
+            return Home::Shard;
+        };
+        if pinned {
+            return Home::Shard;
+        }
+        match view.owner(key) {
+            None => Home::Nowhere,
+            Some(n) if Some(n) == view.this => Home::Shard,
+            Some(n) => Home::Node(n),
         }
     }
 
@@ -345,6 +440,20 @@ impl State {
             MeshMsg::Uninterest { key, from } => self.owner_uninterest(&key, from),
             MeshMsg::SubscribeReply { sub, reply } => self.on_subscribe_reply(sub, reply),
             MeshMsg::Item { key, msg } => self.deliver_live(&key, &msg, Instant::now()),
+            MeshMsg::Fetch {
+                key,
+                start,
+                from,
+                token,
+            } => {
+                let reply = self.owner_fetch(&key, start);
+                self.send(from, MeshMsg::FetchReply { token, reply });
+            }
+            MeshMsg::FetchReply { token, reply } => {
+                if let Some(cb) = self.fetch_waiters.remove(&token) {
+                    cb(reply.map(Replay::from));
+                }
+            }
         }
     }
 
@@ -422,14 +531,23 @@ impl State {
         start: Start,
         from: ShardId,
     ) -> Result<OwnerReply, SubscribeError> {
+        let reply = self.owner_fetch(key, start)?;
+        if let Some(topic) = self.owned.get_mut(key) {
+            if !topic.interested.contains(&from) {
+                topic.interested.push(from);
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Where a subscriber starting at `start` begins, and the history it gets (the topic is
+    /// created if new).
+    fn owner_fetch(&mut self, key: &TopicKey, start: Start) -> Result<OwnerReply, SubscribeError> {
         debug_assert_eq!(self.owner_of(key), self.id);
         let max = self.cfg.topics_per_shard_max;
         let Some(topic) = self.owned_topic(key) else {
             return Err(SubscribeError::TopicLimit { max });
         };
-        if !topic.interested.contains(&from) {
-            topic.interested.push(from);
-        }
         let (disc, first) = resolve_start(
             topic.epoch,
             topic.next_seq,
@@ -457,9 +575,13 @@ impl State {
         key: TopicKey,
         start: Start,
         sink: Rc<dyn Sink>,
+        pinned: bool,
     ) -> Result<SubscribeAccepted, SubscribeError> {
         if self.closing {
             return Err(SubscribeError::ShuttingDown);
+        }
+        if !self.local.contains_key(&key) && self.route(&key, pinned) == Home::Nowhere {
+            return Err(SubscribeError::Unavailable);
         }
         let max = self.cfg.subscriptions_per_shard_max;
         if self.sub_index.len() >= max {
@@ -468,27 +590,89 @@ impl State {
         }
         let sub = SubId(self.fresh_id());
         let topic_id = LocalTopicId(self.fresh_id());
+        let home = self.route(&key, pinned);
         let lt = self.local.entry(key.clone()).or_insert_with(|| LocalTopic {
             id: topic_id,
             subs: Vec::new(),
             quiet_since: Instant::now(),
+            home,
+            up_next: None,
+            pinned: 0,
         });
+        let was_home = lt.home;
         lt.subs.push(Subscriber {
             id: sub,
             sink,
             phase: Phase::Pending,
             epoch: Epoch(0),
             next: Seq(0),
+            want: start,
+            pinned,
+            req: 0,
         });
+        if pinned {
+            lt.pinned += 1;
+            ShardStats::inc(&self.stats.link_subscriptions);
+        }
         let accepted = SubscribeAccepted { sub, topic: lt.id };
         self.sub_index.insert(sub, (key.clone(), lt.subs.len() - 1));
         ShardStats::set(&self.stats.subscriptions, self.sub_index.len() as u64);
-        self.ask_owner(key, start, sub);
+        self.count_upstream_topics();
+        if pinned && was_home != Home::Shard {
+            // A router asks us for a topic our own clients get from elsewhere: serve it here
+            // (this asks again for every subscriber, the new one included).
+            self.rehome(&key, Home::Shard);
+        } else {
+            self.ask_owner(key, start, sub);
+        }
         Ok(accepted)
+    }
+
+    fn count_upstream_topics(&self) {
+        if self.view.is_some() {
+            let n = self
+                .local
+                .values()
+                .filter(|t| matches!(t.home, Home::Node(_)))
+                .count();
+            ShardStats::set(&self.stats.upstream_topics, n as u64);
+        }
     }
 
     /// Sends a subscribe (or catch-up) for `sub` to the topic's owner, or answers it here.
     fn ask_owner(&mut self, key: TopicKey, start: Start, sub: SubId) {
+        let Some(lt) = self.local.get(&key) else {
+            return;
+        };
+        match lt.home {
+            Home::Shard => {}
+            Home::Nowhere => return, // asked again when a storage node appears
+            Home::Node(node) => {
+                if let (Start::Latest, Some((epoch, next))) = (start, lt.up_next) {
+                    // The live stream is here already: start where it is, no round trip.
+                    let reply = OwnerReply {
+                        epoch,
+                        start: next,
+                        disc: None,
+                        replay: Vec::new(),
+                    };
+                    self.on_subscribe_reply(sub, Ok(reply));
+                    return;
+                }
+                let Some(up) = self.upstream.clone() else {
+                    return;
+                };
+                let id = self.fresh_id();
+                if let Some(s) = self.subscriber_mut(sub) {
+                    let old = std::mem::replace(&mut s.req, id);
+                    self.up_reqs.remove(&old);
+                }
+                self.up_reqs.insert(id, sub);
+                ShardStats::inc(&self.stats.upstream_requests);
+                up.send(node, UpReq::Request { key, start, id });
+                return;
+            }
+        }
         let owner = self.owner_of(&key);
         if owner == self.id {
             let reply = self.owner_subscribe(&key, start, self.id);
@@ -505,6 +689,11 @@ impl State {
                 },
             );
         }
+    }
+
+    fn subscriber_mut(&mut self, sub: SubId) -> Option<&mut Subscriber> {
+        let (key, idx) = self.sub_index.get(&sub)?;
+        self.local.get_mut(key)?.subs.get_mut(*idx)
     }
 
     fn on_subscribe_reply(&mut self, sub: SubId, reply: Result<OwnerReply, SubscribeError>) {
@@ -668,18 +857,181 @@ impl State {
                 entry.1 = idx;
             }
         }
+        if s.pinned {
+            lt.pinned -= 1;
+            ShardStats::set(
+                &self.stats.link_subscriptions,
+                self.stats
+                    .link_subscriptions
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .saturating_sub(1),
+            );
+        }
+        let home = lt.home;
+        let empty = lt.subs.is_empty();
+        self.up_reqs.remove(&s.req);
         if let Some(r) = reason {
             s.sink.offer(sub, Offer::Closed(&r));
         }
-        if lt.subs.is_empty() {
+        if empty {
             self.local.remove(&key);
-            let owner = self.owner_of(&key);
-            if owner == self.id {
-                self.owner_uninterest(&key, owner);
-            } else {
-                let from = self.id;
-                self.send(owner, MeshMsg::Uninterest { key, from });
+            self.leave(&key, home);
+            self.count_upstream_topics();
+        } else if s.pinned && self.local.get(&key).is_some_and(|lt| lt.pinned == 0) {
+            // The last router asking us left: our own clients follow the view again.
+            let home = self.route(&key, false);
+            self.rehome(&key, home);
+        }
+    }
+
+    /// Tells the owner at `home` that this shard no longer wants `key`.
+    fn leave(&mut self, key: &TopicKey, home: Home) {
+        match home {
+            Home::Shard => {
+                let owner = self.owner_of(key);
+                if owner == self.id {
+                    self.owner_uninterest(key, owner);
+                } else {
+                    let from = self.id;
+                    self.send(
+                        owner,
+                        MeshMsg::Uninterest {
+                            key: key.clone(),
+                            from,
+                        },
+                    );
+                }
             }
+            Home::Node(node) => {
+                if let Some(up) = &self.upstream {
+                    up.send(node, UpReq::Drop { key: key.clone() });
+                }
+            }
+            Home::Nowhere => {}
+        }
+    }
+
+    /// Moves a local topic to the owner at `to`: leaves the old one and asks the new one for
+    /// every subscriber from where it is (one discontinuity when the epoch changed).
+    fn rehome(&mut self, key: &TopicKey, to: Home) {
+        let Some(lt) = self.local.get_mut(key) else {
+            return;
+        };
+        let from = lt.home;
+        if from == to {
+            return;
+        }
+        lt.home = to;
+        ShardStats::inc(&self.stats.topics_rehomed);
+        self.leave(key, from);
+        self.reask(key);
+        self.count_upstream_topics();
+    }
+
+    /// Asks the topic's owner again for every subscriber, from where each one is.
+    fn reask(&mut self, key: &TopicKey) {
+        let Some(lt) = self.local.get_mut(key) else {
+            return;
+        };
+        lt.up_next = None;
+        let asks: Vec<(SubId, Start)> = lt
+            .subs
+            .iter_mut()
+            .map(|s| {
+                let start = if s.phase == Phase::Pending {
+                    s.want
+                } else {
+                    s.phase = Phase::CatchingUp;
+                    Start::At {
+                        epoch: s.epoch.0,
+                        seq: s.next.0,
+                    }
+                };
+                (s.id, start)
+            })
+            .collect();
+        for (sub, start) in asks {
+            self.lagging.remove(&sub);
+            self.ask_owner(key.clone(), start, sub);
+        }
+    }
+
+    // ---------------------------------------------------------------- cluster
+
+    /// Takes a new cluster view: topics whose owner changed move to the new one.
+    fn set_view(&mut self, view: SharedView) {
+        self.view = Some(view);
+        let moves: Vec<(TopicKey, Home)> = self
+            .local
+            .iter()
+            .filter_map(|(k, lt)| {
+                let to = self.route(k, lt.pinned > 0);
+                (to != lt.home).then(|| (k.clone(), to))
+            })
+            .collect();
+        for (key, to) in moves {
+            self.rehome(&key, to);
+        }
+    }
+
+    /// The link to `node` is (back) up: requests sent before may be lost, so ask again for
+    /// every subscriber of its topics.
+    fn up_reset(&mut self, node: NodeKey) {
+        let keys: Vec<TopicKey> = self
+            .local
+            .iter()
+            .filter(|(_, lt)| lt.home == Home::Node(node))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.reask(&key);
+        }
+    }
+
+    /// A live message of `key` from `node`.
+    fn up_item(&mut self, node: NodeKey, key: &TopicKey, msg: &Message, now: Instant) {
+        let Some(lt) = self.local.get_mut(key) else {
+            return;
+        };
+        if lt.home != Home::Node(node) {
+            return; // in flight from an owner we left
+        }
+        lt.up_next = Some((msg.epoch, Seq(msg.seq.0 + 1)));
+        self.deliver_live(key, msg, now);
+    }
+
+    /// The answer to upstream request `id`.
+    fn up_reply(&mut self, id: u64, reply: Result<Replay, SubscribeError>) {
+        let Some(sub) = self.up_reqs.remove(&id) else {
+            return; // superseded, or its subscriber left
+        };
+        if let Some(s) = self.subscriber_mut(sub) {
+            s.req = 0;
+        }
+        self.on_subscribe_reply(sub, reply.map(OwnerReply::from));
+    }
+
+    /// Answers where a subscriber of `key` starting at `start` begins, from the owning shard of
+    /// this node, without adding interest; `cb` runs on this shard once the owner answered, in
+    /// order with the topic's items.
+    fn fetch(&mut self, key: TopicKey, start: Start, cb: FetchCallback) {
+        let owner = self.owner_of(&key);
+        if owner == self.id {
+            let r = self.owner_fetch(&key, start);
+            cb(r.map(Replay::from));
+        } else {
+            let token = self.fresh_id();
+            self.fetch_waiters.insert(token, cb);
+            let from = self.id;
+            self.send(
+                owner,
+                MeshMsg::Fetch {
+                    key,
+                    start,
+                    from,
+                    token,
+                },
+            );
         }
     }
 
@@ -729,9 +1081,15 @@ impl State {
             self.last_sweep = now;
             let age = self.cfg.history_age_max;
             let before = self.owned.len();
-            self.owned.retain(|_, t| {
+            let view = self.view.clone();
+            self.owned.retain(|k, t| {
                 t.history.expire(now, age);
-                !(t.interested.is_empty() && t.history.is_empty())
+                // In a cluster, a topic this node no longer owns goes once nobody asks for it,
+                // so that owning it again starts a new epoch instead of an old history.
+                let moved = view
+                    .as_ref()
+                    .is_some_and(|v| v.this.is_none() || v.owner(k) != v.this);
+                !(t.interested.is_empty() && (t.history.is_empty() || moved))
             });
             let expired = before - self.owned.len();
             if expired > 0 {
@@ -865,13 +1223,37 @@ impl ShardHandle {
         self.state.borrow().stats.clone()
     }
 
-    /// Publishes `payload` to `namespace/topic`; resolves once the owner ordered it.
+    /// Publishes `payload` to `namespace/topic`; resolves once the owner (in a cluster, the
+    /// owning node) ordered it.
     pub fn publish(
         &self,
         namespace: &str,
         topic: &str,
         payload: Bytes,
         publisher: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
+        self.publish_to(namespace, topic, payload, publisher, false)
+    }
+
+    /// Publishes on this node whatever the cluster view says (a node link's publish: the
+    /// router that sent it thinks this node owns the topic).
+    pub fn publish_here(
+        &self,
+        namespace: &str,
+        topic: &str,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
+        self.publish_to(namespace, topic, payload, publisher, true)
+    }
+
+    fn publish_to(
+        &self,
+        namespace: &str,
+        topic: &str,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+        here: bool,
     ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
         let mut st = self.state.borrow_mut();
         let outcome = (|| {
@@ -885,6 +1267,28 @@ impl ShardHandle {
             }
             if st.closing {
                 return Err(PublishError::ShuttingDown);
+            }
+            let pinned = here || st.local.get(&key).is_some_and(|t| t.pinned > 0);
+            match st.route(&key, pinned) {
+                Home::Shard => {}
+                Home::Nowhere => return Err(PublishError::Unavailable),
+                Home::Node(node) => {
+                    let Some(up) = st.upstream.clone() else {
+                        return Err(PublishError::Unavailable);
+                    };
+                    let (reply, rx) = flume::bounded(1);
+                    ShardStats::inc(&st.stats.upstream_publishes);
+                    up.send(
+                        node,
+                        UpReq::Publish {
+                            key,
+                            payload,
+                            publisher,
+                            reply,
+                        },
+                    );
+                    return Ok(Err(rx));
+                }
             }
             let owner = st.owner_of(&key);
             if owner == st.id {
@@ -926,7 +1330,87 @@ impl ShardHandle {
         let mut st = self.state.borrow_mut();
         let key = crate::broker::checked_key(&st.cfg, namespace, topic)
             .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
-        st.subscribe(key, start, sink)
+        st.subscribe(key, start, sink, false)
+    }
+
+    /// Subscribes a node link (a router shard's interest) to a topic of this node, whatever
+    /// the cluster view says. Counted in `link_subscriptions`.
+    pub fn subscribe_here(
+        &self,
+        namespace: &str,
+        topic: &str,
+        start: Start,
+        sink: Rc<dyn Sink>,
+    ) -> Result<SubscribeAccepted, SubscribeError> {
+        let mut st = self.state.borrow_mut();
+        let key = crate::broker::checked_key(&st.cfg, namespace, topic)
+            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
+        st.subscribe(key, start, sink, true)
+    }
+
+    /// Where a subscriber of `namespace/topic` on this node starting at `start` begins, with
+    /// the history it gets, without subscribing. `cb` runs on this shard, in order with the
+    /// topic's items reaching this shard, and must not call into the shard.
+    pub fn fetch_here(
+        &self,
+        namespace: &str,
+        topic: &str,
+        start: Start,
+        cb: FetchCallback,
+    ) -> Result<(), SubscribeError> {
+        let mut st = self.state.borrow_mut();
+        let key = crate::broker::checked_key(&st.cfg, namespace, topic)
+            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
+        if st.closing {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        st.fetch(key, start, cb);
+        Ok(())
+    }
+
+    /// Whether the broker is shutting down.
+    pub fn is_closing(&self) -> bool {
+        self.state.borrow().closing
+    }
+
+    /// Joins this shard to a cluster: `upstream` reaches the storage nodes.
+    pub fn set_upstream(&self, upstream: Rc<dyn Upstream>) {
+        self.state.borrow_mut().upstream = Some(upstream);
+    }
+
+    /// Takes a new view of the live storage nodes; topics whose owner changed move (their
+    /// subscribers get one discontinuity when the epoch differs).
+    pub fn set_view(&self, view: SharedView) {
+        self.state.borrow_mut().set_view(view);
+    }
+
+    /// The current cluster view, if any.
+    pub fn view(&self) -> Option<SharedView> {
+        self.state.borrow().view.clone()
+    }
+
+    /// The link to `node` is (back) up: asks again for every subscriber of its topics.
+    pub fn up_reset(&self, node: NodeKey) {
+        self.state.borrow_mut().up_reset(node);
+    }
+
+    /// A live message of `namespace/topic` from `node` (ignored unless `node` is its owner).
+    pub fn up_item(&self, node: NodeKey, key: &TopicKey, msg: &Message) {
+        self.state
+            .borrow_mut()
+            .up_item(node, key, msg, Instant::now());
+    }
+
+    /// The answer to an upstream request.
+    pub fn up_reply(&self, id: u64, reply: Result<Replay, SubscribeError>) {
+        self.state.borrow_mut().up_reply(id, reply);
+    }
+
+    /// A checked topic key (for node links decoding names off the wire).
+    pub fn topic_key(&self, namespace: &str, topic: &str) -> Result<TopicKey, SubscribeError> {
+        let st = self.state.borrow();
+        crate::broker::checked_key(&st.cfg, namespace, topic)
+            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })
     }
 
     /// Ends a subscription (no `Closed` event follows).
@@ -1090,7 +1574,7 @@ pub(crate) async fn run(boot: Boot) {
                 sink,
                 on_error,
             } => {
-                if let Err(e) = st.subscribe(key, start, sink()) {
+                if let Err(e) = st.subscribe(key, start, sink(), false) {
                     on_error(e);
                 }
             }

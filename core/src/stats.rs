@@ -72,8 +72,18 @@ counters! {
         topic_limit_rejections,
         /// Subscribes refused by the subscription limit.
         subscription_limit_rejections,
-        /// Topics dropped as idle.
+        /// Topics dropped as idle (or, in a cluster, no longer owned by this node).
         topics_expired,
+        /// Local topics whose owner is another node: one upstream interest each (gauge).
+        upstream_topics,
+        /// Requests sent to storage nodes (subscribe positions and catch-ups).
+        upstream_requests,
+        /// Publishes forwarded to storage nodes.
+        upstream_publishes,
+        /// Local topics moved to another owner after a membership change.
+        topics_rehomed,
+        /// Subscriptions held by node links on this shard (one per router shard and topic).
+        link_subscriptions,
     }
 }
 

@@ -121,6 +121,10 @@ pub(crate) async fn serve(
             Ok(v) => (200, v.to_string()),
             Err(e) => e,
         },
+        "/v1/admin/cluster" => match &ctx.cluster {
+            Some(c) => (200, c.view().to_json().to_string()),
+            None => (404, json_error("this node is not in a cluster")),
+        },
         _ => (404, json_error("no such admin endpoint")),
     }
 }

@@ -72,6 +72,10 @@ pub(crate) struct NetCtx {
     pub limiter: RefCell<FailureLimiter>,
     /// Every shard's admin inbox.
     pub admin: Arc<crate::admin::AdminHub>,
+    /// Cluster state (None: a single node).
+    pub cluster: Option<Arc<crate::cluster::ClusterShared>>,
+    /// Whether this node serves clients' publishes and subscribes (the router role).
+    pub router_role: bool,
 }
 
 /// Why a request was not authenticated.
@@ -211,6 +215,12 @@ pub(crate) fn permits(
     topic: &str,
     right: Right,
 ) -> Result<(), (ErrorCode, String)> {
+    if !ctx.router_role {
+        return Err((
+            ErrorCode::Unavailable,
+            "this node has only the storage role: publish and subscribe through a router".into(),
+        ));
+    }
     if !ctx.auth_on() {
         return Ok(());
     }
@@ -259,6 +269,7 @@ pub(crate) struct NodeShared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Arc<Auth>,
     pub admin: Arc<crate::admin::AdminHub>,
+    pub cluster: Option<Arc<crate::cluster::ClusterShared>>,
 }
 
 pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Result<()> {
@@ -270,6 +281,7 @@ pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Resu
         tls,
         auth,
         admin,
+        cluster,
     } = node;
     let listener = TcpListener::bind(addr)?;
     let stats = Arc::new(NetStats::default());
@@ -296,7 +308,12 @@ pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Resu
         limiter: RefCell::new(FailureLimiter::new(&auth.cfg)),
         auth,
         admin: admin.clone(),
+        router_role: cluster.as_ref().is_none_or(|c| c.cfg.roles.router),
+        cluster: cluster.clone(),
     });
+    if let Some(cluster) = cluster {
+        crate::cluster::start_shard(&ctx.shard, cluster, ctx.stats.clone())?;
+    }
     let inbox = admin.register(usize::from(ctx.shard.id().0));
     glommio::spawn_local(crate::admin::admin_loop(ctx.clone(), inbox)).detach();
     glommio::spawn_local(sweep_loop(ctx.clone())).detach();
@@ -537,6 +554,7 @@ impl Conn {
         right: Right,
     ) -> Result<Option<Arc<str>>, (ErrorCode, String)> {
         if !self.ctx.auth_on() {
+            permits(&self.ctx, None, ns, topic, right)?;
             return Ok(None);
         }
         let grant = self.grant.borrow();

@@ -452,6 +452,7 @@ pub(crate) fn status_of(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::Forbidden => 403,
         ErrorCode::RateLimited => 429,
+        ErrorCode::Unavailable => 503,
         _ => 401,
     }
 }

@@ -18,6 +18,7 @@
 
 mod admin;
 pub mod auth;
+pub mod cluster;
 mod conn;
 mod h2;
 pub mod http;
@@ -96,6 +97,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Access control: off (no keys) by default.
     pub auth: auth::AuthConfig,
+    /// Cluster membership and roles (None: a single node owning every topic).
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             engine: fanfare_core::Config::default(),
             tls: None,
             auth: auth::AuthConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -131,6 +135,9 @@ pub enum ServeError {
     /// The access-control settings are not usable (a bad key, duplicate key ids).
     #[error("auth: {0}")]
     Auth(String),
+    /// The cluster settings are not usable.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Builds the TLS configuration from PEM files: a certificate chain (leaf first) and its
@@ -185,12 +192,18 @@ pub struct Server {
     broker: Broker,
     addr: SocketAddr,
     registry: Arc<Registry>,
+    cluster_addr: Option<SocketAddr>,
 }
 
 impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address node links and gossip use (in a cluster).
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_addr
     }
 
     /// The engine, for publishing and subscribing in process.
@@ -218,6 +231,7 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
         mut engine,
         tls,
         auth,
+        cluster,
     } = cfg;
     let auth = Arc::new(auth::Auth::new(auth).map_err(ServeError::Auth)?);
     // Reserve the address (and learn the port when 0 was asked) with a socket that is bound
@@ -238,6 +252,14 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
     let shards = engine.shard_count();
     let registry = Arc::new(Registry::new(shards));
     let admin = Arc::new(admin::AdminHub::new(shards));
+    let (cluster, cluster_reserve) = match cluster {
+        None => (None, None),
+        Some(c) => {
+            let (shared, reserve) = cluster_shared(c, shards)?;
+            (Some(shared), Some(reserve))
+        }
+    };
+    let cluster_addr = cluster.as_ref().map(|c| c.me.addr);
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<(), std::io::Error>>();
     let hook = {
         let node = conn::NodeShared {
@@ -248,6 +270,7 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
             tls,
             auth,
             admin,
+            cluster,
         };
         let bound_tx = std::sync::Mutex::new(bound_tx);
         move |h: ShardHandle| {
@@ -270,11 +293,61 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
         }
     }
     drop(reserve);
+    drop(cluster_reserve);
     Ok(Server {
         broker,
         addr,
         registry,
+        cluster_addr,
     })
+}
+
+/// Validates the cluster settings, reserves the cluster port and builds the shared state.
+fn cluster_shared(
+    c: cluster::ClusterConfig,
+    shards: usize,
+) -> Result<(Arc<cluster::ClusterShared>, socket2::Socket), ServeError> {
+    if c.node_id.is_empty() || c.node_id.len() > 128 {
+        return Err(ServeError::Cluster(
+            "node_id must be 1 to 128 bytes (and unique in the cluster)".into(),
+        ));
+    }
+    if !c.roles.router && !c.roles.storage {
+        return Err(ServeError::Cluster(
+            "a node needs the router role, the storage role, or both".into(),
+        ));
+    }
+    let reserve = reserve(c.listen).map_err(|source| ServeError::Bind {
+        addr: c.listen,
+        source,
+    })?;
+    let bound = reserve
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| ServeError::Cluster("no local address for the cluster port".into()))?;
+    let mut addr = c.advertise.unwrap_or(bound);
+    if addr.port() == 0 {
+        addr.set_port(bound.port());
+    }
+    if addr.ip().is_unspecified() {
+        return Err(ServeError::Cluster(format!(
+            "cluster listen address {bound} is unspecified: set advertise to the address other \
+             nodes reach this one at"
+        )));
+    }
+    let me = cluster::Member {
+        id: c.node_id.clone(),
+        addr,
+        roles: c.roles,
+        generation: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64),
+    };
+    Ok((
+        Arc::new(cluster::ClusterShared::new(c, me, shards)),
+        reserve,
+    ))
 }
 
 fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {

@@ -102,6 +102,30 @@ net_counters! {
     origin_rejected: "counter",
     /// Admin requests served.
     admin_requests: "counter",
+    /// Cluster members alive in this node's view (shard 0 runs the gossip).
+    cluster_members: "gauge",
+    /// Storage nodes alive in this node's view.
+    cluster_storage_nodes: "gauge",
+    /// Membership changes seen (member up, down or renamed).
+    cluster_membership_changes: "counter",
+    /// Router side: links to storage nodes up now (at most one per storage node per shard).
+    cluster_links_up: "gauge",
+    /// Router side: link connections established.
+    cluster_link_connects: "counter",
+    /// Router side: link connections that failed or dropped.
+    cluster_link_failures: "counter",
+    /// Router side: publishes failed because the owner was unreachable.
+    cluster_publishes_unavailable: "counter",
+    /// Storage side: links from router shards served now.
+    cluster_links_served: "gauge",
+    /// Storage side: live item frames queued on links (one per message per router shard).
+    cluster_link_items_out: "counter",
+    /// Storage side: links closed because the router stayed behind (a slow router).
+    cluster_link_closed_slow: "counter",
+    /// Frames sent on node links.
+    cluster_link_frames_out: "counter",
+    /// Frames received on node links.
+    cluster_link_frames_in: "counter",
 }
 
 pub(crate) fn inc(c: &AtomicU64) {

@@ -163,13 +163,15 @@ pub enum ErrorCode {
     InvalidResume = 14,
     /// Over a rate limit.
     RateLimited = 15,
+    /// The topic's owner is unreachable (a cluster failover is under way): retry.
+    Unavailable = 16,
 }
 
 impl ErrorCode {
     /// Maps a wire number to a code; numbers this build does not know become `Unknown`.
     pub fn from_u16(n: u16) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 16] = [
+        const ALL: [ErrorCode; 17] = [
             Unknown,
             BadRequest,
             InvalidName,
@@ -186,6 +188,7 @@ impl ErrorCode {
             ShuttingDown,
             InvalidResume,
             RateLimited,
+            Unavailable,
         ];
         ALL.get(usize::from(n)).copied().unwrap_or(Unknown)
     }

@@ -107,10 +107,10 @@ pub struct FromUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 15;
+pub const ENUM_MAX_ERROR_CODE: u16 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::InvalidName,
@@ -127,6 +127,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
   ErrorCode::ShuttingDown,
   ErrorCode::InvalidResume,
   ErrorCode::RateLimited,
+  ErrorCode::Unavailable,
 ];
 
 /// Machine-readable error codes. Numbers are stable.
@@ -151,9 +152,10 @@ impl ErrorCode {
   pub const ShuttingDown: Self = Self(13);
   pub const InvalidResume: Self = Self(14);
   pub const RateLimited: Self = Self(15);
+  pub const Unavailable: Self = Self(16);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 15;
+  pub const ENUM_MAX: u16 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -171,6 +173,7 @@ impl ErrorCode {
     Self::ShuttingDown,
     Self::InvalidResume,
     Self::RateLimited,
+    Self::Unavailable,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -191,6 +194,7 @@ impl ErrorCode {
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::InvalidResume => Some("InvalidResume"),
       Self::RateLimited => Some("RateLimited"),
+      Self::Unavailable => Some("Unavailable"),
       _ => None,
     }
   }
@@ -4635,8 +4639,9 @@ impl ::core::fmt::Debug for LinkInterest<'_> {
 pub enum LinkSubscribedOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Answer to a LinkInterest: the topic's epoch and the first sequence that follows
-/// (replayed items, if any, come next in LinkItemBatch frames with the same request id).
+/// Ends the answer to a LinkInterest: the topic's epoch and the first sequence the
+/// requester gets. A LinkDiscontinuity and LinkItemBatch frames (the replay) with the same
+/// request id come before it; live items follow with request id 0.
 pub struct LinkSubscribed<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

@@ -1,0 +1,224 @@
+//! SWIM membership on shard 0: `foca` (sans-IO) driven by one glommio UDP socket.
+//!
+//! foca decides everything (whom to probe, when to suspect, when a member is down, what to
+//! gossip); this module only moves its datagrams, delivers its timers and turns its
+//! notifications into [`ClusterView`]s. A node that knows no other member re-announces itself
+//! to the seeds every second, so start order does not matter.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use glommio::net::UdpSocket;
+use rand::SeedableRng;
+
+use super::{ClusterShared, ClusterView, Member, Roles};
+use crate::metrics::{self, NetStats};
+
+/// Largest gossip datagram.
+const PACKET_BYTES_MAX: usize = 1400;
+/// How often a node with no known member announces itself to the seeds.
+const REANNOUNCE: Duration = Duration::from_secs(1);
+
+enum Ev {
+    Data(Vec<u8>),
+    Timer(Timer<Member>),
+    Announce,
+    Stop,
+}
+
+/// A placeholder identity for a seed we only know by address (foca learns the real one from
+/// its answer).
+fn seed_identity(addr: SocketAddr) -> Member {
+    Member {
+        id: String::new(),
+        addr,
+        roles: Roles {
+            router: false,
+            storage: false,
+        },
+        generation: 0,
+    }
+}
+
+fn foca_config(shared: &ClusterShared) -> foca::Config {
+    let n = NonZeroU32::new(shared.cfg.seeds.len() as u32 + 8).unwrap_or(NonZeroU32::MIN);
+    let mut c = foca::Config::new_lan(n);
+    c.probe_period = shared.cfg.probe_interval;
+    c.probe_rtt = shared.cfg.probe_timeout.min(shared.cfg.probe_interval / 2);
+    c.suspect_to_down_after = shared.cfg.suspect_timeout;
+    c.max_packet_size = std::num::NonZeroUsize::new(PACKET_BYTES_MAX).unwrap_or(c.max_packet_size);
+    c
+}
+
+/// Runs the gossip until `stop` resolves (then leaves the cluster politely).
+pub(crate) async fn run(
+    shared: Arc<ClusterShared>,
+    sock: UdpSocket,
+    stats: Arc<NetStats>,
+    stop: impl std::future::Future<Output = ()> + 'static,
+) {
+    let sock = Rc::new(sock);
+    let (tx, rx) = flume::unbounded::<Ev>();
+    let me = shared.me.clone();
+    let rng = rand::rngs::StdRng::seed_from_u64(me.generation ^ 0x9e37_79b9_7f4a_7c15);
+    let mut foca = Foca::new(me.clone(), foca_config(&shared), rng, PostcardCodec);
+    let mut rt = AccumulatingRuntime::new();
+    let mut alive: BTreeMap<SocketAddr, Member> = BTreeMap::new();
+
+    // Datagrams in.
+    {
+        let sock = sock.clone();
+        let tx = tx.clone();
+        glommio::spawn_local(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match sock.recv_from(&mut buf).await {
+                    Ok((n, _from)) => {
+                        if tx.send(Ev::Data(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "gossip receive failed");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+    // Re-announcing while alone, and the stop signal.
+    {
+        let tx = tx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(REANNOUNCE).await;
+                if tx.send(Ev::Announce).is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+    {
+        let tx = tx.clone();
+        glommio::spawn_local(async move {
+            stop.await;
+            let _ = tx.send(Ev::Stop);
+        })
+        .detach();
+    }
+
+    for seed in &shared.cfg.seeds {
+        if *seed != me.addr {
+            let _ = foca.announce(seed_identity(*seed), &mut rt);
+        }
+    }
+    publish(&shared, &alive, &stats);
+    loop {
+        drain(&mut rt, &sock, &tx, &mut alive, &shared, &stats).await;
+        let Ok(ev) = rx.recv_async().await else {
+            return;
+        };
+        let r = match ev {
+            Ev::Data(d) => foca.handle_data(&d, &mut rt),
+            Ev::Timer(t) => foca.handle_timer(t, &mut rt),
+            Ev::Announce => {
+                if alive.is_empty() {
+                    for seed in &shared.cfg.seeds {
+                        if *seed != me.addr {
+                            let _ = foca.announce(seed_identity(*seed), &mut rt);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Ev::Stop => {
+                let _ = foca.leave_cluster(&mut rt);
+                drain(&mut rt, &sock, &tx, &mut alive, &shared, &stats).await;
+                return;
+            }
+        };
+        if let Err(e) = r {
+            // Malformed or foreign datagrams: foca refuses them; nothing else to do.
+            tracing::debug!(error = %e, "gossip input refused");
+        }
+    }
+}
+
+/// Sends what foca wants sent, schedules its timers and applies its notifications.
+async fn drain(
+    rt: &mut AccumulatingRuntime<Member>,
+    sock: &Rc<UdpSocket>,
+    tx: &flume::Sender<Ev>,
+    alive: &mut BTreeMap<SocketAddr, Member>,
+    shared: &Arc<ClusterShared>,
+    stats: &Arc<NetStats>,
+) {
+    let mut changed = false;
+    while let Some(n) = rt.to_notify() {
+        match n {
+            OwnedNotification::MemberUp(m) => {
+                tracing::info!(node = %m.id, addr = %m.addr, storage = m.roles.storage, "cluster member up");
+                alive.insert(m.addr, m);
+                changed = true;
+            }
+            OwnedNotification::MemberDown(m) => {
+                if alive
+                    .get(&m.addr)
+                    .is_some_and(|a| a.generation == m.generation)
+                {
+                    tracing::warn!(node = %m.id, addr = %m.addr, "cluster member down");
+                    alive.remove(&m.addr);
+                    changed = true;
+                }
+            }
+            OwnedNotification::Rename(old, new) => {
+                if alive.remove(&old.addr).is_some() {
+                    tracing::info!(node = %new.id, addr = %new.addr, "cluster member restarted");
+                    alive.insert(new.addr, new);
+                    changed = true;
+                }
+            }
+            OwnedNotification::Defunct => {
+                tracing::warn!("this node was declared down by the cluster");
+            }
+            _ => {}
+        }
+    }
+    if changed {
+        metrics::inc(&stats.cluster_membership_changes);
+        publish(shared, alive, stats);
+    }
+    while let Some((after, timer)) = rt.to_schedule() {
+        let tx = tx.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(after).await;
+            let _ = tx.send(Ev::Timer(timer));
+        })
+        .detach();
+    }
+    while let Some((to, data)) = rt.to_send() {
+        if let Err(e) = sock.send_to(&data, to.addr).await {
+            tracing::debug!(to = %to.addr, error = %e, "gossip send failed");
+        }
+    }
+}
+
+fn publish(shared: &ClusterShared, alive: &BTreeMap<SocketAddr, Member>, stats: &NetStats) {
+    let mut members: Vec<Member> = alive.values().cloned().collect();
+    members.push(shared.me.clone());
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    let storage = members.iter().filter(|m| m.roles.storage).count();
+    metrics::set(&stats.cluster_members, members.len() as u64);
+    metrics::set(&stats.cluster_storage_nodes, storage as u64);
+    shared.publish(Arc::new(ClusterView {
+        this: Some(shared.me.clone()),
+        members,
+    }));
+}

@@ -1,0 +1,393 @@
+//! Storage side: links from router shards, served on every shard of a storage node.
+//!
+//! Each link holds at most one engine subscription per topic (its router shard's interest,
+//! `subscribe_here`), so a message goes out once per router shard whatever the number of end
+//! subscribers behind it; live items are encoded once per message and shard and the same buffer
+//! is queued on every link. A request's answer (where its subscriber starts, with the replay)
+//! is fetched from the topic's owning shard and travels in order with the items. A link is a
+//! bounded subscriber like any other: past `link_queue_bytes_max` its topics lag and catch up
+//! from history; if it stays behind past the lag limit it is closed (the router reconnects).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use fanfare_core::cluster::Replay;
+use fanfare_core::{
+    Accept, CloseReason, Message, Offer, ShardHandle, Sink, Start, SubId, SubscribeError, TopicKey,
+};
+use fanfare_proto::message::ErrorCode;
+use fanfare_proto::{LinkItem, LinkMsg};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::wire::{self, Encoder, Frame, FrameReader, LinkEnd, LinkQueue};
+use super::ClusterConfig;
+use crate::metrics::{self, NetStats};
+
+/// Encoding slot of a live link item in a delivery's cache.
+const SLOT_LINK: usize = 3;
+/// Replay items per batch frame, and bytes.
+const REPLAY_BATCH_ITEMS: usize = 256;
+const REPLAY_BATCH_BYTES: usize = 256 * 1024;
+
+/// What a shard's links share.
+pub(crate) struct LinkServer {
+    pub shard: ShardHandle,
+    pub cfg: Arc<ClusterConfig>,
+    pub node_id: String,
+    pub stats: Arc<NetStats>,
+    pub enc: Rc<Encoder>,
+}
+
+/// One link from a router shard.
+struct LinkConn {
+    srv: Rc<LinkServer>,
+    q: Rc<LinkQueue>,
+    /// Its subscription per topic.
+    streams: RefCell<AHashMap<TopicKey, SubId>>,
+    /// Subscriptions refused an item for lack of room.
+    lagging: RefCell<Vec<SubId>>,
+    fetches: Cell<usize>,
+    publishes: Cell<usize>,
+    closing: Cell<Option<&'static str>>,
+}
+
+impl LinkConn {
+    fn close(&self, why: &'static str) {
+        if self.closing.get().is_none() {
+            self.closing.set(Some(why));
+        }
+        self.q.close();
+    }
+
+    fn push(&self, msg: &LinkMsg) {
+        self.q.push(Frame::Own(self.srv.enc.frame(msg)));
+    }
+
+    fn error(&self, request_id: u64, code: ErrorCode, text: String) {
+        self.push(&LinkMsg::Error {
+            request_id,
+            code,
+            text,
+        });
+    }
+
+    /// Sends the answer to request `id`: discontinuity, replay batches, then `Subscribed`.
+    fn answer(&self, id: u64, key: &TopicKey, r: Result<Replay, SubscribeError>) {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => return self.error(id, e.code(), e.to_string()),
+        };
+        if let Some((last, new, epoch)) = r.gap {
+            self.push(&LinkMsg::Discontinuity {
+                request_id: id,
+                namespace: key.namespace().to_owned(),
+                topic: key.topic().to_owned(),
+                last_seq: last.0,
+                new_seq: new.0,
+                new_epoch: epoch.0,
+            });
+        }
+        let mut batch: Vec<LinkItem> = Vec::new();
+        let mut bytes = 0;
+        for m in &r.items {
+            bytes += m.payload.len();
+            batch.push(link_item(m));
+            if batch.len() >= REPLAY_BATCH_ITEMS || bytes >= REPLAY_BATCH_BYTES {
+                self.push(&batch_msg(id, key, r.epoch.0, std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.push(&batch_msg(id, key, r.epoch.0, batch));
+        }
+        self.push(&LinkMsg::Subscribed {
+            request_id: id,
+            epoch: r.epoch.0,
+            next_seq: r.start.0,
+        });
+    }
+
+    /// Room again: lagging subscriptions catch up.
+    fn after_write(&self) {
+        if self.q.bytes() > self.srv.cfg.link_queue_bytes_max / 2 {
+            return;
+        }
+        let lagging: Vec<SubId> = self.lagging.borrow_mut().drain(..).collect();
+        for sub in lagging {
+            self.srv.shard.drained(sub);
+        }
+    }
+}
+
+fn link_item(m: &Message) -> LinkItem {
+    LinkItem {
+        seq: m.seq.0,
+        payload: m.payload.clone(),
+        publisher_id: m.publisher_id.as_deref().map(str::to_owned),
+    }
+}
+
+fn batch_msg(request_id: u64, key: &TopicKey, epoch: u64, items: Vec<LinkItem>) -> LinkMsg {
+    LinkMsg::ItemBatch {
+        request_id,
+        namespace: key.namespace().to_owned(),
+        topic: key.topic().to_owned(),
+        epoch,
+        items,
+    }
+}
+
+/// A link's subscription to one topic: the engine's sink.
+struct Stream {
+    conn: Rc<LinkConn>,
+    key: TopicKey,
+}
+
+impl Sink for Stream {
+    fn offer(&self, sub: SubId, offer: Offer<'_>) -> Accept {
+        let conn = &self.conn;
+        if conn.q.is_closed() {
+            return Accept::Gone;
+        }
+        match offer {
+            Offer::Item(d) => {
+                if conn.q.bytes() >= conn.srv.cfg.link_queue_bytes_max {
+                    conn.lagging.borrow_mut().push(sub);
+                    return Accept::Full;
+                }
+                let enc = &conn.srv.enc;
+                let key = &self.key;
+                let frame = d.encoded(SLOT_LINK, |_, m| {
+                    enc.frame(&batch_msg(0, key, m.epoch.0, vec![link_item(m)]))
+                });
+                metrics::inc(&conn.srv.stats.cluster_link_items_out);
+                conn.q.push(Frame::Shared(frame));
+                Accept::Queued
+            }
+            Offer::Closed(reason) => {
+                conn.streams.borrow_mut().remove(&self.key);
+                match reason {
+                    CloseReason::TooSlow(_) => {
+                        metrics::inc(&conn.srv.stats.cluster_link_closed_slow);
+                        conn.close("the router stayed behind past the lag limit");
+                    }
+                    CloseReason::ShuttingDown => conn.close("shutting down"),
+                    CloseReason::Failed(e) => {
+                        tracing::debug!(topic = %self.key, error = %e, "link subscription refused");
+                    }
+                    _ => {}
+                }
+                Accept::Queued
+            }
+            // Subscribed, Discontinuity, Heartbeat: positions are the router's business (it
+            // asks per subscriber, and a gap in the items tells it when to ask again).
+            _ => Accept::Queued,
+        }
+    }
+}
+
+/// Accepts links on this shard until shutdown.
+pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
+    let mut stop = Box::pin(srv.shard.shutdown_signal());
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            (&mut stop).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(serve_link(srv.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accepting a node link failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (r, mut w) = futures_lite::io::split(stream);
+    let mut reader = FrameReader::new(r, srv.cfg.link_frame_bytes_max, srv.stats.clone());
+    let hello = wire::hello(
+        &mut reader,
+        &mut w,
+        &srv.enc,
+        &srv.node_id,
+        srv.shard.id().0,
+    );
+    let router = match futures_lite::future::or(hello, async {
+        glommio::timer::sleep(wire::HELLO_TIMEOUT).await;
+        Err(LinkEnd::Protocol("hello timed out".into()))
+    })
+    .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::info!(peer = ?peer, error = %e, "node link refused");
+            return;
+        }
+    };
+    let conn = Rc::new(LinkConn {
+        srv: srv.clone(),
+        q: Rc::new(LinkQueue::default()),
+        streams: RefCell::new(AHashMap::new()),
+        lagging: RefCell::new(Vec::new()),
+        fetches: Cell::new(0),
+        publishes: Cell::new(0),
+        closing: Cell::new(None),
+    });
+    metrics::add(&srv.stats.cluster_links_served, 1);
+    tracing::info!(router = %router, peer = ?peer, "node link up");
+    let writer = {
+        let c = conn.clone();
+        wire::write_loop(conn.q.clone(), w, srv.stats.clone(), move || {
+            c.after_write()
+        })
+    };
+    let read = async {
+        loop {
+            let msg = reader.next().await?;
+            on_message(&conn, msg)?;
+        }
+    };
+    let end: Result<(), LinkEnd> = futures_lite::future::or(read, async {
+        writer.await;
+        Err(LinkEnd::Closed)
+    })
+    .await;
+    conn.q.close();
+    let streams: Vec<SubId> = conn.streams.borrow_mut().drain().map(|(_, s)| s).collect();
+    for sub in streams {
+        srv.shard.unsubscribe(sub);
+    }
+    metrics::set(
+        &srv.stats.cluster_links_served,
+        srv.stats
+            .cluster_links_served
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1),
+    );
+    let why = conn
+        .closing
+        .get()
+        .map(str::to_owned)
+        .or_else(|| end.err().map(|e| e.to_string()))
+        .unwrap_or_default();
+    tracing::info!(router = %router, reason = %why, "node link closed");
+}
+
+fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
+    let srv = &conn.srv;
+    match msg {
+        LinkMsg::Publish {
+            request_id,
+            namespace,
+            topic,
+            payload,
+            publisher_id,
+            ..
+        } => {
+            if conn.publishes.get() >= srv.cfg.link_publishes_in_flight_max {
+                conn.error(
+                    request_id,
+                    ErrorCode::Overloaded,
+                    "too many publishes in flight on this link".into(),
+                );
+                return Ok(());
+            }
+            let fut =
+                srv.shard
+                    .publish_here(&namespace, &topic, payload, publisher_id.map(Arc::from));
+            conn.publishes.set(conn.publishes.get() + 1);
+            let c = conn.clone();
+            glommio::spawn_local(async move {
+                let r = fut.await;
+                c.publishes.set(c.publishes.get() - 1);
+                match r {
+                    Ok(p) => c.push(&LinkMsg::PublishAck {
+                        request_id,
+                        epoch: p.epoch.0,
+                        seq: p.seq.0,
+                    }),
+                    Err(e) => c.error(request_id, e.code(), e.to_string()),
+                }
+            })
+            .detach();
+        }
+        LinkMsg::Interest {
+            request_id,
+            namespace,
+            topic,
+            subscribe,
+            from,
+        } => {
+            let key = match srv.shard.topic_key(&namespace, &topic) {
+                Ok(k) => k,
+                Err(e) => {
+                    conn.error(request_id, e.code(), e.to_string());
+                    return Ok(());
+                }
+            };
+            if !subscribe {
+                if let Some(sub) = conn.streams.borrow_mut().remove(&key) {
+                    srv.shard.unsubscribe(sub);
+                }
+                return Ok(());
+            }
+            if request_id == 0 {
+                return Err(LinkEnd::Protocol("a subscribe request needs an id".into()));
+            }
+            if !conn.streams.borrow().contains_key(&key) {
+                let sink = Rc::new(Stream {
+                    conn: conn.clone(),
+                    key: key.clone(),
+                });
+                match srv
+                    .shard
+                    .subscribe_here(&namespace, &topic, Start::Latest, sink)
+                {
+                    Ok(acc) => {
+                        conn.streams.borrow_mut().insert(key.clone(), acc.sub);
+                    }
+                    Err(e) => {
+                        conn.error(request_id, e.code(), e.to_string());
+                        return Ok(());
+                    }
+                }
+            }
+            if conn.fetches.get() >= srv.cfg.link_fetches_in_flight_max {
+                conn.error(
+                    request_id,
+                    ErrorCode::Overloaded,
+                    "too many subscribe requests in flight on this link".into(),
+                );
+                return Ok(());
+            }
+            conn.fetches.set(conn.fetches.get() + 1);
+            let c = conn.clone();
+            let cb_key = key.clone();
+            let r = srv.shard.fetch_here(
+                &namespace,
+                &topic,
+                from,
+                Box::new(move |r| {
+                    c.fetches.set(c.fetches.get() - 1);
+                    c.answer(request_id, &cb_key, r);
+                }),
+            );
+            if let Err(e) = r {
+                conn.fetches.set(conn.fetches.get() - 1);
+                conn.error(request_id, e.code(), e.to_string());
+            }
+        }
+        _ => return Err(LinkEnd::Protocol("unexpected message from a router".into())),
+    }
+    Ok(())
+}
