@@ -1851,7 +1851,7 @@ mod tests {
                             }
                         };
                         let sink = Rc::new(TestSink { cap: 3, q: RefCell::new(VecDeque::new()) });
-                        let acc = st.subscribe(topics[t].clone(), start, sink.clone()).unwrap();
+                        let acc = st.subscribe(topics[t].clone(), start, sink.clone(), false).unwrap();
                         readers.push(Reader { sub: acc.sub, topic: t, sink, expect: None, closed: false });
                     }
                     Op::Unsubscribe(i) => {

@@ -253,7 +253,10 @@ impl Registry {
                 rows.push((format!("fanfare_net_{name}"), kind, shard, v));
             }
             for (name, v) in eng.snapshot().fields() {
-                let kind = if matches!(name, "topics" | "subscriptions") {
+                let kind = if matches!(
+                    name,
+                    "topics" | "subscriptions" | "upstream_topics" | "link_subscriptions"
+                ) {
                     "gauge"
                 } else {
                     "counter"
