@@ -251,12 +251,10 @@ fn read_for(c: &mut Client, seen: &mut Seen, d: Duration) {
 fn drain(c: &mut Client, seen: &mut Seen, quiet: Duration) {
     let mut last = Instant::now();
     while last.elapsed() < quiet {
-        match c.recv() {
-            Ok(m) => {
-                last = Instant::now();
-                record(m, seen);
-            }
-            Err(_) => {} // read timeout
+        // An error is the read timeout: nothing arrived.
+        if let Ok(m) = c.recv() {
+            last = Instant::now();
+            record(m, seen);
         }
     }
 }

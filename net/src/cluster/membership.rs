@@ -168,22 +168,19 @@ async fn drain(
                 alive.insert(m.addr, m);
                 changed = true;
             }
-            OwnedNotification::MemberDown(m) => {
+            OwnedNotification::MemberDown(m)
                 if alive
                     .get(&m.addr)
-                    .is_some_and(|a| a.generation == m.generation)
-                {
-                    tracing::warn!(node = %m.id, addr = %m.addr, "cluster member down");
-                    alive.remove(&m.addr);
-                    changed = true;
-                }
+                    .is_some_and(|a| a.generation == m.generation) =>
+            {
+                tracing::warn!(node = %m.id, addr = %m.addr, "cluster member down");
+                alive.remove(&m.addr);
+                changed = true;
             }
-            OwnedNotification::Rename(old, new) => {
-                if alive.remove(&old.addr).is_some() {
-                    tracing::info!(node = %new.id, addr = %new.addr, "cluster member restarted");
-                    alive.insert(new.addr, new);
-                    changed = true;
-                }
+            OwnedNotification::Rename(old, new) if alive.contains_key(&old.addr) => {
+                tracing::info!(node = %new.id, addr = %new.addr, "cluster member restarted");
+                alive.insert(new.addr, new);
+                changed = true;
             }
             OwnedNotification::Defunct => {
                 tracing::warn!("this node was declared down by the cluster");
