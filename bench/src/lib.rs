@@ -80,7 +80,9 @@ impl std::str::FromStr for Transport {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     /// The broker: `ws://host:port[/path]` or `wss://` (Fanfare; `http://`, `https://` too),
-    /// `redis://host:port`, `nats://host:port`.
+    /// `redis://host:port`, `nats://host:port`. Several comma-separated URLs of one kind (a
+    /// cluster's routers): subscriber `i` connects to URL `i mod n`, publisher `j` to URL
+    /// `(j + 1) mod n`, so with two routers messages cross from one to the other.
     pub url: String,
     /// How to speak to a Fanfare target.
     pub transport: Transport,
@@ -313,11 +315,25 @@ struct Target {
     h2: Dialer,
 }
 
-fn target(s: &Scenario) -> Result<Target, BenchError> {
-    let (scheme, rest) = s
+/// One target per comma-separated URL, all of one kind.
+fn targets(s: &Scenario) -> Result<Vec<Target>, BenchError> {
+    let ts = s
         .url
+        .split(',')
+        .map(|u| target(s, u.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ts.iter().any(|t| t.kind != ts[0].kind) {
+        return Err(BenchError::Scenario(
+            "several URLs must all be of one broker kind".into(),
+        ));
+    }
+    Ok(ts)
+}
+
+fn target(s: &Scenario, url: &str) -> Result<Target, BenchError> {
+    let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| BenchError::Scenario(format!("not a URL: {}", s.url)))?;
+        .ok_or_else(|| BenchError::Scenario(format!("not a URL: {url}")))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
         None => (rest.to_owned(), "/v1/ws".to_owned()),
@@ -570,11 +586,11 @@ pub(crate) async fn read_replies<T>(
 /// Runs `s` and reports; `progress` is updated while it runs (read it from another thread).
 pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> {
     check(s)?;
-    let target = target(s)?;
+    let targets = targets(s)?;
     let threads = s.threads.max(1);
     let shared = Arc::new(Shared {
         scenario: s.clone(),
-        target,
+        targets,
         progress,
         ready: AtomicUsize::new(0),
         go_ns: AtomicU64::new(u64::MAX),
@@ -738,7 +754,8 @@ fn process_cpu_seconds() -> f64 {
 
 struct Shared {
     scenario: Scenario,
-    target: Target,
+    /// One per URL (never empty).
+    targets: Vec<Target>,
     progress: Arc<Progress>,
     /// Threads whose connections are all open.
     ready: AtomicUsize,
@@ -834,8 +851,9 @@ async fn connect_subscribers(
                     sleep_until(at).await;
                 }
                 let s = &shared.scenario;
-                let topic = shared.target.topic(&s.namespace, i % s.topics);
-                let sub = Sub::open(&shared.target, s, &topic).await?;
+                let t = &shared.targets[i % shared.targets.len()];
+                let topic = t.topic(&s.namespace, i % s.topics);
+                let sub = Sub::open(t, s, &topic).await?;
                 shared.progress.subscribed.fetch_add(1, Ordering::Relaxed);
                 subs.borrow_mut().push(sub);
             }
@@ -951,7 +969,8 @@ async fn connect_all(
             progress: shared.progress.clone(),
             window: Cell::new((u64::MAX, 0)),
         });
-        let p = Pub::open(&shared.target, s, acks.clone()).await?;
+        let target = &shared.targets[(j + 1) % shared.targets.len()];
+        let p = Pub::open(target, s, acks.clone()).await?;
         pubs.push((j, p, acks));
     }
     Ok((subs, pubs, tally))
@@ -1001,7 +1020,7 @@ async fn publisher(
         payload[0..4].copy_from_slice(&(id as u32).to_le_bytes());
         payload[4..12].copy_from_slice(&seq.to_le_bytes());
         payload[12..20].copy_from_slice(&intended.to_le_bytes());
-        let name = shared.target.topic(&s.namespace, topic);
+        let name = shared.targets[0].topic(&s.namespace, topic);
         // Counted before the write: the ack can arrive while the write is still awaited.
         acks.in_flight.set(acks.in_flight.get() + 1);
         p.push(&s.namespace, &name, &payload, intended).await?;

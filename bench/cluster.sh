@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# A single node and a cluster (3 storage nodes + 2 routers) side by side on this machine, with
+# the same load-generator scenarios; markdown on stdout.
+#
+#   bench/cluster.sh                  # ~2 minutes
+#
+# Every node runs one shard, unpinned (the cluster's five processes share the machine's cores
+# with the generator: on a 2-core machine this measures the cost of the extra hop, not the
+# scale-out). Subscribers connect to router 1, publishers to router 2, so every message
+# crosses: publisher -> r2 -> owner storage node -> r1 -> subscribers. Broker CPU is the sum
+# of utime + stime of every node process over the run. Not part of CI.
+#
+# Environment: DURATION (s, default 5), WARMUP (s, default 1), ONLY (regex over scenarios).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+ONLY=${ONLY:-.}
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo build --release -q
+bin=$PWD/target/release/fanfare
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+eph_lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
+port=$((10000 + RANDOM % (eph_lo - 11000)))
+free_port() {
+  port=$((port + 1))
+  while (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((port + 1)); done
+}
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# start NAME ARGS...: a node; sets $http
+start() {
+  local name=$1; shift
+  free_port; http=$port
+  "$bin" serve --no-pin --shards 1 --listen 127.0.0.1:$http "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  wait_port $http
+}
+cpu_all() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
+
+run() {
+  local setup=$1 name=$2 url=$3; shift 3
+  local c0; c0=$(cpu_all)
+  local out
+  out=$("$bin" bench --url "$url" --json --threads 1 --duration "$DURATION" --warmup "$WARMUP" "$@" 2>"$work/err") || out="{}"
+  local c1; c1=$(cpu_all)
+  python3 - "$setup" "$name" "$out" "$c0" "$c1" <<'PY' >> "$work/results.jsonl"
+import json, sys
+setup, name, out, c0, c1 = sys.argv[1:6]
+r = json.loads(out)
+r.update(setup=setup, scenario=name, broker_cpu_s=(float(c1) - float(c0)) / 100.0)
+print(json.dumps(r))
+PY
+  echo "  $setup: $name" >&2
+}
+
+scenarios() {
+  local setup=$1 url=$2
+  [[ "fan-out" =~ $ONLY ]] && run "$setup" "fan-out: 1 publisher, 1 topic, 1,000 subscribers, max rate" "$url" \
+    --publishers 1 --subscribers 1000 --topics 1 --payload 128 --rate 0 --window 256
+  [[ "topics" =~ $ONLY ]] && run "$setup" "100 topics x 10 subscribers, 10 publishers, 5,000 msg/s" "$url" \
+    --publishers 10 --subscribers 1000 --topics 100 --payload 128 --rate 5000 --window 1024
+  [[ "latency" =~ $ONLY ]] && run "$setup" "latency: 1 publisher, 1 subscriber, 1,000 msg/s" "$url" \
+    --publishers 1 --subscribers 1 --topics 1 --payload 128 --rate 1000 --window 64
+  return 0
+}
+
+echo "== single node" >&2
+start single
+scenarios single "ws://127.0.0.1:$http/v1/ws"
+for p in "${pids[@]}"; do kill "$p"; done; wait 2>/dev/null || true; pids=()
+
+echo "== cluster: 3 storage + 2 routers" >&2
+free_port; seed=127.0.0.1:$port
+start s1 --node-id s1 --roles storage --cluster-listen $seed
+for n in s2 s3; do free_port; start $n --node-id $n --roles storage --cluster-listen 127.0.0.1:$port --seed $seed; done
+free_port; start r1 --node-id r1 --roles router --cluster-listen 127.0.0.1:$port --seed $seed; r1=$http
+free_port; start r2 --node-id r2 --roles router --cluster-listen 127.0.0.1:$port --seed $seed; r2=$http
+for r in $r1 $r2; do
+  for _ in $(seq 100); do
+    n=$(curl -s 127.0.0.1:$r/v1/admin/cluster | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["members"]))' 2>/dev/null || echo 0)
+    [ "$n" = 5 ] && break; sleep 0.1
+  done
+done
+scenarios cluster "ws://127.0.0.1:$r1/v1/ws,ws://127.0.0.1:$r2/v1/ws"
+
+cp "$work/results.jsonl" /tmp/fanfare-cluster.jsonl
+python3 - "$work/results.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"Results: {len(rows)} runs; raw JSON in /tmp/fanfare-cluster.jsonl")
+by = {}
+for r in rows:
+    by.setdefault(r["scenario"], {})[r["setup"]] = r
+print("| scenario | setup | delivered/s | delivered per broker CPU-s | p50 us | p99 us | max us | gaps | dups |")
+print("|---|---|---|---|---|---|---|---|---|")
+ratios = []
+for name, s in by.items():
+    for setup in ("single", "cluster"):
+        r = s.get(setup)
+        if not r or "delivered" not in r:
+            print(f"| {name} | {setup} | failed | | | | | | |"); continue
+        l = r["latency_us"]
+        rate = r["delivered_per_sec"]
+        per_cpu = r["delivered"] / r["broker_cpu_s"] if r["broker_cpu_s"] > 0 else float("nan")
+        r["_rate"], r["_cpu"] = rate, per_cpu
+        print(f"| {name} | {setup} | {rate:,.0f} | {per_cpu:,.0f} | {l['p50']:,.0f} | {l['p99']:,.0f} | {l['max']:,.0f} | {r['gaps']} | {r['duplicates']} |")
+    if "_rate" in s.get("single", {}) and "_rate" in s.get("cluster", {}):
+        a, b = s["single"], s["cluster"]
+        ratios.append((name, b["_rate"] / a["_rate"], b["_cpu"] / a["_cpu"],
+                       b["latency_us"]["p50"] / max(a["latency_us"]["p50"], 1)))
+print()
+print("| scenario | cluster / single: delivered/s | per broker CPU-s | p50 latency |")
+print("|---|---|---|---|")
+for name, x, y, z in ratios:
+    print(f"| {name} | {x:.2f}x | {y:.2f}x | {z:.2f}x |")
+PY
