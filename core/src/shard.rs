@@ -1327,10 +1327,8 @@ impl ShardHandle {
         start: Start,
         sink: Rc<dyn Sink>,
     ) -> Result<SubscribeAccepted, SubscribeError> {
-        let mut st = self.state.borrow_mut();
-        let key = crate::broker::checked_key(&st.cfg, namespace, topic)
-            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
-        st.subscribe(key, start, sink, false)
+        let key = self.topic_key(namespace, topic)?;
+        self.state.borrow_mut().subscribe(key, start, sink, false)
     }
 
     /// Subscribes a node link (a router shard's interest) to a topic of this node, whatever
@@ -1342,10 +1340,8 @@ impl ShardHandle {
         start: Start,
         sink: Rc<dyn Sink>,
     ) -> Result<SubscribeAccepted, SubscribeError> {
-        let mut st = self.state.borrow_mut();
-        let key = crate::broker::checked_key(&st.cfg, namespace, topic)
-            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
-        st.subscribe(key, start, sink, true)
+        let key = self.topic_key(namespace, topic)?;
+        self.state.borrow_mut().subscribe(key, start, sink, true)
     }
 
     /// Where a subscriber of `namespace/topic` on this node starting at `start` begins, with
@@ -1358,9 +1354,8 @@ impl ShardHandle {
         start: Start,
         cb: FetchCallback,
     ) -> Result<(), SubscribeError> {
+        let key = self.topic_key(namespace, topic)?;
         let mut st = self.state.borrow_mut();
-        let key = crate::broker::checked_key(&st.cfg, namespace, topic)
-            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
         if st.closing {
             return Err(SubscribeError::ShuttingDown);
         }
