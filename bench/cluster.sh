@@ -24,12 +24,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-eph_lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
-port=$((10000 + RANDOM % (eph_lo - 11000)))
-free_port() {
-  port=$((port + 1))
-  while (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((port + 1)); done
-}
+source bench/lib.sh
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # start NAME ARGS...: a node; sets $http

@@ -48,13 +48,7 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Broker ports come from below the ephemeral range, so no client socket holds them.
-eph_lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
-port=$((10000 + RANDOM % (eph_lo - 11000)))
-free_port() {
-  port=$((port + 1))
-  while (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((port + 1)); done
-}
+source bench/lib.sh
 start_broker() {
   local b=$1
   free_port

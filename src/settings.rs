@@ -66,6 +66,7 @@ pub struct ClusterSettings {
     pub link_frame_bytes_max: Option<usize>,
     pub link_publishes_in_flight_max: Option<usize>,
     pub link_fetches_in_flight_max: Option<usize>,
+    pub link_connections_max: Option<usize>,
 }
 
 /// Parses a role list (`router`, `storage`).
@@ -128,6 +129,9 @@ impl ClusterSettings {
         }
         if let Some(v) = self.link_fetches_in_flight_max {
             c.link_fetches_in_flight_max = v.max(1);
+        }
+        if let Some(v) = self.link_connections_max {
+            c.link_connections_max = v.max(1);
         }
         Ok(c)
     }

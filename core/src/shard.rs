@@ -859,13 +859,7 @@ impl State {
         }
         if s.pinned {
             lt.pinned -= 1;
-            ShardStats::set(
-                &self.stats.link_subscriptions,
-                self.stats
-                    .link_subscriptions
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .saturating_sub(1),
-            );
+            ShardStats::dec(&self.stats.link_subscriptions);
         }
         let home = lt.home;
         let empty = lt.subs.is_empty();
@@ -1377,11 +1371,6 @@ impl ShardHandle {
     /// subscribers get one discontinuity when the epoch differs).
     pub fn set_view(&self, view: SharedView) {
         self.state.borrow_mut().set_view(view);
-    }
-
-    /// The current cluster view, if any.
-    pub fn view(&self) -> Option<SharedView> {
-        self.state.borrow().view.clone()
     }
 
     /// The link to `node` is (back) up: asks again for every subscriber of its topics.

@@ -97,6 +97,13 @@ impl ShardStats {
         c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
+    pub(crate) fn dec(c: &AtomicU64) {
+        c.store(
+            c.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
+    }
+
     pub(crate) fn set(c: &AtomicU64, v: u64) {
         c.store(v, Ordering::Relaxed);
     }

@@ -106,6 +106,10 @@ net_counters! {
     cluster_members: "gauge",
     /// Storage nodes alive in this node's view.
     cluster_storage_nodes: "gauge",
+    /// Gossip datagrams dropped because the gossip loop was behind (`EVENTS_MAX`).
+    cluster_gossip_dropped: "counter",
+    /// Storage side: link connections refused by `link_connections_max`.
+    cluster_links_refused: "counter",
     /// Membership changes seen (member up, down or renamed).
     cluster_membership_changes: "counter",
     /// Router side: links to storage nodes up now (at most one per storage node per shard).

@@ -233,14 +233,7 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
         let was_up = link.up.replace(false);
         link.connecting.set(false);
         if was_up {
-            metrics::set(
-                &links.stats.cluster_links_up,
-                links
-                    .stats
-                    .cluster_links_up
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .saturating_sub(1),
-            );
+            metrics::dec(&links.stats.cluster_links_up);
         }
         links.fail_publishes(&link);
         link.partials.borrow_mut().clear();

@@ -21,6 +21,9 @@ use crate::metrics::{self, NetStats};
 
 /// Largest gossip datagram.
 const PACKET_BYTES_MAX: usize = 1400;
+/// Gossip events waiting for the loop. Datagrams past it are dropped (UDP is lossy and SWIM
+/// tolerates loss, counted in `cluster_gossip_dropped`); timers wait for room, never dropped.
+const EVENTS_MAX: usize = 4096;
 /// How often a node with no known member announces itself to the seeds.
 const REANNOUNCE: Duration = Duration::from_secs(1);
 
@@ -63,7 +66,7 @@ pub(crate) async fn run(
     stop: impl std::future::Future<Output = ()> + 'static,
 ) {
     let sock = Rc::new(sock);
-    let (tx, rx) = flume::unbounded::<Ev>();
+    let (tx, rx) = flume::bounded::<Ev>(EVENTS_MAX);
     let me = shared.me.clone();
     let rng = rand::rngs::StdRng::seed_from_u64(me.generation ^ 0x9e37_79b9_7f4a_7c15);
     let mut foca = Foca::new(me.clone(), foca_config(&shared), rng, PostcardCodec);
@@ -74,15 +77,18 @@ pub(crate) async fn run(
     {
         let sock = sock.clone();
         let tx = tx.clone();
+        let stats = stats.clone();
         glommio::spawn_local(async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match sock.recv_from(&mut buf).await {
-                    Ok((n, _from)) => {
-                        if tx.send(Ev::Data(buf[..n].to_vec())).is_err() {
-                            return;
+                    Ok((n, _from)) => match tx.try_send(Ev::Data(buf[..n].to_vec())) {
+                        Ok(()) => {}
+                        Err(flume::TrySendError::Full(_)) => {
+                            metrics::inc(&stats.cluster_gossip_dropped);
                         }
-                    }
+                        Err(flume::TrySendError::Disconnected(_)) => return,
+                    },
                     Err(e) => {
                         tracing::debug!(error = %e, "gossip receive failed");
                         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -98,7 +104,7 @@ pub(crate) async fn run(
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(REANNOUNCE).await;
-                if tx.send(Ev::Announce).is_err() {
+                if tx.send_async(Ev::Announce).await.is_err() {
                     return;
                 }
             }
@@ -109,7 +115,7 @@ pub(crate) async fn run(
         let tx = tx.clone();
         glommio::spawn_local(async move {
             stop.await;
-            let _ = tx.send(Ev::Stop);
+            let _ = tx.send_async(Ev::Stop).await;
         })
         .detach();
     }
@@ -196,7 +202,7 @@ async fn drain(
         let tx = tx.clone();
         glommio::spawn_local(async move {
             glommio::timer::sleep(after).await;
-            let _ = tx.send(Ev::Timer(timer));
+            let _ = tx.send_async(Ev::Timer(timer)).await;
         })
         .detach();
     }

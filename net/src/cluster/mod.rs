@@ -77,6 +77,9 @@ pub struct ClusterConfig {
     /// Storage side: subscribe positions being answered on one link; past it the request is
     /// refused `Overloaded`.
     pub link_fetches_in_flight_max: usize,
+    /// Storage side: links served by the node (split evenly over shards); more are closed at
+    /// once (a router needs one per shard, so the default fits 64 routers of 64 shards).
+    pub link_connections_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +98,7 @@ impl Default for ClusterConfig {
             link_frame_bytes_max: 8 << 20,
             link_publishes_in_flight_max: 16_384,
             link_fetches_in_flight_max: 4096,
+            link_connections_max: 4096,
         }
     }
 }
@@ -245,6 +249,9 @@ pub(crate) fn start_shard(
     if cfg.roles.storage {
         let listener = glommio::net::TcpListener::bind(cluster.me.addr)?;
         let srv = std::rc::Rc::new(server::LinkServer {
+            links_max: cfg
+                .link_connections_max
+                .div_ceil(cluster.views_tx.len().max(1)),
             shard: shard.clone(),
             cfg: cfg.clone(),
             node_id: node_id.clone(),

@@ -38,6 +38,8 @@ pub(crate) struct LinkServer {
     pub node_id: String,
     pub stats: Arc<NetStats>,
     pub enc: Rc<Encoder>,
+    /// Links this shard serves at most.
+    pub links_max: usize,
 }
 
 /// One link from a router shard.
@@ -200,6 +202,18 @@ pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
         match accepted {
             None => return,
             Some(Ok(stream)) => {
+                let served = srv
+                    .stats
+                    .cluster_links_served
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if served as usize >= srv.links_max {
+                    metrics::inc(&srv.stats.cluster_links_refused);
+                    tracing::warn!(max = srv.links_max, "node link refused: link limit");
+                    drop(stream);
+                    continue;
+                }
+                // Counted from accept, so connections stuck before their hello count too.
+                metrics::add(&srv.stats.cluster_links_served, 1);
                 glommio::spawn_local(serve_link(srv.clone(), stream)).detach();
             }
             Some(Err(e)) => {
@@ -231,6 +245,7 @@ async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(peer = ?peer, error = %e, "node link refused");
+            metrics::dec(&srv.stats.cluster_links_served);
             return;
         }
     };
@@ -243,7 +258,6 @@ async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
         publishes: Cell::new(0),
         closing: Cell::new(None),
     });
-    metrics::add(&srv.stats.cluster_links_served, 1);
     tracing::info!(router = %router, peer = ?peer, "node link up");
     let writer = {
         let c = conn.clone();
@@ -267,13 +281,7 @@ async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
     for sub in streams {
         srv.shard.unsubscribe(sub);
     }
-    metrics::set(
-        &srv.stats.cluster_links_served,
-        srv.stats
-            .cluster_links_served
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .saturating_sub(1),
-    );
+    metrics::dec(&srv.stats.cluster_links_served);
     let why = conn
         .closing
         .get()
