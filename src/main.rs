@@ -69,6 +69,18 @@ enum Cmd {
         /// A node to join through (repeat for several).
         #[arg(long = "seed")]
         seeds: Vec<SocketAddr>,
+        /// Mutual TLS on node links: the cluster CA certificate (PEM).
+        #[arg(long, requires_all = ["cluster_cert", "cluster_key"])]
+        cluster_ca: Option<PathBuf>,
+        /// This node's certificate chain for node links (PEM; names the node id).
+        #[arg(long, requires_all = ["cluster_ca", "cluster_key"])]
+        cluster_cert: Option<PathBuf>,
+        /// This node's private key for node links (PEM).
+        #[arg(long, requires_all = ["cluster_ca", "cluster_cert"])]
+        cluster_key: Option<PathBuf>,
+        /// A file with the shared secret authenticating gossip (at least 32 bytes).
+        #[arg(long)]
+        gossip_key_file: Option<PathBuf>,
     },
     /// Publish messages: the arguments, or each line of standard input when none.
     Pub {
@@ -446,6 +458,10 @@ fn run(cli: Cli) -> Result<()> {
             cluster_listen,
             advertise,
             seeds,
+            cluster_ca,
+            cluster_cert,
+            cluster_key,
+            gossip_key_file,
         } => {
             init_logs(log_json);
             let mut s = match &config {
@@ -465,7 +481,9 @@ fn run(cli: Cli) -> Result<()> {
                 || roles.is_some()
                 || cluster_listen.is_some()
                 || advertise.is_some()
-                || !seeds.is_empty();
+                || !seeds.is_empty()
+                || cluster_ca.is_some()
+                || gossip_key_file.is_some();
             if clustered {
                 let c = s.cluster.get_or_insert_with(Default::default);
                 c.node_id = node_id.or(c.node_id.take());
@@ -475,6 +493,16 @@ fn run(cli: Cli) -> Result<()> {
                 c.listen = cluster_listen.or(c.listen);
                 c.advertise = advertise.or(c.advertise);
                 c.seeds.extend(seeds);
+                if let (Some(ca_file), Some(cert_file), Some(key_file)) =
+                    (cluster_ca, cluster_cert, cluster_key)
+                {
+                    c.tls = Some(fanfare::settings::ClusterTlsSettings {
+                        ca_file,
+                        cert_file,
+                        key_file,
+                    });
+                }
+                c.gossip_key_file = gossip_key_file.or(c.gossip_key_file.take());
             }
             serve(s.server_config_with_tls()?)
         }

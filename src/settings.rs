@@ -67,6 +67,24 @@ pub struct ClusterSettings {
     pub link_publishes_in_flight_max: Option<usize>,
     pub link_fetches_in_flight_max: Option<usize>,
     pub link_connections_max: Option<usize>,
+    /// Mutual TLS on node links (`[cluster.tls]`).
+    pub tls: Option<ClusterTlsSettings>,
+    /// A file holding the shared secret that authenticates gossip (at least 32 bytes, e.g.
+    /// the output of `openssl rand -hex 32`).
+    pub gossip_key_file: Option<std::path::PathBuf>,
+}
+
+/// The `[cluster.tls]` table: every node link is mutual TLS 1.3 (docs/cluster.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsSettings {
+    /// The cluster CA certificate(s) (PEM) every node certificate must chain to.
+    pub ca_file: std::path::PathBuf,
+    /// This node's certificate chain (PEM, leaf first); the leaf names the node id as a DNS
+    /// subjectAltName and allows both server and client authentication.
+    pub cert_file: std::path::PathBuf,
+    /// This node's private key (PEM).
+    pub key_file: std::path::PathBuf,
 }
 
 /// Parses a role list (`router`, `storage`).
@@ -132,6 +150,19 @@ impl ClusterSettings {
         }
         if let Some(v) = self.link_connections_max {
             c.link_connections_max = v.max(1);
+        }
+        if let Some(t) = &self.tls {
+            c.tls = Some(std::sync::Arc::new(
+                fanfare_net::cluster::LinkTls::from_pem(
+                    &t.ca_file,
+                    &t.cert_file,
+                    &t.key_file,
+                    &c.node_id,
+                )?,
+            ));
+        }
+        if let Some(k) = &self.gossip_key_file {
+            c.gossip_key = Some(fanfare_net::cluster::GossipKey::from_file(k)?);
         }
         Ok(c)
     }
@@ -414,5 +445,32 @@ mod tests {
             let s: Settings = toml::from_str(bad).unwrap();
             assert!(s.server_config_with_tls().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_security_settings_load_or_say_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("fanfare-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short.key");
+        std::fs::write(&short, "too short\n").unwrap();
+        let good = dir.join("good.key");
+        std::fs::write(&good, format!("{}\n", "ab".repeat(32))).unwrap();
+        let load = |extra: &str| {
+            let s: Settings =
+                toml::from_str(&format!("[cluster]\nnode_id = \"n1\"\n{extra}")).unwrap();
+            s.server_config_with_tls()
+        };
+        let c = load(&format!("gossip_key_file = {good:?}\n")).unwrap();
+        assert!(c.cluster.unwrap().gossip_key.is_some());
+        let e = load(&format!("gossip_key_file = {short:?}\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("at least 32"), "{e:#}");
+        let missing = dir.join("missing.pem");
+        let e = load(&format!(
+            "[cluster.tls]\nca_file = {missing:?}\ncert_file = {missing:?}\nkey_file = {missing:?}\n"
+        ))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("missing.pem"), "{e:#}");
+        // All three files are needed.
+        assert!(toml::from_str::<Settings>("[cluster.tls]\nca_file = \"a\"\n").is_err());
     }
 }

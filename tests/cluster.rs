@@ -17,6 +17,13 @@ use fanfare::proto::{ServerMsg, Start};
 const FAST_SWIM: &str =
     "[cluster]\nprobe_interval_ms = 200\nprobe_timeout_ms = 80\nsuspect_timeout_ms = 700\n";
 
+/// This test process's scratch directory.
+fn test_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fanfare-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 struct Node {
     id: String,
     child: Child,
@@ -28,10 +35,20 @@ impl Node {
     /// Starts node `id` with `roles`, joining through `seeds`; `cluster` fixes its cluster
     /// address (a restart), else the OS picks a port.
     fn start(id: &str, roles: &str, seeds: &[SocketAddr], cluster: Option<SocketAddr>) -> Node {
-        let dir = std::env::temp_dir().join(format!("fanfare-cluster-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("swim.toml");
-        std::fs::write(&cfg, FAST_SWIM).unwrap();
+        Node::start_with(id, roles, seeds, cluster, "")
+    }
+
+    /// [`Node::start`] with `extra` settings after the `[cluster]` table's timings.
+    fn start_with(
+        id: &str,
+        roles: &str,
+        seeds: &[SocketAddr],
+        cluster: Option<SocketAddr>,
+        extra: &str,
+    ) -> Node {
+        let dir = test_dir();
+        let cfg = dir.join(format!("{id}.toml"));
+        std::fs::write(&cfg, format!("{FAST_SWIM}{extra}")).unwrap();
         let listen = cluster.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanfare"));
         cmd.args([
@@ -215,8 +232,15 @@ struct Seen {
     discontinuities: Vec<(u64, u64, u64)>,
 }
 
+/// A client whose reads give up after 10 s (a test fails rather than hangs).
+fn connect(url: &str) -> Client {
+    let c = Client::connect(url).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c
+}
+
 fn subscribe(url: &str, topic: &str, from: Start) -> Client {
-    let mut c = Client::connect(url).unwrap();
+    let mut c = connect(url);
     match c.subscribe("t", topic, from).unwrap() {
         ServerMsg::Subscribed { .. } => {}
         m => panic!("not subscribed: {m:?}"),
@@ -584,4 +608,189 @@ fn router_killed_clients_resume_on_the_other() {
         seen.items, want,
         "every acknowledged message, once, in order"
     );
+}
+
+/// A certificate authority writing PEM files for node certificates.
+struct Ca {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let dir = test_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_owned());
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
+        Ca {
+            issuer,
+            dir,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Issues a certificate naming `id` and returns the `[cluster.tls]` table using it.
+    fn tls_table(&self, id: &str) -> String {
+        self.tls_table_trusting(id, self)
+    }
+
+    /// [`Ca::tls_table`], trusting `trust`'s certificate as the cluster CA.
+    fn tls_table_trusting(&self, id: &str, trust: &Ca) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![id.to_owned()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, id.to_owned());
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{id}.pem")),
+            self.dir.join(format!("{id}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        format!(
+            "\n[cluster.tls]\nca_file = {:?}\ncert_file = {c:?}\nkey_file = {k:?}\n",
+            trust.dir.join("ca.pem")
+        )
+    }
+}
+
+#[test]
+fn mutual_tls_links_and_authenticated_gossip() {
+    let ca = Ca::new("sec-ca");
+    let rogue = Ca::new("sec-rogue-ca");
+    assert_ne!(ca.name, rogue.name);
+    let key = test_dir().join("gossip.key");
+    std::fs::write(
+        &key,
+        "8f2c5d0e6b7a41c39e1f0d2a4b6c8e0f1a3c5e7f9b1d3f5a7c9e1b3d5f7a9c1e\n",
+    )
+    .unwrap();
+    let wrong_key = test_dir().join("gossip-wrong.key");
+    std::fs::write(
+        &wrong_key,
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    )
+    .unwrap();
+    let gossip = |k: &std::path::Path| format!("gossip_key_file = {k:?}\n");
+
+    let s1 = Node::start_with(
+        "sec-s1",
+        "storage",
+        &[],
+        None,
+        &(gossip(&key) + &ca.tls_table("sec-s1")),
+    );
+    let seed = [s1.cluster];
+    let r1 = Node::start_with(
+        "sec-r1",
+        "router",
+        &seed,
+        None,
+        &(gossip(&key) + &ca.tls_table("sec-r1")),
+    );
+    // Right gossip key, trusts the cluster CA but holds a certificate from another CA.
+    let impostor = Node::start_with(
+        "sec-r2",
+        "router",
+        &seed,
+        None,
+        &(gossip(&key) + &rogue.tls_table_trusting("sec-r2", &ca)),
+    );
+    // Right gossip key, everything from another CA.
+    let foreign = Node::start_with(
+        "sec-r5",
+        "router",
+        &seed,
+        None,
+        &(gossip(&key) + &rogue.tls_table("sec-r5")),
+    );
+    // Right gossip key, plaintext links.
+    let plain = Node::start_with("sec-r3", "router", &seed, None, &gossip(&key));
+    // Good certificate, wrong gossip key.
+    let outsider = Node::start_with(
+        "sec-r4",
+        "router",
+        &seed,
+        None,
+        &(gossip(&wrong_key) + &ca.tls_table("sec-r4")),
+    );
+    let members: BTreeSet<String> = ["sec-r1", "sec-r2", "sec-r3", "sec-r5", "sec-s1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for n in [&s1, &r1, &impostor, &foreign, &plain] {
+        wait_until(
+            &format!("{} to see {members:?}", n.id),
+            Duration::from_secs(20),
+            || n.members() == members,
+        );
+    }
+
+    // Over mutual TLS: publish and subscribe through the router.
+    let mut sub = subscribe(&r1.ws(), "secure", Start::Latest);
+    let mut p = connect(&r1.ws());
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        let body = format!("m{i}");
+        let (e, s) = p.publish("t", "secure", Bytes::from(body.clone())).unwrap();
+        acked.push((e, s, body));
+    }
+    let mut seen = Seen::default();
+    read_items(&mut sub, &mut seen, 3);
+    assert_eq!(seen.items, acked);
+    assert!(r1.metric("fanfare_net_cluster_links_up") >= 1);
+    assert_eq!(r1.metric("fanfare_net_cluster_link_auth_failures"), 0);
+
+    // A foreign certificate or none: no link, so the owner is unavailable through them.
+    for n in [&impostor, &foreign, &plain] {
+        let mut c = connect(&n.ws());
+        let e = c
+            .publish("t", "secure", Bytes::from_static(b"x"))
+            .unwrap_err();
+        assert!(e.to_string().contains("unavailable"), "{}: {e}", n.id);
+        // A subscriber is told too, not left waiting.
+        let e = connect(&n.ws())
+            .subscribe("t", "secure", Start::Latest)
+            .unwrap_err();
+        assert!(e.to_string().contains("unavailable"), "{}: {e}", n.id);
+        assert_eq!(n.metric("fanfare_net_cluster_links_up"), 0, "{}", n.id);
+    }
+    // The foreign router refuses the storage node's certificate; the storage node refuses the
+    // impostor's certificate and the plaintext router's handshake (and sees the foreign one
+    // give up).
+    wait_until(
+        "the foreign router to count refusals",
+        Duration::from_secs(10),
+        || foreign.metric("fanfare_net_cluster_link_auth_failures") >= 1,
+    );
+    wait_until(
+        "the storage node to count refusals",
+        Duration::from_secs(10),
+        || s1.metric("fanfare_net_cluster_link_auth_failures") >= 2,
+    );
+    assert_eq!(
+        s1.metric("fanfare_net_cluster_links_served"),
+        r1.metric("fanfare_net_cluster_links_up")
+    );
+
+    // Gossip without the key: dropped and counted, never a member.
+    wait_until(
+        "unauthenticated gossip to be counted",
+        Duration::from_secs(10),
+        || s1.metric("fanfare_net_cluster_gossip_unauthenticated") >= 1,
+    );
+    assert_eq!(s1.members(), members);
+    let alone: BTreeSet<String> = ["sec-r4".to_owned()].into();
+    assert_eq!(outsider.members(), alone);
+    drop(sub);
 }

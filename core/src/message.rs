@@ -227,8 +227,8 @@ pub enum SubscribeError {
     /// The broker is shutting down.
     #[error("broker shutting down")]
     ShuttingDown,
-    /// No storage node is alive to own the topic.
-    #[error("no storage node is available for the topic; retry")]
+    /// No storage node is alive to own the topic, or its owner cannot be reached.
+    #[error("the topic's owner is unavailable; retry")]
     Unavailable,
     /// The topic's owner (another node) refused.
     #[error("the topic's owner refused: {reason}")]

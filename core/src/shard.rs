@@ -982,6 +982,24 @@ impl State {
         }
     }
 
+    /// The link to `node` could not be set up: subscribers of its topics still waiting for
+    /// their first answer are refused `Unavailable` (told, not left waiting on a node that
+    /// cannot be reached); subscribers already live wait for the link, which asks again for
+    /// each of them from where it is.
+    fn up_unreachable(&mut self, node: NodeKey) {
+        let refused: Vec<SubId> = self
+            .local
+            .values()
+            .filter(|lt| lt.home == Home::Node(node))
+            .flat_map(|lt| lt.subs.iter())
+            .filter(|s| s.phase == Phase::Pending)
+            .map(|s| s.id)
+            .collect();
+        for sub in refused {
+            self.remove_sub(sub, Some(CloseReason::Failed(SubscribeError::Unavailable)));
+        }
+    }
+
     /// A live message of `key` from `node`.
     fn up_item(&mut self, node: NodeKey, key: &TopicKey, msg: &Message, now: Instant) {
         let Some(lt) = self.local.get_mut(key) else {
@@ -1376,6 +1394,12 @@ impl ShardHandle {
     /// The link to `node` is (back) up: asks again for every subscriber of its topics.
     pub fn up_reset(&self, node: NodeKey) {
         self.state.borrow_mut().up_reset(node);
+    }
+
+    /// The link to storage node `node` could not be set up: subscribers of its topics that
+    /// were never answered are refused `Unavailable`; live ones wait for the link.
+    pub fn up_unreachable(&self, node: NodeKey) {
+        self.state.borrow_mut().up_unreachable(node);
     }
 
     /// A live message of `namespace/topic` from `node` (ignored unless `node` is its owner).

@@ -146,29 +146,43 @@ pub fn tls_from_pem(
     cert_chain: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    tls_config(read_pem_certs(cert_chain)?, read_pem_key(key)?)
+}
+
+/// The certificates in a PEM file (at least one).
+pub(crate) fn read_pem_certs(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ServeError> {
     use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_chain)
+    use rustls_pki_types::CertificateDer;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| {
             ServeError::Tls(format!(
                 "cannot read certificates from {}: {e}",
-                cert_chain.display()
+                path.display()
             ))
         })?;
     if certs.is_empty() {
         return Err(ServeError::Tls(format!(
             "no certificate in {}",
-            cert_chain.display()
+            path.display()
         )));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub(crate) fn read_pem_key(
+    path: &std::path::Path,
+) -> Result<rustls_pki_types::PrivateKeyDer<'static>, ServeError> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::PrivateKeyDer::from_pem_file(path).map_err(|e| {
         ServeError::Tls(format!(
             "cannot read a private key from {}: {e}",
-            key.display()
+            path.display()
         ))
-    })?;
-    tls_config(certs, key)
+    })
 }
 
 /// Builds the TLS configuration from DER certificates and key (ring provider, TLS 1.2 and 1.3).
@@ -316,6 +330,20 @@ fn cluster_shared(
         return Err(ServeError::Cluster(
             "a node needs the router role, the storage role, or both".into(),
         ));
+    }
+    match (&c.tls, &c.gossip_key) {
+        (None, None) => tracing::warn!(
+            "node links and gossip are plaintext and unauthenticated: keep the cluster port on \
+             a private network, or set [cluster.tls] and gossip_key_file"
+        ),
+        (Some(_), None) => tracing::warn!(
+            "gossip is unauthenticated: set gossip_key_file so hosts without it cannot join \
+             or declare members down"
+        ),
+        (None, Some(_)) => {
+            tracing::warn!("node links are plaintext: set [cluster.tls] for mutual TLS")
+        }
+        (Some(_), Some(_)) => {}
     }
     let reserve = reserve(c.listen).map_err(|source| ServeError::Bind {
         addr: c.listen,

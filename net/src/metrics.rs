@@ -130,6 +130,11 @@ net_counters! {
     cluster_link_frames_out: "counter",
     /// Frames received on node links.
     cluster_link_frames_in: "counter",
+    /// Node links refused by TLS: failed handshakes (no or foreign certificate, plaintext
+    /// peer) and certificates that do not name the peer's node id (both sides).
+    cluster_link_auth_failures: "counter",
+    /// Gossip datagrams dropped for a missing or wrong tag (`gossip_key_file`).
+    cluster_gossip_unauthenticated: "counter",
 }
 
 pub(crate) fn inc(c: &AtomicU64) {

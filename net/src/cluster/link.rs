@@ -22,6 +22,7 @@ use glommio::net::TcpStream;
 
 use super::wire::{self, Encoder, Frame, FrameReader, LinkEnd, LinkQueue};
 use super::{ClusterConfig, ClusterView};
+use crate::conn::Io;
 use crate::metrics::{self, NetStats};
 
 /// Publish request ids have this bit set (engine request ids never do).
@@ -40,6 +41,8 @@ struct Partial {
 
 struct Link {
     node: NodeKey,
+    /// The storage node's id (its hello and, with TLS, its certificate must name it).
+    id: String,
     addr: Cell<std::net::SocketAddr>,
     /// Hello exchanged; requests may be sent.
     up: Cell<bool>,
@@ -108,9 +111,14 @@ impl Links {
         if let Some(l) = self.links.borrow().get(&node) {
             return Some(l.clone());
         }
-        let addr = self.view.borrow().addr_of(node)?;
+        let (id, addr) = {
+            let view = self.view.borrow();
+            let m = view.storage_node(node)?;
+            (m.id.clone(), m.addr)
+        };
         let link = Rc::new(Link {
             node,
+            id,
             addr: Cell::new(addr),
             up: Cell::new(false),
             connecting: Cell::new(true),
@@ -219,9 +227,23 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
         link.connecting.set(true);
         let attempt = futures_lite::future::or(
             async {
-                match TcpStream::connect(addr).await {
-                    Ok(s) => session(&links, &link, s).await,
-                    Err(e) => Err(LinkEnd::Io(e.into())),
+                let timeout = links.cfg.link_connect_timeout;
+                let tcp = wire::within(timeout, "connect", async {
+                    TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| LinkEnd::Io(e.into()))
+                })
+                .await?;
+                let _ = tcp.set_nodelay(true);
+                match &links.cfg.tls {
+                    None => session(&links, &link, tcp).await,
+                    Some(tls) => {
+                        let s = wire::within(timeout, "TLS handshake", async {
+                            tls.connect(&link.id, tcp).await.map_err(LinkEnd::Auth)
+                        })
+                        .await?;
+                        session(&links, &link, s).await
+                    }
                 }
             },
             async {
@@ -243,11 +265,18 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
         if link.gone.get() || links.shard.is_closing() {
             break;
         }
+        if !was_up {
+            // Never came up: clients waiting for a first answer are told now.
+            links.shard.up_unreachable(link.node);
+        }
         match attempt {
             Ok(()) => {}
             Err(e) => {
                 metrics::inc(&links.stats.cluster_link_failures);
-                if was_up {
+                if matches!(e, LinkEnd::Auth(_)) {
+                    metrics::inc(&links.stats.cluster_link_auth_failures);
+                    tracing::warn!(node = %addr, error = %e, "link to storage node refused");
+                } else if was_up {
                     tracing::warn!(node = %addr, error = %e, "link to storage node lost");
                 } else {
                     tracing::debug!(node = %addr, error = %e, "link to storage node failed");
@@ -261,17 +290,20 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
     links.fail_publishes(&link);
 }
 
-async fn session(links: &Rc<Links>, link: &Rc<Link>, stream: TcpStream) -> Result<(), LinkEnd> {
-    let _ = stream.set_nodelay(true);
+async fn session<S: Io>(links: &Rc<Links>, link: &Rc<Link>, stream: S) -> Result<(), LinkEnd> {
     let (r, mut w) = futures_lite::io::split(stream);
     let mut reader = FrameReader::new(r, links.cfg.link_frame_bytes_max, links.stats.clone());
     let shard = links.shard.id().0;
     let hello = wire::hello(&mut reader, &mut w, &links.enc, &links.node_id, shard);
-    futures_lite::future::or(async { hello.await.map(|_| ()) }, async {
-        glommio::timer::sleep(links.cfg.link_connect_timeout).await;
-        Err(LinkEnd::Protocol("hello timed out".into()))
-    })
-    .await?;
+    let peer = wire::within(links.cfg.link_connect_timeout, "hello", hello).await?;
+    if peer != link.id {
+        // Another node answers at the address (a stale view): never mix their topics up.
+        return Err(LinkEnd::Protocol(format!(
+            "expected node {:?} at {}, found {peer:?}",
+            link.id,
+            link.addr.get()
+        )));
+    }
     link.up.set(true);
     metrics::inc(&links.stats.cluster_link_connects);
     metrics::add(&links.stats.cluster_links_up, 1);

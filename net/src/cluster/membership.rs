@@ -54,7 +54,9 @@ fn foca_config(shared: &ClusterShared) -> foca::Config {
     c.probe_period = shared.cfg.probe_interval;
     c.probe_rtt = shared.cfg.probe_timeout.min(shared.cfg.probe_interval / 2);
     c.suspect_to_down_after = shared.cfg.suspect_timeout;
-    c.max_packet_size = std::num::NonZeroUsize::new(PACKET_BYTES_MAX).unwrap_or(c.max_packet_size);
+    // Room for the tag when gossip is authenticated.
+    let max = PACKET_BYTES_MAX - super::tls::GOSSIP_TAG_BYTES;
+    c.max_packet_size = std::num::NonZeroUsize::new(max).unwrap_or(c.max_packet_size);
     c
 }
 
@@ -78,17 +80,31 @@ pub(crate) async fn run(
         let sock = sock.clone();
         let tx = tx.clone();
         let stats = stats.clone();
+        let key = shared.cfg.gossip_key.clone();
         glommio::spawn_local(async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match sock.recv_from(&mut buf).await {
-                    Ok((n, _from)) => match tx.try_send(Ev::Data(buf[..n].to_vec())) {
+                    Ok((n, from)) => {
+                        let data = match &key {
+                            None => &buf[..n],
+                            Some(k) => match k.open(&buf[..n]) {
+                                Some(d) => d,
+                                None => {
+                                    metrics::inc(&stats.cluster_gossip_unauthenticated);
+                                    tracing::debug!(from = %from, "gossip datagram without a valid tag dropped");
+                                    continue;
+                                }
+                            },
+                        };
+                        match tx.try_send(Ev::Data(data.to_vec())) {
                         Ok(()) => {}
                         Err(flume::TrySendError::Full(_)) => {
                             metrics::inc(&stats.cluster_gossip_dropped);
                         }
                         Err(flume::TrySendError::Disconnected(_)) => return,
-                    },
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "gossip receive failed");
                         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -207,7 +223,18 @@ async fn drain(
         .detach();
     }
     while let Some((to, data)) = rt.to_send() {
-        if let Err(e) = sock.send_to(&data, to.addr).await {
+        let sealed;
+        let out: &[u8] = match &shared.cfg.gossip_key {
+            None => &data,
+            Some(k) => {
+                let mut d = Vec::with_capacity(data.len() + super::tls::GOSSIP_TAG_BYTES);
+                d.extend_from_slice(&data);
+                k.seal(&mut d);
+                sealed = d;
+                &sealed
+            }
+        };
+        if let Err(e) = sock.send_to(out, to.addr).await {
             tracing::debug!(to = %to.addr, error = %e, "gossip send failed");
         }
     }

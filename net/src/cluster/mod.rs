@@ -13,6 +13,7 @@
 pub(crate) mod link;
 pub(crate) mod membership;
 pub(crate) mod server;
+pub mod tls;
 pub(crate) mod wire;
 
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ use std::time::Duration;
 
 use fanfare_core::cluster::{NodeKey, NodeView};
 use serde::{Deserialize, Serialize};
+
+pub use tls::{GossipKey, LinkTls};
 
 /// Node-link protocol version (the `LinkHello` exchange).
 pub(crate) const LINK_VERSION: u16 = 1;
@@ -80,6 +83,11 @@ pub struct ClusterConfig {
     /// Storage side: links served by the node (split evenly over shards); more are closed at
     /// once (a router needs one per shard, so the default fits 64 routers of 64 shards).
     pub link_connections_max: usize,
+    /// Mutual TLS on node links: with it every link is TLS 1.3 and both ends must hold a
+    /// certificate from the cluster CA naming their node id; plaintext links are refused.
+    pub tls: Option<Arc<LinkTls>>,
+    /// Authenticates gossip: datagrams without this key's tag are dropped.
+    pub gossip_key: Option<GossipKey>,
 }
 
 impl Default for ClusterConfig {
@@ -99,6 +107,8 @@ impl Default for ClusterConfig {
             link_publishes_in_flight_max: 16_384,
             link_fetches_in_flight_max: 4096,
             link_connections_max: 4096,
+            tls: None,
+            gossip_key: None,
         }
     }
 }
@@ -166,12 +176,16 @@ impl ClusterView {
         }
     }
 
-    /// The cluster address of the storage node `key`.
-    pub fn addr_of(&self, key: NodeKey) -> Option<SocketAddr> {
+    /// The storage node `key`.
+    pub fn storage_node(&self, key: NodeKey) -> Option<&Member> {
         self.members
             .iter()
             .find(|m| m.roles.storage && NodeKey::of(&m.id) == key)
-            .map(|m| m.addr)
+    }
+
+    /// The cluster address of the storage node `key`.
+    pub fn addr_of(&self, key: NodeKey) -> Option<SocketAddr> {
+        self.storage_node(key).map(|m| m.addr)
     }
 
     /// As JSON for the admin API.

@@ -21,8 +21,11 @@ use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{LinkItem, LinkMsg};
 use glommio::net::{TcpListener, TcpStream};
 
+use rustls::pki_types::CertificateDer;
+
 use super::wire::{self, Encoder, Frame, FrameReader, LinkEnd, LinkQueue};
-use super::ClusterConfig;
+use super::{ClusterConfig, LinkTls};
+use crate::conn::Io;
 use crate::metrics::{self, NetStats};
 
 /// Encoding slot of a live link item in a delivery's cache.
@@ -227,6 +230,39 @@ pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
 async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
+    // The whole handshake (TLS and hello) has one deadline: a peer stuck in it holds a slot.
+    let deadline = std::time::Instant::now() + wire::HELLO_TIMEOUT;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    match &srv.cfg.tls {
+        None => serve_session(srv, stream, peer, None, left()).await,
+        Some(tls) => {
+            let r = wire::within(left(), "TLS handshake", async {
+                tls.accept(stream).await.map_err(LinkEnd::Auth)
+            })
+            .await;
+            match r {
+                Ok((s, cert)) => serve_session(srv, s, peer, Some(cert), left()).await,
+                Err(e) => {
+                    if matches!(e, LinkEnd::Auth(_)) {
+                        metrics::inc(&srv.stats.cluster_link_auth_failures);
+                    }
+                    tracing::warn!(peer = ?peer, error = %e, "node link refused");
+                    metrics::dec(&srv.stats.cluster_links_served);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one link after its transport is set up: `cert` is the router's certificate when
+/// links use TLS (it must name the node id of the hello).
+async fn serve_session<S: Io>(
+    srv: Rc<LinkServer>,
+    stream: S,
+    peer: Option<std::net::SocketAddr>,
+    cert: Option<CertificateDer<'static>>,
+    hello_timeout: std::time::Duration,
+) {
     let (r, mut w) = futures_lite::io::split(stream);
     let mut reader = FrameReader::new(r, srv.cfg.link_frame_bytes_max, srv.stats.clone());
     let hello = wire::hello(
@@ -236,12 +272,13 @@ async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
         &srv.node_id,
         srv.shard.id().0,
     );
-    let router = match futures_lite::future::or(hello, async {
-        glommio::timer::sleep(wire::HELLO_TIMEOUT).await;
-        Err(LinkEnd::Protocol("hello timed out".into()))
-    })
-    .await
-    {
+    let router = match wire::within(hello_timeout, "hello", hello).await {
+        Ok(id) if cert.as_ref().is_some_and(|c| !LinkTls::names(c, &id)) => {
+            metrics::inc(&srv.stats.cluster_link_auth_failures);
+            tracing::warn!(peer = ?peer, router = %id, "node link refused: its certificate does not name the node id of its hello");
+            metrics::dec(&srv.stats.cluster_links_served);
+            return;
+        }
         Ok(id) => id,
         Err(e) => {
             tracing::info!(peer = ?peer, error = %e, "node link refused");

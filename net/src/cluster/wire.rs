@@ -139,6 +139,21 @@ pub(crate) enum LinkEnd {
     Io(std::io::Error),
     Closed,
     Protocol(String),
+    /// TLS handshake failed or the peer's certificate does not name it.
+    Auth(String),
+}
+
+/// `fut`, or a `what timed out` error after `d`.
+pub(crate) async fn within<T>(
+    d: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, LinkEnd>>,
+) -> Result<T, LinkEnd> {
+    futures_lite::future::or(fut, async {
+        glommio::timer::sleep(d).await;
+        Err(LinkEnd::Protocol(format!("{what} timed out")))
+    })
+    .await
 }
 
 impl std::fmt::Display for LinkEnd {
@@ -147,6 +162,7 @@ impl std::fmt::Display for LinkEnd {
             LinkEnd::Io(e) => write!(f, "{e}"),
             LinkEnd::Closed => f.write_str("closed by peer"),
             LinkEnd::Protocol(s) => write!(f, "protocol error: {s}"),
+            LinkEnd::Auth(s) => write!(f, "authentication failed: {s}"),
         }
     }
 }
