@@ -56,7 +56,7 @@ impl LinkTls {
         key: PrivateKeyDer<'static>,
         node_id: &str,
     ) -> Result<Self, ServeError> {
-        let err = |s: String| ServeError::Tls(format!("cluster TLS: {s}"));
+        let err = |s: String| ServeError::Tls(format!("node links: {s}"));
         let name = server_name(node_id).map_err(err)?;
         let leaf = chain
             .first()
