@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A single node and a cluster (3 storage nodes + 2 routers) side by side on this machine, with
-# the same load-generator scenarios; markdown on stdout.
+# A single node, a cluster (3 storage nodes + 2 routers) and the same cluster with mutual TLS
+# on node links and authenticated gossip, side by side on this machine, with the same
+# load-generator scenarios; markdown on stdout. Needs openssl for the TLS certificates.
 #
-#   bench/cluster.sh                  # ~2 minutes
+#   bench/cluster.sh                  # ~3 minutes
 #
 # Every node runs one shard, unpinned (the cluster's five processes share the machine's cores
 # with the generator: on a 2-core machine this measures the cost of the extra hop, not the
@@ -69,19 +70,48 @@ start single
 scenarios single "ws://127.0.0.1:$http/v1/ws"
 for p in "${pids[@]}"; do kill "$p"; done; wait 2>/dev/null || true; pids=()
 
-echo "== cluster: 3 storage + 2 routers" >&2
-free_port; seed=127.0.0.1:$port
-start s1 --node-id s1 --roles storage --cluster-listen $seed
-for n in s2 s3; do free_port; start $n --node-id $n --roles storage --cluster-listen 127.0.0.1:$port --seed $seed; done
-free_port; start r1 --node-id r1 --roles router --cluster-listen 127.0.0.1:$port --seed $seed; r1=$http
-free_port; start r2 --node-id r2 --roles router --cluster-listen 127.0.0.1:$port --seed $seed; r2=$http
-for r in $r1 $r2; do
-  for _ in $(seq 100); do
-    n=$(curl -s 127.0.0.1:$r/v1/admin/cluster | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["members"]))' 2>/dev/null || echo 0)
-    [ "$n" = 5 ] && break; sleep 0.1
+# pki: a cluster CA, a certificate per node naming its id, a gossip key (docs/cluster.md).
+pki() {
+  local d=$work/pki; mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -keyout "$d/ca.key" -out "$d/ca.pem" -subj "/CN=bench cluster CA" 2>/dev/null
+  for id in s1 s2 s3 r1 r2; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$d/$id.key" -out "$d/$id.csr" -subj "/CN=$id" 2>/dev/null
+    openssl x509 -req -in "$d/$id.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+      -out "$d/$id.pem" 2>/dev/null \
+      -extfile <(printf "subjectAltName=DNS:$id\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature")
   done
-done
-scenarios cluster "ws://127.0.0.1:$r1/v1/ws,ws://127.0.0.1:$r2/v1/ws"
+  openssl rand -hex 32 > "$d/gossip.key"
+}
+
+# cluster SETUP [tls]: 3 storage nodes + 2 routers, then the scenarios through both routers.
+cluster() {
+  local setup=$1 tls=${2:-}
+  sec() {
+    [ -n "$tls" ] || return 0
+    local d=$work/pki
+    echo --cluster-ca "$d/ca.pem" --cluster-cert "$d/$1.pem" --cluster-key "$d/$1.key" --gossip-key-file "$d/gossip.key"
+  }
+  echo "== $setup: 3 storage + 2 routers" >&2
+  free_port; local seed=127.0.0.1:$port
+  start s1 --node-id s1 --roles storage --cluster-listen $seed $(sec s1)
+  for n in s2 s3; do free_port; start $n --node-id $n --roles storage --cluster-listen 127.0.0.1:$port --seed $seed $(sec $n); done
+  free_port; start r1 --node-id r1 --roles router --cluster-listen 127.0.0.1:$port --seed $seed $(sec r1); local r1=$http
+  free_port; start r2 --node-id r2 --roles router --cluster-listen 127.0.0.1:$port --seed $seed $(sec r2); local r2=$http
+  for r in $r1 $r2; do
+    for _ in $(seq 100); do
+      n=$(curl -s 127.0.0.1:$r/v1/admin/cluster | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["members"]))' 2>/dev/null || echo 0)
+      [ "$n" = 5 ] && break; sleep 0.1
+    done
+  done
+  scenarios "$setup" "ws://127.0.0.1:$r1/v1/ws,ws://127.0.0.1:$r2/v1/ws"
+  for p in "${pids[@]}"; do kill "$p"; done; wait 2>/dev/null || true; pids=()
+}
+
+cluster cluster
+pki
+cluster cluster-tls tls
 
 cp "$work/results.jsonl" /tmp/fanfare-cluster.jsonl
 python3 - "$work/results.jsonl" <<'PY'
@@ -93,9 +123,10 @@ for r in rows:
     by.setdefault(r["scenario"], {})[r["setup"]] = r
 print("| scenario | setup | delivered/s | delivered per broker CPU-s | p50 us | p99 us | max us | gaps | dups |")
 print("|---|---|---|---|---|---|---|---|---|")
+setups = ("single", "cluster", "cluster-tls")
 ratios = []
 for name, s in by.items():
-    for setup in ("single", "cluster"):
+    for setup in setups:
         r = s.get(setup)
         if not r or "delivered" not in r:
             print(f"| {name} | {setup} | failed | | | | | | |"); continue
@@ -104,13 +135,14 @@ for name, s in by.items():
         per_cpu = r["delivered"] / r["broker_cpu_s"] if r["broker_cpu_s"] > 0 else float("nan")
         r["_rate"], r["_cpu"] = rate, per_cpu
         print(f"| {name} | {setup} | {rate:,.0f} | {per_cpu:,.0f} | {l['p50']:,.0f} | {l['p99']:,.0f} | {l['max']:,.0f} | {r['gaps']} | {r['duplicates']} |")
-    if "_rate" in s.get("single", {}) and "_rate" in s.get("cluster", {}):
-        a, b = s["single"], s["cluster"]
-        ratios.append((name, b["_rate"] / a["_rate"], b["_cpu"] / a["_cpu"],
-                       b["latency_us"]["p50"] / max(a["latency_us"]["p50"], 1)))
+    for a_name, b_name in (("single", "cluster"), ("cluster", "cluster-tls")):
+        a, b = s.get(a_name, {}), s.get(b_name, {})
+        if "_rate" in a and "_rate" in b:
+            ratios.append((name, f"{b_name} / {a_name}", b["_rate"] / a["_rate"], b["_cpu"] / a["_cpu"],
+                           b["latency_us"]["p50"] / max(a["latency_us"]["p50"], 1)))
 print()
-print("| scenario | cluster / single: delivered/s | per broker CPU-s | p50 latency |")
-print("|---|---|---|---|")
-for name, x, y, z in ratios:
-    print(f"| {name} | {x:.2f}x | {y:.2f}x | {z:.2f}x |")
+print("| scenario | ratio | delivered/s | per broker CPU-s | p50 latency |")
+print("|---|---|---|---|---|")
+for name, what, x, y, z in ratios:
+    print(f"| {name} | {what} | {x:.2f}x | {y:.2f}x | {z:.2f}x |")
 PY
