@@ -162,6 +162,8 @@ pub(crate) async fn run(
             }
             Ev::Stop => {
                 let _ = foca.leave_cluster(&mut rt);
+                // Leaving makes foca report this node defunct: expected, not news.
+                while rt.to_notify().is_some() {}
                 drain(&mut rt, &sock, &tx, &mut alive, &shared, &stats).await;
                 return;
             }
