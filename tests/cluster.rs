@@ -691,39 +691,19 @@ fn mutual_tls_links_and_authenticated_gossip() {
         &(gossip(&key) + &ca.tls_table("sec-s1")),
     );
     let seed = [s1.cluster];
-    let r1 = Node::start_with(
-        "sec-r1",
-        "router",
-        &seed,
-        None,
-        &(gossip(&key) + &ca.tls_table("sec-r1")),
-    );
+    let router = |id: &str, extra: String| Node::start_with(id, "router", &seed, None, &extra);
+    let r1 = router("sec-r1", gossip(&key) + &ca.tls_table("sec-r1"));
     // Right gossip key, trusts the cluster CA but holds a certificate from another CA.
-    let impostor = Node::start_with(
+    let impostor = router(
         "sec-r2",
-        "router",
-        &seed,
-        None,
-        &(gossip(&key) + &rogue.tls_table_trusting("sec-r2", &ca)),
+        gossip(&key) + &rogue.tls_table_trusting("sec-r2", &ca),
     );
     // Right gossip key, everything from another CA.
-    let foreign = Node::start_with(
-        "sec-r5",
-        "router",
-        &seed,
-        None,
-        &(gossip(&key) + &rogue.tls_table("sec-r5")),
-    );
+    let foreign = router("sec-r5", gossip(&key) + &rogue.tls_table("sec-r5"));
     // Right gossip key, plaintext links.
-    let plain = Node::start_with("sec-r3", "router", &seed, None, &gossip(&key));
+    let plain = router("sec-r3", gossip(&key));
     // Good certificate, wrong gossip key.
-    let outsider = Node::start_with(
-        "sec-r4",
-        "router",
-        &seed,
-        None,
-        &(gossip(&wrong_key) + &ca.tls_table("sec-r4")),
-    );
+    let outsider = router("sec-r4", gossip(&wrong_key) + &ca.tls_table("sec-r4"));
     let members: BTreeSet<String> = ["sec-r1", "sec-r2", "sec-r3", "sec-r5", "sec-s1"]
         .iter()
         .map(|s| s.to_string())
