@@ -82,6 +82,8 @@ pub(crate) enum MeshMsg {
         token: u64,
         reply: Result<OwnerReply, SubscribeError>,
     },
+    /// The sender stopped taking work (shutdown): everything it sent before is ahead of this.
+    Fin,
 }
 
 /// Called with the answer to a fetch, on the asking shard (must not call into the shard).
@@ -326,6 +328,8 @@ pub(crate) struct State {
     outboxes: Vec<Outbox>,
     scratch_shards: Vec<ShardId>,
     closing: bool,
+    /// Peers whose `Fin` arrived during shutdown.
+    fins: usize,
     shutdown: Rc<Signal>,
     last_heartbeat_scan: Instant,
     last_sweep: Instant,
@@ -357,6 +361,7 @@ impl State {
             outboxes: (0..shards).map(|_| Outbox::default()).collect(),
             scratch_shards: Vec::new(),
             closing: false,
+            fins: 0,
             shutdown: Rc::new(Signal::default()),
             last_heartbeat_scan: now,
             last_sweep: now,
@@ -454,6 +459,7 @@ impl State {
                     cb(reply.map(Replay::from));
                 }
             }
+            MeshMsg::Fin => self.fins += 1,
         }
     }
 
@@ -1599,13 +1605,27 @@ pub(crate) async fn run(boot: Boot) {
 
     // Shutdown: stop taking work, let local subscribers (connections) drain, close the
     // rest, flush what other shards are owed, then wait for every peer to do the same.
+    //
+    // First, a barrier: every shard tells every peer it stopped taking work and waits for
+    // the same word from each of them. Mesh channels keep order, so once every `Fin` is in,
+    // the items of every publish acknowledged before the shutdown have reached this shard
+    // and are queued on its subscribers before they are closed.
+    let deadline = Instant::now() + cfg.drain_timeout;
     {
         let mut st = state.borrow_mut();
         st.closing = true;
+        for peer in (0..shards).filter(|p| *p != id.0) {
+            st.send(ShardId(peer), MeshMsg::Fin);
+        }
+    }
+    while state.borrow().fins + 1 < usize::from(shards) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    {
+        let mut st = state.borrow_mut();
         st.shutdown.fire();
         st.close_subs(CloseReason::ShuttingDown, true);
     }
-    let deadline = Instant::now() + cfg.drain_timeout;
     while !state.borrow().sub_index.is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }

@@ -589,3 +589,55 @@ fn idle_topics_expire_and_restart_in_a_new_epoch() {
     assert_eq!(kept.seq, Seq(2));
     b.shutdown();
 }
+
+#[test]
+fn acknowledged_before_shutdown_reaches_subscribers_on_every_shard() {
+    const SHARDS: usize = 4;
+    const TOPICS: usize = 16;
+    for round in 0..5 {
+        let b = broker(SHARDS);
+        let (tx, rx) = mpsc::channel();
+        for shard in 0..SHARDS {
+            for ti in 0..TOPICS {
+                let tx = tx.clone();
+                b.run_on(shard, move |h| {
+                    h.subscribe(
+                        "ns",
+                        &format!("bye-{ti}"),
+                        Start::Latest,
+                        Rc::new(ChanSink {
+                            tag: shard * TOPICS + ti,
+                            tx,
+                        }),
+                    )
+                    .unwrap();
+                })
+                .unwrap();
+            }
+        }
+        drop(tx);
+        let mut streams: HashMap<usize, Vec<Seen>> = HashMap::new();
+        while streams.len() < SHARDS * TOPICS {
+            let (tag, seen) = rx.recv_timeout(WAIT).expect("every subscriber confirmed");
+            streams.entry(tag).or_default().push(seen);
+        }
+        for ti in 0..TOPICS {
+            b.publish_blocking("ns", &format!("bye-{ti}"), "last words")
+                .unwrap();
+        }
+        // Shut down right after the acks: the items are still crossing the mesh.
+        b.shutdown();
+        while let Ok((tag, seen)) = rx.recv_timeout(WAIT) {
+            streams.entry(tag).or_default().push(seen);
+        }
+        for (tag, evs) in &streams {
+            let item = evs.iter().position(|e| matches!(e, Seen::Item(..)));
+            let closed = evs.iter().position(|e| *e == Seen::Closed);
+            assert!(
+                matches!((item, closed), (Some(i), Some(c)) if i < c),
+                "round {round}, subscriber {tag}: an acknowledged message must arrive before \
+                 the close: {evs:?}"
+            );
+        }
+    }
+}

@@ -219,6 +219,7 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
     futures_lite::future::yield_now().await;
     let mut backoff = BACKOFF_MIN;
     let mut stop = Box::pin(links.shard.shutdown_signal());
+    let refusal_log = wire::LogGate::default();
     loop {
         if link.gone.get() {
             break;
@@ -275,11 +276,13 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
                 metrics::inc(&links.stats.cluster_link_failures);
                 if matches!(e, LinkEnd::Auth(_)) {
                     metrics::inc(&links.stats.cluster_link_auth_failures);
-                    tracing::warn!(node = %addr, error = %e, "link to storage node refused");
+                    if refusal_log.open(wire::REFUSAL_LOG_EVERY) {
+                        tracing::warn!(node = %addr, error = %e, "link to storage node refused (logged at most every 10 s; see fanfare_net_cluster_link_auth_failures)");
+                    }
                 } else if was_up {
                     tracing::warn!(node = %addr, error = %e, "link to storage node lost");
-                } else {
-                    tracing::debug!(node = %addr, error = %e, "link to storage node failed");
+                } else if refusal_log.open(wire::REFUSAL_LOG_EVERY) {
+                    tracing::warn!(node = %addr, error = %e, "link to storage node failed (logged at most every 10 s; see fanfare_net_cluster_link_failures)");
                 }
             }
         }

@@ -271,6 +271,7 @@ pub(crate) fn start_shard(
             node_id: node_id.clone(),
             enc: std::rc::Rc::new(wire::Encoder::new(stats.clone())),
             stats: stats.clone(),
+            refusal_log: wire::LogGate::default(),
         });
         glommio::spawn_local(server::accept_loop(listener, srv)).detach();
     }

@@ -43,6 +43,8 @@ pub(crate) struct LinkServer {
     pub enc: Rc<Encoder>,
     /// Links this shard serves at most.
     pub links_max: usize,
+    /// Refusals are logged at most every `REFUSAL_LOG_EVERY` (all are counted).
+    pub refusal_log: wire::LogGate,
 }
 
 /// One link from a router shard.
@@ -211,7 +213,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
                     .load(std::sync::atomic::Ordering::Relaxed);
                 if served as usize >= srv.links_max {
                     metrics::inc(&srv.stats.cluster_links_refused);
-                    tracing::warn!(max = srv.links_max, "node link refused: link limit");
+                    if srv.refusal_log.open(wire::REFUSAL_LOG_EVERY) {
+                        tracing::warn!(max = srv.links_max, "node link refused: link limit (logged at most every 10 s; see fanfare_net_cluster_links_refused)");
+                    }
                     drop(stream);
                     continue;
                 }
@@ -246,7 +250,9 @@ async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
                     if matches!(e, LinkEnd::Auth(_)) {
                         metrics::inc(&srv.stats.cluster_link_auth_failures);
                     }
-                    tracing::warn!(peer = ?peer, error = %e, "node link refused");
+                    if srv.refusal_log.open(wire::REFUSAL_LOG_EVERY) {
+                        tracing::warn!(peer = ?peer, error = %e, "node link refused (logged at most every 10 s; see fanfare_net_cluster_link_auth_failures)");
+                    }
                     metrics::dec(&srv.stats.cluster_links_served);
                 }
             }
@@ -275,7 +281,9 @@ async fn serve_session<S: Io>(
     let router = match wire::within(hello_timeout, "hello", hello).await {
         Ok(id) if cert.as_ref().is_some_and(|c| !LinkTls::names(c, &id)) => {
             metrics::inc(&srv.stats.cluster_link_auth_failures);
-            tracing::warn!(peer = ?peer, router = %id, "node link refused: its certificate does not name the node id of its hello");
+            if srv.refusal_log.open(wire::REFUSAL_LOG_EVERY) {
+                tracing::warn!(peer = ?peer, router = %id, "node link refused: its certificate does not name the node id of its hello (logged at most every 10 s)");
+            }
             metrics::dec(&srv.stats.cluster_links_served);
             return;
         }

@@ -133,6 +133,28 @@ pub(crate) async fn write_loop<W: futures_lite::io::AsyncWrite + Unpin>(
     let _ = w.close().await;
 }
 
+/// How often a repeated link refusal is logged (every one is counted in a metric).
+pub(crate) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets a repeated log line through at most once per period (a misconfigured peer retries
+/// every second; the metrics count every attempt).
+#[derive(Default)]
+pub(crate) struct LogGate(Cell<Option<std::time::Instant>>);
+
+impl LogGate {
+    /// Whether to log now.
+    pub fn open(&self, every: Duration) -> bool {
+        let now = std::time::Instant::now();
+        match self.0.get() {
+            Some(last) if now.saturating_duration_since(last) < every => false,
+            _ => {
+                self.0.set(Some(now));
+                true
+            }
+        }
+    }
+}
+
 /// Why a link ended.
 #[derive(Debug)]
 pub(crate) enum LinkEnd {
