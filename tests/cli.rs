@@ -6,6 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 struct Node {
     child: Child,
     addr: SocketAddr,
@@ -13,15 +15,7 @@ struct Node {
 
 impl Node {
     fn start(extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
-            .args([
-                "serve",
-                "--no-pin",
-                "--shards",
-                "2",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+        let mut child = common::serve_command()
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

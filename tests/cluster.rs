@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fanfare::client::Client;
 use fanfare::proto::{ServerMsg, Start};
+
+mod common;
 
 /// Fast failure detection for tests (defaults are for real networks).
 const FAST_SWIM: &str =
@@ -50,17 +52,8 @@ impl Node {
         let cfg = dir.join(format!("{id}.toml"));
         std::fs::write(&cfg, format!("{FAST_SWIM}{extra}")).unwrap();
         let listen = cluster.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanfare"));
-        cmd.args([
-            "serve",
-            "--no-pin",
-            "--shards",
-            "2",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--config", cfg.to_str().unwrap()])
-        .args([
+        let mut cmd = common::serve_command();
+        cmd.args(["--config", cfg.to_str().unwrap()]).args([
             "--node-id",
             id,
             "--roles",

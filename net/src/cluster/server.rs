@@ -219,9 +219,15 @@ pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
                     drop(stream);
                     continue;
                 }
-                // Counted from accept, so connections stuck before their hello count too.
+                // Counted from accept to the end of the task, so connections stuck before
+                // their hello count too.
                 metrics::add(&srv.stats.cluster_links_served, 1);
-                glommio::spawn_local(serve_link(srv.clone(), stream)).detach();
+                let srv = srv.clone();
+                glommio::spawn_local(async move {
+                    serve_link(srv.clone(), stream).await;
+                    metrics::dec(&srv.stats.cluster_links_served);
+                })
+                .detach();
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "accepting a node link failed");
@@ -253,7 +259,6 @@ async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
                     if srv.refusal_log.open(wire::REFUSAL_LOG_EVERY) {
                         tracing::warn!(peer = ?peer, error = %e, "node link refused (logged at most every 10 s; see fanfare_net_cluster_link_auth_failures)");
                     }
-                    metrics::dec(&srv.stats.cluster_links_served);
                 }
             }
         }
@@ -284,13 +289,11 @@ async fn serve_session<S: Io>(
             if srv.refusal_log.open(wire::REFUSAL_LOG_EVERY) {
                 tracing::warn!(peer = ?peer, router = %id, "node link refused: its certificate does not name the node id of its hello (logged at most every 10 s)");
             }
-            metrics::dec(&srv.stats.cluster_links_served);
             return;
         }
         Ok(id) => id,
         Err(e) => {
             tracing::info!(peer = ?peer, error = %e, "node link refused");
-            metrics::dec(&srv.stats.cluster_links_served);
             return;
         }
     };
@@ -326,7 +329,6 @@ async fn serve_session<S: Io>(
     for sub in streams {
         srv.shard.unsubscribe(sub);
     }
-    metrics::dec(&srv.stats.cluster_links_served);
     let why = conn
         .closing
         .get()

@@ -61,7 +61,7 @@ impl LinkTls {
         let leaf = chain
             .first()
             .ok_or_else(|| err("no node certificate".into()))?;
-        if !names(leaf, &name) {
+        if !cert_names(leaf, &name) {
             return Err(err(format!(
                 "the node certificate does not name node id {node_id:?} (give it as a DNS \
                  subjectAltName)"
@@ -145,7 +145,7 @@ impl LinkTls {
 
     /// Whether `cert` names node `node_id`.
     pub(crate) fn names(cert: &CertificateDer<'_>, node_id: &str) -> bool {
-        server_name(node_id).is_ok_and(|n| names(cert, &n))
+        server_name(node_id).is_ok_and(|n| cert_names(cert, &n))
     }
 }
 
@@ -158,7 +158,8 @@ fn server_name(node_id: &str) -> Result<ServerName<'static>, String> {
     })
 }
 
-fn names(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool {
+/// Whether `cert` is valid for `name` (its subjectAltNames).
+fn cert_names(cert: &CertificateDer<'_>, name: &ServerName<'_>) -> bool {
     webpki::EndEntityCert::try_from(cert)
         .and_then(|c| c.verify_is_valid_for_subject_name(name))
         .is_ok()
