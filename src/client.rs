@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use fanfare_proto::message::DecodeLimits;
 use fanfare_proto::ws::{self, Message, Opcode, Role};
-use fanfare_proto::{ClientMsg, ServerMsg, Start, PROTOCOL_VERSION};
+use fanfare_proto::{ClientMsg, Name, ServerMsg, Start, PROTOCOL_VERSION};
 
 /// A connected client.
 pub struct Client {
@@ -137,8 +137,8 @@ impl Client {
     pub fn publish(&mut self, namespace: &str, topic: &str, payload: Bytes) -> Result<(u64, u64)> {
         self.send(&ClientMsg::Publish {
             request_id: 1,
-            namespace: namespace.into(),
-            topic: topic.into(),
+            namespace: Name::try_from(namespace).context("namespace")?,
+            topic: Name::try_from(topic).context("topic")?,
             payload,
             idempotency_key: None,
         })?;
@@ -155,8 +155,8 @@ impl Client {
     pub fn subscribe(&mut self, namespace: &str, topic: &str, from: Start) -> Result<ServerMsg> {
         self.send(&ClientMsg::Subscribe {
             request_id: 1,
-            namespace: namespace.into(),
-            topic: topic.into(),
+            namespace: Name::try_from(namespace).context("namespace")?,
+            topic: Name::try_from(topic).context("topic")?,
             from,
         })?;
         loop {

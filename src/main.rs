@@ -538,7 +538,7 @@ fn run(cli: Cli) -> Result<()> {
             count,
             token,
         } => {
-            let start = fanfare_net::http::parse_from(&from).map_err(anyhow::Error::msg)?;
+            let start = fanfare_net::query::parse_from(&from).map_err(anyhow::Error::msg)?;
             let mut c = Client::connect(&with_token(&url, token.as_deref()))?;
             if let ServerMsg::Subscribed {
                 epoch, next_seq, ..

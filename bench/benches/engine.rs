@@ -65,7 +65,9 @@ fn timed_on_shard(b: &Broker, from_shard: usize, topic: &'static str, iters: u64
             let payload = Bytes::from(vec![0u8; 128]);
             let t0 = Instant::now();
             for _ in 0..iters {
-                h.publish("bench", topic, payload.clone(), None)
+                // A key per publish, as a connection builds one per decoded publish.
+                let key = h.topic_key("bench", topic).expect("key");
+                h.publish(key, payload.clone(), None)
                     .await
                     .expect("publish");
             }
@@ -121,8 +123,7 @@ fn fanout(c: &mut Criterion) {
             let count = Rc::new(Cell::new(0u64));
             for _ in 0..n {
                 h.subscribe(
-                    "bench",
-                    "fan",
+                    h.topic_key("bench", "fan").expect("key"),
                     Start::Latest,
                     Rc::new(Counter(count.clone())),
                 )

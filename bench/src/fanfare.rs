@@ -6,11 +6,12 @@ use std::rc::Rc;
 use bytes::{Buf, Bytes, BytesMut};
 use fanfare_proto::message::DecodeLimits;
 use fanfare_proto::ws::{self, Message, Opcode, Role};
-use fanfare_proto::{framing, ClientMsg, ServerMsg, Start};
+use fanfare_proto::{framing, ClientMsg, Name, ServerMsg, Start};
 use futures_lite::io::{ReadHalf, WriteHalf};
 
 use crate::io::{read_more, write_all, Dialer, Stream};
-use crate::{Acks, BenchError, Got};
+use crate::replies::{Acks, Got};
+use crate::scenario::BenchError;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -68,7 +69,8 @@ pub(crate) struct Ws {
 impl Ws {
     pub async fn connect(d: &Dialer, path: &str, token: Option<&str>) -> Result<Ws, BenchError> {
         let mut stream = d.connect().await?;
-        let nonce: [u8; 16] = std::array::from_fn(|i| (crate::now_ns() >> (i % 8)) as u8 ^ i as u8);
+        let nonce: [u8; 16] =
+            std::array::from_fn(|i| (crate::clock::now_ns() >> (i % 8)) as u8 ^ i as u8);
         let path = with_token(path, token);
         let (req, key) = ws::client_request(&d.host, &path, nonce, &[]);
         write_all(&mut stream, req.as_bytes()).await?;
@@ -115,8 +117,8 @@ impl Ws {
     pub async fn subscribe(mut self, ns: &str, topic: &str) -> Result<Ws, BenchError> {
         self.send(&ClientMsg::Subscribe {
             request_id: 1,
-            namespace: ns.into(),
-            topic: topic.into(),
+            namespace: Name::try_from(ns).map_err(|e| BenchError::Scenario(e.to_string()))?,
+            topic: Name::try_from(topic).map_err(|e| BenchError::Scenario(e.to_string()))?,
             from: Start::Latest,
         })
         .await?;
@@ -177,7 +179,7 @@ impl Ws {
 
 async fn ws_acks(r: ReadHalf<Stream>, rbuf: BytesMut, mut decoder: ws::Decoder, acks: Rc<Acks>) {
     let on_acks = acks.clone();
-    crate::read_replies(
+    crate::replies::read_replies(
         r,
         rbuf,
         acks,
@@ -214,8 +216,10 @@ impl WsPub {
         let msg = ClientMsg::Publish {
             // The request id carries the intended time, so acks are counted by window.
             request_id: intended,
-            namespace: ns.to_owned(),
-            topic: topic.to_owned(),
+            // The scenario's namespace was checked before the run (`check`), and topic names
+            // are generated (`t<N>`).
+            namespace: Name::new_unchecked(ns),
+            topic: Name::new_unchecked(topic),
             payload: Bytes::copy_from_slice(payload),
             idempotency_key: None,
         };

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use crate::BenchError;
+use crate::scenario::BenchError;
 
 /// A byte stream to a broker: TCP or TLS over TCP.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + 'static {}

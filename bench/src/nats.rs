@@ -10,7 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::{ReadHalf, WriteHalf};
 
 use crate::io::{read_more, write_all, Dialer, Stream};
-use crate::{Acks, BenchError, Got};
+use crate::replies::{Acks, Got};
+use crate::scenario::BenchError;
 
 const CHUNK: usize = 64 * 1024;
 /// Largest payload accepted from the server.
@@ -228,7 +229,7 @@ async fn replies(
     acks: Rc<Acks>,
 ) {
     let on_acks = acks.clone();
-    crate::read_replies(r, buf, acks, "NATS", parse, |op| {
+    crate::replies::read_replies(r, buf, acks, "NATS", parse, |op| {
         match op {
             Op::Pong => {
                 if let Some(b) = batches.borrow_mut().pop_front() {

@@ -9,7 +9,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::{ReadHalf, WriteHalf};
 
 use crate::io::{read_more, write_all, Dialer, Stream};
-use crate::{Acks, BenchError, Got};
+use crate::replies::{Acks, Got};
+use crate::scenario::BenchError;
 
 const CHUNK: usize = 64 * 1024;
 /// Largest bulk string accepted from the server.
@@ -210,7 +211,7 @@ impl RedisPub {
 
 async fn replies(r: ReadHalf<Stream>, sent: Rc<RefCell<VecDeque<u64>>>, acks: Rc<Acks>) {
     let on_acks = acks.clone();
-    crate::read_replies(r, BytesMut::new(), acks, "Redis", parse, |v| {
+    crate::replies::read_replies(r, BytesMut::new(), acks, "Redis", parse, |v| {
         match v {
             Resp::Int(_) => {
                 if let Some(t) = sent.borrow_mut().pop_front() {

@@ -9,19 +9,17 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fanfare_proto::{validate_name, NameError, Start};
+use fanfare_proto::Start;
 use futures_core::Stream;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::ids::{Epoch, Seq, SubId, TopicKey};
-use crate::message::{
-    CloseReason, Event, Offer, PublishError, Published, StartError, SubscribeError,
-};
+use crate::message::{CloseReason, Event, PublishError, Published, StartError, SubscribeError};
 use crate::placement::shard_for;
 use crate::shard::{self, Boot, Cmd, Ctl, ShardHandle, ShardHook};
-use crate::sink::{Accept, Sink};
+use crate::sink::{Accept, Offer, Sink};
 use crate::stats::{ShardStats, StatsSnapshot};
 
 /// How long `start` waits for every shard to come up.
@@ -128,8 +126,7 @@ impl Broker {
 
     /// The shard that owns `namespace/topic`.
     pub fn owner_shard(&self, namespace: &str, topic: &str) -> Result<usize, SubscribeError> {
-        let key = checked_key(&self.inner.cfg, namespace, topic)
-            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
+        let key = TopicKey::parse(namespace, topic, self.inner.cfg.name_bytes_max)?;
         Ok(usize::from(shard_for(
             key.as_str().as_bytes(),
             self.shards() as u16,
@@ -146,8 +143,7 @@ impl Broker {
     ) -> Result<Published, PublishError> {
         let payload = payload.into();
         let cfg = &self.inner.cfg;
-        let key = checked_key(cfg, namespace, topic)
-            .map_err(|(field, source)| PublishError::InvalidName { field, source })?;
+        let key = TopicKey::parse(namespace, topic, cfg.name_bytes_max)?;
         if payload.len() > cfg.message_bytes_max {
             return Err(PublishError::TooLarge {
                 len: payload.len(),
@@ -195,8 +191,7 @@ impl Broker {
         start: Start,
     ) -> Result<Subscription, SubscribeError> {
         let cfg = &self.inner.cfg;
-        let key = checked_key(cfg, namespace, topic)
-            .map_err(|(field, source)| SubscribeError::InvalidName { field, source })?;
+        let key = TopicKey::parse(namespace, topic, cfg.name_bytes_max)?;
         if self.inner.closing.load(Ordering::Relaxed) {
             return Err(SubscribeError::ShuttingDown);
         }
@@ -407,17 +402,6 @@ impl BrokerBuilder {
             }),
         })
     }
-}
-
-/// Validates names and builds the key.
-pub(crate) fn checked_key(
-    cfg: &Config,
-    namespace: &str,
-    topic: &str,
-) -> Result<TopicKey, (&'static str, NameError)> {
-    validate_name(namespace, cfg.name_bytes_max).map_err(|e| ("namespace", e))?;
-    validate_name(topic, cfg.name_bytes_max).map_err(|e| ("topic", e))?;
-    Ok(TopicKey::new_unchecked(namespace, topic))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use fanfare_proto::{validate_name, Name, NameError};
+use thiserror::Error;
+
 /// A shard's index within its node, `0..shards`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);
@@ -34,7 +37,41 @@ pub struct TopicKey {
     ns_len: u8,
 }
 
+/// Why a (namespace, topic) pair is not a topic key.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid {field}: {source}")]
+pub struct BadTopicName {
+    /// `namespace` or `topic`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub source: NameError,
+}
+
 impl TopicKey {
+    /// Checks both names (at most `name_bytes_max` bytes each, see
+    /// [`fanfare_proto::validate_name`]) and joins them into a key. For names from URLs and
+    /// other text; names from the wire decoders are checked already ([`TopicKey::from_names`]).
+    pub fn parse(
+        namespace: &str,
+        topic: &str,
+        name_bytes_max: usize,
+    ) -> Result<Self, BadTopicName> {
+        validate_name(namespace, name_bytes_max).map_err(|source| BadTopicName {
+            field: "namespace",
+            source,
+        })?;
+        validate_name(topic, name_bytes_max).map_err(|source| BadTopicName {
+            field: "topic",
+            source,
+        })?;
+        Ok(Self::new_unchecked(namespace, topic))
+    }
+
+    /// A key from names the wire decoders checked (no second check).
+    pub fn from_names(namespace: &Name, topic: &Name) -> Self {
+        Self::new_unchecked(namespace, topic)
+    }
+
     /// Builds a key from names that [`fanfare_proto::validate_name`] accepted.
     pub(crate) fn new_unchecked(namespace: &str, topic: &str) -> Self {
         debug_assert!(namespace.len() <= fanfare_proto::NAME_BYTES_MAX);
@@ -57,6 +94,17 @@ impl TopicKey {
     /// The topic within the namespace.
     pub fn topic(&self) -> &str {
         &self.joined[usize::from(self.ns_len) + 1..]
+    }
+
+    /// The namespace as a checked [`Name`] (for encoding).
+    pub fn namespace_name(&self) -> Name {
+        // Both parts of a key were checked when it was made.
+        Name::new_unchecked(self.namespace())
+    }
+
+    /// The topic as a checked [`Name`] (for encoding).
+    pub fn topic_name(&self) -> Name {
+        Name::new_unchecked(self.topic())
     }
 
     /// `namespace/topic`: the bytes placement hashes.

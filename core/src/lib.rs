@@ -40,17 +40,18 @@ pub mod ids;
 pub mod message;
 pub mod placement;
 mod shard;
+mod signal;
 pub mod sink;
 pub mod stats;
 
 pub use broker::{Broker, BrokerBuilder, Subscription};
 pub use config::Config;
 pub use fanfare_proto::Start;
-pub use ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
+pub use ids::{BadTopicName, Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 pub use message::{
-    CloseReason, Event, Message, Offer, PublishError, Published, StartError, SubscribeAccepted,
+    CloseReason, Event, Message, PublishError, Published, StartError, SubscribeAccepted,
     SubscribeError,
 };
-pub use shard::{FetchCallback, OwnedTopicInfo, ShardHandle, ShardHook};
-pub use sink::{Accept, Delivery, Encoded, Sink};
+pub use shard::{ClusterPort, FetchCallback, OwnedTopicInfo, ShardHandle, ShardHook};
+pub use sink::{Accept, Delivery, Encoded, EncodingSlot, Offer, Sink};
 pub use stats::{ShardStats, StatsSnapshot};

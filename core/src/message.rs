@@ -7,7 +7,7 @@ use bytes::Bytes;
 use fanfare_proto::{ErrorCode, NameError};
 use thiserror::Error;
 
-use crate::ids::{Epoch, LocalTopicId, Seq, SubId};
+use crate::ids::{BadTopicName, Epoch, LocalTopicId, Seq, SubId};
 
 /// One published message. Cloning it shares the payload (a reference count, no copy).
 /// Equality compares the message, not when this process saw it.
@@ -97,41 +97,6 @@ pub enum CloseReason {
     /// The subscription could not start.
     #[error("subscribe failed: {0}")]
     Failed(SubscribeError),
-}
-
-/// What the engine offers a [`crate::Sink`], in order, for one subscription.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Offer<'a> {
-    /// The subscription is live; `next_seq` is the first sequence it will deliver.
-    Subscribed {
-        /// The topic's local id (shared by all its subscribers on this shard).
-        topic: LocalTopicId,
-        /// The topic's epoch.
-        epoch: Epoch,
-        /// First sequence to be delivered (after the discontinuity, if one follows).
-        next_seq: Seq,
-    },
-    /// A message.
-    Item(&'a crate::sink::Delivery<'a>),
-    /// Messages were missed (see [`Event::Discontinuity`]).
-    Discontinuity {
-        /// Last sequence delivered or resumed from.
-        last_seq: Seq,
-        /// Next sequence to be delivered.
-        new_seq: Seq,
-        /// Its epoch.
-        new_epoch: Epoch,
-    },
-    /// The topic was quiet for a heartbeat interval.
-    Heartbeat {
-        /// Epoch.
-        epoch: Epoch,
-        /// Next sequence to be delivered.
-        next_seq: Seq,
-    },
-    /// The subscription ended; nothing follows.
-    Closed(&'a CloseReason),
 }
 
 /// Why a publish failed.
@@ -279,4 +244,22 @@ pub struct SubscribeAccepted {
     pub sub: SubId,
     /// The topic's id on this shard.
     pub topic: LocalTopicId,
+}
+
+impl From<BadTopicName> for PublishError {
+    fn from(e: BadTopicName) -> Self {
+        PublishError::InvalidName {
+            field: e.field,
+            source: e.source,
+        }
+    }
+}
+
+impl From<BadTopicName> for SubscribeError {
+    fn from(e: BadTopicName) -> Self {
+        SubscribeError::InvalidName {
+            field: e.field,
+            source: e.source,
+        }
+    }
 }

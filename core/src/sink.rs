@@ -12,16 +12,71 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use crate::ids::{LocalTopicId, SubId};
-use crate::message::{Message, Offer};
+use crate::ids::{Epoch, LocalTopicId, Seq, SubId};
+use crate::message::{CloseReason, Message};
 
 /// An encoded message as sinks share it: one buffer per message, shard and encoding, counted
 /// with a plain (non-atomic) reference count, since it never leaves its shard.
 pub type Encoded = Rc<Bytes>;
 
 /// Number of distinct encodings a [`Delivery`] can cache (WebSocket frame, length-prefixed
-/// frame, SSE event, and one spare).
+/// frame, SSE event, node-link frame).
 pub const ENCODINGS: usize = 4;
+
+/// A slot in a [`Delivery`]'s encoding cache: one per wire encoding. Made only by
+/// [`EncodingSlot::new`], which refuses (at compile time, in a `const`) an index past
+/// [`ENCODINGS`], so two encodings can never share a slot by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodingSlot(u8);
+
+impl EncodingSlot {
+    /// Slot `index` (< [`ENCODINGS`]). Define slots as constants so a bad index fails the
+    /// build: `const SLOT_WS: EncodingSlot = EncodingSlot::new(0);`.
+    pub const fn new(index: usize) -> Self {
+        assert!(index < ENCODINGS, "encoding slot past ENCODINGS");
+        Self(index as u8)
+    }
+
+    /// The slot's index.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What the engine offers a [`Sink`], in order, for one subscription.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Offer<'a> {
+    /// The subscription is live; `next_seq` is the first sequence it will deliver.
+    Subscribed {
+        /// The topic's local id (shared by all its subscribers on this shard).
+        topic: LocalTopicId,
+        /// The topic's epoch.
+        epoch: Epoch,
+        /// First sequence to be delivered (after the discontinuity, if one follows).
+        next_seq: Seq,
+    },
+    /// A message.
+    Item(&'a Delivery<'a>),
+    /// Messages were missed (see [`crate::Event::Discontinuity`]).
+    Discontinuity {
+        /// Last sequence delivered or resumed from.
+        last_seq: Seq,
+        /// Next sequence to be delivered.
+        new_seq: Seq,
+        /// Its epoch.
+        new_epoch: Epoch,
+    },
+    /// The topic was quiet for a heartbeat interval.
+    Heartbeat {
+        /// Epoch.
+        epoch: Epoch,
+        /// Next sequence to be delivered.
+        next_seq: Seq,
+    },
+    /// The subscription ended; nothing follows.
+    Closed(&'a CloseReason),
+}
 
 /// What a sink did with an offered event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,15 +125,14 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    /// The message in encoding `slot` (< [`ENCODINGS`]): built by `encode` the first time it is
-    /// asked for, then the same buffer for every later caller.
+    /// The message in encoding `slot`: built by `encode` the first time it is asked for, then
+    /// the same buffer for every later caller.
     pub fn encoded(
         &self,
-        slot: usize,
+        slot: EncodingSlot,
         encode: impl FnOnce(LocalTopicId, &Message) -> Bytes,
     ) -> Encoded {
-        debug_assert!(slot < ENCODINGS);
-        let slot = slot.min(ENCODINGS - 1);
+        let slot = slot.index();
         if let Some(b) = &self.cache.borrow()[slot] {
             return b.clone();
         }

@@ -91,7 +91,8 @@ fn every_subscriber_sees_every_message_once_in_order() {
             let (tx, t) = (tx.clone(), t.clone());
             let tag = shard * TOPICS + ti;
             b.run_on(shard, move |h| {
-                h.subscribe("ns", &t, Start::Latest, Rc::new(ChanSink { tag, tx }))
+                let key = h.topic_key("ns", &t).unwrap();
+                h.subscribe(key, Start::Latest, Rc::new(ChanSink { tag, tx }))
                     .unwrap();
             })
             .unwrap();
@@ -602,8 +603,7 @@ fn acknowledged_before_shutdown_reaches_subscribers_on_every_shard() {
                 let tx = tx.clone();
                 b.run_on(shard, move |h| {
                     h.subscribe(
-                        "ns",
-                        &format!("bye-{ti}"),
+                        h.topic_key("ns", &format!("bye-{ti}")).unwrap(),
                         Start::Latest,
                         Rc::new(ChanSink {
                             tag: shard * TOPICS + ti,

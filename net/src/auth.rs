@@ -659,27 +659,7 @@ pub fn token_from(authorization: Option<&str>, query: Option<&str>) -> Option<St
             return Some(a[7..].trim().to_owned());
         }
     }
-    crate::http::query_param(query, "token").map(percent_decode)
-}
-
-/// Decodes `%XX` escapes (a JWT is URL-safe, but clients may still escape it).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::query::query_param(query, "token").map(crate::query::percent_decode)
 }
 
 /// Per-shard memory of failed authentications by IP (shared-nothing: each shard limits the

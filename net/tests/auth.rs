@@ -94,8 +94,8 @@ async fn ws_with(
 fn publish_msg(ns: &str, topic: &str) -> ClientMsg {
     ClientMsg::Publish {
         request_id: 5,
-        namespace: ns.into(),
-        topic: topic.into(),
+        namespace: ns.try_into().unwrap(),
+        topic: topic.try_into().unwrap(),
         payload: Bytes::from_static(b"hi"),
         idempotency_key: None,
     }
@@ -104,8 +104,8 @@ fn publish_msg(ns: &str, topic: &str) -> ClientMsg {
 fn subscribe_msg(ns: &str, topic: &str) -> ClientMsg {
     ClientMsg::Subscribe {
         request_id: 6,
-        namespace: ns.into(),
-        topic: topic.into(),
+        namespace: ns.try_into().unwrap(),
+        topic: topic.try_into().unwrap(),
         from: Start::Latest,
     }
 }

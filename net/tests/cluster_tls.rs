@@ -160,8 +160,8 @@ fn storage_links_demand_a_certificate_naming_the_hello() {
             &mut l,
             &LinkMsg::Interest {
                 request_id: 7,
-                namespace: "t".into(),
-                topic: "x".into(),
+                namespace: "t".try_into().unwrap(),
+                topic: "x".try_into().unwrap(),
                 subscribe: true,
                 from: Start::Latest,
             },
@@ -176,8 +176,8 @@ fn storage_links_demand_a_certificate_naming_the_hello() {
             &mut l,
             &LinkMsg::Publish {
                 request_id: 8,
-                namespace: "t".into(),
-                topic: "x".into(),
+                namespace: "t".try_into().unwrap(),
+                topic: "x".try_into().unwrap(),
                 payload: Bytes::from_static(b"hi"),
                 publisher_id: None,
                 idempotency_key: None,
@@ -211,8 +211,8 @@ fn storage_links_demand_a_certificate_naming_the_hello() {
             &mut l,
             &LinkMsg::Interest {
                 request_id: 9,
-                namespace: "t".into(),
-                topic: "x".into(),
+                namespace: "t".try_into().unwrap(),
+                topic: "x".try_into().unwrap(),
                 subscribe: true,
                 from: Start::Latest,
             },

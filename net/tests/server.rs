@@ -20,8 +20,8 @@ async fn subscribe(ws: &mut Ws, topic: &str, from: Start) -> (u64, u64, u64) {
         ws,
         ClientMsg::Subscribe {
             request_id: 9,
-            namespace: "ns".into(),
-            topic: topic.into(),
+            namespace: "ns".try_into().unwrap(),
+            topic: topic.try_into().unwrap(),
             from,
         },
     )
@@ -42,8 +42,8 @@ async fn publish(ws: &mut Ws, topic: &str, payload: &str) -> (u64, u64) {
         ws,
         ClientMsg::Publish {
             request_id: 5,
-            namespace: "ns".into(),
-            topic: topic.into(),
+            namespace: "ns".try_into().unwrap(),
+            topic: topic.try_into().unwrap(),
             payload: Bytes::from(payload.to_owned()),
             idempotency_key: None,
         },
@@ -458,13 +458,13 @@ fn websocket_limits_close_only_the_offender() {
         for t in 0..3 {
             subscribe(&mut s, &format!("s{t}"), Start::Latest).await;
         }
-        send(&mut s, ClientMsg::Subscribe { request_id: 1, namespace: "ns".into(), topic: "s9".into(), from: Start::Latest }).await;
+        send(&mut s, ClientMsg::Subscribe { request_id: 1, namespace: "ns".try_into().unwrap(), topic: "s9".try_into().unwrap(), from: Start::Latest }).await;
         assert!(matches!(recv(&mut s).await, ServerMsg::Error { request_id: 1, code: ErrorCode::TooManySubscriptions, .. }));
-        send(&mut s, ClientMsg::Subscribe { request_id: 2, namespace: "ns".into(), topic: "s0".into(), from: Start::Latest }).await;
+        send(&mut s, ClientMsg::Subscribe { request_id: 2, namespace: "ns".try_into().unwrap(), topic: "s0".try_into().unwrap(), from: Start::Latest }).await;
         let r = recv(&mut s).await;
         assert!(matches!(r, ServerMsg::Error { request_id: 2, code: ErrorCode::AlreadySubscribed, .. }), "{r:?}");
         // Bad names and oversized payloads inside a frame: an error, the connection stays.
-        send(&mut s, ClientMsg::Publish { request_id: 3, namespace: "ns".into(), topic: "t".into(), payload: Bytes::from(vec![0u8; 1001]), idempotency_key: None }).await;
+        send(&mut s, ClientMsg::Publish { request_id: 3, namespace: "ns".try_into().unwrap(), topic: "t".try_into().unwrap(), payload: Bytes::from(vec![0u8; 1001]), idempotency_key: None }).await;
         assert!(matches!(recv(&mut s).await, ServerMsg::Error { code: ErrorCode::MessageTooLarge, .. }));
         // A frame over the frame limit: close 1009.
         s.send(Message::Binary(vec![0u8; 2001])).await.unwrap();
@@ -566,8 +566,8 @@ fn stalled_reader_is_cut_off_without_slowing_others() {
     stalled.write_all(req.as_bytes()).unwrap();
     let sub = ClientMsg::Subscribe {
         request_id: 1,
-        namespace: "ns".into(),
-        topic: "flood".into(),
+        namespace: "ns".try_into().unwrap(),
+        topic: "flood".try_into().unwrap(),
         from: Start::Latest,
     };
     let mut frame = bytes::BytesMut::new();
@@ -683,7 +683,11 @@ fn a_burst_goes_out_in_few_writes() {
         srv.broker()
             .run_on(0, move |h| {
                 for i in 0..BURST {
-                    drop(h.publish("ns", "burst", Bytes::from(format!("{i}")), None));
+                    drop(h.publish(
+                        h.topic_key("ns", "burst").unwrap(),
+                        Bytes::from(format!("{i}")),
+                        None,
+                    ));
                 }
                 let _ = tx.send(());
             })

@@ -98,8 +98,8 @@ fn wss_publish_and_receive_with_alpn() {
             assert_eq!(resp.status(), 101);
             let sub = ClientMsg::Subscribe {
                 request_id: 1,
-                namespace: "ns".into(),
-                topic: "secure".into(),
+                namespace: "ns".try_into().unwrap(),
+                topic: "secure".try_into().unwrap(),
                 from: Start::Latest,
             };
             ws.send(Message::Binary(sub.encode_to_vec())).await.unwrap();

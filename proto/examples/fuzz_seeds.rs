@@ -30,21 +30,21 @@ fn main() -> std::io::Result<()> {
         },
         ClientMsg::Publish {
             request_id: 1,
-            namespace: "chat".into(),
-            topic: "room-1".into(),
+            namespace: "chat".try_into().unwrap(),
+            topic: "room-1".try_into().unwrap(),
             payload: Bytes::from_static(b"hello"),
             idempotency_key: Some("k".into()),
         },
         ClientMsg::Subscribe {
             request_id: 2,
-            namespace: "chat".into(),
-            topic: "room-1".into(),
+            namespace: "chat".try_into().unwrap(),
+            topic: "room-1".try_into().unwrap(),
             from: Start::At { epoch: 5, seq: 9 },
         },
         ClientMsg::Subscribe {
             request_id: 3,
-            namespace: "a".into(),
-            topic: "b".into(),
+            namespace: "a".try_into().unwrap(),
+            topic: "b".try_into().unwrap(),
             from: Start::LastN(10),
         },
         ClientMsg::Unsubscribe {
@@ -77,15 +77,15 @@ fn main() -> std::io::Result<()> {
         },
         LinkMsg::Interest {
             request_id: 1,
-            namespace: "a".into(),
-            topic: "b".into(),
+            namespace: "a".try_into().unwrap(),
+            topic: "b".try_into().unwrap(),
             subscribe: true,
             from: Start::Latest,
         },
         LinkMsg::ItemBatch {
             request_id: 0,
-            namespace: "a".into(),
-            topic: "b".into(),
+            namespace: "a".try_into().unwrap(),
+            topic: "b".try_into().unwrap(),
             epoch: 3,
             items: vec![
                 LinkItem {

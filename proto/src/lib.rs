@@ -42,7 +42,7 @@ pub use message::{
     ClientMsg, DecodeError, DecodeLimits, ErrorCode, ItemMsg, ItemRef, LinkItem, LinkMsg,
     ServerMsg, Start,
 };
-pub use names::{validate_name, NameError, NAME_BYTES_MAX};
+pub use names::{validate_name, Name, NameError, NAME_BYTES_MAX};
 
 /// The protocol version this build speaks (see docs/protocol.md, "Versioning").
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -4,6 +4,9 @@
 //! metric labels, file names and log lines without escaping, and leaves `/` free as a
 //! separator between a namespace and a topic.
 
+use std::fmt;
+use std::ops::Deref;
+
 use thiserror::Error;
 
 /// The default and largest allowed length of a namespace or topic name, in bytes.
@@ -60,6 +63,85 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-'
 }
 
+/// A namespace or topic name that passed [`validate_name`]. The wire decoders return names
+/// as this type, so code behind them never checks a name twice ("parse, don't validate").
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Box<str>);
+
+impl Name {
+    /// Checks `name` (at most `max` bytes, clamped to [`NAME_BYTES_MAX`]).
+    pub fn parse(name: &str, max: usize) -> Result<Self, NameError> {
+        validate_name(name, max)?;
+        Ok(Self(name.into()))
+    }
+
+    /// A name the caller already knows is valid (taken apart from a checked key, say): checked
+    /// only in debug builds. A wrong name here is not memory-unsafe, but it would go on the
+    /// wire unchecked, so use [`Name::parse`] for anything from outside.
+    pub fn new_unchecked(name: &str) -> Self {
+        debug_assert_eq!(validate_name(name, NAME_BYTES_MAX), Ok(()));
+        Self(name.into())
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for Name {
+    type Error = NameError;
+    /// Checks `name` against the largest allowed length.
+    fn try_from(name: &str) -> Result<Self, NameError> {
+        Self::parse(name, NAME_BYTES_MAX)
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = NameError;
+    fn try_from(name: String) -> Result<Self, NameError> {
+        validate_name(&name, NAME_BYTES_MAX)?;
+        Ok(Self(name.into_boxed_str()))
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +168,20 @@ mod tests {
             Err(NameError::TooLong { max: 64, .. })
         ));
         assert!(validate_name("é", 64).is_err());
+    }
+
+    #[test]
+    fn a_name_is_only_made_from_a_valid_string() {
+        assert_eq!(
+            Name::try_from("chat").map(|n| n.to_string()),
+            Ok("chat".into())
+        );
+        assert_eq!(
+            Name::parse("abcd", 3),
+            Err(NameError::TooLong { len: 4, max: 3 })
+        );
+        assert!(Name::try_from(String::from("a b")).is_err());
+        assert_eq!(Name::try_from("room-1").unwrap(), "room-1");
     }
 
     quickcheck! {

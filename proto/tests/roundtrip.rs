@@ -4,13 +4,14 @@
 use bytes::{Bytes, BytesMut};
 use fanfare_proto::message::{DecodeLimits, ErrorCode, ItemMsg, LinkItem, Start};
 use fanfare_proto::ws::{self, Message, Opcode, Role};
-use fanfare_proto::{framing, ClientMsg, LinkMsg, ServerMsg};
+use fanfare_proto::{framing, ClientMsg, LinkMsg, Name, ServerMsg};
 use quickcheck::{quickcheck, Arbitrary, Gen};
 
-fn name(g: &mut Gen) -> String {
+fn name(g: &mut Gen) -> Name {
     const CH: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
     let len = 1 + usize::arbitrary(g) % 64;
-    (0..len).map(|_| *g.choose(CH).unwrap() as char).collect()
+    let s: String = (0..len).map(|_| *g.choose(CH).unwrap() as char).collect();
+    Name::try_from(s).unwrap()
 }
 fn text(g: &mut Gen) -> String {
     // At most 100 bytes: under every text limit the decoder applies.
@@ -314,17 +315,32 @@ fn limits_are_enforced() {
         name_bytes_max: 3,
         batch_items_max: 2,
     };
+    // Built with the generated code directly: a `ClientMsg` cannot hold an invalid name.
     let publish = |ns: &str, payload: &'static [u8]| {
-        Bytes::from(
-            ClientMsg::Publish {
+        use fanfare_proto::generated::fanfare::wire as fb;
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let namespace = Some(fbb.create_string(ns));
+        let topic = Some(fbb.create_string("t"));
+        let payload = Some(fbb.create_vector(payload));
+        let body = fb::Publish::create(
+            &mut fbb,
+            &fb::PublishArgs {
                 request_id: 1,
-                namespace: ns.into(),
-                topic: "t".into(),
-                payload: Bytes::from_static(payload),
+                namespace,
+                topic,
+                payload,
                 idempotency_key: None,
-            }
-            .encode_to_vec(),
-        )
+            },
+        );
+        let root = fb::ClientMessage::create(
+            &mut fbb,
+            &fb::ClientMessageArgs {
+                body_type: fb::ClientBody::Publish,
+                body: Some(body.as_union_value()),
+            },
+        );
+        fbb.finish_minimal(root);
+        Bytes::copy_from_slice(fbb.finished_data())
     };
     let e = ClientMsg::decode(&publish("abcd", b"x"), &small).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidName);

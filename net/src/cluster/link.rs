@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use fanfare_core::cluster::{NodeKey, Replay, UpReq, Upstream};
-use fanfare_core::{Epoch, Message, PublishError, Published, Seq, ShardHandle, SubscribeError};
+use fanfare_core::{ClusterPort, Epoch, Message, PublishError, Published, Seq, SubscribeError};
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::LinkMsg;
 use glommio::net::TcpStream;
 
+use super::config::ClusterConfig;
+use super::view::ClusterView;
 use super::wire::{self, Encoder, Frame, FrameReader, LinkEnd, LinkQueue};
-use super::{ClusterConfig, ClusterView};
-use crate::conn::Io;
+use crate::io::Io;
 use crate::metrics::{self, NetStats};
 
 /// Publish request ids have this bit set (engine request ids never do).
@@ -57,7 +58,7 @@ struct Link {
 
 /// One shard's links.
 pub(crate) struct Links {
-    shard: ShardHandle,
+    shard: ClusterPort,
     cfg: Arc<ClusterConfig>,
     node_id: String,
     stats: Arc<NetStats>,
@@ -70,7 +71,7 @@ pub(crate) struct Links {
 
 impl Links {
     pub fn new(
-        shard: ShardHandle,
+        shard: ClusterPort,
         cfg: Arc<ClusterConfig>,
         node_id: String,
         stats: Arc<NetStats>,
@@ -163,8 +164,8 @@ impl Upstream for Links {
                     link.partials.borrow_mut().insert(id, Partial::default());
                     q.push(Frame::Own(self.enc.frame(&LinkMsg::Interest {
                         request_id: id,
-                        namespace: key.namespace().to_owned(),
-                        topic: key.topic().to_owned(),
+                        namespace: key.namespace_name(),
+                        topic: key.topic_name(),
                         subscribe: true,
                         from: start,
                     })));
@@ -174,8 +175,8 @@ impl Upstream for Links {
                 if link.up.get() {
                     q.push(Frame::Own(self.enc.frame(&LinkMsg::Interest {
                         request_id: 0,
-                        namespace: key.namespace().to_owned(),
-                        topic: key.topic().to_owned(),
+                        namespace: key.namespace_name(),
+                        topic: key.topic_name(),
                         subscribe: false,
                         from: fanfare_core::Start::Latest,
                     })));
@@ -202,8 +203,8 @@ impl Upstream for Links {
                 link.publishes.borrow_mut().insert(id, reply);
                 q.push(Frame::Own(self.enc.frame(&LinkMsg::Publish {
                     request_id: id,
-                    namespace: key.namespace().to_owned(),
-                    topic: key.topic().to_owned(),
+                    namespace: key.namespace_name(),
+                    topic: key.topic_name(),
                     payload,
                     publisher_id: publisher.map(|p| p.to_string()),
                     idempotency_key: None,
@@ -218,7 +219,7 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
     // (`Upstream::send`, with the shard's state borrowed): step out first.
     futures_lite::future::yield_now().await;
     let mut backoff = BACKOFF_MIN;
-    let mut stop = Box::pin(links.shard.shutdown_signal());
+    let mut stop = Box::pin(links.shard.shard().shutdown_signal());
     let refusal_log = wire::LogGate::default();
     loop {
         if link.gone.get() {
@@ -263,7 +264,7 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
         // A fresh queue for the next connection (the old one's writer is done).
         let q = Rc::new(LinkQueue::default());
         *link.q.borrow_mut() = q;
-        if link.gone.get() || links.shard.is_closing() {
+        if link.gone.get() || links.shard.shard().is_closing() {
             break;
         }
         if !was_up {
@@ -296,7 +297,7 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
 async fn session<S: Io>(links: &Rc<Links>, link: &Rc<Link>, stream: S) -> Result<(), LinkEnd> {
     let (r, mut w) = futures_lite::io::split(stream);
     let mut reader = FrameReader::new(r, links.cfg.link_frame_bytes_max, links.stats.clone());
-    let shard = links.shard.id().0;
+    let shard = links.shard.shard().id().0;
     let hello = wire::hello(&mut reader, &mut w, &links.enc, &links.node_id, shard);
     let peer = wire::within(links.cfg.link_connect_timeout, "hello", hello).await?;
     if peer != link.id {
@@ -371,10 +372,8 @@ fn on_message(links: &Links, link: &Link, msg: LinkMsg) -> Result<(), LinkEnd> {
             epoch,
             items,
         } => {
-            let key = links
-                .shard
-                .topic_key(&namespace, &topic)
-                .map_err(|e| LinkEnd::Protocol(e.to_string()))?;
+            // The decoder checked the names.
+            let key = fanfare_core::TopicKey::from_names(&namespace, &topic);
             let msgs = items.into_iter().map(|it| {
                 Message::new(
                     Epoch(epoch),

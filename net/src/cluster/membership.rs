@@ -16,7 +16,8 @@ use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use glommio::net::UdpSocket;
 use rand::SeedableRng;
 
-use super::{ClusterShared, ClusterView, Member, Roles};
+use super::config::Roles;
+use super::view::{ClusterShared, ClusterView, Member};
 use crate::metrics::{self, NetStats};
 
 /// Largest gossip datagram.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use fanfare_core::cluster::Replay;
 use fanfare_core::{
-    Accept, CloseReason, Message, Offer, ShardHandle, Sink, Start, SubId, SubscribeError, TopicKey,
+    Accept, CloseReason, ClusterPort, Message, Offer, Sink, Start, SubId, SubscribeError, TopicKey,
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{LinkItem, LinkMsg};
@@ -23,20 +23,19 @@ use glommio::net::{TcpListener, TcpStream};
 
 use rustls::pki_types::CertificateDer;
 
+use super::config::ClusterConfig;
+use super::tls::LinkTls;
 use super::wire::{self, Encoder, Frame, FrameReader, LinkEnd, LinkQueue};
-use super::{ClusterConfig, LinkTls};
-use crate::conn::Io;
+use crate::io::Io;
 use crate::metrics::{self, NetStats};
 
-/// Encoding slot of a live link item in a delivery's cache.
-const SLOT_LINK: usize = 3;
 /// Replay items per batch frame, and bytes.
 const REPLAY_BATCH_ITEMS: usize = 256;
 const REPLAY_BATCH_BYTES: usize = 256 * 1024;
 
 /// What a shard's links share.
 pub(crate) struct LinkServer {
-    pub shard: ShardHandle,
+    pub shard: ClusterPort,
     pub cfg: Arc<ClusterConfig>,
     pub node_id: String,
     pub stats: Arc<NetStats>,
@@ -89,8 +88,8 @@ impl LinkConn {
         if let Some((last, new, epoch)) = r.gap {
             self.push(&LinkMsg::Discontinuity {
                 request_id: id,
-                namespace: key.namespace().to_owned(),
-                topic: key.topic().to_owned(),
+                namespace: key.namespace_name(),
+                topic: key.topic_name(),
                 last_seq: last.0,
                 new_seq: new.0,
                 new_epoch: epoch.0,
@@ -123,7 +122,7 @@ impl LinkConn {
         }
         let lagging: Vec<SubId> = self.lagging.borrow_mut().drain(..).collect();
         for sub in lagging {
-            self.srv.shard.drained(sub);
+            self.srv.shard.shard().drained(sub);
         }
     }
 }
@@ -139,8 +138,8 @@ fn link_item(m: &Message) -> LinkItem {
 fn batch_msg(request_id: u64, key: &TopicKey, epoch: u64, items: Vec<LinkItem>) -> LinkMsg {
     LinkMsg::ItemBatch {
         request_id,
-        namespace: key.namespace().to_owned(),
-        topic: key.topic().to_owned(),
+        namespace: key.namespace_name(),
+        topic: key.topic_name(),
         epoch,
         items,
     }
@@ -166,7 +165,7 @@ impl Sink for Stream {
                 }
                 let enc = &conn.srv.enc;
                 let key = &self.key;
-                let frame = d.encoded(SLOT_LINK, |_, m| {
+                let frame = d.encoded(crate::slots::LINK, |_, m| {
                     enc.frame(&batch_msg(0, key, m.epoch.0, vec![link_item(m)]))
                 });
                 metrics::inc(&conn.srv.stats.cluster_link_items_out);
@@ -197,7 +196,7 @@ impl Sink for Stream {
 
 /// Accepts links on this shard until shutdown.
 pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
-    let mut stop = Box::pin(srv.shard.shutdown_signal());
+    let mut stop = Box::pin(srv.shard.shard().shutdown_signal());
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             (&mut stop).await;
@@ -281,7 +280,7 @@ async fn serve_session<S: Io>(
         &mut w,
         &srv.enc,
         &srv.node_id,
-        srv.shard.id().0,
+        srv.shard.shard().id().0,
     );
     let router = match wire::within(hello_timeout, "hello", hello).await {
         Ok(id) if cert.as_ref().is_some_and(|c| !LinkTls::names(c, &id)) => {
@@ -327,7 +326,7 @@ async fn serve_session<S: Io>(
     conn.q.close();
     let streams: Vec<SubId> = conn.streams.borrow_mut().drain().map(|(_, s)| s).collect();
     for sub in streams {
-        srv.shard.unsubscribe(sub);
+        srv.shard.shard().unsubscribe(sub);
     }
     let why = conn
         .closing
@@ -357,9 +356,10 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
                 );
                 return Ok(());
             }
-            let fut =
-                srv.shard
-                    .publish_here(&namespace, &topic, payload, publisher_id.map(Arc::from));
+            let key = TopicKey::from_names(&namespace, &topic);
+            let fut = srv
+                .shard
+                .publish_here(key, payload, publisher_id.map(Arc::from));
             conn.publishes.set(conn.publishes.get() + 1);
             let c = conn.clone();
             glommio::spawn_local(async move {
@@ -383,16 +383,11 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
             subscribe,
             from,
         } => {
-            let key = match srv.shard.topic_key(&namespace, &topic) {
-                Ok(k) => k,
-                Err(e) => {
-                    conn.error(request_id, e.code(), e.to_string());
-                    return Ok(());
-                }
-            };
+            // The decoder checked the names.
+            let key = TopicKey::from_names(&namespace, &topic);
             if !subscribe {
                 if let Some(sub) = conn.streams.borrow_mut().remove(&key) {
-                    srv.shard.unsubscribe(sub);
+                    srv.shard.shard().unsubscribe(sub);
                 }
                 return Ok(());
             }
@@ -404,10 +399,7 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
                     conn: conn.clone(),
                     key: key.clone(),
                 });
-                match srv
-                    .shard
-                    .subscribe_here(&namespace, &topic, Start::Latest, sink)
-                {
+                match srv.shard.subscribe_here(key.clone(), Start::Latest, sink) {
                     Ok(acc) => {
                         conn.streams.borrow_mut().insert(key.clone(), acc.sub);
                     }
@@ -429,8 +421,7 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
             let c = conn.clone();
             let cb_key = key.clone();
             let r = srv.shard.fetch_here(
-                &namespace,
-                &topic,
+                key,
                 from,
                 Box::new(move |r| {
                     c.fetches.set(c.fetches.get() - 1);

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
-use crate::ServeError;
+use crate::error::ServeError;
 
 /// ALPN protocol of node links (keeps a link handshake from ever passing for client traffic).
 const LINK_ALPN: &[u8] = b"fanfare-link/1";
@@ -42,9 +42,9 @@ impl LinkTls {
         key: &Path,
         node_id: &str,
     ) -> Result<Self, ServeError> {
-        let ca = crate::read_pem_certs(ca)?;
-        let chain = crate::read_pem_certs(cert_chain)?;
-        let key = crate::read_pem_key(key)?;
+        let ca = crate::tls::read_pem_certs(ca)?;
+        let chain = crate::tls::read_pem_certs(cert_chain)?;
+        let key = crate::tls::read_pem_key(key)?;
         Self::new(ca, chain, key, node_id)
     }
 

@@ -15,7 +15,7 @@ use fanfare_proto::{framing, LinkMsg};
 use flatbuffers::FlatBufferBuilder;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::LINK_VERSION;
+use super::config::LINK_VERSION;
 use crate::metrics::{self, NetStats};
 
 /// Most bytes one write carries.

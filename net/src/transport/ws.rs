@@ -1,20 +1,23 @@
 //! WebSocket sessions: flatbuffers `ClientMessage`s in, `ServerMessage`s out (docs/protocol.md).
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use fanfare_core::TopicKey;
 use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
+use crate::access::authenticate;
 use crate::auth::Right;
-use crate::conn::{self, goodbye, read_some, unless, Conn, Io, Mode, NetCtx, READ_CHUNK_BYTES};
+use crate::ctx::NetCtx;
+use crate::io::{read_some, unless, Io, Stop, READ_CHUNK_BYTES};
 use crate::metrics;
+use crate::session::encoder::{Encoder, WS};
+use crate::session::{writer::writer, Conn};
 
 /// The subprotocol name a client may ask for; the server echoes it.
 pub const SUBPROTOCOL: &str = "fanfare.v1";
@@ -27,7 +30,7 @@ pub(crate) async fn session<S: Io>(
     mut buf: BytesMut,
     mut chunk: Vec<u8>,
     up: Upgrade,
-    mut stop: Pin<Box<dyn Future<Output = ()>>>,
+    mut stop: Stop,
     peer: IpAddr,
 ) {
     if !ctx.auth.origin_allowed(up.origin.as_deref()) {
@@ -46,7 +49,7 @@ pub(crate) async fn session<S: Io>(
         if let Some(token) =
             crate::auth::token_from(up.authorization.as_deref(), up.query.as_deref())
         {
-            match ctx.authenticate(peer, Some(&token)).await {
+            match authenticate(&ctx, peer, Some(&token)).await {
                 Ok(g) => grant = Some(g),
                 Err(d) => {
                     let _ = w
@@ -69,11 +72,11 @@ pub(crate) async fn session<S: Io>(
     {
         return;
     }
-    let conn = Conn::new(ctx.clone(), Mode::Ws, peer);
+    let conn = Conn::new(ctx.clone(), &WS, peer);
     if let Some(g) = grant {
         conn.set_grant(g);
     }
-    let writer = glommio::spawn_local(conn::writer(conn.clone(), w, false));
+    let writer = glommio::spawn_local(writer(conn.clone(), w, false));
     let limits = ctx.limits.clone();
     let mut dec = wsp::Decoder::new(
         Role::Server,
@@ -93,11 +96,7 @@ pub(crate) async fn session<S: Io>(
         loop {
             // Backpressure: take no more requests while their answers are not being read.
             if unless(&mut stop, conn.wait_for_room()).await.is_none() {
-                conn.close_with(goodbye(
-                    Mode::Ws,
-                    close_code::GOING_AWAY,
-                    "server shutting down",
-                ));
+                conn.close_with(WS.goodbye(close_code::GOING_AWAY, "server shutting down"));
                 break 'session;
             }
             if conn.is_closing() {
@@ -143,11 +142,7 @@ pub(crate) async fn session<S: Io>(
         .await;
         match read {
             None => {
-                conn.close_with(goodbye(
-                    Mode::Ws,
-                    close_code::GOING_AWAY,
-                    "server shutting down",
-                ));
+                conn.close_with(WS.goodbye(close_code::GOING_AWAY, "server shutting down"));
                 break;
             }
             Some(None) => break,
@@ -211,7 +206,7 @@ async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAd
         }
         Message::Close(c) => {
             let code = c.map_or(close_code::NORMAL, |(code, _)| code);
-            conn.close_with(goodbye(Mode::Ws, code, ""));
+            conn.close_with(WS.goodbye(code, ""));
             false
         }
     }
@@ -283,7 +278,8 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                 Err((code, text)) => return refuse(conn, request_id, code, text),
             };
             conn.publish_slot().await;
-            let fut = ctx.shard.publish(&namespace, &topic, payload, publisher);
+            let key = TopicKey::from_names(&namespace, &topic);
+            let fut = ctx.shard.publish(key, payload, publisher);
             let conn = conn.clone();
             glommio::spawn_local(async move {
                 let r = fut.await;
@@ -317,7 +313,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                 return refuse(conn, request_id, code, text);
             }
             let max = ctx.limits.subscriptions_per_connection_max;
-            let key = format!("{namespace}/{topic}");
+            let key = TopicKey::from_names(&namespace, &topic);
             let refuse = if conn.has_topic(&key) {
                 Some((
                     ErrorCode::AlreadySubscribed,
@@ -338,7 +334,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                     code,
                     text,
                 });
-            } else if let Err(e) = conn.subscribe(request_id, &namespace, &topic, from) {
+            } else if let Err(e) = conn.subscribe(request_id, key, from) {
                 conn.send(&ServerMsg::Error {
                     request_id,
                     code: e.code(),
@@ -416,8 +412,7 @@ async fn adopt_token(
     peer: IpAddr,
 ) -> Result<u64, (ErrorCode, String)> {
     let ctx = &conn.ctx;
-    let g = ctx
-        .authenticate(peer, token)
+    let g = authenticate(ctx, peer, token)
         .await
         .map_err(|d| (d.code(), d.text()))?;
     if let Some(old) = conn.grant() {

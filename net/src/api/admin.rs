@@ -10,79 +10,30 @@
 //! bounded channel and merges the answers; no shard reads another's state.
 
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_core::OwnedTopicInfo;
 use serde_json::{json, Map, Value};
 
+use crate::api::reply::json_error;
 use crate::auth::Grant;
-use crate::conn::{unless, NetCtx};
-use crate::http::{json_error, query_param};
+use crate::ctx::NetCtx;
+use crate::hub::{AdminReq, TopicKeys};
+use crate::io::{unless, Stop};
 use crate::metrics;
+use crate::query::query_param;
 
 /// Default `limit` of `/v1/admin/topics`.
 pub const TOPICS_LIMIT_DEFAULT: usize = 100;
 /// Largest `limit` of `/v1/admin/topics`.
 pub const TOPICS_LIMIT_MAX: usize = 10_000;
-/// Admin requests queued per shard; past it, requests are answered 503.
-pub const ADMIN_QUEUE_MAX: usize = 16;
 /// How long a request waits for every shard's answer.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-type TopicKeys = Arc<Vec<(String, String)>>;
-
-/// A question to one shard.
-pub(crate) enum AdminReq {
-    /// Owned topics matching a prefix: how many, and the first `limit` in name order.
-    Owned {
-        prefix: Arc<str>,
-        limit: usize,
-        reply: flume::Sender<(usize, Vec<OwnedTopicInfo>)>,
-    },
-    /// Local subscriber counts of these topics, in order.
-    Subscribers {
-        keys: TopicKeys,
-        reply: flume::Sender<Vec<usize>>,
-    },
-}
-
-/// Every shard's admin inbox, filled in as shards start.
-#[derive(Debug, Default)]
-pub(crate) struct AdminHub {
-    shards: Mutex<Vec<Option<flume::Sender<AdminReq>>>>,
-}
-
-impl AdminHub {
-    pub(crate) fn new(shards: usize) -> Self {
-        Self {
-            shards: Mutex::new(vec![None; shards]),
-        }
-    }
-
-    /// Registers `shard`'s inbox; returns its receiving end.
-    pub(crate) fn register(&self, shard: usize) -> flume::Receiver<AdminReq> {
-        let (tx, rx) = flume::bounded(ADMIN_QUEUE_MAX);
-        let mut s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = s.get_mut(shard) {
-            *slot = Some(tx);
-        }
-        rx
-    }
-
-    fn senders(&self) -> Vec<(usize, flume::Sender<AdminReq>)> {
-        let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        s.iter()
-            .enumerate()
-            .filter_map(|(i, t)| t.clone().map(|t| (i, t)))
-            .collect()
-    }
-}
-
 /// Answers admin questions on this shard until shutdown.
 pub(crate) async fn admin_loop(ctx: Rc<NetCtx>, rx: flume::Receiver<AdminReq>) {
-    let mut stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
-        Box::pin(ctx.shard.shutdown_signal());
+    let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     while let Some(Ok(req)) = unless(&mut stop, rx.recv_async()).await {
         match req {
             AdminReq::Owned {

@@ -1,7 +1,8 @@
 //! HTTP/2 (the `h2` crate), for h2c prior knowledge and h2 over TLS (ALPN).
 //!
-//! The same API as HTTP/1.1 ([`crate::http`]): publish with `POST`, stream subscriptions with
-//! `GET` (length-prefixed frames or SSE), `/healthz`, `/metrics`. Many subscription streams
+//! The same API as HTTP/1.1, through the same route table ([`crate::api`]): publish with
+//! `POST`, stream subscriptions with `GET` (length-prefixed frames or SSE), `/healthz`,
+//! `/metrics`, the admin API. Many subscription streams
 //! share one connection; each has its own bounded queue ([`Conn`]) following the engine's
 //! slow-subscriber policy, and its writer packs everything queued into one DATA frame
 //! (h2 clients punish floods of tiny DATA frames) sent within the stream's flow-control window.
@@ -21,15 +22,17 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::auth::Right;
-use crate::conn::{permits, unless, Conn, Io, Mode, NetCtx, Next};
-use crate::metrics;
+use fanfare_core::TopicKey;
 
-/// The client connection preface of HTTP/2 (RFC 9113, 3.4).
-pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use crate::api::{self, reply::Reply, Action, Request};
+use crate::ctx::NetCtx;
+use crate::io::{timeout, unless, Io, Stop};
+use crate::metrics;
+use crate::session::{Conn, Frame, Next};
+
 /// Streams reset by the client before we accepted them, past which the connection is closed
 /// (rapid reset, CVE-2023-44487).
 const PENDING_ACCEPT_RESETS_MAX: usize = 32;
@@ -60,12 +63,7 @@ pub(crate) async fn serve<S: Io>(
         .max_concurrent_reset_streams(CONCURRENT_RESETS_MAX)
         .max_send_buffer_size(limits.send_queue_bytes_max.clamp(16 * 1024, 4 << 20));
     let left = deadline.saturating_duration_since(Instant::now());
-    let handshake =
-        futures_lite::future::or(async { Some(b.handshake::<_, Bytes>(io).await) }, async {
-            glommio::timer::sleep(left).await;
-            None
-        })
-        .await;
+    let handshake = timeout(left, b.handshake::<_, Bytes>(io)).await;
     let mut conn = match handshake {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
@@ -79,8 +77,7 @@ pub(crate) async fn serve<S: Io>(
         }
     };
     metrics::inc(&ctx.stats.connections_h2);
-    let mut stop: Pin<Box<dyn std::future::Future<Output = ()>>> =
-        Box::pin(ctx.shard.shutdown_signal());
+    let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     let mut stopping = false;
     loop {
         // accept() also drives the connection's I/O for every stream.
@@ -113,110 +110,45 @@ pub(crate) async fn serve<S: Io>(
 
 async fn request(
     ctx: Rc<NetCtx>,
-    req: Request<RecvStream>,
+    req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: IpAddr,
 ) {
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let method = req.method().clone();
-    let topic = path
-        .strip_prefix("/v1/topics/")
-        .and_then(|r| r.split_once('/'))
-        .map(|(a, b)| (a.to_owned(), b.to_owned()));
-    let authorization = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let needs_token = path.starts_with("/v1/admin/") || topic.is_some();
-    let grant = if needs_token {
-        match crate::http::request_grant(&ctx, peer, authorization.as_deref(), query.as_deref())
-            .await
-        {
-            Ok(g) => g,
-            Err((status, body)) => {
-                return reply(&mut respond, status, "application/json", Bytes::from(body))
-            }
-        }
-    } else {
-        None
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let action = {
+        let r = Request {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            authorization: header("authorization"),
+            accept_sse: header("accept").is_some_and(|v| v.contains("text/event-stream")),
+            last_event_id: header("last-event-id"),
+        };
+        api::prepare(&ctx, &r, peer).await
     };
-    let right = if method == http::Method::POST {
-        Right::Publish
-    } else {
-        Right::Subscribe
-    };
-    if let Some((ns, topic)) = &topic {
-        if let Err((code, why)) = permits(&ctx, grant.as_deref(), ns, topic, right) {
-            return reply(
-                &mut respond,
-                crate::http::status_of(code),
-                "application/json",
-                Bytes::from(crate::http::json_error(&why)),
-            );
+    match action {
+        Action::Reply(rep) => reply(&mut respond, &rep),
+        Action::Publish { key, publisher } => {
+            publish(&ctx, req.into_body(), respond, key, publisher).await
         }
-    }
-    match (method.as_str(), path.as_str(), topic) {
-        ("GET", "/healthz", _) => reply(&mut respond, 200, "text/plain", Bytes::from_static(b"ok")),
-        ("GET", "/metrics", _) => reply(
-            &mut respond,
-            200,
-            "text/plain; version=0.0.4",
-            Bytes::from(ctx.registry.render()),
-        ),
-        ("GET", p, _) if p.starts_with("/v1/admin/") => {
-            let (status, body) =
-                crate::admin::serve(&ctx, p, query.as_deref(), grant.as_deref()).await;
-            reply(&mut respond, status, "application/json", Bytes::from(body))
-        }
-        ("POST", _, Some((ns, topic))) => {
-            let publisher = grant.map(|g| g.subject.clone());
-            publish(&ctx, req.into_body(), respond, &ns, &topic, publisher).await
-        }
-        ("GET", _, Some((ns, topic))) => {
-            let headers = req.headers();
-            let accept_sse = headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/event-stream"));
-            let last_event_id = headers
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let start = match crate::http::start_from(last_event_id.as_deref(), query.as_deref()) {
-                Ok(s) => s,
-                Err(why) => {
-                    return reply(
-                        &mut respond,
-                        400,
-                        "application/json",
-                        Bytes::from(crate::http::json_error(&why)),
-                    )
-                }
-            };
-            let mode = if accept_sse { Mode::Sse } else { Mode::Frames };
-            stream(&ctx, respond, &ns, &topic, start, mode, grant, peer).await;
-        }
-        (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => reply(
-            &mut respond,
-            405,
-            "text/plain",
-            Bytes::from_static(b"method not allowed"),
-        ),
-        _ => reply(
-            &mut respond,
-            404,
-            "text/plain",
-            Bytes::from_static(b"not found"),
-        ),
+        Action::Stream {
+            key,
+            start,
+            enc,
+            grant,
+        } => match api::open_stream(&ctx, key, start, enc, grant, peer) {
+            Ok(conn) => stream(&ctx, respond, conn).await,
+            Err(rep) => reply(&mut respond, &rep),
+        },
     }
 }
 
-fn reply(respond: &mut SendResponse<Bytes>, status: u16, content_type: &str, body: Bytes) {
+fn reply(respond: &mut SendResponse<Bytes>, rep: &Reply) {
+    let body = rep.body.clone();
     let resp = Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(http::header::CONTENT_TYPE, content_type)
+        .status(StatusCode::from_u16(rep.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(http::header::CONTENT_TYPE, rep.content_type)
         .header(http::header::CONTENT_LENGTH, body.len())
         .body(());
     let Ok(resp) = resp else { return };
@@ -231,8 +163,7 @@ async fn publish(
     ctx: &Rc<NetCtx>,
     mut body: RecvStream,
     mut respond: SendResponse<Bytes>,
-    ns: &str,
-    topic: &str,
+    key: TopicKey,
     publisher: Option<std::sync::Arc<str>>,
 ) {
     let max = ctx.shard.config().message_bytes_max;
@@ -243,47 +174,18 @@ async fn publish(
         if payload.len() + chunk.len() > max {
             metrics::inc(&ctx.stats.limit_message_size);
             let why = format!("message over the limit of {max} bytes");
-            return reply(&mut respond, 413, "text/plain", Bytes::from(why));
+            return reply(&mut respond, &Reply::text(413, why));
         }
         payload.extend_from_slice(&chunk);
     }
-    let (status, text) =
-        crate::http::publish_outcome(ctx, ns, topic, payload.freeze(), publisher).await;
-    reply(&mut respond, status, "application/json", Bytes::from(text));
+    let rep = api::publish(ctx, key, payload.freeze(), publisher).await;
+    reply(&mut respond, &rep);
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    ctx: &Rc<NetCtx>,
-    mut respond: SendResponse<Bytes>,
-    ns: &str,
-    topic: &str,
-    start: fanfare_core::Start,
-    mode: Mode,
-    grant: Option<std::sync::Arc<crate::auth::Grant>>,
-    peer: IpAddr,
-) {
-    let conn = Conn::new(ctx.clone(), mode, peer);
-    if let Some(g) = grant {
-        conn.set_grant(g);
-    }
-    let acc = match conn.subscribe(0, ns, topic, start) {
-        Ok(a) => a,
-        Err(e) => {
-            let status = crate::http::subscribe_status(&e);
-            return reply(
-                &mut respond,
-                status,
-                "application/json",
-                Bytes::from(crate::http::json_error(&e.to_string())),
-            );
-        }
-    };
-    let content_type = if mode == Mode::Sse {
-        "text/event-stream"
-    } else {
-        "application/x-fanfare-frames"
-    };
+/// Pumps an open subscription stream as DATA frames until the client resets it or the
+/// subscription ends.
+async fn stream(ctx: &Rc<NetCtx>, mut respond: SendResponse<Bytes>, conn: Rc<Conn>) {
+    let content_type = conn.enc.content_type();
     let resp = Response::builder()
         .status(200)
         .header(http::header::CONTENT_TYPE, content_type)
@@ -291,11 +193,10 @@ async fn stream(
         .body(());
     let sent = resp.ok().and_then(|r| respond.send_response(r, false).ok());
     let Some(mut tx) = sent else {
-        ctx.shard.unsubscribe(acc.sub);
+        conn.unsubscribe_all();
         return;
     };
-    let mut stop: Pin<Box<dyn std::future::Future<Output = ()>>> =
-        Box::pin(ctx.shard.shutdown_signal());
+    let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     loop {
         let next = futures_lite::future::or(async { Some(conn.next_batch().await) }, async {
             // The client reset the stream, or the broker is stopping.
@@ -314,7 +215,7 @@ async fn stream(
                 if conn.is_closing() {
                     break;
                 }
-                conn.close_with(crate::conn::goodbye(mode, 1001, "server shutting down"));
+                conn.close_with(conn.enc.goodbye(1001, "server shutting down"));
                 continue;
             }
         };
@@ -327,7 +228,7 @@ async fn stream(
 }
 
 /// One DATA payload for a batch: the frames side by side.
-fn join(frames: &[crate::conn::Frame]) -> Bytes {
+fn join(frames: &[Frame]) -> Bytes {
     if let [one] = frames {
         return one.to_bytes();
     }

@@ -1,0 +1,139 @@
+//! [`ShardHandle`]: the API of the shard the caller runs on, for code inside a shard's
+//! executor (the network front, embedders running on a shard through `Broker::run_on`).
+//!
+//! The calls node links make (views, upstream answers, publishes and subscriptions "here")
+//! are not on it: they live on `ClusterPort` (`port.rs`).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fanfare_proto::Start;
+
+use crate::config::Config;
+use crate::ids::{ShardId, SubId, TopicKey};
+use crate::message::{PublishError, Published, SubscribeAccepted, SubscribeError};
+use crate::shard::owner::OwnedTopicInfo;
+use crate::shard::router::PublishStarted;
+use crate::shard::state::State;
+use crate::signal::SignalWait;
+use crate::sink::Sink;
+use crate::stats::ShardStats;
+
+/// A handle to the shard the caller runs on. Not `Send`: it is only valid on its own shard's
+/// thread.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub(crate) state: Rc<RefCell<State>>,
+}
+
+impl ShardHandle {
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.state.borrow().id
+    }
+
+    /// How many shards the node runs.
+    pub fn shards(&self) -> u16 {
+        self.state.borrow().shards
+    }
+
+    /// The engine configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.state.borrow().cfg.clone()
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> Arc<ShardStats> {
+        self.state.borrow().stats.clone()
+    }
+
+    /// A checked topic key for names that did not come through the wire decoders (which
+    /// return checked [`fanfare_proto::Name`]s: use [`TopicKey::from_names`] for those).
+    pub fn topic_key(&self, namespace: &str, topic: &str) -> Result<TopicKey, SubscribeError> {
+        let max = self.state.borrow().cfg.name_bytes_max;
+        Ok(TopicKey::parse(namespace, topic, max)?)
+    }
+
+    /// Publishes `payload` to `key`; resolves once the owner (in a cluster, the owning node)
+    /// ordered it.
+    pub fn publish(
+        &self,
+        key: TopicKey,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
+        publish(&self.state, key, payload, publisher, false)
+    }
+
+    /// Subscribes `sink` to `key` from `start`. Events follow on the sink, starting with
+    /// `Subscribed` (or `Closed` if the owner refuses).
+    pub fn subscribe(
+        &self,
+        key: TopicKey,
+        start: Start,
+        sink: Rc<dyn Sink>,
+    ) -> Result<SubscribeAccepted, SubscribeError> {
+        self.state.borrow_mut().subscribe(key, start, sink, false)
+    }
+
+    /// Ends a subscription (no `Closed` event follows).
+    pub fn unsubscribe(&self, sub: SubId) {
+        self.state.borrow_mut().remove_sub(sub, None);
+    }
+
+    /// Tells the engine a subscriber that refused an item (`Accept::Full`) has room again.
+    pub fn drained(&self, sub: SubId) {
+        self.state.borrow_mut().drained(sub);
+    }
+
+    /// Whether the broker is shutting down.
+    pub fn is_closing(&self) -> bool {
+        self.state.borrow().closing
+    }
+
+    /// Topics this shard owns whose `namespace/topic` starts with `prefix`: how many match,
+    /// and the first `limit` of them in name order. Walks every owned topic (for the admin
+    /// view, not the data path).
+    pub fn owned_topics(&self, prefix: &str, limit: usize) -> (usize, Vec<OwnedTopicInfo>) {
+        self.state.borrow().owned_info(prefix, limit)
+    }
+
+    /// Subscriptions on this shard to `namespace/topic` (0 for invalid names).
+    pub fn local_subscribers(&self, namespace: &str, topic: &str) -> usize {
+        let st = self.state.borrow();
+        match TopicKey::parse(namespace, topic, st.cfg.name_bytes_max) {
+            Ok(key) => st.local.get(&key).map_or(0, |t| t.subs.len()),
+            Err(_) => 0,
+        }
+    }
+
+    /// Resolves when the broker starts shutting down. Cheap to poll repeatedly: the future
+    /// holds one waker slot however often it is polled.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + 'static {
+        SignalWait::new(self.state.borrow().shutdown.clone())
+    }
+}
+
+/// Starts a publish on the shard and returns the future of its answer (the shard is not
+/// borrowed while it waits). `here`: ordered on this node whatever the cluster view says.
+pub(crate) fn publish(
+    state: &Rc<RefCell<State>>,
+    key: TopicKey,
+    payload: Bytes,
+    publisher: Option<Arc<str>>,
+    here: bool,
+) -> impl Future<Output = Result<Published, PublishError>> + 'static {
+    let started = state.borrow_mut().publish(key, payload, publisher, here);
+    async move {
+        match started? {
+            PublishStarted::Done(p) => Ok(p),
+            PublishStarted::Waiting(rx) => rx
+                .recv_async()
+                .await
+                .unwrap_or(Err(PublishError::ShuttingDown)),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! What shards say to each other, and the per-peer outboxes it waits in.
+//!
+//! A shard never sends one channel message per [`MeshMsg`]: messages for a peer queue in
+//! that peer's outbox, and one flusher task per peer (`run.rs`) sends everything queued as
+//! one batch over glommio's lock-free channel mesh. A busy shard sends few, large batches; an
+//! idle one sends at once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use fanfare_proto::Start;
+
+use crate::ids::{ShardId, SubId, TopicKey};
+use crate::message::{Message, PublishError, Published, SubscribeError};
+use crate::shard::position::OwnerReply;
+
+/// Most messages one mesh batch carries (bounds the time a receiver spends on one batch).
+pub(crate) const MESH_BATCH_MAX: usize = 1024;
+
+/// A message between shards.
+pub(crate) enum MeshMsg {
+    /// Router to owner: order this message.
+    Publish {
+        key: TopicKey,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+        reply: flume::Sender<Result<Published, PublishError>>,
+    },
+    /// Router to owner: shard `from` wants the topic's messages from `start` on, for `sub`.
+    Subscribe {
+        key: TopicKey,
+        start: Start,
+        from: ShardId,
+        sub: SubId,
+    },
+    /// Router to owner: shard `from` has no subscribers of the topic any more.
+    Uninterest { key: TopicKey, from: ShardId },
+    /// Owner to router: the answer to `Subscribe`.
+    SubscribeReply {
+        sub: SubId,
+        reply: Result<OwnerReply, SubscribeError>,
+    },
+    /// Owner to router: a live message.
+    Item { key: TopicKey, msg: Message },
+    /// A node link's shard to owner: where a subscriber starting at `start` begins, without
+    /// adding interest (the answer travels with the topic's items, so it stays in order).
+    Fetch {
+        key: TopicKey,
+        start: Start,
+        from: ShardId,
+        token: u64,
+    },
+    /// Owner to the asking shard: the answer to `Fetch`.
+    FetchReply {
+        token: u64,
+        reply: Result<OwnerReply, SubscribeError>,
+    },
+    /// The sender stopped taking work (shutdown): everything it sent before is ahead of this.
+    Fin,
+}
+
+/// Whether an outbox took a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued for the peer.
+    Queued,
+    /// A live item dropped because the outbox is full (the receiver repairs the gap from
+    /// history).
+    DroppedItem,
+    /// The outbox is closed (shutdown); a publish was answered `ShuttingDown`.
+    Closed,
+}
+
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<MeshMsg>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+/// One outbox per peer shard (the slot of this shard itself stays empty).
+pub(crate) struct Outboxes {
+    boxes: Vec<Outbox>,
+    /// `mesh_outbox_messages_max`: past it, live items are dropped.
+    items_max: usize,
+}
+
+impl Outboxes {
+    pub(crate) fn new(shards: u16, items_max: usize) -> Self {
+        Self {
+            boxes: (0..shards).map(|_| Outbox::default()).collect(),
+            items_max,
+        }
+    }
+
+    /// Queues `msg` for shard `to`. Overflow rule: live items are dropped past `items_max`
+    /// (the receiver sees the sequence gap and repairs it from history); requests and replies
+    /// are always queued, and they are bounded by the client-facing limits that produce them.
+    pub(crate) fn push(&mut self, to: ShardId, msg: MeshMsg) -> Pushed {
+        let max = self.items_max;
+        let ob = &mut self.boxes[usize::from(to.0)];
+        if ob.closed {
+            if let MeshMsg::Publish { reply, .. } = msg {
+                let _ = reply.try_send(Err(PublishError::ShuttingDown));
+            }
+            return Pushed::Closed;
+        }
+        if ob.queue.len() >= max && matches!(msg, MeshMsg::Item { .. }) {
+            return Pushed::DroppedItem;
+        }
+        ob.queue.push_back(msg);
+        if let Some(w) = ob.waker.take() {
+            w.wake();
+        }
+        Pushed::Queued
+    }
+
+    /// The next batch for `peer` (everything queued, up to [`MESH_BATCH_MAX`]); `None` once
+    /// the outbox is closed and empty.
+    pub(crate) fn poll_batch(
+        &mut self,
+        peer: u16,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Vec<MeshMsg>>> {
+        let ob = &mut self.boxes[usize::from(peer)];
+        if ob.queue.is_empty() {
+            if ob.closed {
+                return Poll::Ready(None);
+            }
+            ob.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = ob.queue.len().min(MESH_BATCH_MAX);
+        Poll::Ready(Some(ob.queue.drain(..n).collect()))
+    }
+
+    /// Closes every outbox: what is queued still goes out, nothing more is taken.
+    pub(crate) fn close_all(&mut self) {
+        for ob in self.boxes.iter_mut() {
+            ob.closed = true;
+            if let Some(w) = ob.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! A shard: one executor's topics and subscriptions, and the loops that change them.
+//!
+//! A shard plays both roles of the design inside one node, and, in a cluster, a third:
+//! - **owner** (`owner.rs`) of the topics placement gives it: it assigns sequences, keeps
+//!   history, and sends each message once to every shard that has subscribers for the topic;
+//! - **router** (`router.rs`) for the subscriptions made on it: it keeps one interest per
+//!   (topic, shard) at the owner however many local subscribers there are, and fans each
+//!   message out to them through their [`Sink`](crate::Sink)s;
+//! - **upstream** (`upstream.rs`) for topics owned by other nodes, reached through the
+//!   network crate's node links.
+//!
+//! All state lives in one `State` (`state.rs`) behind `Rc<RefCell<..>>`, touched only by this
+//! shard's thread; a borrow is never held across an `.await`. Each role's file adds that
+//! role's methods to it. Other shards are reached only by `MeshMsg`s over glommio's lock-free
+//! channel mesh, through a per-peer outbox (`mesh.rs`) that a flusher task drains in batches.
+//! `position.rs` holds the pure rule for where a subscriber starts; `run.rs` the loops and
+//! shutdown. The embedder's API is [`ShardHandle`] (`handle.rs`); node links use
+//! [`ClusterPort`] (`port.rs`).
+
+mod handle;
+mod mesh;
+mod owner;
+mod port;
+mod position;
+mod router;
+mod run;
+mod state;
+#[cfg(test)]
+mod tests;
+mod upstream;
+
+pub use handle::ShardHandle;
+pub use owner::OwnedTopicInfo;
+pub use port::ClusterPort;
+pub use run::ShardHook;
+pub(crate) use run::{run, Boot, Cmd, Ctl};
+pub use state::FetchCallback;

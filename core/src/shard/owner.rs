@@ -1,0 +1,212 @@
+//! The owner role: the topics placement gives this shard. It assigns each message the next
+//! sequence in the topic's epoch, keeps the history, answers where subscribers start, and
+//! sends each message once to every shard with subscribers (itself included).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fanfare_proto::Start;
+
+use crate::history::History;
+use crate::ids::{Epoch, Seq, ShardId, TopicKey};
+use crate::message::{Message, PublishError, Published, SubscribeError};
+use crate::shard::mesh::MeshMsg;
+use crate::shard::position::{resolve_start, OwnerReply};
+use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
+use crate::stats::ShardStats;
+
+/// How often owned topics are swept for expired history and idleness.
+pub(crate) const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// A topic a shard owns, as the admin view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedTopicInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Topic.
+    pub topic: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Last sequence ordered (0: none yet in this epoch).
+    pub last_seq: u64,
+    /// Messages in history.
+    pub history_messages: usize,
+    /// Payload bytes in history.
+    pub history_bytes: usize,
+    /// Shards with subscribers of the topic.
+    pub subscriber_shards: usize,
+}
+
+impl State {
+    /// The owned topic `key`, created (in a new, larger epoch) if new; `None` at the topic
+    /// limit.
+    pub(crate) fn owned_topic(&mut self, key: &TopicKey) -> Option<&mut OwnedTopic> {
+        if !self.owned.contains_key(key) {
+            if self.owned.len() >= self.cfg.topics_per_shard_max {
+                ShardStats::inc(&self.stats.topic_limit_rejections);
+                return None;
+            }
+            // Epochs only grow: the wall clock in microseconds, or one more than the last.
+            self.last_epoch = (self.last_epoch + 1).max(if self.cfg.epoch_base.is_some() {
+                0
+            } else {
+                wall_clock_micros()
+            });
+            let t = OwnedTopic {
+                epoch: Epoch(self.last_epoch),
+                next_seq: Seq(1),
+                history: History::new(self.cfg.history_messages_max, self.cfg.history_bytes_max),
+                interested: Vec::new(),
+            };
+            self.owned.insert(key.clone(), t);
+            ShardStats::set(&self.stats.topics, self.owned.len() as u64);
+        }
+        self.owned.get_mut(key)
+    }
+
+    pub(crate) fn owner_publish(
+        &mut self,
+        key: TopicKey,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+    ) -> Result<Published, PublishError> {
+        debug_assert_eq!(self.owner_of(&key), self.id);
+        let max = self.cfg.topics_per_shard_max;
+        let now = Instant::now();
+        let mut targets = std::mem::take(&mut self.scratch_shards);
+        let Some(topic) = self.owned_topic(&key) else {
+            self.scratch_shards = targets;
+            return Err(PublishError::TopicLimit { max });
+        };
+        let mut msg = Message::new(topic.epoch, topic.next_seq, payload, publisher);
+        msg.published_at = now;
+        topic.next_seq = Seq(topic.next_seq.0 + 1);
+        topic.history.push(now, msg.clone());
+        targets.extend_from_slice(&topic.interested);
+        ShardStats::inc(&self.stats.publishes);
+        let published = Published {
+            epoch: msg.epoch,
+            seq: msg.seq,
+        };
+        for &to in &targets {
+            if to == self.id {
+                self.deliver_live(&key, &msg, now);
+            } else {
+                self.send(
+                    to,
+                    MeshMsg::Item {
+                        key: key.clone(),
+                        msg: msg.clone(),
+                    },
+                );
+            }
+        }
+        targets.clear();
+        self.scratch_shards = targets;
+        Ok(published)
+    }
+
+    pub(crate) fn owner_subscribe(
+        &mut self,
+        key: &TopicKey,
+        start: Start,
+        from: ShardId,
+    ) -> Result<OwnerReply, SubscribeError> {
+        let reply = self.owner_fetch(key, start)?;
+        if let Some(topic) = self.owned.get_mut(key) {
+            if !topic.interested.contains(&from) {
+                topic.interested.push(from);
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Where a subscriber starting at `start` begins, and the history it gets (the topic is
+    /// created if new).
+    pub(crate) fn owner_fetch(
+        &mut self,
+        key: &TopicKey,
+        start: Start,
+    ) -> Result<OwnerReply, SubscribeError> {
+        debug_assert_eq!(self.owner_of(key), self.id);
+        let max = self.cfg.topics_per_shard_max;
+        let Some(topic) = self.owned_topic(key) else {
+            return Err(SubscribeError::TopicLimit { max });
+        };
+        let (disc, first) = resolve_start(
+            topic.epoch,
+            topic.next_seq,
+            topic.history.first_seq(),
+            start,
+        )?;
+        Ok(OwnerReply {
+            epoch: topic.epoch,
+            start: first,
+            disc,
+            replay: topic.history.since(first).cloned().collect(),
+        })
+    }
+
+    pub(crate) fn owner_uninterest(&mut self, key: &TopicKey, from: ShardId) {
+        if let Some(t) = self.owned.get_mut(key) {
+            t.interested.retain(|s| *s != from);
+        }
+    }
+
+    /// Drops expired history, and topics nobody wants any more (at most once per
+    /// [`SWEEP_PERIOD`]).
+    pub(crate) fn sweep_owned(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_sweep) < SWEEP_PERIOD {
+            return;
+        }
+        self.last_sweep = now;
+        let age = self.cfg.history_age_max;
+        let before = self.owned.len();
+        let view = self.view.clone();
+        self.owned.retain(|k, t| {
+            t.history.expire(now, age);
+            // In a cluster, a topic this node no longer owns goes once nobody asks for it,
+            // so that owning it again starts a new epoch instead of an old history.
+            let moved = view
+                .as_ref()
+                .is_some_and(|v| v.this.is_none() || v.owner(k) != v.this);
+            !(t.interested.is_empty() && (t.history.is_empty() || moved))
+        });
+        let expired = before - self.owned.len();
+        if expired > 0 {
+            ShardStats::add(&self.stats.topics_expired, expired as u64);
+            ShardStats::set(&self.stats.topics, self.owned.len() as u64);
+        }
+    }
+
+    /// Topics this shard owns whose `namespace/topic` starts with `prefix`: how many match,
+    /// and the first `limit` of them in name order. Walks every owned topic (for the admin
+    /// view, not the data path).
+    pub(crate) fn owned_info(&self, prefix: &str, limit: usize) -> (usize, Vec<OwnedTopicInfo>) {
+        let mut hits: Vec<(&TopicKey, &OwnedTopic)> = self
+            .owned
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with(prefix))
+            .collect();
+        let total = hits.len();
+        if limit < hits.len() {
+            hits.select_nth_unstable_by(limit, |a, b| a.0.as_str().cmp(b.0.as_str()));
+            hits.truncate(limit);
+        }
+        hits.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let infos = hits
+            .into_iter()
+            .map(|(k, t)| OwnedTopicInfo {
+                namespace: k.namespace().to_owned(),
+                topic: k.topic().to_owned(),
+                epoch: t.epoch.0,
+                last_seq: t.next_seq.0.saturating_sub(1),
+                history_messages: t.history.len(),
+                history_bytes: t.history.bytes(),
+                subscriber_shards: t.interested.len(),
+            })
+            .collect();
+        (total, infos)
+    }
+}

@@ -1,0 +1,114 @@
+//! [`ClusterPort`]: what a node link (the network crate's cluster code) tells a shard and
+//! asks of it. Kept off [`ShardHandle`] so the embedder's API holds only embedder calls.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fanfare_proto::Start;
+
+use crate::cluster::{NodeKey, Replay, SharedView, Upstream};
+use crate::ids::TopicKey;
+use crate::message::{Message, PublishError, Published, SubscribeAccepted, SubscribeError};
+use crate::shard::handle::{publish, ShardHandle};
+use crate::shard::state::FetchCallback;
+use crate::sink::Sink;
+use std::future::Future;
+
+/// The cluster-facing calls of one shard. Not `Send`, like the [`ShardHandle`] it comes from.
+#[derive(Clone)]
+pub struct ClusterPort {
+    shard: ShardHandle,
+}
+
+impl ClusterPort {
+    /// The port of the shard `shard` is a handle to.
+    pub fn of(shard: &ShardHandle) -> Self {
+        Self {
+            shard: shard.clone(),
+        }
+    }
+
+    /// The shard's handle.
+    pub fn shard(&self) -> &ShardHandle {
+        &self.shard
+    }
+
+    /// Joins this shard to a cluster: `upstream` reaches the storage nodes.
+    pub fn set_upstream(&self, upstream: Rc<dyn Upstream>) {
+        self.shard.state.borrow_mut().upstream = Some(upstream);
+    }
+
+    /// Takes a new view of the live storage nodes; topics whose owner changed move (their
+    /// subscribers get one discontinuity when the epoch differs).
+    pub fn set_view(&self, view: SharedView) {
+        self.shard.state.borrow_mut().set_view(view);
+    }
+
+    /// The link to `node` is (back) up: asks again for every subscriber of its topics.
+    pub fn up_reset(&self, node: NodeKey) {
+        self.shard.state.borrow_mut().up_reset(node);
+    }
+
+    /// The link to storage node `node` could not be set up: subscribers of its topics that
+    /// were never answered are refused `Unavailable`; live ones wait for the link.
+    pub fn up_unreachable(&self, node: NodeKey) {
+        self.shard.state.borrow_mut().up_unreachable(node);
+    }
+
+    /// A live message of `key` from `node` (ignored unless `node` is its owner).
+    pub fn up_item(&self, node: NodeKey, key: &TopicKey, msg: &Message) {
+        self.shard
+            .state
+            .borrow_mut()
+            .up_item(node, key, msg, Instant::now());
+    }
+
+    /// The answer to an upstream request.
+    pub fn up_reply(&self, id: u64, reply: Result<Replay, SubscribeError>) {
+        self.shard.state.borrow_mut().up_reply(id, reply);
+    }
+
+    /// Publishes on this node whatever the cluster view says (a node link's publish: the
+    /// router that sent it thinks this node owns the topic).
+    pub fn publish_here(
+        &self,
+        key: TopicKey,
+        payload: Bytes,
+        publisher: Option<Arc<str>>,
+    ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
+        publish(&self.shard.state, key, payload, publisher, true)
+    }
+
+    /// Subscribes a node link (a router shard's interest) to a topic of this node, whatever
+    /// the cluster view says. Counted in `link_subscriptions`.
+    pub fn subscribe_here(
+        &self,
+        key: TopicKey,
+        start: Start,
+        sink: Rc<dyn Sink>,
+    ) -> Result<SubscribeAccepted, SubscribeError> {
+        self.shard
+            .state
+            .borrow_mut()
+            .subscribe(key, start, sink, true)
+    }
+
+    /// Where a subscriber of `key` on this node starting at `start` begins, with the history
+    /// it gets, without subscribing. `cb` runs on this shard, in order with the topic's items
+    /// reaching this shard, and must not call into the shard.
+    pub fn fetch_here(
+        &self,
+        key: TopicKey,
+        start: Start,
+        cb: FetchCallback,
+    ) -> Result<(), SubscribeError> {
+        let mut st = self.shard.state.borrow_mut();
+        if st.closing {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        st.fetch(key, start, cb);
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! A shard's life: start-up (joining the mesh), its loops (library commands, mesh receive,
+//! outbox flush, control, tick), the dispatch of what other shards send, and shutdown.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Context;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fanfare_proto::Start;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use crate::cluster::Replay;
+use crate::config::Config;
+use crate::ids::{ShardId, SubId, TopicKey};
+use crate::message::{CloseReason, PublishError, Published, SubscribeError};
+use crate::shard::handle::ShardHandle;
+use crate::shard::mesh::MeshMsg;
+use crate::shard::state::State;
+use crate::sink::Sink;
+use crate::stats::ShardStats;
+
+/// Period of the maintenance tick (heartbeats, lag limits, idle topics), at most.
+const TICK_MAX: Duration = Duration::from_millis(100);
+
+/// Commands from library callers on other threads.
+pub(crate) enum Cmd {
+    Publish {
+        key: TopicKey,
+        payload: Bytes,
+        reply: flume::Sender<Result<Published, PublishError>>,
+    },
+    Subscribe {
+        key: TopicKey,
+        start: Start,
+        sink: Box<dyn FnOnce() -> Rc<dyn Sink> + Send>,
+        on_error: Box<dyn FnOnce(SubscribeError) + Send>,
+    },
+    Run(Box<dyn FnOnce(&ShardHandle) + Send>),
+    Shutdown,
+}
+
+/// Control messages from library subscribers (at most one outstanding per subscription,
+/// so the unbounded channel they travel on is bounded by the subscription count).
+pub(crate) enum Ctl {
+    Drained(SubId),
+    Unsubscribe(SubId),
+}
+
+/// A hook run on every shard once it is up (the network front spawns its listener here).
+pub type ShardHook = Arc<dyn Fn(ShardHandle) + Send + Sync>;
+
+/// What a shard reports when it is up: its thread index, mesh position and counters.
+pub(crate) type StartReport = Result<(usize, ShardId, Arc<ShardStats>), String>;
+
+pub(crate) struct Boot {
+    pub thread_index: usize,
+    pub shards: u16,
+    pub cfg: Arc<Config>,
+    pub mesh: MeshBuilder<Vec<MeshMsg>, Full>,
+    pub cmd_rx: flume::Receiver<Cmd>,
+    pub ctl_rx: flume::Receiver<Ctl>,
+    pub report: std::sync::mpsc::Sender<StartReport>,
+    pub hook: Option<ShardHook>,
+}
+
+/// How long a shard waits for its peers to join the mesh before giving up.
+const MESH_JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub(crate) async fn run(boot: Boot) {
+    let Boot {
+        thread_index,
+        shards,
+        cfg,
+        mesh,
+        cmd_rx,
+        ctl_rx,
+        report,
+        hook,
+    } = boot;
+    let joined = futures_lite::future::or(
+        async { mesh.join().await.map_err(|e| e.to_string()) },
+        async {
+            glommio::timer::sleep(MESH_JOIN_TIMEOUT).await;
+            Err("timed out joining the shard mesh (another shard failed to start)".to_owned())
+        },
+    )
+    .await;
+    let (senders, mut receivers) = match joined {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = report.send(Err(e));
+            return;
+        }
+    };
+    let id = ShardId(senders.peer_id() as u16);
+    let stats = Arc::new(ShardStats::default());
+    let state = Rc::new(RefCell::new(State::new(
+        id,
+        shards,
+        cfg.clone(),
+        stats.clone(),
+    )));
+    let senders = Rc::new(senders);
+
+    let flushers: Vec<_> = (0..shards)
+        .filter(|p| *p != id.0)
+        .map(|p| glommio::spawn_local(flush_loop(state.clone(), senders.clone(), p)))
+        .collect();
+    let receivers: Vec<_> = receivers
+        .streams()
+        .into_iter()
+        .map(|(_, rx)| glommio::spawn_local(recv_loop(state.clone(), rx)))
+        .collect();
+    glommio::spawn_local(ctl_loop(state.clone(), ctl_rx)).detach();
+    let ticker = glommio::spawn_local(tick_loop(state.clone()));
+    if let Some(hook) = hook {
+        hook(ShardHandle {
+            state: state.clone(),
+        });
+    }
+    if report.send(Ok((thread_index, id, stats))).is_err() {
+        tracing::warn!(shard = id.0, "broker start-up gave up on this shard");
+    }
+
+    // The command loop: runs until Shutdown, or until every Broker handle is gone.
+    while let Ok(cmd) = cmd_rx.recv_async().await {
+        let mut st = state.borrow_mut();
+        match cmd {
+            Cmd::Shutdown => break,
+            Cmd::Publish {
+                key,
+                payload,
+                reply,
+            } => {
+                let r = if st.closing {
+                    Err(PublishError::ShuttingDown)
+                } else {
+                    st.owner_publish(key, payload, None)
+                };
+                let _ = reply.try_send(r);
+            }
+            Cmd::Subscribe {
+                key,
+                start,
+                sink,
+                on_error,
+            } => {
+                if let Err(e) = st.subscribe(key, start, sink(), false) {
+                    on_error(e);
+                }
+            }
+            Cmd::Run(f) => {
+                drop(st);
+                f(&ShardHandle {
+                    state: state.clone(),
+                });
+            }
+        }
+    }
+    // Later commands fail at once (their reply channels drop with the receiver).
+    drop(cmd_rx);
+
+    // Shutdown: stop taking work, let local subscribers (connections) drain, close the
+    // rest, flush what other shards are owed, then wait for every peer to do the same.
+    //
+    // First, a barrier: every shard tells every peer it stopped taking work and waits for
+    // the same word from each of them. Mesh channels keep order, so once every `Fin` is in,
+    // the items of every publish acknowledged before the shutdown have reached this shard
+    // and are queued on its subscribers before they are closed.
+    let deadline = Instant::now() + cfg.drain_timeout;
+    {
+        let mut st = state.borrow_mut();
+        st.closing = true;
+        for peer in (0..shards).filter(|p| *p != id.0) {
+            st.send(ShardId(peer), MeshMsg::Fin);
+        }
+    }
+    while state.borrow().fins + 1 < usize::from(shards) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    {
+        let mut st = state.borrow_mut();
+        st.shutdown.fire();
+        st.close_subs(CloseReason::ShuttingDown, true);
+    }
+    while !state.borrow().sub_index.is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    state
+        .borrow_mut()
+        .close_subs(CloseReason::ShuttingDown, false);
+    {
+        let mut st = state.borrow_mut();
+        st.outboxes.close_all();
+    }
+    for f in flushers {
+        f.await;
+    }
+    senders.close();
+    for r in receivers {
+        r.await;
+    }
+    drop(ticker);
+}
+
+impl State {
+    /// Handles one message from another shard.
+    pub(crate) fn handle_mesh(&mut self, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Publish {
+                key,
+                payload,
+                publisher,
+                reply,
+            } => {
+                let r = self.owner_publish(key, payload, publisher);
+                let _ = reply.try_send(r);
+            }
+            MeshMsg::Subscribe {
+                key,
+                start,
+                from,
+                sub,
+            } => {
+                let reply = self.owner_subscribe(&key, start, from);
+                self.send(from, MeshMsg::SubscribeReply { sub, reply });
+            }
+            MeshMsg::Uninterest { key, from } => self.owner_uninterest(&key, from),
+            MeshMsg::SubscribeReply { sub, reply } => self.on_subscribe_reply(sub, reply),
+            MeshMsg::Item { key, msg } => self.deliver_live(&key, &msg, Instant::now()),
+            MeshMsg::Fetch {
+                key,
+                start,
+                from,
+                token,
+            } => {
+                let reply = self.owner_fetch(&key, start);
+                self.send(from, MeshMsg::FetchReply { token, reply });
+            }
+            MeshMsg::FetchReply { token, reply } => {
+                if let Some(cb) = self.fetch_waiters.remove(&token) {
+                    cb(reply.map(Replay::from));
+                }
+            }
+            MeshMsg::Fin => self.fins += 1,
+        }
+    }
+
+    // ---------------------------------------------------------------- owner role
+
+    /// Periodic work: heartbeats, lag limits, owned-topic sweep.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.heartbeats(now);
+        self.enforce_lag(now);
+        self.sweep_owned(now);
+    }
+}
+
+async fn flush_loop(state: Rc<RefCell<State>>, senders: Rc<Senders<Vec<MeshMsg>>>, peer: u16) {
+    loop {
+        let batch = std::future::poll_fn(|cx: &mut Context<'_>| {
+            state.borrow_mut().outboxes.poll_batch(peer, cx)
+        })
+        .await;
+        let Some(batch) = batch else { return };
+        ShardStats::inc(&state.borrow().stats.mesh_batches);
+        if senders.send_to(usize::from(peer), batch).await.is_err() {
+            return; // the peer is gone (shutdown)
+        }
+    }
+}
+
+async fn recv_loop(state: Rc<RefCell<State>>, rx: ConnectedReceiver<Vec<MeshMsg>>) {
+    while let Some(batch) = rx.recv().await {
+        let mut st = state.borrow_mut();
+        for msg in batch {
+            st.handle_mesh(msg);
+        }
+    }
+}
+
+async fn ctl_loop(state: Rc<RefCell<State>>, rx: flume::Receiver<Ctl>) {
+    while let Ok(ctl) = rx.recv_async().await {
+        let mut st = state.borrow_mut();
+        match ctl {
+            Ctl::Drained(sub) => st.drained(sub),
+            Ctl::Unsubscribe(sub) => st.remove_sub(sub, None),
+        }
+    }
+}
+
+async fn tick_loop(state: Rc<RefCell<State>>) {
+    let period = {
+        let st = state.borrow();
+        (st.cfg.heartbeat_interval / 4).clamp(Duration::from_millis(1), TICK_MAX)
+    };
+    loop {
+        glommio::timer::sleep(period).await;
+        state.borrow_mut().tick(Instant::now());
+    }
+}

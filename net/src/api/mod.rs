@@ -1,0 +1,259 @@
+//! The HTTP API, one route table for HTTP/1.1 and HTTP/2:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /v1/topics/{ns}/{topic}` | publishes the body; `200 {"epoch":E,"seq":S}` |
+//! | `GET /v1/topics/{ns}/{topic}` | streams the subscription: SSE with `Accept: text/event-stream`, else length-prefixed `ServerMessage` frames (`application/x-fanfare-frames`) |
+//! | `GET /v1/admin/...` | the admin API ([`admin`]) |
+//! | `GET /healthz` | `200 ok` |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! A stream starts at `from=latest` (default), `from=last:N` or `from=<epoch>-<seq>` (the next
+//! sequence wanted); an SSE `Last-Event-ID: <epoch>-<seq>` (the last event seen) wins over
+//! `from` and resumes at `seq + 1`. Errors: 400 (bad name, bad `from`), 401/403 (token), 404,
+//! 405, 413 (body over the message limit), 429 (topic limit, failures from the address), 503
+//! (shutting down, no owner).
+//!
+//! Every request takes the same steps whatever its HTTP version: [`route`], then
+//! authenticate and authorize (topic and admin routes only), then check the names and the
+//! start position ([`prepare`]). The transport then reads a publish's body and calls
+//! [`publish`], or opens a stream with [`open_stream`] and pumps it.
+
+pub(crate) mod admin;
+pub(crate) mod reply;
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fanfare_core::{Start, TopicKey};
+
+use crate::access::{authenticate, permits};
+use crate::auth::{Grant, Right};
+use crate::ctx::NetCtx;
+use crate::metrics;
+use crate::query::start_from;
+use crate::session::encoder::{FRAMES, SSE};
+use crate::session::{Conn, Encoder};
+use reply::{publish_status, status_of, subscribe_status, Reply};
+
+/// A request head as both HTTP versions see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub accept_sse: bool,
+    pub last_event_id: Option<&'a str>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    Healthz,
+    Metrics,
+    Admin(&'a str),
+    Publish { ns: &'a str, topic: &'a str },
+    Stream { ns: &'a str, topic: &'a str },
+    MethodNotAllowed,
+    NotFound,
+}
+
+/// The route table.
+pub(crate) fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
+    let topic = path
+        .strip_prefix("/v1/topics/")
+        .and_then(|rest| rest.split_once('/'));
+    match (method, path, topic) {
+        ("GET", "/healthz", _) => Route::Healthz,
+        ("GET", "/metrics", _) => Route::Metrics,
+        ("GET", p, _) if p.starts_with("/v1/admin/") => Route::Admin(p),
+        ("POST", _, Some((ns, topic))) => Route::Publish { ns, topic },
+        ("GET", _, Some((ns, topic))) => Route::Stream { ns, topic },
+        (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => Route::MethodNotAllowed,
+        _ => Route::NotFound,
+    }
+}
+
+/// What the transport does with a request.
+pub(crate) enum Action {
+    /// Answer and be done.
+    Reply(Reply),
+    /// Read the body (at most the engine's `message_bytes_max`), then [`publish`] it.
+    Publish {
+        key: TopicKey,
+        publisher: Option<Arc<str>>,
+    },
+    /// Open the stream with [`open_stream`] and pump it.
+    Stream {
+        key: TopicKey,
+        start: Start,
+        enc: &'static dyn Encoder,
+        grant: Option<Arc<Grant>>,
+    },
+}
+
+impl From<Reply> for Action {
+    fn from(r: Reply) -> Self {
+        Action::Reply(r)
+    }
+}
+
+/// Routes, authenticates and checks a request.
+pub(crate) async fn prepare(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -> Action {
+    match route(req.method, req.path) {
+        Route::Healthz => Reply::text(200, Bytes::from_static(b"ok")).into(),
+        Route::Metrics => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: ctx.registry.render().into(),
+        }
+        .into(),
+        Route::Admin(path) => match grant(ctx, peer, req).await {
+            Ok(g) => {
+                let (status, body) = admin::serve(ctx, path, req.query, g.as_deref()).await;
+                Reply::json(status, body).into()
+            }
+            Err(refused) => refused.into(),
+        },
+        Route::Publish { ns, topic } => {
+            let grant = match authorize(ctx, peer, req, ns, topic, Right::Publish).await {
+                Ok(g) => g,
+                Err(refused) => return refused.into(),
+            };
+            match ctx.shard.topic_key(ns, topic) {
+                Ok(key) => Action::Publish {
+                    key,
+                    publisher: grant.map(|g| g.subject.clone()),
+                },
+                Err(e) => Reply::error(subscribe_status(&e), &e.to_string()).into(),
+            }
+        }
+        Route::Stream { ns, topic } => {
+            let grant = match authorize(ctx, peer, req, ns, topic, Right::Subscribe).await {
+                Ok(g) => g,
+                Err(refused) => return refused.into(),
+            };
+            let start = match start_from(req.last_event_id, req.query) {
+                Ok(s) => s,
+                Err(why) => return Reply::error(400, &why).into(),
+            };
+            let key = match ctx.shard.topic_key(ns, topic) {
+                Ok(k) => k,
+                Err(e) => return Reply::error(subscribe_status(&e), &e.to_string()).into(),
+            };
+            let enc: &'static dyn Encoder = if req.accept_sse { &SSE } else { &FRAMES };
+            Action::Stream {
+                key,
+                start,
+                enc,
+                grant,
+            }
+        }
+        Route::MethodNotAllowed => {
+            Reply::text(405, Bytes::from_static(b"method not allowed")).into()
+        }
+        Route::NotFound => Reply::text(404, Bytes::from_static(b"not found")).into(),
+    }
+}
+
+/// Authenticates a request by its `Authorization: Bearer` header or `token=` query
+/// parameter. `Ok(None)` when authentication is off.
+async fn grant(ctx: &NetCtx, peer: IpAddr, req: &Request<'_>) -> Result<Option<Arc<Grant>>, Reply> {
+    if !ctx.auth_on() {
+        return Ok(None);
+    }
+    let token = crate::auth::token_from(req.authorization, req.query);
+    authenticate(ctx, peer, token.as_deref())
+        .await
+        .map(Some)
+        .map_err(|d| Reply::error(d.status(), &d.text()))
+}
+
+/// Authenticates a request and checks that its token grants `right` on `ns/topic`
+/// (`Ok(None)`: authentication is off).
+async fn authorize(
+    ctx: &NetCtx,
+    peer: IpAddr,
+    req: &Request<'_>,
+    ns: &str,
+    topic: &str,
+    right: Right,
+) -> Result<Option<Arc<Grant>>, Reply> {
+    let grant = grant(ctx, peer, req).await?;
+    permits(ctx, grant.as_deref(), ns, topic, right)
+        .map_err(|(code, why)| Reply::error(status_of(code), &why))?;
+    Ok(grant)
+}
+
+/// Publishes a request body.
+pub(crate) async fn publish(
+    ctx: &Rc<NetCtx>,
+    key: TopicKey,
+    body: Bytes,
+    publisher: Option<Arc<str>>,
+) -> Reply {
+    match ctx.shard.publish(key, body, publisher).await {
+        Ok(p) => {
+            metrics::inc(&ctx.stats.publishes);
+            Reply::json(
+                200,
+                format!("{{\"epoch\":{},\"seq\":{}}}", p.epoch.0, p.seq.0),
+            )
+        }
+        Err(e) => Reply::error(publish_status(&e), &e.to_string()),
+    }
+}
+
+/// Opens a subscription stream: the connection state the transport pumps, or the refusal.
+pub(crate) fn open_stream(
+    ctx: &Rc<NetCtx>,
+    key: TopicKey,
+    start: Start,
+    enc: &'static dyn Encoder,
+    grant: Option<Arc<Grant>>,
+    peer: IpAddr,
+) -> Result<Rc<Conn>, Reply> {
+    let conn = Conn::new(ctx.clone(), enc, peer);
+    if let Some(g) = grant {
+        conn.set_grant(g);
+    }
+    match conn.subscribe(0, key, start) {
+        Ok(_) => Ok(conn),
+        Err(e) => Err(Reply::error(subscribe_status(&e), &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_route_table() {
+        assert_eq!(route("GET", "/healthz"), Route::Healthz);
+        assert_eq!(route("POST", "/healthz"), Route::MethodNotAllowed);
+        assert_eq!(
+            route("POST", "/v1/topics/chat/room-1"),
+            Route::Publish {
+                ns: "chat",
+                topic: "room-1"
+            }
+        );
+        assert_eq!(
+            route("GET", "/v1/topics/chat/room-1"),
+            Route::Stream {
+                ns: "chat",
+                topic: "room-1"
+            }
+        );
+        assert_eq!(route("DELETE", "/v1/topics/a/b"), Route::MethodNotAllowed);
+        assert_eq!(route("GET", "/v1/topics/a"), Route::NotFound);
+        assert_eq!(
+            route("GET", "/v1/admin/stats"),
+            Route::Admin("/v1/admin/stats")
+        );
+        assert_eq!(route("GET", "/nope"), Route::NotFound);
+    }
+}

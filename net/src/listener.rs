@@ -1,0 +1,225 @@
+//! Accepting connections: each shard binds the node's port (SO_REUSEPORT), enforces the
+//! connection limit, tells TLS from plaintext and HTTP/2 from HTTP/1.1 by the first bytes,
+//! and hands the connection to its transport. Also the shard's keepalive sweep, which runs
+//! every connection's periodic checks so the data path never arms a timer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fanfare_core::ShardHandle;
+use futures_lite::io::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::auth::Auth;
+use crate::cluster::ClusterShared;
+use crate::config::Limits;
+use crate::ctx::{CtxParts, NetCtx};
+use crate::hub::AdminHub;
+use crate::io::{timeout, unless, Io, Stop, READ_CHUNK_BYTES};
+use crate::metrics::{self, NetStats, Registry};
+use crate::transport;
+
+/// The client connection preface of HTTP/2 (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every shard of a node shares (read-only after start).
+#[derive(Clone)]
+pub(crate) struct NodeShared {
+    pub addr: SocketAddr,
+    pub limits: Arc<Limits>,
+    pub registry: Arc<Registry>,
+    pub shards: usize,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Arc<Auth>,
+    pub admin: Arc<AdminHub>,
+    pub cluster: Option<Arc<ClusterShared>>,
+}
+
+/// Binds this shard's listener and starts its accept loop, keepalive sweep and admin inbox.
+pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Result<()> {
+    let NodeShared {
+        addr,
+        limits,
+        registry,
+        shards,
+        tls,
+        auth,
+        admin,
+        cluster,
+    } = node;
+    let listener = TcpListener::bind(addr)?;
+    let stats = Arc::new(NetStats::default());
+    let latency_snapshot = Arc::new(std::sync::Mutex::new(metrics::latency_histogram()));
+    registry.register(
+        usize::from(shard.id().0),
+        stats.clone(),
+        shard.stats(),
+        latency_snapshot.clone(),
+    );
+    let ctx = Rc::new(NetCtx::new(CtxParts {
+        connections_max: limits.connections_max.div_ceil(shards.max(1)),
+        shard,
+        limits,
+        stats,
+        registry,
+        tls: tls.map(futures_rustls::TlsAcceptor::from),
+        latency_snapshot,
+        auth,
+        admin: admin.clone(),
+        cluster: cluster.clone(),
+    }));
+    if let Some(cluster) = cluster {
+        crate::cluster::start_shard(&ctx.shard, cluster, ctx.stats.clone())?;
+    }
+    let inbox = admin.register(usize::from(ctx.shard.id().0));
+    glommio::spawn_local(crate::api::admin::admin_loop(ctx.clone(), inbox)).detach();
+    glommio::spawn_local(sweep_loop(ctx.clone())).detach();
+    glommio::spawn_local(accept_loop(listener, ctx)).detach();
+    Ok(())
+}
+
+/// One timer per shard runs every connection's periodic checks (slow deadline, pings, pong
+/// and idle timeouts), so the per-message read and write paths never arm a timer.
+async fn sweep_loop(ctx: Rc<NetCtx>) {
+    let tick = sweep_tick(&ctx.limits);
+    let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
+    let mut last_snapshot = Instant::now();
+    while unless(&mut stop, glommio::timer::sleep(tick))
+        .await
+        .is_some()
+    {
+        let now = Instant::now();
+        for c in ctx.live() {
+            c.keepalive(now);
+        }
+        // Publish the latency histogram for scrapes (cumulative since start), once a second.
+        if last_snapshot.elapsed() >= Duration::from_secs(1) {
+            last_snapshot = Instant::now();
+            let snapshot = ctx.latency.borrow().clone();
+            *ctx.latency_snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = snapshot;
+        }
+    }
+}
+
+fn sweep_tick(limits: &Limits) -> Duration {
+    let t = (limits.slow_deadline / 4)
+        .min(limits.ping_interval)
+        .min(limits.pong_timeout / 2)
+        .min(limits.idle_timeout / 4);
+    t.clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
+    let mut stop = Box::pin(ctx.shard.shutdown_signal());
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            (&mut stop).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return, // shutdown: stop accepting
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: say so once per occurrence and back off a little.
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        metrics::inc(&ctx.stats.connections_accepted);
+        if ctx.connections.get() >= ctx.connections_max {
+            metrics::inc(&ctx.stats.connections_refused);
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        }
+        ctx.connections.set(ctx.connections.get() + 1);
+        let ctx2 = ctx.clone();
+        glommio::spawn_local(async move {
+            handle(stream, ctx2.clone()).await;
+            ctx2.connections.set(ctx2.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let resp = fanfare_proto::ws::reject_response(503, "connection limit reached");
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.close().await;
+}
+
+/// Serves one accepted connection: terminates TLS when it starts with a TLS record, then
+/// tells HTTP/2 (its preface) from HTTP/1.1, all within the handshake time.
+async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
+    let peer = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(ctx.limits.slow_deadline));
+    let deadline = Instant::now() + ctx.limits.handshake_timeout;
+    let Some(acceptor) = ctx.tls.clone() else {
+        return plaintext(stream, ctx, deadline, peer).await;
+    };
+    // A TLS connection starts with a handshake record (content type 22).
+    let mut first = [0u8; 1];
+    let left = deadline.saturating_duration_since(Instant::now());
+    match timeout(left, stream.peek(&mut first)).await {
+        Some(Ok(1)) if first[0] == 0x16 => {}
+        Some(Ok(_)) => return plaintext(stream, ctx, deadline, peer).await,
+        Some(Err(_)) => return,
+        None => {
+            metrics::inc(&ctx.stats.limit_handshake_time);
+            return;
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    match timeout(left, acceptor.accept(stream)).await {
+        Some(Ok(tls)) => {
+            metrics::inc(&ctx.stats.connections_tls);
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let h2 = transport::h2::serve(tls, BytesMut::new(), ctx, deadline, peer);
+                return Box::pin(h2).await;
+            }
+            Box::pin(plaintext(tls, ctx, deadline, peer)).await;
+        }
+        Some(Err(e)) => {
+            metrics::inc(&ctx.stats.tls_handshake_errors);
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        None => metrics::inc(&ctx.stats.limit_handshake_time),
+    }
+}
+
+/// Serves a connection once its bytes are plaintext HTTP: HTTP/2 when they open with its
+/// preface, else HTTP/1.1.
+async fn plaintext<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant, peer: IpAddr) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // Read until the bytes are either HTTP/2's preface or cannot be (HTTP/1.1).
+    while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = futures_lite::io::AsyncReadExt::read(&mut stream, &mut chunk);
+        match timeout(left, read).await {
+            Some(Ok(n)) if n > 0 => {
+                buf.extend_from_slice(&chunk[..n]);
+                metrics::add(&ctx.stats.bytes_in, n as u64);
+            }
+            Some(_) => return,
+            None => {
+                metrics::inc(&ctx.stats.limit_handshake_time);
+                return;
+            }
+        }
+    }
+    if buf.starts_with(H2_PREFACE) {
+        return Box::pin(transport::h2::serve(stream, buf, ctx, deadline, peer)).await;
+    }
+    transport::http1::serve(stream, buf, chunk, ctx, deadline, peer).await
+}

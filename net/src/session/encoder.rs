@@ -1,0 +1,233 @@
+//! How a connection's events go on the wire: one [`Encoder`] per transport mode.
+//!
+//! | encoder | bytes | used by |
+//! |---|---|---|
+//! | [`WS`] | WebSocket binary frames of `ServerMessage`s | `/v1/ws` |
+//! | [`FRAMES`] | length-prefixed `ServerMessage`s | HTTP streams without `Accept: text/event-stream` |
+//! | [`SSE`] | Server-Sent Events | HTTP streams with `Accept: text/event-stream` |
+//!
+//! A mode that has no form for a control message says so (`None`) instead of sending
+//! something else: SSE has no `Subscribed` event, for example.
+
+use std::sync::atomic::AtomicU64;
+
+use bytes::{Bytes, BytesMut};
+use fanfare_core::{EncodingSlot, Message};
+use fanfare_proto::message::{encode_item, ItemRef};
+use fanfare_proto::{framing, sse, ws as wsp, ServerMsg};
+use flatbuffers::FlatBufferBuilder;
+
+use crate::metrics::NetStats;
+use crate::slots;
+
+/// One transport mode's encoding of server events.
+pub(crate) trait Encoder {
+    /// Its slot in a delivery's encoding cache.
+    fn slot(&self) -> EncodingSlot;
+    /// A name for logs.
+    fn name(&self) -> &'static str;
+    /// The HTTP content type of a stream in this mode.
+    fn content_type(&self) -> &'static str;
+    /// Whether the connection carries exactly one subscription (an HTTP stream): when it ends,
+    /// the connection ends.
+    fn one_subscription(&self) -> bool;
+    /// Whether the server pings the client and closes it when idle (WebSocket only: HTTP
+    /// streams have no ping, and a stream is never idle while subscribed).
+    fn pings(&self) -> bool;
+    /// The counter of items this mode encoded.
+    fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64;
+    /// A fan-out item of the topic with local id `topic` (encoded once per shard, shared).
+    fn item(&self, fbb: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes;
+    /// A control message, or `None` when this mode has no form for it.
+    fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes>;
+    /// The last bytes of a connection ending with `code` and `reason` (may be empty).
+    fn goodbye(&self, code: u16, reason: &str) -> Bytes;
+}
+
+/// WebSocket binary frames.
+pub(crate) struct Ws;
+/// Length-prefixed frames on an HTTP body.
+pub(crate) struct Frames;
+/// Server-Sent Events on an HTTP body.
+pub(crate) struct Sse;
+
+/// The WebSocket encoder.
+pub(crate) static WS: Ws = Ws;
+/// The length-prefixed frame encoder.
+pub(crate) static FRAMES: Frames = Frames;
+/// The SSE encoder.
+pub(crate) static SSE: Sse = Sse;
+
+fn flatbuffer_item<'f>(
+    fbb: &'f mut FlatBufferBuilder<'static>,
+    topic: u64,
+    m: &Message,
+) -> &'f [u8] {
+    encode_item(
+        fbb,
+        ItemRef {
+            subscription_id: topic,
+            epoch: m.epoch.0,
+            seq: m.seq.0,
+            payload: &m.payload,
+            publisher_id: m.publisher_id.as_deref(),
+        },
+    );
+    fbb.finished_data()
+}
+
+fn flatbuffer<'f>(fbb: &'f mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> &'f [u8] {
+    msg.encode_into(fbb);
+    fbb.finished_data()
+}
+
+impl Encoder for Ws {
+    fn slot(&self) -> EncodingSlot {
+        slots::WS
+    }
+    fn name(&self) -> &'static str {
+        "ws"
+    }
+    fn content_type(&self) -> &'static str {
+        "application/octet-stream"
+    }
+    fn one_subscription(&self) -> bool {
+        false
+    }
+    fn pings(&self) -> bool {
+        true
+    }
+    fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
+        &stats.encodes_ws
+    }
+    fn item(&self, fbb: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
+        wsp::encode_server_frame(wsp::Opcode::Binary, flatbuffer_item(fbb, topic, m))
+    }
+    fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {
+        Some(wsp::encode_server_frame(
+            wsp::Opcode::Binary,
+            flatbuffer(fbb, msg),
+        ))
+    }
+    fn goodbye(&self, code: u16, reason: &str) -> Bytes {
+        wsp::encode_server_frame(wsp::Opcode::Close, &wsp::close_payload(code, reason))
+    }
+}
+
+impl Encoder for Frames {
+    fn slot(&self) -> EncodingSlot {
+        slots::FRAMES
+    }
+    fn name(&self) -> &'static str {
+        "frames"
+    }
+    fn content_type(&self) -> &'static str {
+        "application/x-fanfare-frames"
+    }
+    fn one_subscription(&self) -> bool {
+        true
+    }
+    fn pings(&self) -> bool {
+        false
+    }
+    fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
+        &stats.encodes_frames
+    }
+    fn item(&self, fbb: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
+        framing::encode_to_bytes(flatbuffer_item(fbb, topic, m))
+    }
+    fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {
+        Some(framing::encode_to_bytes(flatbuffer(fbb, msg)))
+    }
+    fn goodbye(&self, _code: u16, _reason: &str) -> Bytes {
+        Bytes::new()
+    }
+}
+
+impl Encoder for Sse {
+    fn slot(&self) -> EncodingSlot {
+        slots::SSE
+    }
+    fn name(&self) -> &'static str {
+        "sse"
+    }
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+    fn one_subscription(&self) -> bool {
+        true
+    }
+    fn pings(&self) -> bool {
+        false
+    }
+    fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
+        &stats.encodes_sse
+    }
+    fn item(&self, _fbb: &mut FlatBufferBuilder<'static>, _topic: u64, m: &Message) -> Bytes {
+        sse::item_to_bytes(m.epoch.0, m.seq.0, &m.payload)
+    }
+    fn control(&self, _fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {
+        let mut b = BytesMut::new();
+        match msg {
+            ServerMsg::Discontinuity {
+                last_seq,
+                new_seq,
+                new_epoch,
+                ..
+            } => sse::encode_discontinuity(&mut b, *last_seq, *new_seq, *new_epoch),
+            ServerMsg::Heartbeat {
+                epoch, next_seq, ..
+            } => sse::encode_heartbeat(&mut b, *epoch, *next_seq),
+            ServerMsg::Error { text, .. } | ServerMsg::SubscriptionClosed { text, .. } => {
+                sse::encode_error(&mut b, text)
+            }
+            // An SSE stream has no events for the rest (its subscription is the request).
+            _ => return None,
+        }
+        Some(b.freeze())
+    }
+    fn goodbye(&self, _code: u16, reason: &str) -> Bytes {
+        let mut b = BytesMut::new();
+        sse::encode_error(&mut b, reason);
+        b.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanfare_proto::ErrorCode;
+
+    fn fbb() -> FlatBufferBuilder<'static> {
+        FlatBufferBuilder::new()
+    }
+
+    #[test]
+    fn sse_has_no_subscribed_event_and_never_emits_frames() {
+        let subscribed = ServerMsg::Subscribed {
+            request_id: 1,
+            subscription_id: 2,
+            epoch: 3,
+            next_seq: 4,
+        };
+        assert_eq!(SSE.control(&mut fbb(), &subscribed), None);
+        let err = ServerMsg::Error {
+            request_id: 0,
+            code: ErrorCode::TokenExpired,
+            text: "token expired".into(),
+        };
+        let b = SSE.control(&mut fbb(), &err).unwrap();
+        assert!(b.starts_with(b"event: error"), "{b:?}");
+        assert!(FRAMES.control(&mut fbb(), &subscribed).is_some());
+    }
+
+    #[test]
+    fn slots_differ() {
+        let slots = [WS.slot(), FRAMES.slot(), SSE.slot(), slots::LINK];
+        for (i, a) in slots.iter().enumerate() {
+            for b in &slots[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}
