@@ -538,7 +538,7 @@ fn run(cli: Cli) -> Result<()> {
             count,
             token,
         } => {
-            let start = fanfare_net::query::parse_from(&from).map_err(anyhow::Error::msg)?;
+            let start = fanfare_proto::http::parse_from(&from).map_err(anyhow::Error::msg)?;
             let mut c = Client::connect(&with_token(&url, token.as_deref()))?;
             if let ServerMsg::Subscribed {
                 epoch, next_seq, ..
@@ -584,6 +584,37 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Raises the open-files soft limit to the hard limit (every connection is a descriptor; a
+/// soft limit of 1,024 would cap a node far below `connections_max`), and logs both. Called
+/// once the node is up, so a start-up error stays the one line it is.
+fn raise_open_files_limit() {
+    let (soft, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            return;
+        }
+    };
+    if soft >= hard {
+        tracing::info!(
+            soft,
+            hard,
+            "open-files limit (soft already at the hard limit)"
+        );
+        return;
+    }
+    // An unlimited hard limit still stops at the kernel's per-process maximum.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let to = hard.min(nr_open);
+    match rlimit::setrlimit(rlimit::Resource::NOFILE, to, hard) {
+        Ok(()) => tracing::info!(from = soft, to, hard, "raised the open-files soft limit"),
+        Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-files soft limit"),
+    }
+}
+
 fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -594,6 +625,9 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
     let kids: Vec<String> = cfg.auth.keys.iter().map(|k| k.kid.clone()).collect();
     let cluster = cfg.cluster.as_ref().map(|c| (c.node_id.clone(), c.roles));
     let server = fanfare_net::start(cfg)?;
+    // Right after the listeners are up: only a connection storm in the first microseconds
+    // could meet the old limit, and start-up errors above stay one line.
+    raise_open_files_limit();
     let addr = server.local_addr();
     let tls = if cfg_tls {
         format!(", TLS too: wss://{addr}/v1/ws")

@@ -418,6 +418,9 @@ pub enum AuthError {
     /// No active key has this id.
     #[error("unknown key id {0:?}")]
     UnknownKey(String),
+    /// The header names no key (`kid`): every token must say which key signed it.
+    #[error("the token names no key (kid)")]
+    MissingKeyId,
     /// The signature does not verify.
     #[error("bad token signature")]
     BadSignature,
@@ -468,8 +471,6 @@ pub fn mint(key: &Key, claims: &Claims) -> Result<String, String> {
 /// Verifies tokens against the active keys.
 pub struct Verifier {
     keys: HashMap<String, (Algorithm, jsonwebtoken::DecodingKey)>,
-    /// With exactly one key, tokens without `kid` use it.
-    only: Option<String>,
     leeway: u64,
 }
 
@@ -495,10 +496,8 @@ impl Verifier {
                 return Err(format!("two keys have the id {:?}", k.kid));
             }
         }
-        let only = (keys.len() == 1).then(|| keys[0].kid.clone());
         Ok(Self {
             keys: map,
-            only,
             leeway: leeway.as_secs(),
         })
     }
@@ -508,8 +507,8 @@ impl Verifier {
         !self.keys.is_empty()
     }
 
-    /// Verifies a token: accepted algorithm, known key id, signature, `exp` (required),
-    /// `nbf`, and well-formed claims.
+    /// Verifies a token: accepted algorithm, a key id (`kid`, required) naming an active key,
+    /// signature, `exp` (required), `nbf`, and well-formed claims.
     pub fn verify(&self, token: &str) -> Result<Grant, AuthError> {
         if token.len() > fanfare_proto::message::TOKEN_BYTES_MAX {
             return Err(AuthError::Malformed);
@@ -524,11 +523,7 @@ impl Verifier {
         ) {
             return Err(AuthError::UnsupportedAlgorithm(format!("{:?}", header.alg)));
         }
-        let kid = header
-            .kid
-            .clone()
-            .or_else(|| self.only.clone())
-            .ok_or_else(|| AuthError::UnknownKey(String::new()))?;
+        let kid = header.kid.clone().ok_or(AuthError::MissingKeyId)?;
         let (alg, key) = self
             .keys
             .get(&kid)
@@ -659,7 +654,7 @@ pub fn token_from(authorization: Option<&str>, query: Option<&str>) -> Option<St
             return Some(a[7..].trim().to_owned());
         }
     }
-    crate::query::query_param(query, "token").map(crate::query::percent_decode)
+    fanfare_proto::http::query_param(query, "token").map(fanfare_proto::http::percent_decode)
 }
 
 /// Per-shard memory of failed authentications by IP (shared-nothing: each shard limits the
@@ -791,6 +786,22 @@ mod tests {
             );
         }
         assert_eq!(v.verify("garbage").unwrap_err(), AuthError::Malformed);
+    }
+
+    /// Regression: with a single key configured, a token without `kid` used to be accepted
+    /// (checked against that key) although tokens must name their key.
+    #[test]
+    fn a_token_without_kid_is_refused_even_with_one_key() {
+        let k = Key::generate("k1", Algorithm::HS256).unwrap();
+        let v = Verifier::new(std::slice::from_ref(&k), Duration::ZERO).unwrap();
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let enc = jsonwebtoken::EncodingKey::from_secret(k.sign.as_deref().unwrap());
+        let t = jsonwebtoken::encode(&header, &claims(unix_now() + 60), &enc).unwrap();
+        assert_eq!(v.verify(&t).unwrap_err(), AuthError::MissingKeyId);
+        // The same claims with the key named are accepted.
+        assert!(v
+            .verify(&mint(&k, &claims(unix_now() + 60)).unwrap())
+            .is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! connection; each connection's writer coalesces everything queued into one write.
 //!
 //! Modules call only downward: `listener` -> `transport` -> `api` -> `session` -> `access`
-//! -> `ctx` -> (`auth`, `metrics`, `hub`, `cluster`); `io`, `query`, `slots`, `config`,
+//! -> `ctx` -> (`auth`, `metrics`, `hub`, `cluster`); `io`, `slots`, `config`,
 //! `error` and `tls` are the ground everything stands on (docs/ARCHITECTURE.md).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -34,7 +34,6 @@ mod hub;
 mod io;
 mod listener;
 pub mod metrics;
-pub mod query;
 mod session;
 mod slots;
 mod tls;
@@ -51,6 +50,10 @@ pub use error::ServeError;
 pub use metrics::Registry;
 pub use tls::{tls_config, tls_from_pem};
 pub use transport::ws::SUBPROTOCOL;
+
+/// Room a client message needs around its payload (names, ids, flatbuffers tables): the
+/// largest message plus this must fit in `frame_bytes_max`.
+pub const ENVELOPE_BYTES_MAX: usize = 1024;
 
 /// A running server.
 pub struct Server {
@@ -93,7 +96,7 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
     let ServerConfig {
         listen,
         limits,
-        mut engine,
+        engine,
         tls,
         auth,
         cluster,
@@ -113,7 +116,15 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
             addr: listen,
             source: std::io::Error::other("no local address"),
         })?;
-    engine.message_bytes_max = engine.message_bytes_max.min(limits.frame_bytes_max);
+    // A WebSocket frame must hold the largest message and its envelope (names, ids).
+    if engine.message_bytes_max.saturating_add(ENVELOPE_BYTES_MAX) > limits.frame_bytes_max {
+        return Err(ServeError::Config(format!(
+            "message_bytes_max ({}) plus {ENVELOPE_BYTES_MAX} bytes of envelope is over \
+             frame_bytes_max ({}): a client could not send the largest message; raise \
+             frame_bytes_max or lower message_bytes_max",
+            engine.message_bytes_max, limits.frame_bytes_max
+        )));
+    }
     let shards = engine.shard_count();
     let registry = Arc::new(Registry::new(shards));
     let admin = Arc::new(hub::AdminHub::new(shards));

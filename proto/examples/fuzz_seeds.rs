@@ -6,7 +6,7 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use fanfare_proto::message::{ErrorCode, ItemMsg, LinkItem, Start};
 use fanfare_proto::ws::{self, Opcode};
-use fanfare_proto::{sse, ClientMsg, LinkMsg, ServerMsg};
+use fanfare_proto::{framing, sse, ClientMsg, LinkMsg, ServerMsg};
 
 fn write(dir: &Path, target: &str, seeds: Vec<Vec<u8>>) -> std::io::Result<()> {
     let d = dir.join(target);
@@ -69,7 +69,7 @@ fn main() -> std::io::Result<()> {
         payload: Bytes::from_static(b"p"),
         publisher_id: Some("me".into()),
     };
-    let mut link: Vec<Vec<u8>> = [
+    let link: Vec<Vec<u8>> = [
         LinkMsg::Hello {
             version: 1,
             node_id: "n1".into(),
@@ -105,9 +105,32 @@ fn main() -> std::io::Result<()> {
     .iter()
     .map(|m| m.encode_to_vec())
     .collect();
-    link.push(ServerMsg::ItemBatch(vec![item.clone(); 4]).encode_to_vec());
-    link.push(ServerMsg::Item(item).encode_to_vec());
-    write(dir, "link_msg", link)?;
+    write(dir, "link_msg", link.clone())?;
+    let server = vec![
+        ServerMsg::ItemBatch(vec![item.clone(); 4]).encode_to_vec(),
+        ServerMsg::Item(item).encode_to_vec(),
+        ServerMsg::Subscribed {
+            request_id: 1,
+            subscription_id: 2,
+            epoch: 3,
+            next_seq: 4,
+        }
+        .encode_to_vec(),
+        ServerMsg::Error {
+            request_id: 1,
+            code: ErrorCode::InvalidName,
+            text: "bad".into(),
+        }
+        .encode_to_vec(),
+    ];
+    write(dir, "server_msg", server)?;
+    // Framing: a split size byte, then frames back to back (the last one cut short).
+    let mut framed = vec![7u8];
+    for m in &link {
+        framed.extend_from_slice(&framing::encode_to_bytes(m));
+    }
+    let cut = framed.len() - 3;
+    write(dir, "framing", vec![framed.clone(), framed[..cut].to_vec()])?;
     let mut frames = Vec::new();
     for (op, fin, payload) in [
         (Opcode::Binary, true, &b"abc"[..]),
@@ -134,6 +157,26 @@ fn main() -> std::io::Result<()> {
         vec![
             req.into_bytes(),
             ws::accept_response("dGhlIHNhbXBsZSBub25jZQ==", None).into_bytes(),
+        ],
+    )?;
+    write(
+        dir,
+        "http_request",
+        vec![
+            b"GET /v1/topics/chat/room-1?from=last:10&token=a%2Eb HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 5-9\r\n\r\n".to_vec(),
+            b"POST /v1/topics/chat/room-1 HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: keep-alive\r\n\r\nhello".to_vec(),
+            b"GET /v1/admin/topics?prefix=chat/&limit=5 HTTP/1.0\r\nAuthorization: Bearer x.y.z\r\n\r\n".to_vec(),
+        ],
+    )?;
+    // Tokens: a JWT-shaped string (the signature does not verify), and claims to be signed by
+    // the target (first byte 0).
+    write(
+        dir,
+        "token",
+        vec![
+            b"eyJhbGciOiJIUzI1NiIsImtpZCI6ImZ6IiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwiZXhwIjo0MTAyNDQ0ODAwfQ.c2ln".to_vec(),
+            b"\0{\"sub\":\"alice\",\"exp\":4102444800,\"perms\":[{\"ns\":\"chat\",\"topic\":\"room-*\",\"rights\":[\"publish\",\"subscribe\"]}],\"admin\":true}".to_vec(),
+            b"\0{\"sub\":\"\",\"exp\":1}".to_vec(),
         ],
     )?;
     write(

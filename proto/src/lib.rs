@@ -11,6 +11,8 @@
 //!   frame is encoded once and the same bytes can be queued on any number of connections.
 //! - [`framing`]: the length-prefixed framing used on HTTP streams and node links.
 //! - [`sse`]: Server-Sent Events encoding and `Last-Event-ID` parsing.
+//! - [`http`]: HTTP/1.1 request heads, the HTTP API's route table, query strings and stream
+//!   positions.
 //! - [`names`]: the namespace and topic name rules.
 //!
 //! "Need more bytes" is never an error: incremental decoders return `Ok(None)`.
@@ -18,6 +20,7 @@
 #![deny(unsafe_code)]
 
 pub mod framing;
+pub mod http;
 pub mod message;
 pub mod names;
 pub mod sse;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_core::OwnedTopicInfo;
+use fanfare_proto::http::query_param;
 use serde_json::{json, Map, Value};
 
 use crate::api::reply::json_error;
@@ -22,7 +23,6 @@ use crate::ctx::NetCtx;
 use crate::hub::{AdminReq, TopicKeys};
 use crate::io::{unless, Stop};
 use crate::metrics;
-use crate::query::query_param;
 
 /// Default `limit` of `/v1/admin/topics`.
 pub const TOPICS_LIMIT_DEFAULT: usize = 100;

@@ -14,7 +14,8 @@
 //! 405, 413 (body over the message limit), 429 (topic limit, failures from the address), 503
 //! (shutting down, no owner).
 //!
-//! Every request takes the same steps whatever its HTTP version: [`route`], then
+//! Every request takes the same steps whatever its HTTP version: the route table
+//! ([`fanfare_proto::http::route`]), then
 //! authenticate and authorize (topic and admin routes only), then check the names and the
 //! start position ([`prepare`]). The transport then reads a publish's body and calls
 //! [`publish`], or opens a stream with [`open_stream`] and pumps it.
@@ -28,12 +29,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fanfare_core::{Start, TopicKey};
+use fanfare_proto::http::{route, start_from, Route};
 
 use crate::access::{authenticate, permits};
 use crate::auth::{Grant, Right};
 use crate::ctx::NetCtx;
 use crate::metrics;
-use crate::query::start_from;
 use crate::session::encoder::{FRAMES, SSE};
 use crate::session::{Conn, Encoder};
 use reply::{publish_status, status_of, subscribe_status, Reply};
@@ -47,34 +48,6 @@ pub(crate) struct Request<'a> {
     pub authorization: Option<&'a str>,
     pub accept_sse: bool,
     pub last_event_id: Option<&'a str>,
-}
-
-/// Where a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Route<'a> {
-    Healthz,
-    Metrics,
-    Admin(&'a str),
-    Publish { ns: &'a str, topic: &'a str },
-    Stream { ns: &'a str, topic: &'a str },
-    MethodNotAllowed,
-    NotFound,
-}
-
-/// The route table.
-pub(crate) fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
-    let topic = path
-        .strip_prefix("/v1/topics/")
-        .and_then(|rest| rest.split_once('/'));
-    match (method, path, topic) {
-        ("GET", "/healthz", _) => Route::Healthz,
-        ("GET", "/metrics", _) => Route::Metrics,
-        ("GET", p, _) if p.starts_with("/v1/admin/") => Route::Admin(p),
-        ("POST", _, Some((ns, topic))) => Route::Publish { ns, topic },
-        ("GET", _, Some((ns, topic))) => Route::Stream { ns, topic },
-        (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => Route::MethodNotAllowed,
-        _ => Route::NotFound,
-    }
 }
 
 /// What the transport does with a request.
@@ -223,37 +196,5 @@ pub(crate) fn open_stream(
     match conn.subscribe(0, key, start) {
         Ok(_) => Ok(conn),
         Err(e) => Err(Reply::error(subscribe_status(&e), &e.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_route_table() {
-        assert_eq!(route("GET", "/healthz"), Route::Healthz);
-        assert_eq!(route("POST", "/healthz"), Route::MethodNotAllowed);
-        assert_eq!(
-            route("POST", "/v1/topics/chat/room-1"),
-            Route::Publish {
-                ns: "chat",
-                topic: "room-1"
-            }
-        );
-        assert_eq!(
-            route("GET", "/v1/topics/chat/room-1"),
-            Route::Stream {
-                ns: "chat",
-                topic: "room-1"
-            }
-        );
-        assert_eq!(route("DELETE", "/v1/topics/a/b"), Route::MethodNotAllowed);
-        assert_eq!(route("GET", "/v1/topics/a"), Route::NotFound);
-        assert_eq!(
-            route("GET", "/v1/admin/stats"),
-            Route::Admin("/v1/admin/stats")
-        );
-        assert_eq!(route("GET", "/nope"), Route::NotFound);
     }
 }

@@ -66,6 +66,24 @@ pub enum ClientMsg {
 }
 
 impl ClientMsg {
+    /// The request id of a message that did not decode, when its envelope is readable (a name
+    /// or size check failed after the verifier passed it), so the error can name the request
+    /// it answers; 0 otherwise. For the error path only: it verifies the buffer again.
+    pub fn request_id_of(buf: &Bytes, lim: &DecodeLimits) -> u64 {
+        let opts = lim.verifier(buf.len(), VERIFY_TABLES_NONBATCH);
+        let Ok(m) = flatbuffers::root_with_opts::<fb::ClientMessage>(&opts, buf) else {
+            return 0;
+        };
+        match m.body_type() {
+            fb::ClientBody::Publish => m.body_as_publish().map(|p| p.request_id()),
+            fb::ClientBody::Subscribe => m.body_as_subscribe().map(|s| s.request_id()),
+            fb::ClientBody::Unsubscribe => m.body_as_unsubscribe().map(|u| u.request_id()),
+            fb::ClientBody::RefreshToken => m.body_as_refresh_token().map(|r| r.request_id()),
+            _ => None,
+        }
+        .unwrap_or(0)
+    }
+
     /// Decodes and checks a client message. `buf` must hold exactly one message.
     pub fn decode(buf: &Bytes, lim: &DecodeLimits) -> Result<Self, DecodeError> {
         let opts = lim.verifier(buf.len(), VERIFY_TABLES_NONBATCH);

@@ -67,9 +67,10 @@ impl DecodeLimits {
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// The flatbuffers verifier refused the buffer.
+    /// The flatbuffers verifier refused the buffer; the text says why in the protocol's
+    /// words (never the verifier's internals: offsets and type names mean nothing to a client).
     #[error("malformed message: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
     /// The union member is not one this build knows.
     #[error("unknown message type {0}")]
     UnknownType(u8),
@@ -114,7 +115,17 @@ impl DecodeError {
 
 impl From<flatbuffers::InvalidFlatbuffer> for DecodeError {
     fn from(e: flatbuffers::InvalidFlatbuffer) -> Self {
-        DecodeError::Malformed(e.to_string())
+        use flatbuffers::InvalidFlatbuffer as F;
+        DecodeError::Malformed(match e {
+            F::MissingRequiredField { .. } => "a required field is missing",
+            F::InconsistentUnion { .. } => "a union's type and value disagree",
+            F::Utf8Error { .. } => "a string is not UTF-8",
+            F::MissingNullTerminator { .. } => "a string is not terminated",
+            F::TooManyTables | F::ApparentSizeTooLarge | F::DepthLimitReached => {
+                "the message is larger or deeper than any Fanfare message"
+            }
+            _ => "not a Fanfare message of this kind (or cut short)",
+        })
     }
 }
 
