@@ -278,12 +278,12 @@ async fn run_link(links: Rc<Links>, link: Rc<Link>) {
                 if matches!(e, LinkEnd::Auth(_)) {
                     metrics::inc(&links.stats.cluster_link_auth_failures);
                     if refusal_log.open(wire::REFUSAL_LOG_EVERY) {
-                        tracing::warn!(node = %addr, error = %e, "link to storage node refused (logged at most every 10 s; see fanfare_net_cluster_link_auth_failures)");
+                        tracing::warn!(node = %addr, error = %e, "link to storage node refused (logged at most every 10 s; see fanfare_net_cluster_link_auth_failures_total)");
                     }
                 } else if was_up {
                     tracing::warn!(node = %addr, error = %e, "link to storage node lost");
                 } else if refusal_log.open(wire::REFUSAL_LOG_EVERY) {
-                    tracing::warn!(node = %addr, error = %e, "link to storage node failed (logged at most every 10 s; see fanfare_net_cluster_link_failures)");
+                    tracing::warn!(node = %addr, error = %e, "link to storage node failed (logged at most every 10 s; see fanfare_net_cluster_link_failures_total)");
                 }
             }
         }

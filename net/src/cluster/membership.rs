@@ -2,15 +2,22 @@
 //!
 //! foca decides everything (whom to probe, when to suspect, when a member is down, what to
 //! gossip); this module only moves its datagrams, delivers its timers and turns its
-//! notifications into [`ClusterView`]s. A node that knows no other member re-announces itself
-//! to the seeds every second, so start order does not matter.
+//! notifications into [`ClusterView`]s.
+//!
+//! Every second a node announces itself to every configured seed that is not a live member
+//! and to every member it lost in the last [`LOST_RETRY`], so start order does not matter and
+//! a restarted node (a seed restarted without `--seed` included) is found again within about a
+//! second of starting. A node serves no topic as a cluster of one until it has heard from
+//! another node or [`JOIN_GRACE`] passed: until then its view has no storage node, and its
+//! clients' publishes are refused `Unavailable` rather than ordered by an owner the cluster
+//! does not know.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use glommio::net::UdpSocket;
@@ -25,8 +32,17 @@ const PACKET_BYTES_MAX: usize = 1400;
 /// Gossip events waiting for the loop. Datagrams past it are dropped (UDP is lossy and SWIM
 /// tolerates loss, counted in `cluster_gossip_dropped`); timers wait for room, never dropped.
 const EVENTS_MAX: usize = 4096;
-/// How often a node with no known member announces itself to the seeds.
+/// How often a node announces itself to seeds that are not live members and to lost members.
 const REANNOUNCE: Duration = Duration::from_secs(1);
+/// How long a node keeps announcing itself to a member it lost (it may come back restarted,
+/// at the same address, knowing nobody).
+pub(crate) const LOST_RETRY: Duration = Duration::from_secs(600);
+/// Lost members remembered for announcing (the oldest is forgotten past it).
+const LOST_MAX: usize = 1024;
+/// How long a clustered node waits to hear from other nodes before it serves topics as a
+/// cluster of one (a restarted seed has no seeds, but the nodes that knew it announce
+/// themselves to it every second).
+pub(crate) const JOIN_GRACE: Duration = Duration::from_secs(3);
 
 enum Ev {
     Data(Vec<u8>),
@@ -75,6 +91,9 @@ pub(crate) async fn run(
     let mut foca = Foca::new(me.clone(), foca_config(&shared), rng, PostcardCodec);
     let mut rt = AccumulatingRuntime::new();
     let mut alive: BTreeMap<SocketAddr, Member> = BTreeMap::new();
+    let mut lost: BTreeMap<SocketAddr, Instant> = BTreeMap::new();
+    let started = Instant::now();
+    let mut joined = false;
 
     // Datagrams in.
     {
@@ -142,9 +161,19 @@ pub(crate) async fn run(
             let _ = foca.announce(seed_identity(*seed), &mut rt);
         }
     }
-    publish(&shared, &alive, &stats);
+    publish(&shared, &alive, &stats, joined);
     loop {
-        drain(&mut rt, &sock, &tx, &mut alive, &shared, &stats).await;
+        drain(
+            &mut rt,
+            &sock,
+            &tx,
+            &mut alive,
+            &mut lost,
+            &shared,
+            &stats,
+            &mut joined,
+        )
+        .await;
         let Ok(ev) = rx.recv_async().await else {
             return;
         };
@@ -152,12 +181,27 @@ pub(crate) async fn run(
             Ev::Data(d) => foca.handle_data(&d, &mut rt),
             Ev::Timer(t) => foca.handle_timer(t, &mut rt),
             Ev::Announce => {
-                if alive.is_empty() {
-                    for seed in &shared.cfg.seeds {
-                        if *seed != me.addr {
-                            let _ = foca.announce(seed_identity(*seed), &mut rt);
-                        }
-                    }
+                lost.retain(|_, since| since.elapsed() < LOST_RETRY);
+                let targets: Vec<SocketAddr> = shared
+                    .cfg
+                    .seeds
+                    .iter()
+                    .chain(lost.keys())
+                    .filter(|a| **a != me.addr && !alive.contains_key(a))
+                    .copied()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                for addr in targets {
+                    let _ = foca.announce(seed_identity(addr), &mut rt);
+                }
+                if !joined && started.elapsed() >= JOIN_GRACE {
+                    tracing::warn!(
+                        "no other node answered within {} s: serving as a cluster of one",
+                        JOIN_GRACE.as_secs()
+                    );
+                    joined = true;
+                    publish(&shared, &alive, &stats, joined);
                 }
                 Ok(())
             }
@@ -165,7 +209,17 @@ pub(crate) async fn run(
                 let _ = foca.leave_cluster(&mut rt);
                 // Leaving makes foca report this node defunct: expected, not news.
                 while rt.to_notify().is_some() {}
-                drain(&mut rt, &sock, &tx, &mut alive, &shared, &stats).await;
+                drain(
+                    &mut rt,
+                    &sock,
+                    &tx,
+                    &mut alive,
+                    &mut lost,
+                    &shared,
+                    &stats,
+                    &mut joined,
+                )
+                .await;
                 return;
             }
         };
@@ -177,20 +231,25 @@ pub(crate) async fn run(
 }
 
 /// Sends what foca wants sent, schedules its timers and applies its notifications.
+#[allow(clippy::too_many_arguments)]
 async fn drain(
     rt: &mut AccumulatingRuntime<Member>,
     sock: &Rc<UdpSocket>,
     tx: &flume::Sender<Ev>,
     alive: &mut BTreeMap<SocketAddr, Member>,
+    lost: &mut BTreeMap<SocketAddr, Instant>,
     shared: &Arc<ClusterShared>,
     stats: &Arc<NetStats>,
+    joined: &mut bool,
 ) {
     let mut changed = false;
     while let Some(n) = rt.to_notify() {
         match n {
             OwnedNotification::MemberUp(m) => {
                 tracing::info!(node = %m.id, addr = %m.addr, storage = m.roles.storage, "cluster member up");
+                lost.remove(&m.addr);
                 alive.insert(m.addr, m);
+                *joined = true;
                 changed = true;
             }
             OwnedNotification::MemberDown(m)
@@ -200,6 +259,12 @@ async fn drain(
             {
                 tracing::warn!(node = %m.id, addr = %m.addr, "cluster member down");
                 alive.remove(&m.addr);
+                if lost.len() >= LOST_MAX {
+                    if let Some(oldest) = lost.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+                        lost.remove(&oldest);
+                    }
+                }
+                lost.insert(m.addr, Instant::now());
                 changed = true;
             }
             OwnedNotification::Rename(old, new) if alive.contains_key(&old.addr) => {
@@ -215,7 +280,7 @@ async fn drain(
     }
     if changed {
         metrics::inc(&stats.cluster_membership_changes);
-        publish(shared, alive, stats);
+        publish(shared, alive, stats, *joined);
     }
     while let Some((after, timer)) = rt.to_schedule() {
         let tx = tx.clone();
@@ -243,7 +308,24 @@ async fn drain(
     }
 }
 
-fn publish(shared: &ClusterShared, alive: &BTreeMap<SocketAddr, Member>, stats: &NetStats) {
+/// Sends every shard the view of `alive` and this node. Until the node has `joined` (heard
+/// from the cluster, or waited [`JOIN_GRACE`]), the view holds no member, so no topic has an
+/// owner.
+fn publish(
+    shared: &ClusterShared,
+    alive: &BTreeMap<SocketAddr, Member>,
+    stats: &NetStats,
+    joined: bool,
+) {
+    if !joined {
+        metrics::set(&stats.cluster_members, 0);
+        metrics::set(&stats.cluster_storage_nodes, 0);
+        shared.publish(Arc::new(ClusterView {
+            this: Some(shared.me.clone()),
+            members: Vec::new(),
+        }));
+        return;
+    }
     let mut members: Vec<Member> = alive.values().cloned().collect();
     members.push(shared.me.clone());
     members.sort_by(|a, b| a.id.cmp(&b.id));

@@ -213,7 +213,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
                 if served as usize >= srv.links_max {
                     metrics::inc(&srv.stats.cluster_links_refused);
                     if srv.refusal_log.open(wire::REFUSAL_LOG_EVERY) {
-                        tracing::warn!(max = srv.links_max, "node link refused: link limit (logged at most every 10 s; see fanfare_net_cluster_links_refused)");
+                        tracing::warn!(max = srv.links_max, "node link refused: link limit (logged at most every 10 s; see fanfare_net_cluster_links_refused_total)");
                     }
                     drop(stream);
                     continue;
@@ -256,7 +256,7 @@ async fn serve_link(srv: Rc<LinkServer>, stream: TcpStream) {
                         metrics::inc(&srv.stats.cluster_link_auth_failures);
                     }
                     if srv.refusal_log.open(wire::REFUSAL_LOG_EVERY) {
-                        tracing::warn!(peer = ?peer, error = %e, "node link refused (logged at most every 10 s; see fanfare_net_cluster_link_auth_failures)");
+                        tracing::warn!(peer = ?peer, error = %e, "node link refused (logged at most every 10 s; see fanfare_net_cluster_link_auth_failures_total)");
                     }
                 }
             }

@@ -114,9 +114,11 @@ pub(crate) struct ClusterShared {
 impl ClusterShared {
     pub fn new(cfg: ClusterConfig, me: Member, shards: usize) -> Self {
         let (views_tx, views_rx) = (0..shards).map(|_| flume::unbounded()).unzip();
+        // A clustered node owns nothing until it has heard from the cluster (or waited
+        // `membership::JOIN_GRACE`).
         let first = Arc::new(ClusterView {
             this: Some(me.clone()),
-            members: vec![me.clone()],
+            members: Vec::new(),
         });
         ClusterShared {
             cfg,
