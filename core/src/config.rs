@@ -9,11 +9,14 @@ pub const SHARDS_MAX: usize = 1024;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Shards (executors); 0 means one per available core.
+    /// Shards (executors); 0 means one per CPU in `cpus` when given, else one per available
+    /// core.
     pub shards: usize,
     /// Pin each shard to its own CPU.
     pub pin: bool,
-    /// CPUs to pin to, in shard order (default: the online CPUs in order).
+    /// CPUs to pin to, in shard order (default: the online CPUs in order). With `shards` at 0,
+    /// one shard runs per CPU listed; with `shards` set, the first `shards` CPUs are used (a
+    /// start-up error names the shortfall when fewer are listed).
     pub cpus: Option<Vec<usize>>,
     /// Messages of history kept per topic.
     pub history_messages_max: usize,
@@ -129,14 +132,47 @@ impl Config {
         }
     }
 
-    /// The number of shards to run: `shards`, or the available cores when 0.
+    /// The number of shards to run: `shards`; when 0, one per CPU in `cpus` if given, else
+    /// one per available core.
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
+            if let Some(cpus) = self.cpus.as_ref().filter(|c| !c.is_empty()) {
+                return cpus.len().min(SHARDS_MAX);
+            }
             std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(SHARDS_MAX)
         } else {
             self.shards
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_without_shards_run_one_shard_per_cpu() {
+        let c = Config {
+            cpus: Some(vec![1]),
+            ..Config::default()
+        };
+        assert_eq!(c.shard_count(), 1);
+        let c = Config {
+            shards: 3,
+            cpus: Some(vec![0]),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.shard_count(),
+            3,
+            "an explicit count wins (and pinning says it is short)"
+        );
+        let c = Config {
+            cpus: Some(vec![]),
+            ..Config::default()
+        };
+        assert!(c.shard_count() >= 1);
     }
 }

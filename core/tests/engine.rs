@@ -425,7 +425,12 @@ fn too_slow_subscriber_is_closed_with_a_reason() {
     for _ in 0..50 {
         b.publish_blocking("ns", "t", vec![0u8; 100]).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(400));
+    // Read nothing (the subscriber stays behind) until the engine closes it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sub.close_reason().is_none() {
+        assert!(std::time::Instant::now() < deadline, "never closed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     while let Ok(Some(_)) = sub.next_timeout(Duration::from_millis(100)) {}
     assert!(
         matches!(sub.close_reason(), Some(CloseReason::TooSlow(_))),
@@ -582,10 +587,17 @@ fn idle_topics_expire_and_restart_in_a_new_epoch() {
         again.epoch > first.epoch,
         "a restarted sequence gets a new, larger epoch"
     );
-    // A topic with a subscriber is never dropped, whatever the age of its history.
+    // A topic with a subscriber is never dropped, whatever the age of its history: wait until
+    // a sweep dropped a topic without one, published at the same time.
     let _sub = b.subscribe_blocking("ns", "kept", Start::Latest).unwrap();
     b.publish_blocking("ns", "kept", "z").unwrap();
-    std::thread::sleep(Duration::from_millis(1300));
+    b.publish_blocking("ns", "unwatched", "z").unwrap();
+    let expired = b.stats_total().topics_expired;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.stats_total().topics_expired == expired {
+        assert!(std::time::Instant::now() < deadline, "no sweep ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let kept = b.publish_blocking("ns", "kept", "w").unwrap();
     assert_eq!(kept.seq, Seq(2));
     b.shutdown();

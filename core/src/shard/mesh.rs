@@ -136,6 +136,12 @@ impl Outboxes {
         Poll::Ready(Some(ob.queue.drain(..n).collect()))
     }
 
+    /// Everything queued for `peer` (the model test drives the mesh by hand).
+    #[cfg(test)]
+    pub(crate) fn take(&mut self, peer: u16) -> Vec<MeshMsg> {
+        self.boxes[usize::from(peer)].queue.drain(..).collect()
+    }
+
     /// Closes every outbox: what is queued still goes out, nothing more is taken.
     pub(crate) fn close_all(&mut self) {
         for ob in self.boxes.iter_mut() {
