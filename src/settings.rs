@@ -37,6 +37,8 @@ pub struct Settings {
     pub idle_timeout_secs: Option<u64>,
     pub ping_interval_secs: Option<u64>,
     pub pong_timeout_secs: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub message_timeout_ms: Option<u64>,
     pub send_queue_bytes_max: Option<usize>,
     pub slow_deadline_ms: Option<u64>,
     pub publishes_in_flight_max: Option<usize>,
@@ -390,6 +392,12 @@ impl Settings {
             Duration::from_secs
         );
         set!(l.pong_timeout, self.pong_timeout_secs, Duration::from_secs);
+        set!(l.body_timeout, self.body_timeout_ms, Duration::from_millis);
+        set!(
+            l.message_timeout,
+            self.message_timeout_ms,
+            Duration::from_millis
+        );
         set!(l.send_queue_bytes_max, self.send_queue_bytes_max);
         set!(
             l.slow_deadline,

@@ -222,7 +222,7 @@ fn peer(program: &str, args: &[String], port: u16) -> Peer {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("{program} must be installed for this test (.ci/run installs it): {e}")
+            panic!("install {program} to run this test (`bash .ci/test` installs it with apt-get): {e}")
         });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -28,6 +28,11 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// A WebSocket client that does not answer a ping within this is closed (1008).
     pub pong_timeout: Duration,
+    /// Time to receive a request body once its head arrived (408 and close past it).
+    pub body_timeout: Duration,
+    /// Time to complete a WebSocket message once its first byte arrived (a frame cut short,
+    /// or the first fragment of many): close 1008 past it.
+    pub message_timeout: Duration,
     /// Bytes queued to one connection before its subscriptions lag (skip ahead, catch up).
     pub send_queue_bytes_max: usize,
     /// A connection whose queue stays full (or whose socket accepts nothing) this long is
@@ -48,6 +53,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            message_timeout: Duration::from_secs(30),
             send_queue_bytes_max: 1 << 20,
             slow_deadline: Duration::from_secs(10),
             publishes_in_flight_max: 256,

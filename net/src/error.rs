@@ -26,6 +26,9 @@ pub enum ServeError {
     /// The access-control settings are not usable (a bad key, duplicate key ids).
     #[error("auth: {0}")]
     Auth(String),
+    /// Settings that do not fit together.
+    #[error("settings: {0}")]
+    Config(String),
     /// The cluster settings are not usable.
     #[error("cluster: {0}")]
     Cluster(String),

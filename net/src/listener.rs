@@ -110,28 +110,56 @@ fn sweep_tick(limits: &Limits) -> Duration {
     let t = (limits.slow_deadline / 4)
         .min(limits.ping_interval)
         .min(limits.pong_timeout / 2)
-        .min(limits.idle_timeout / 4);
+        .min(limits.idle_timeout / 4)
+        .min(limits.message_timeout / 2);
     t.clamp(Duration::from_millis(5), Duration::from_secs(1))
 }
 
+/// First pause after a failed accept; doubled per failure in a row up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accepts while they keep failing (EMFILE: out of descriptors).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one warning per this interval for failing accepts (the metric counts every one).
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
-    let mut stop = Box::pin(ctx.shard.shutdown_signal());
+    let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failures_unlogged = 0u64;
+    let mut last_log: Option<Instant> = None;
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            (&mut stop).await;
-            None
-        })
-        .await;
+        let accepted = unless(&mut stop, listener.accept()).await;
         let stream = match accepted {
             None => return, // shutdown: stop accepting
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                // EMFILE and friends: say so once per occurrence and back off a little.
-                tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                // EMFILE and friends: connections already open keep being served; new ones wait
+                // in the kernel's backlog while we back off (doubling, up to a second), and the
+                // log says so at most every ten seconds.
+                metrics::inc(&ctx.stats.accept_errors);
+                failures_unlogged += 1;
+                if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL) {
+                    tracing::warn!(
+                        error = %e,
+                        failures = failures_unlogged,
+                        open = ctx.connections.get(),
+                        backoff_ms = backoff.as_millis() as u64,
+                        "accept failing (out of file descriptors? raise `ulimit -n`); backing off"
+                    );
+                    last_log = Some(Instant::now());
+                    failures_unlogged = 0;
+                }
+                if unless(&mut stop, glommio::timer::sleep(backoff))
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
+        backoff = ACCEPT_BACKOFF_MIN;
         metrics::inc(&ctx.stats.connections_accepted);
         if ctx.connections.get() >= ctx.connections_max {
             metrics::inc(&ctx.stats.connections_refused);
@@ -139,10 +167,12 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
             continue;
         }
         ctx.connections.set(ctx.connections.get() + 1);
+        metrics::set(&ctx.stats.connections_open, ctx.connections.get() as u64);
         let ctx2 = ctx.clone();
         glommio::spawn_local(async move {
             handle(stream, ctx2.clone()).await;
             ctx2.connections.set(ctx2.connections.get() - 1);
+            metrics::set(&ctx2.stats.connections_open, ctx2.connections.get() as u64);
         })
         .detach();
     }

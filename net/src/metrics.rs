@@ -21,7 +21,7 @@ macro_rules! net_counters {
         }
 
         impl NetStats {
-            fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+            fn stored(&self) -> Vec<(&'static str, &'static str, u64)> {
                 vec![$((stringify!($field), $kind, self.$field.load(Ordering::Relaxed)),)*]
             }
         }
@@ -29,12 +29,26 @@ macro_rules! net_counters {
 }
 
 net_counters! {
+    /// Connections open now, in any state (what `connections_max` limits). Always the sum
+    /// of the five state gauges: `connections_handshake`, `_ws`, `_http`, `_http_idle`, `_h2`.
+    connections_open: "gauge",
     /// WebSocket connections open now.
     connections_ws: "gauge",
-    /// HTTP/1.1 connections open now.
+    /// HTTP/1.1 connections in a request now.
     connections_http: "gauge",
+    /// HTTP/1.1 connections between requests (keep-alive) now.
+    connections_http_idle: "gauge",
     /// HTTP/2 connections open now.
     connections_h2: "gauge",
+    /// Accepts that failed (out of file descriptors, mostly); the listener backs off.
+    accept_errors: "counter",
+    /// HTTP/2 streams reset because they were closed (too slow, token expired) while the
+    /// client's flow-control window was shut.
+    h2_streams_reset: "counter",
+    /// Request bodies not received within `body_timeout` (408).
+    limit_body_time: "counter",
+    /// WebSocket messages not completed within `message_timeout` (close 1008).
+    limit_message_time: "counter",
     /// Connections accepted.
     connections_accepted: "counter",
     /// Connections that completed a TLS handshake.
@@ -135,6 +149,38 @@ net_counters! {
     cluster_link_auth_failures: "counter",
     /// Gossip datagrams dropped for a missing or wrong tag (`gossip_key_file`).
     cluster_gossip_unauthenticated: "counter",
+}
+
+impl NetStats {
+    /// Every counter and gauge, with the derived `connections_handshake` (accepted
+    /// connections whose protocol is not settled yet: TLS handshake, first request head,
+    /// HTTP/2 preface and settings).
+    fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut f = self.stored();
+        let get = |name: &str| f.iter().find(|(n, _, _)| *n == name).map_or(0, |x| x.2);
+        let settled = get("connections_ws")
+            + get("connections_http")
+            + get("connections_http_idle")
+            + get("connections_h2");
+        let handshake = get("connections_open").saturating_sub(settled);
+        f.push(("connections_handshake", "gauge", handshake));
+        f
+    }
+}
+
+/// The exposition name of a network counter or gauge: counters end in `_total`, and a unit
+/// comes before it (`bytes_in` is `received_bytes_total`).
+fn exposed_name(field: &str, kind: &str) -> String {
+    let base = match field {
+        "bytes_in" => "received_bytes",
+        "bytes_out" => "sent_bytes",
+        f => f,
+    };
+    if kind == "counter" {
+        format!("fanfare_net_{base}_total")
+    } else {
+        format!("fanfare_net_{base}")
+    }
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -259,7 +305,7 @@ impl Registry {
         for (shard, entry) in s.iter().enumerate() {
             let Some((net, eng, _)) = entry else { continue };
             for (name, kind, v) in net.fields() {
-                rows.push((format!("fanfare_net_{name}"), kind, shard, v));
+                rows.push((exposed_name(name, kind), kind, shard, v));
             }
             for (name, v) in eng.snapshot().fields() {
                 let kind = if matches!(

@@ -136,7 +136,7 @@ fn auth_failures(srv: &Server) -> u64 {
         Duration::from_secs(5),
     )
     .lines()
-    .filter(|l| l.starts_with("fanfare_net_cluster_link_auth_failures{"))
+    .filter(|l| l.starts_with("fanfare_net_cluster_link_auth_failures_total{"))
     .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
     .sum()
 }

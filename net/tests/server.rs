@@ -435,10 +435,10 @@ fn http_api_answers_and_errors() {
     );
     let metrics = curl(&[&format!("http://{a}/metrics")]).0;
     assert!(
-        metrics.contains("# TYPE fanfare_net_limit_header_size counter"),
+        metrics.contains("# TYPE fanfare_net_limit_header_size_total counter"),
         "{metrics}"
     );
-    assert!(metrics.contains("fanfare_net_limit_message_size{shard="));
+    assert!(metrics.contains("fanfare_net_limit_message_size_total{shard="));
     srv.shutdown();
 }
 
@@ -543,7 +543,15 @@ fn connection_limit_answers_503() {
     let a = srv.local_addr();
     let _c1 = TcpStream::connect(a).unwrap();
     let _c2 = TcpStream::connect(a).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Both accepted (and holding their places) before the third comes.
+    let deadline = Instant::now() + WAIT;
+    while srv.metrics().total("connections_open") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two connections were never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n", Duration::from_secs(3));
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     assert_eq!(srv.metrics().total("connections_refused"), 1);

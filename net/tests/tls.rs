@@ -179,7 +179,7 @@ fn https_with_curl_and_plaintext_on_the_same_port() {
             .args(["-sS", "--max-time", "5"])
             .args(args)
             .output()
-            .expect("curl");
+            .expect("install curl to run this test (`bash .ci/test` installs it with apt-get)");
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     };
     let https = format!("https://localhost:{}", addr.port());

@@ -216,6 +216,12 @@ impl Decoder {
         }
     }
 
+    /// Whether the decoder holds part of a fragmented message (its first fragments arrived,
+    /// its last did not).
+    pub fn assembling(&self) -> bool {
+        self.partial.is_some()
+    }
+
     /// Decodes the next complete message from the front of `buf`, consuming its bytes.
     ///
     /// `Ok(None)` means more bytes are needed (whatever was consumed so far is kept inside

@@ -94,6 +94,9 @@ pub(crate) struct Conn {
     /// Last bytes of any kind from the client, pongs included (drives pings).
     pub last_alive: Cell<Instant>,
     pub ping_sent: Cell<Option<Instant>>,
+    /// Since when the client has been in the middle of a message (a frame cut short, or the
+    /// first fragments of one); the sweep holds it to `message_timeout`.
+    pub partial_since: Cell<Option<Instant>>,
     /// Woken when the connection starts closing (the reader waits on it beside its read).
     closed_waker: RefCell<Option<Waker>>,
     /// Woken when the writer makes room (or ends), for a reader held back by a full queue.
@@ -121,6 +124,7 @@ impl Conn {
             last_input: Cell::new(Instant::now()),
             last_alive: Cell::new(Instant::now()),
             ping_sent: Cell::new(None),
+            partial_since: Cell::new(None),
             closed_waker: RefCell::new(None),
             room_waker: RefCell::new(None),
             created: Instant::now(),
@@ -606,6 +610,15 @@ fn keepalive(conn: &Conn, now: Instant) {
         return;
     }
     if !conn.enc.pings() {
+        return;
+    }
+    if conn
+        .partial_since
+        .get()
+        .is_some_and(|t| now.saturating_duration_since(t) > limits.message_timeout)
+    {
+        metrics::inc(&conn.ctx.stats.limit_message_time);
+        conn.close_because(wsp::close_code::POLICY, "message not completed in time");
         return;
     }
     if conn.subscription_count() == 0

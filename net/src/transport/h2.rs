@@ -12,11 +12,13 @@
 //! resets (HTTP/2 rapid reset), CONTINUATION floods (bounded by the header list size), and the
 //! send buffer per stream.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -29,7 +31,7 @@ use fanfare_core::TopicKey;
 
 use crate::api::{self, reply::Reply, Action, Request};
 use crate::ctx::NetCtx;
-use crate::io::{timeout, unless, Io, Stop};
+use crate::io::{timeout, Io, Stop};
 use crate::metrics;
 use crate::session::{Conn, Frame, Next};
 
@@ -77,35 +79,155 @@ pub(crate) async fn serve<S: Io>(
         }
     };
     metrics::inc(&ctx.stats.connections_h2);
+    let shared = Rc::new(H2Conn {
+        active: Cell::new(0),
+        idle_since: Cell::new(Instant::now()),
+        publishes: Slots::new(limits.publishes_in_flight_max),
+    });
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     let mut stopping = false;
+    // One timer for the connection's idle check, re-armed only when it fires (not per frame).
+    let mut idle: Stop = Box::pin(glommio::timer::sleep(limits.idle_timeout));
     loop {
         // accept() also drives the connection's I/O for every stream.
-        let next = if stopping {
-            Some(conn.accept().await)
+        let step = if stopping {
+            Step::Next(conn.accept().await.map(|r| r.map(Box::new)))
         } else {
-            unless(&mut stop, conn.accept()).await
+            futures_lite::future::or(
+                async { Step::Next(conn.accept().await.map(|r| r.map(Box::new))) },
+                futures_lite::future::or(
+                    async {
+                        stop.as_mut().await;
+                        Step::Stop
+                    },
+                    async {
+                        idle.as_mut().await;
+                        Step::IdleCheck
+                    },
+                ),
+            )
+            .await
         };
-        match next {
-            None => {
+        match step {
+            Step::Stop => {
                 // Shutdown: GOAWAY, then keep driving the connection while streams drain.
                 stopping = true;
                 conn.graceful_shutdown();
             }
-            Some(Some(Ok((req, respond)))) => {
-                glommio::spawn_local(request(ctx.clone(), req, respond, peer)).detach();
+            Step::IdleCheck => {
+                let quiet = shared.idle_since.get().elapsed();
+                if shared.active.get() == 0 && quiet >= limits.idle_timeout {
+                    // No stream for the idle time: GOAWAY, and the client closes (or the
+                    // connection ends when it next reads).
+                    metrics::inc(&ctx.stats.limit_idle);
+                    tracing::debug!(peer = %peer, "closing an idle HTTP/2 connection");
+                    stopping = true;
+                    conn.graceful_shutdown();
+                } else {
+                    let left = limits.idle_timeout.saturating_sub(quiet);
+                    let wait = if shared.active.get() == 0 {
+                        left
+                    } else {
+                        limits.idle_timeout
+                    };
+                    idle = Box::pin(glommio::timer::sleep(wait.max(Duration::from_millis(1))));
+                }
             }
-            Some(Some(Err(e))) => {
+            Step::Next(Some(Ok(incoming))) => {
+                let (req, respond) = *incoming;
+                shared.active.set(shared.active.get() + 1);
+                let (ctx, shared) = (ctx.clone(), shared.clone());
+                glommio::spawn_local(async move {
+                    request(ctx, req, respond, peer, &shared).await;
+                    shared.active.set(shared.active.get() - 1);
+                    shared.idle_since.set(Instant::now());
+                })
+                .detach();
+            }
+            Step::Next(Some(Err(e))) => {
                 if e.is_go_away() || e.reason().is_some() {
                     metrics::inc(&ctx.stats.protocol_errors);
                 }
                 tracing::debug!(error = %e, "HTTP/2 connection error");
                 break;
             }
-            Some(None) => break,
+            Step::Next(None) => break,
         }
     }
     metrics::dec(&ctx.stats.connections_h2);
+}
+
+/// A stream the client opened: its request and the way to answer it.
+type Incoming = (http::Request<RecvStream>, SendResponse<Bytes>);
+
+/// What the connection loop does next.
+enum Step {
+    /// A new stream (boxed: the rare case carries the big value), an error, or the end of
+    /// the connection.
+    Next(Option<Result<Box<Incoming>, h2::Error>>),
+    /// The broker is shutting down.
+    Stop,
+    /// The idle timer fired.
+    IdleCheck,
+}
+
+/// What the streams of one HTTP/2 connection share.
+struct H2Conn {
+    /// Streams being served.
+    active: Cell<usize>,
+    /// When the last stream ended (the connection's idle time counts from it).
+    idle_since: Cell<Instant>,
+    /// Publishes in flight (`publishes_in_flight_max`).
+    publishes: Slots,
+}
+
+/// A counting semaphore for one connection's publishes: past `max` in flight, a publish waits
+/// for a slot, as a WebSocket's does. Waiters are bounded by the connection's stream limit.
+struct Slots {
+    used: Cell<usize>,
+    max: usize,
+    waiters: RefCell<VecDeque<Waker>>,
+}
+
+impl Slots {
+    fn new(max: usize) -> Self {
+        Self {
+            used: Cell::new(0),
+            max: max.max(1),
+            waiters: RefCell::new(VecDeque::new()),
+        }
+    }
+
+    /// Waits for a slot; it is held until the guard drops.
+    async fn acquire(&self, stats: &crate::metrics::NetStats) -> SlotGuard<'_> {
+        if self.used.get() >= self.max {
+            metrics::inc(&stats.limit_publish_window);
+        }
+        std::future::poll_fn(|cx| {
+            if self.used.get() < self.max {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push_back(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        self.used.set(self.used.get() + 1);
+        SlotGuard(self)
+    }
+}
+
+/// A held publish slot.
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
+        s.used.set(s.used.get().saturating_sub(1));
+        if let Some(w) = s.waiters.borrow_mut().pop_front() {
+            w.wake();
+        }
+    }
 }
 
 async fn request(
@@ -113,6 +235,7 @@ async fn request(
     req: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: IpAddr,
+    shared: &H2Conn,
 ) {
     let headers = req.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -130,6 +253,7 @@ async fn request(
     match action {
         Action::Reply(rep) => reply(&mut respond, &rep),
         Action::Publish { key, publisher } => {
+            let _slot = shared.publishes.acquire(&ctx.stats).await;
             publish(&ctx, req.into_body(), respond, key, publisher).await
         }
         Action::Stream {
@@ -168,7 +292,19 @@ async fn publish(
 ) {
     let max = ctx.shard.config().message_bytes_max;
     let mut payload = BytesMut::new();
-    while let Some(chunk) = body.data().await {
+    let deadline = Instant::now() + ctx.limits.body_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = match timeout(left, body.data()).await {
+            Some(Some(c)) => c,
+            Some(None) => break,
+            None => {
+                metrics::inc(&ctx.stats.limit_body_time);
+                let why = "request body not received in time";
+                reply(&mut respond, &Reply::text(408, why));
+                return;
+            }
+        };
         let Ok(chunk) = chunk else { return };
         let _ = body.flow_control().release_capacity(chunk.len());
         if payload.len() + chunk.len() > max {
@@ -219,8 +355,27 @@ async fn stream(ctx: &Rc<NetCtx>, mut respond: SendResponse<Bytes>, conn: Rc<Con
                 continue;
             }
         };
-        if send(&mut tx, data, last).await.is_err() || last {
+        let n = data.len();
+        if last {
+            let _ = send(&mut tx, data, true).await;
             break;
+        }
+        // A stream closed while blocked on the client's flow-control window (too slow, token
+        // expired) is reset, so the client learns it and its subscription goes now.
+        let sent =
+            futures_lite::future::or(async { Some(send(&mut tx, data, false).await) }, async {
+                conn.closing_signal().await;
+                None
+            })
+            .await;
+        match sent {
+            Some(Ok(())) => conn.wrote(n),
+            Some(Err(_)) => break,
+            None => {
+                metrics::inc(&ctx.stats.h2_streams_reset);
+                tx.send_reset(h2::Reason::CANCEL);
+                break;
+            }
         }
     }
     conn.writer_done();

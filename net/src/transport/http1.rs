@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use fanfare_proto::http::{parse_head, ParsedHead, RequestHead as Head};
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::api::{self, reply::Reply, Action, Request};
@@ -14,94 +15,6 @@ use crate::ctx::NetCtx;
 use crate::io::{read_some, timeout, unless, Io, Stop};
 use crate::metrics;
 use crate::session::{writer::writer, Conn};
-
-/// Most header lines in a request.
-const HEADERS_MAX: usize = 64;
-
-/// A parsed request head.
-struct Head {
-    method: String,
-    path: String,
-    query: Option<String>,
-    content_length: Option<usize>,
-    chunked: bool,
-    close: bool,
-    accept_sse: bool,
-    last_event_id: Option<String>,
-    authorization: Option<String>,
-    upgrade: bool,
-    len: usize,
-}
-
-enum Parsed {
-    Partial,
-    Head(Head),
-    Bad(u16, String),
-}
-
-fn parse_head(buf: &[u8], header_bytes_max: usize) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= header_bytes_max => n,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Bad(
-                431,
-                format!("request headers over {header_bytes_max} bytes or {HEADERS_MAX} lines"),
-            )
-        }
-        Ok(httparse::Status::Partial) if buf.len() > header_bytes_max => {
-            return Parsed::Bad(
-                431,
-                format!("request headers over {header_bytes_max} bytes"),
-            )
-        }
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(e) => return Parsed::Bad(400, format!("malformed HTTP request: {e}")),
-    };
-    let target = req.path.unwrap_or("/");
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (target.to_owned(), None),
-    };
-    let mut head = Head {
-        method: req.method.unwrap_or("").to_owned(),
-        path,
-        query,
-        content_length: None,
-        chunked: false,
-        close: req.version == Some(0),
-        accept_sse: false,
-        last_event_id: None,
-        authorization: None,
-        upgrade: false,
-        len,
-    };
-    for h in req.headers.iter() {
-        let v = String::from_utf8_lossy(h.value);
-        let v = v.trim();
-        let n = h.name;
-        if n.eq_ignore_ascii_case("content-length") {
-            match v.parse() {
-                Ok(l) => head.content_length = Some(l),
-                Err(_) => return Parsed::Bad(400, "invalid Content-Length".into()),
-            }
-        } else if n.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = v.to_ascii_lowercase().contains("chunked");
-        } else if n.eq_ignore_ascii_case("connection") {
-            let v = v.to_ascii_lowercase();
-            head.close |= v.contains("close");
-            head.upgrade |= v.contains("upgrade");
-        } else if n.eq_ignore_ascii_case("accept") {
-            head.accept_sse |= v.contains("text/event-stream");
-        } else if n.eq_ignore_ascii_case("last-event-id") {
-            head.last_event_id = Some(v.to_owned());
-        } else if n.eq_ignore_ascii_case("authorization") {
-            head.authorization = Some(v.to_owned());
-        }
-    }
-    Parsed::Head(head)
-}
 
 /// Serves a connection's HTTP/1.1 requests; `buf` holds bytes already read and `chunk` is the
 /// read buffer to reuse. The first request must arrive by `deadline`.
@@ -115,22 +28,31 @@ pub(crate) async fn serve<S: Io>(
 ) {
     let (mut r, mut w) = futures_lite::io::split(stream);
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
+    // The first request's head must be complete by `deadline` (the handshake time from
+    // accept). A later one may take the idle time to start, then the handshake time from its
+    // first byte to be complete.
+    let mut head_deadline = Some(deadline);
+    let mut idle = None;
     loop {
-        // The first request must arrive within the handshake time; later ones within the
-        // idle time.
         let head = loop {
             match parse_head(&buf, ctx.limits.header_bytes_max) {
-                Parsed::Head(h) => break h,
-                Parsed::Bad(status, why) => {
+                ParsedHead::Head(h) => break h,
+                ParsedHead::Bad { status, reason } => {
                     if status == 431 {
                         metrics::inc(&ctx.stats.limit_header_size);
                     }
-                    respond(&mut w, &Reply::text(status, why), true).await;
+                    respond(&mut w, &Reply::text(status, reason), true).await;
                     return;
                 }
-                Parsed::Partial => {}
+                ParsedHead::Partial => {}
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            if head_deadline.is_none() && !buf.is_empty() {
+                head_deadline = Some(Instant::now() + ctx.limits.handshake_timeout);
+            }
+            let left = match head_deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => ctx.limits.idle_timeout,
+            };
             let read = unless(
                 &mut stop,
                 timeout(left, read_some(&mut r, &mut buf, &mut chunk, &ctx.stats)),
@@ -138,6 +60,11 @@ pub(crate) async fn serve<S: Io>(
             .await;
             match read {
                 None => return, // shutdown before a request
+                Some(None) if head_deadline.is_none() => {
+                    // Kept alive and idle for the idle time: close quietly.
+                    metrics::inc(&ctx.stats.limit_idle);
+                    return;
+                }
                 Some(None) => {
                     metrics::inc(&ctx.stats.limit_handshake_time);
                     if !buf.is_empty() {
@@ -150,6 +77,7 @@ pub(crate) async fn serve<S: Io>(
                 Some(Some(Ok(_))) => {}
             }
         };
+        drop(idle.take());
         if head.path == "/v1/ws" && head.upgrade {
             let upgrade = match fanfare_proto::ws::parse_upgrade(&buf, ctx.limits.header_bytes_max)
             {
@@ -193,6 +121,24 @@ pub(crate) async fn serve<S: Io>(
         if !keep {
             return;
         }
+        head_deadline = None;
+        idle = Some(Gauge::up(&ctx.stats.connections_http_idle));
+    }
+}
+
+/// A gauge held up while a value lives (so every return path takes it down).
+struct Gauge<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn up(g: &'a std::sync::atomic::AtomicU64) -> Self {
+        metrics::inc(g);
+        Self(g)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        metrics::dec(self.0);
     }
 }
 
@@ -237,9 +183,24 @@ async fn request<S: Io>(
                 respond(w, &Reply::text(413, why), true).await;
                 return false;
             }
+            if head.expect_continue && buf.len() < len {
+                // The client waits for this before sending the body (curl does for large
+                // bodies); every refusal above was answered without it.
+                if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                    return false;
+                }
+            }
+            let body_deadline = Instant::now() + ctx.limits.body_timeout;
             while buf.len() < len {
-                match unless(stop, read_some(r, buf, chunk, &ctx.stats)).await {
-                    Some(Ok(n)) if n > 0 => {}
+                let left = body_deadline.saturating_duration_since(Instant::now());
+                match unless(stop, timeout(left, read_some(r, buf, chunk, &ctx.stats))).await {
+                    Some(Some(Ok(n))) if n > 0 => {}
+                    Some(None) => {
+                        metrics::inc(&ctx.stats.limit_body_time);
+                        let why = "request body not received in time";
+                        respond(w, &Reply::text(408, why), true).await;
+                        return false;
+                    }
                     _ => return false,
                 }
             }

@@ -92,11 +92,12 @@ pub(crate) async fn session<S: Io>(
         batch_items_max: 1,
     };
     chunk.resize(READ_CHUNK_BYTES, 0);
+    let mut shutting_down = false;
     'session: loop {
         loop {
             // Backpressure: take no more requests while their answers are not being read.
             if unless(&mut stop, conn.wait_for_room()).await.is_none() {
-                conn.close_with(WS.goodbye(close_code::GOING_AWAY, "server shutting down"));
+                shutting_down = true;
                 break 'session;
             }
             if conn.is_closing() {
@@ -104,6 +105,7 @@ pub(crate) async fn session<S: Io>(
             }
             match dec.decode(&mut buf) {
                 Ok(Some(m)) => {
+                    conn.partial_since.set(None);
                     let now = Instant::now();
                     conn.last_alive.set(now);
                     if !matches!(m, Message::Pong(_)) {
@@ -113,7 +115,16 @@ pub(crate) async fn session<S: Io>(
                         break 'session;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // In the middle of a message: the sweep holds it to `message_timeout`.
+                    let partial = dec.assembling() || !buf.is_empty();
+                    match (partial, conn.partial_since.get()) {
+                        (true, None) => conn.partial_since.set(Some(Instant::now())),
+                        (false, Some(_)) => conn.partial_since.set(None),
+                        _ => {}
+                    }
+                    break;
+                }
                 Err(e) => {
                     metrics::inc(&ctx.stats.protocol_errors);
                     if e.close_code() == close_code::TOO_BIG {
@@ -142,7 +153,7 @@ pub(crate) async fn session<S: Io>(
         .await;
         match read {
             None => {
-                conn.close_with(WS.goodbye(close_code::GOING_AWAY, "server shutting down"));
+                shutting_down = true;
                 break;
             }
             Some(None) => break,
@@ -153,14 +164,47 @@ pub(crate) async fn session<S: Io>(
             Some(Some(Ok(_))) => {}
         }
     }
+    let drain = cfg.drain_timeout;
+    if shutting_down {
+        // Every publish the client sent before the close is answered: requests already read
+        // are refused `ShuttingDown`, and those in flight get their ack (or refusal) before
+        // the close frame.
+        refuse_buffered(&conn, &mut dec, &mut buf, &dlim);
+        let deadline = Instant::now() + drain;
+        while conn.publishes_in_flight.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        conn.close_with(WS.goodbye(close_code::GOING_AWAY, "server shutting down"));
+    }
     conn.unsubscribe_all();
     // The writer sends what is queued and the close frame; a stuck socket ends at the
     // write timeout, and shutdown does not wait longer than its drain time.
-    let drain = cfg.drain_timeout;
     futures_lite::future::or(writer, async move {
         glommio::timer::sleep(drain).await;
     })
     .await;
+}
+
+/// At shutdown: answers every complete request still in `buf` with `ShuttingDown`.
+fn refuse_buffered(conn: &Conn, dec: &mut wsp::Decoder, buf: &mut BytesMut, dlim: &DecodeLimits) {
+    while let Ok(Some(m)) = dec.decode(buf) {
+        let Message::Binary(b) = m else { continue };
+        let request_id = match ClientMsg::decode(&b, dlim) {
+            Ok(
+                ClientMsg::Publish { request_id, .. }
+                | ClientMsg::Subscribe { request_id, .. }
+                | ClientMsg::Unsubscribe { request_id, .. }
+                | ClientMsg::RefreshToken { request_id, .. },
+            ) => request_id,
+            Ok(_) => continue,
+            Err(_) => ClientMsg::request_id_of(&b, dlim),
+        };
+        conn.send(&ServerMsg::Error {
+            request_id,
+            code: ErrorCode::ShuttingDown,
+            text: "the server is shutting down".into(),
+        });
+    }
 }
 
 /// Handles one message; `false` ends the session.
@@ -175,7 +219,7 @@ async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAd
                     metrics::inc(&ctx.stats.limit_message_size);
                 }
                 conn.send(&ServerMsg::Error {
-                    request_id: 0,
+                    request_id: ClientMsg::request_id_of(&b, dlim),
                     code,
                     text: e.to_string(),
                 });

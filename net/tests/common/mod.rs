@@ -80,7 +80,7 @@ pub fn curl(args: &[&str]) -> (String, String) {
         .args(["-sS", "--max-time", "5"])
         .args(args)
         .output()
-        .expect("curl is installed (.ci/run installs it)");
+        .expect("install curl to run this test (`bash .ci/test` installs it with apt-get)");
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
