@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# A/B: two builds of the Fanfare broker on the same scenarios, alternating runs, one generator.
+#
+#   bench/ab.sh OLD_BIN NEW_BIN            # e.g. a build of the previous commit and this one
+#   REPS=5 ONLY='1->1' bench/ab.sh A B
+#
+# Each run starts a fresh broker pinned to BROKER_CPUS (default 0) with one shard, runs the
+# generator (NEW_BIN's `fanfare bench`, or GEN_BIN) on the other CPUs, and records delivered
+# messages per broker CPU-second (broker utime + stime from /proc around the run). Runs
+# alternate A, B, A, B, ... so drift on a shared machine hits both. Prints the median per build
+# and the ratio B/A per scenario; raw JSON lines go to $RESULTS (default /tmp/fanfare-ab.jsonl).
+# Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 2 ] || { echo "usage: bench/ab.sh OLD_BIN NEW_BIN" >&2; exit 2; }
+A=$(realpath "$1"); B=$(realpath "$2"); GEN_BIN=${GEN_BIN:-$B}
+REPS=${REPS:-3}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; ONLY=${ONLY:-.}
+BROKER_CPUS=${BROKER_CPUS:-0}
+GEN_CPUS=${GEN_CPUS:-$(seq 0 $(($(nproc) - 1)) | grep -vx "$BROKER_CPUS" | paste -sd, || true)}
+[ -n "$GEN_CPUS" ] || GEN_CPUS=$BROKER_CPUS
+results=${RESULTS:-/tmp/fanfare-ab.jsonl}
+: > "$results"
+source bench/lib.sh
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true' EXIT
+
+scenarios=(
+  "1->1|--publishers 1 --subscribers 1 --topics 1 --payload 128 --rate 0 --window 256"
+  "1->100|--publishers 1 --subscribers 100 --topics 1 --payload 128 --rate 0 --window 256"
+  "1->1000|--publishers 1 --subscribers 1000 --topics 1 --payload 128 --rate 0 --window 256"
+  "many topics|--publishers 100 --subscribers 10000 --topics 1000 --payload 128 --rate 0 --window 16"
+)
+
+one() {
+  local bin=$1 label=$2 name=$3; shift 3
+  free_port
+  taskset -c "$BROKER_CPUS" "$bin" serve --no-pin --shards 1 --listen 127.0.0.1:$port \
+    >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+  local c0 c1 out
+  c0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  out=$(taskset -c "$GEN_CPUS" "$GEN_BIN" bench --url ws://127.0.0.1:$port/v1/ws --json \
+          --duration "$DURATION" --warmup "$WARMUP" "$@" 2>/dev/null || echo '{}')
+  c1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1] or "{}"); r.update(build=sys.argv[2], scenario=sys.argv[3], broker_cpu_s=(float(sys.argv[5])-float(sys.argv[4]))/100); print(json.dumps(r))' \
+    "$out" "$label" "$name" "$c0" "$c1" >> "$results"
+}
+
+for s in "${scenarios[@]}"; do
+  name=${s%%|*}; args=${s#*|}
+  [[ "$name" =~ $ONLY ]] || continue
+  for _ in $(seq "$REPS"); do
+    # shellcheck disable=SC2086
+    one "$A" A "$name" $args
+    # shellcheck disable=SC2086
+    one "$B" B "$name" $args
+  done
+  echo "  $name done" >&2
+done
+
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    if "delivered" not in r or r["broker_cpu_s"] <= 0:
+        continue
+    by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(r["delivered"] / r["broker_cpu_s"])
+print("| scenario | A delivered/CPU-s (median, min-max) | B | B / A |")
+print("|---|---|---|---|")
+for sc, b in by.items():
+    a, n = b.get("A", []), b.get("B", [])
+    if not a or not n:
+        print(f"| {sc} | {len(a)} runs | {len(n)} runs | n/a |")
+        continue
+    ma, mb = statistics.median(a), statistics.median(n)
+    print(f"| {sc} | {ma:,.0f} ({min(a):,.0f}-{max(a):,.0f}) | {mb:,.0f} ({min(n):,.0f}-{max(n):,.0f}) | {mb/ma:.2f} |")
+PY
