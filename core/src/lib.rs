@@ -52,6 +52,6 @@ pub use message::{
     CloseReason, Event, Message, PublishError, Published, StartError, SubscribeAccepted,
     SubscribeError,
 };
-pub use shard::{ClusterPort, FetchCallback, OwnedTopicInfo, ShardHandle, ShardHook};
+pub use shard::{ClusterPort, FetchCallback, Hold, OwnedTopicInfo, ShardHandle, ShardHook};
 pub use sink::{Accept, Delivery, Encoded, EncodingSlot, Offer, Sink};
 pub use stats::{ShardStats, StatsSnapshot};

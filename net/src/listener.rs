@@ -170,6 +170,8 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
         metrics::set(&ctx.stats.connections_open, ctx.connections.get() as u64);
         let ctx2 = ctx.clone();
         glommio::spawn_local(async move {
+            // Shutdown waits (up to drain_timeout) for this connection to say goodbye.
+            let _hold = ctx2.shard.hold();
             handle(stream, ctx2.clone()).await;
             ctx2.connections.set(ctx2.connections.get() - 1);
             metrics::set(&ctx2.stats.connections_open, ctx2.connections.get() as u64);

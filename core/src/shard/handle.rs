@@ -110,10 +110,33 @@ impl ShardHandle {
         }
     }
 
+    /// Marks work in progress (a connection) that shutdown waits for, up to the engine's
+    /// `drain_timeout`, after it signals [`ShardHandle::shutdown_signal`]: the work ends itself
+    /// on that signal and drops the guard. Without it, a shard could stop while a connection
+    /// still had answers to send.
+    pub fn hold(&self) -> Hold {
+        self.state.borrow_mut().holds += 1;
+        Hold {
+            state: self.state.clone(),
+        }
+    }
+
     /// Resolves when the broker starts shutting down. Cheap to poll repeatedly: the future
     /// holds one waker slot however often it is polled.
     pub fn shutdown_signal(&self) -> impl Future<Output = ()> + 'static {
         SignalWait::new(self.state.borrow().shutdown.clone())
+    }
+}
+
+/// Work in progress that shutdown waits for; dropping it ends the hold.
+pub struct Hold {
+    state: Rc<RefCell<State>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut st = self.state.borrow_mut();
+        st.holds = st.holds.saturating_sub(1);
     }
 }
 

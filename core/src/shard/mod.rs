@@ -29,7 +29,7 @@ mod state;
 mod tests;
 mod upstream;
 
-pub use handle::ShardHandle;
+pub use handle::{Hold, ShardHandle};
 pub use owner::OwnedTopicInfo;
 pub use port::ClusterPort;
 pub use run::ShardHook;

@@ -186,7 +186,12 @@ pub(crate) async fn run(boot: Boot) {
         st.shutdown.fire();
         st.close_subs(CloseReason::ShuttingDown, true);
     }
-    while !state.borrow().sub_index.is_empty() && Instant::now() < deadline {
+    // Connections (held work) and subscriptions get until the drain deadline to end.
+    while {
+        let st = state.borrow();
+        !st.sub_index.is_empty() || st.holds > 0
+    } && Instant::now() < deadline
+    {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     state

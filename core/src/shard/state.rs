@@ -108,6 +108,9 @@ pub(crate) struct State {
     pub closing: bool,
     /// Peers whose `Fin` arrived during shutdown.
     pub fins: usize,
+    /// Work in progress on this shard that shutdown waits for (up to `drain_timeout`): the
+    /// network front holds one per open connection ([`crate::ShardHandle::hold`]).
+    pub holds: usize,
     pub shutdown: Rc<Signal>,
     pub last_heartbeat_scan: Instant,
     pub last_sweep: Instant,
@@ -140,6 +143,7 @@ impl State {
             scratch_shards: Vec::new(),
             closing: false,
             fins: 0,
+            holds: 0,
             shutdown: Rc::new(Signal::default()),
             last_heartbeat_scan: now,
             last_sweep: now,
