@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -254,16 +254,6 @@ fn read_items(c: &mut Client, seen: &mut Seen, n: usize) {
     drain(c, seen, Duration::from_millis(50));
 }
 
-/// Reads what arrives for `d`.
-fn read_for(c: &mut Client, seen: &mut Seen, d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if let Ok(m) = c.recv() {
-            record(m, seen);
-        }
-    }
-}
-
 /// Reads what arrives until `quiet` passes with nothing new.
 fn drain(c: &mut Client, seen: &mut Seen, quiet: Duration) {
     let mut last = Instant::now();
@@ -409,7 +399,12 @@ fn routers_agree_topics_spread_and_links_are_shared() {
     }
     for (i, sub) in many.iter_mut().enumerate().step_by(97) {
         let mut seen = Seen::default();
-        drain(sub, &mut seen, Duration::from_millis(300));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.items.iter().any(|(_, _, p)| p == "m2") && Instant::now() < deadline {
+            if let Ok(m) = sub.recv() {
+                record(m, &mut seen);
+            }
+        }
         let got: Vec<&str> = seen.items.iter().map(|(_, _, p)| p.as_str()).collect();
         assert!(
             got.ends_with(&["m0", "m1", "m2"]),
@@ -424,64 +419,102 @@ fn routers_agree_topics_spread_and_links_are_shared() {
     );
 }
 
+/// Every acknowledged (topic, epoch, seq, payload), in the order the acks came.
+type Acked = Arc<Mutex<Vec<(String, u64, u64, String)>>>;
+
 /// Publishes round-robin to `topics` through `url` until `stop`, retrying refused publishes;
-/// returns every acknowledged (topic, epoch, seq, payload).
+/// every acknowledged publish is appended to the returned list as it is acked.
 fn publisher(
     url: String,
     topics: Vec<String>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(String, u64, u64, String)>> {
-    std::thread::spawn(move || {
-        let mut acked = Vec::new();
-        let mut c = Client::connect(&url).unwrap();
+) -> (std::thread::JoinHandle<()>, Acked) {
+    let acked: Acked = Arc::default();
+    let out = acked.clone();
+    let h = std::thread::spawn(move || {
+        // A publish gives up after 2 s (the test fails rather than hangs on a lost ack).
+        let dial = |url: &str| {
+            let c = Client::connect(url)?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            Ok::<_, anyhow::Error>(c)
+        };
+        let mut c = dial(&url).unwrap();
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             for t in &topics {
                 n += 1;
                 let body = format!("{t}:{n}");
                 match c.publish("t", t, Bytes::from(body.clone())) {
-                    Ok((e, s)) => acked.push((t.clone(), e, s, body)),
+                    Ok((e, s)) => out.lock().unwrap().push((t.clone(), e, s, body)),
                     Err(_) => {
                         // Refused (owner unavailable during a failover) or the connection
                         // closed: not acknowledged; reconnect if needed and go on.
-                        if let Ok(c2) = Client::connect(&url) {
+                        if let Ok(c2) = dial(&url) {
                             c = c2;
                         }
                     }
                 }
             }
+            // Paced, so a run of a few seconds stays a few hundred messages per topic.
             std::thread::sleep(Duration::from_millis(20));
         }
-        acked
-    })
+    });
+    (h, acked)
 }
 
-/// Reads `clients` into their `Seen` until `stop`.
+/// What each topic's subscriber saw so far.
+type SeenBy = Arc<Mutex<BTreeMap<String, Seen>>>;
+
+/// Reads `clients` into their `Seen` (shared, updated as items arrive) until `stop`.
 fn readers(
     clients: Vec<(String, Client)>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<BTreeMap<String, Seen>> {
-    std::thread::spawn(move || {
+) -> (std::thread::JoinHandle<()>, SeenBy) {
+    let seen: SeenBy = Arc::default();
+    let out = seen.clone();
+    let h = std::thread::spawn(move || {
         let mut clients = clients;
-        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
         while !stop.load(Ordering::Relaxed) {
             for (t, c) in clients.iter_mut() {
-                let s = seen.entry(t.clone()).or_default();
                 c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
                 while let Ok(m) = c.recv() {
-                    record(m, s);
+                    record(m, out.lock().unwrap().entry(t.clone()).or_default());
                 }
             }
         }
-        for (t, c) in clients.iter_mut() {
-            drain(
-                c,
-                seen.entry(t.clone()).or_default(),
-                Duration::from_millis(500),
-            );
-        }
-        seen
+    });
+    (h, seen)
+}
+
+/// Whether, for every topic in `topics`, every message acknowledged in the topic's latest
+/// acknowledged epoch has been seen.
+fn caught_up(topics: &[String], acked: &Acked, seen: &SeenBy) -> bool {
+    let acked = acked.lock().unwrap();
+    let seen = seen.lock().unwrap();
+    topics.iter().all(|t| {
+        let Some(last_epoch) = acked.iter().filter(|a| &a.0 == t).map(|a| a.1).max() else {
+            return false;
+        };
+        let got: BTreeSet<(u64, u64)> = seen
+            .get(t)
+            .map(|s| s.items.iter().map(|i| (i.0, i.1)).collect())
+            .unwrap_or_default();
+        acked
+            .iter()
+            .filter(|a| &a.0 == t && a.1 == last_epoch)
+            .all(|a| got.contains(&(a.1, a.2)))
     })
+}
+
+/// Epochs in which `topic` was acknowledged so far.
+fn acked_epochs(acked: &Acked, topic: &str) -> BTreeSet<u64> {
+    acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.0 == topic)
+        .map(|a| a.1)
+        .collect()
 }
 
 #[test]
@@ -494,9 +527,15 @@ fn storage_node_killed_and_restarted() {
         .collect();
     let stop_pub = Arc::new(AtomicBool::new(false));
     let stop_read = Arc::new(AtomicBool::new(false));
-    let reader = readers(clients, stop_read.clone());
-    let pubs = publisher(c.routers[1].ws(), topics.clone(), stop_pub.clone());
-    std::thread::sleep(Duration::from_millis(800));
+    let (reader, seen_live) = readers(clients, stop_read.clone());
+    let (pubs, acked_live) = publisher(c.routers[1].ws(), topics.clone(), stop_pub.clone());
+    let long = Duration::from_secs(20);
+    wait_until("every topic to deliver", long, || {
+        let seen = seen_live.lock().unwrap();
+        topics
+            .iter()
+            .all(|t| seen.get(t).is_some_and(|s| !s.items.is_empty()))
+    });
     let victim_topics = c.storage[1].topics();
     assert!(!victim_topics.is_empty(), "s2 owns some of the 12 topics");
     let victim_addr = c.storage[1].cluster;
@@ -504,19 +543,32 @@ fn storage_node_killed_and_restarted() {
 
     c.storage[1].kill9();
     c.wait_members(&["r1", "r2", "s1", "s3"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Its topics fail over: acknowledged in a second epoch, and delivered.
+    wait_until("s2's topics to be acknowledged elsewhere", long, || {
+        victim_topics
+            .iter()
+            .all(|t| acked_epochs(&acked_live, t).len() >= 2)
+    });
     let restarted = Node::start("s2", "storage", &[seed], Some(victim_addr));
     c.storage[1] = restarted;
     c.wait_members(&["r1", "r2", "s1", "s2", "s3"]);
     wait_until("topics to move back to s2", Duration::from_secs(10), || {
         c.storage[1].topics().len() == victim_topics.len()
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until("s2's topics to be acknowledged by it again", long, || {
+        victim_topics
+            .iter()
+            .all(|t| acked_epochs(&acked_live, t).len() >= 3)
+    });
     stop_pub.store(true, Ordering::Relaxed);
-    let acked = pubs.join().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    pubs.join().unwrap();
+    wait_until("every acknowledged message to arrive", long, || {
+        caught_up(&topics, &acked_live, &seen_live)
+    });
     stop_read.store(true, Ordering::Relaxed);
-    let seen = reader.join().unwrap();
+    reader.join().unwrap();
+    let acked = acked_live.lock().unwrap().clone();
+    let seen = seen_live.lock().unwrap().clone();
 
     let acked_at: BTreeMap<(u64, u64, String), String> = acked
         .iter()
@@ -573,15 +625,20 @@ fn router_killed_clients_resume_on_the_other() {
     let topic = "resume".to_owned();
     let mut sub = subscribe(&c.routers[0].ws(), &topic, Start::Latest);
     let stop = Arc::new(AtomicBool::new(false));
-    let pubs = publisher(c.routers[1].ws(), vec![topic.clone()], stop.clone());
+    let (pubs, acked) = publisher(c.routers[1].ws(), vec![topic.clone()], stop.clone());
     let mut seen = Seen::default();
-    read_for(&mut sub, &mut seen, Duration::from_millis(700));
-    assert!(!seen.items.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.items.len() < 5 && Instant::now() < deadline {
+        if let Ok(m) = sub.recv() {
+            record(m, &mut seen);
+        }
+    }
+    assert!(seen.items.len() >= 5, "{seen:?}");
     c.routers[0].kill9();
     // The client reconnects to the other router and resumes after the last item it saw;
     // messages published meanwhile come from history.
-    std::thread::sleep(Duration::from_millis(300));
     let (epoch, last, _) = seen.items.last().cloned().unwrap();
+    let acked_at_kill = acked.lock().unwrap().len();
     let mut sub = subscribe(
         &c.routers[1].ws(),
         &topic,
@@ -590,13 +647,30 @@ fn router_killed_clients_resume_on_the_other() {
             seq: last + 1,
         },
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Publishing goes on across the resume, then stops.
+    wait_until(
+        "publishes after the resume",
+        Duration::from_secs(10),
+        || acked.lock().unwrap().len() >= acked_at_kill + 10,
+    );
     stop.store(true, Ordering::Relaxed);
-    let acked = pubs.join().unwrap();
-    drain(&mut sub, &mut seen, Duration::from_millis(700));
+    pubs.join().unwrap();
+    let want: Vec<(u64, u64, String)> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, e, s, b)| (*e, *s, b.clone()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.items.len() < want.len() && Instant::now() < deadline {
+        if let Ok(m) = sub.recv() {
+            record(m, &mut seen);
+        }
+    }
+    // Anything beyond what was acknowledged would show now.
+    drain(&mut sub, &mut seen, Duration::from_millis(100));
     assert!(seen.discontinuities.is_empty(), "{seen:?}");
     assert_in_order(&topic, &seen);
-    let want: Vec<(u64, u64, String)> = acked.into_iter().map(|(_, e, s, b)| (e, s, b)).collect();
     assert_eq!(
         seen.items, want,
         "every acknowledged message, once, in order"

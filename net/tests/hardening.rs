@@ -491,8 +491,14 @@ fn shutdown_answers_every_publish_it_read() {
         }
         stopper.await.unwrap();
         let last = answered.iter().next_back().copied().unwrap_or(0);
-        let holes: Vec<u64> = (1..=last).filter(|i| !answered.contains(i)).take(10).collect();
-        assert!(holes.is_empty(), "unanswered publishes before {last}: {holes:?}");
+        let holes: Vec<u64> = (1..=last)
+            .filter(|i| !answered.contains(i))
+            .take(10)
+            .collect();
+        assert!(
+            holes.is_empty(),
+            "unanswered publishes before {last}: {holes:?}"
+        );
         acked
     });
     // Every message the engine ordered was acknowledged to its publisher.
