@@ -48,9 +48,20 @@ impl Node {
         cluster: Option<SocketAddr>,
         extra: &str,
     ) -> Node {
+        Node::start_config(id, roles, seeds, cluster, &format!("{FAST_SWIM}{extra}"))
+    }
+
+    /// [`Node::start`] with `config` as its whole settings file.
+    fn start_config(
+        id: &str,
+        roles: &str,
+        seeds: &[SocketAddr],
+        cluster: Option<SocketAddr>,
+        config: &str,
+    ) -> Node {
         let dir = test_dir();
         let cfg = dir.join(format!("{id}.toml"));
-        std::fs::write(&cfg, format!("{FAST_SWIM}{extra}")).unwrap();
+        std::fs::write(&cfg, config).unwrap();
         let listen = cluster.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
         let mut cmd = common::serve_command();
         cmd.args(["--config", cfg.to_str().unwrap()]).args([
@@ -541,8 +552,16 @@ fn storage_node_killed_and_restarted() {
     let victim_addr = c.storage[1].cluster;
     let seed = c.storage[0].cluster;
 
+    let killed = Instant::now();
     c.storage[1].kill9();
     c.wait_members(&["r1", "r2", "s1", "s3"]);
+    // Detection with the default SWIM timings (docs/cluster.md states the range).
+    let detected = killed.elapsed();
+    eprintln!("every node saw s2 down {detected:?} after kill -9");
+    assert!(
+        detected < Duration::from_secs(10),
+        "detection took {detected:?}"
+    );
     // Its topics fail over: acknowledged in a second epoch, and delivered.
     wait_until("s2's topics to be acknowledged elsewhere", long, || {
         victim_topics
@@ -900,4 +919,35 @@ fn the_seed_restarted_without_seeds_rejoins_within_seconds() {
         }
         !c.storage[0].topics().is_empty()
     });
+}
+
+/// With the default SWIM timings (probe every 1 s, 400 ms probe timeout, 3 s to refute a
+/// suspicion), every node sees a node killed with -9 as down within the range docs/cluster.md
+/// states (the other tests run faster timings).
+#[test]
+fn dead_node_detection_with_default_timings() {
+    let s1 = Node::start_config("d1", "storage", &[], None, "");
+    let seed = [s1.cluster];
+    let mut s2 = Node::start_config("d2", "storage", &seed, None, "");
+    let r1 = Node::start_config("d3", "router", &seed, None, "");
+    let all: BTreeSet<String> = ["d1", "d2", "d3"].iter().map(|s| s.to_string()).collect();
+    for n in [&s1, &s2, &r1] {
+        wait_until("the three to meet", Duration::from_secs(20), || {
+            n.members() == all
+        });
+    }
+    let killed = Instant::now();
+    s2.kill9();
+    let left: BTreeSet<String> = ["d1", "d3"].iter().map(|s| s.to_string()).collect();
+    for n in [&s1, &r1] {
+        wait_until("d2 to be declared down", Duration::from_secs(20), || {
+            n.members() == left
+        });
+    }
+    let detected = killed.elapsed();
+    eprintln!("with default timings, every node saw d2 down {detected:?} after kill -9");
+    assert!(
+        detected >= Duration::from_secs(3) && detected < Duration::from_secs(7),
+        "detection took {detected:?}; docs/cluster.md says 3-7 s"
+    );
 }
