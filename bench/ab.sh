@@ -60,21 +60,4 @@ for s in "${scenarios[@]}"; do
   echo "  $name done" >&2
 done
 
-python3 - "$results" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-by = {}
-for r in rows:
-    if "delivered" not in r or r["broker_cpu_s"] <= 0:
-        continue
-    by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(r["delivered"] / r["broker_cpu_s"])
-print("| scenario | A delivered/CPU-s (median, min-max) | B | B / A |")
-print("|---|---|---|---|")
-for sc, b in by.items():
-    a, n = b.get("A", []), b.get("B", [])
-    if not a or not n:
-        print(f"| {sc} | {len(a)} runs | {len(n)} runs | n/a |")
-        continue
-    ma, mb = statistics.median(a), statistics.median(n)
-    print(f"| {sc} | {ma:,.0f} ({min(a):,.0f}-{max(a):,.0f}) | {mb:,.0f} ({min(n):,.0f}-{max(n):,.0f}) | {mb/ma:.2f} |")
-PY
+python3 bench/report.py ab "$results"

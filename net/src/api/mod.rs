@@ -187,9 +187,10 @@ pub(crate) fn open_stream(
     start: Start,
     enc: &'static dyn Encoder,
     grant: Option<Arc<Grant>>,
+    transport: &'static str,
     peer: IpAddr,
 ) -> Result<Rc<Conn>, Reply> {
-    let conn = Conn::new(ctx.clone(), enc, peer);
+    let conn = Conn::new(ctx.clone(), enc, transport, peer);
     if let Some(g) = grant {
         conn.set_grant(g);
     }

@@ -81,6 +81,8 @@ pub(crate) struct Conn {
     pub ctx: Rc<NetCtx>,
     /// How its events go on the wire.
     pub enc: &'static dyn Encoder,
+    /// The protocol it came over (`ws`, `http/1.1`, `h2`), for logs.
+    pub transport: &'static str,
     /// The client's address (for logs).
     pub peer: std::net::IpAddr,
     out: RefCell<Out>,
@@ -111,10 +113,16 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(ctx: Rc<NetCtx>, enc: &'static dyn Encoder, peer: std::net::IpAddr) -> Rc<Self> {
+    pub fn new(
+        ctx: Rc<NetCtx>,
+        enc: &'static dyn Encoder,
+        transport: &'static str,
+        peer: std::net::IpAddr,
+    ) -> Rc<Self> {
         let conn = Rc::new(Self {
             ctx: ctx.clone(),
             enc,
+            transport,
             peer,
             out: RefCell::new(Out::default()),
             subs: RefCell::new(AHashMap::new()),
@@ -255,7 +263,13 @@ impl Conn {
         if self.is_closing() {
             return;
         }
-        tracing::info!(peer = %self.peer, encoding = self.enc.name(), reason, "closing connection");
+        tracing::info!(
+            peer = %self.peer,
+            transport = self.transport,
+            encoding = self.enc.name(),
+            reason,
+            "closing connection"
+        );
         self.close_with(self.enc.goodbye(code, reason));
     }
 

@@ -261,7 +261,7 @@ async fn request(
             start,
             enc,
             grant,
-        } => match api::open_stream(&ctx, key, start, enc, grant, peer) {
+        } => match api::open_stream(&ctx, key, start, enc, grant, "h2", peer) {
             Ok(conn) => stream(&ctx, respond, conn).await,
             Err(rep) => reply(&mut respond, &rep),
         },

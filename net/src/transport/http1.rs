@@ -215,7 +215,7 @@ async fn request<S: Io>(
             enc,
             grant,
         } => {
-            match api::open_stream(ctx, key, start, enc, grant, peer) {
+            match api::open_stream(ctx, key, start, enc, grant, "http/1.1", peer) {
                 Ok(conn) => stream(ctx, conn, r, w, buf, chunk, stop).await,
                 Err(rep) => respond(w, &rep, true).await,
             }

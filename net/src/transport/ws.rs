@@ -72,7 +72,7 @@ pub(crate) async fn session<S: Io>(
     {
         return;
     }
-    let conn = Conn::new(ctx.clone(), &WS, peer);
+    let conn = Conn::new(ctx.clone(), &WS, "ws", peer);
     if let Some(g) = grant {
         conn.set_grant(g);
     }
