@@ -519,3 +519,56 @@ fn message_limit_over_frame_limit_is_refused_at_start() {
         "{text}"
     );
 }
+
+/// HTTP/2 publishes on one connection are bounded by `publishes_in_flight_max` like a
+/// WebSocket's: past it a publish waits for a slot (they used to be unbounded).
+#[test]
+fn http2_publishes_wait_for_a_slot() {
+    let srv = server_with(|c| c.limits.publishes_in_flight_max = 1);
+    mt().block_on(async {
+        let send = h2_client(srv.local_addr(), 65_535).await;
+        let post = |path: &str| {
+            Request::post(format!("http://localhost{path}"))
+                .header("content-length", "2")
+                .body(())
+                .unwrap()
+        };
+        // The first publish holds the only slot while its body has not arrived.
+        let (first, mut first_body) = send
+            .clone()
+            .ready()
+            .await
+            .unwrap()
+            .send_request(post("/v1/topics/ns/a"), false)
+            .unwrap();
+        let (second, mut second_body) = send
+            .clone()
+            .ready()
+            .await
+            .unwrap()
+            .send_request(post("/v1/topics/ns/b"), false)
+            .unwrap();
+        second_body
+            .send_data(Bytes::from_static(b"hi"), true)
+            .unwrap();
+        tokio::task::block_in_place(|| {
+            wait_until("the second publish to wait for a slot", WAIT, || {
+                srv.metrics().total("limit_publish_window") >= 1
+            })
+        });
+        let mut second = Box::pin(second);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut second)
+                .await
+                .is_err(),
+            "the second publish was answered while the first held the only slot"
+        );
+        first_body
+            .send_data(Bytes::from_static(b"hi"), true)
+            .unwrap();
+        let first = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
+        assert_eq!(first.status(), 200);
+        let second = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
+        assert_eq!(second.status(), 200);
+    });
+}
