@@ -135,12 +135,25 @@ impl Client {
 
     /// Publishes and waits for the ack: `(epoch, seq)`.
     pub fn publish(&mut self, namespace: &str, topic: &str, payload: Bytes) -> Result<(u64, u64)> {
+        self.publish_keyed(namespace, topic, payload, None)
+    }
+
+    /// [`Client::publish`] with an idempotency key: retrying with the same key (after a lost
+    /// ack, a reconnect) is answered with the original `(epoch, seq)` and publishes nothing new,
+    /// within the broker's idempotency window.
+    pub fn publish_keyed(
+        &mut self,
+        namespace: &str,
+        topic: &str,
+        payload: Bytes,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u64, u64)> {
         self.send(&ClientMsg::Publish {
             request_id: 1,
             namespace: Name::try_from(namespace).context("namespace")?,
             topic: Name::try_from(topic).context("topic")?,
             payload,
-            idempotency_key: None,
+            idempotency_key: idempotency_key.map(str::to_owned),
         })?;
         loop {
             match self.recv()? {

@@ -335,6 +335,9 @@ struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Give every publish a unique idempotency key (measures the owner's key window).
+    #[arg(long)]
+    idempotency_keys: bool,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -394,6 +397,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         ca: a.ca,
         insecure: a.insecure,
         hdr_log: a.hdr_log,
+        idempotency_keys: a.idempotency_keys,
     };
     let progress = std::sync::Arc::new(fanfare_bench::Progress::default());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -18,6 +18,8 @@ pub struct Settings {
     pub pin: Option<bool>,
     pub cpus: Option<Vec<usize>>,
     pub history_messages_max: Option<usize>,
+    pub idempotency_window_ms: Option<u64>,
+    pub idempotency_keys_max: Option<usize>,
     pub history_bytes_max: Option<usize>,
     pub history_age_secs_max: Option<u64>,
     pub topics_per_shard_max: Option<usize>,
@@ -338,6 +340,12 @@ impl Settings {
             e.cpus = Some(cpus.clone());
         }
         set!(e.history_messages_max, self.history_messages_max);
+        set!(
+            e.idempotency_window,
+            self.idempotency_window_ms,
+            Duration::from_millis
+        );
+        set!(e.idempotency_keys_max, self.idempotency_keys_max);
         set!(e.history_bytes_max, self.history_bytes_max);
         set!(
             e.history_age_max,

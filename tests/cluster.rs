@@ -951,3 +951,27 @@ fn dead_node_detection_with_default_timings() {
         "detection took {detected:?}; docs/cluster.md says 3-7 s"
     );
 }
+
+/// An idempotency key crosses the router -> storage link: a retry through either router is
+/// answered by the owner with the original position.
+#[test]
+fn idempotent_publish_through_routers() {
+    let c = Cluster::start();
+    let mut a = connect(&c.routers[0].ws());
+    let mut b = connect(&c.routers[1].ws());
+    let first = a
+        .publish_keyed("t", "idem", Bytes::from_static(b"x"), Some("order-1"))
+        .unwrap();
+    let via_a = a
+        .publish_keyed("t", "idem", Bytes::from_static(b"x"), Some("order-1"))
+        .unwrap();
+    let via_b = b
+        .publish_keyed("t", "idem", Bytes::from_static(b"x"), Some("order-1"))
+        .unwrap();
+    assert_eq!(via_a, first);
+    assert_eq!(via_b, first, "the owner, not the router, remembers the key");
+    let next = b
+        .publish_keyed("t", "idem", Bytes::from_static(b"y"), Some("order-2"))
+        .unwrap();
+    assert_eq!(next, (first.0, first.1 + 1));
+}

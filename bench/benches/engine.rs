@@ -67,7 +67,7 @@ fn timed_on_shard(b: &Broker, from_shard: usize, topic: &'static str, iters: u64
             for _ in 0..iters {
                 // A key per publish, as a connection builds one per decoded publish.
                 let key = h.topic_key("bench", topic).expect("key");
-                h.publish(key, payload.clone(), None)
+                h.publish(key, payload.clone(), Default::default())
                     .await
                     .expect("publish");
             }

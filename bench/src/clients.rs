@@ -67,7 +67,7 @@ impl Pub {
             (Kind::Fanfare, Transport::Ws | Transport::Sse) => Pub::Ws(
                 fanfare::Ws::connect(&t.http1, &t.path, token)
                     .await?
-                    .into_publisher(acks),
+                    .into_publisher(acks, s.idempotency_keys),
             ),
         })
     }

@@ -158,7 +158,8 @@ impl Ws {
     }
 
     /// Splits into a publisher: the write half, and a reader task turning acks into `acks`.
-    pub fn into_publisher(self, acks: Rc<Acks>) -> WsPub {
+    /// With `keyed`, every publish carries a unique idempotency key.
+    pub fn into_publisher(self, acks: Rc<Acks>, keyed: bool) -> WsPub {
         let Ws {
             stream,
             rbuf,
@@ -172,6 +173,7 @@ impl Ws {
             fbb: flatbuffers::FlatBufferBuilder::with_capacity(1024),
             out: BytesMut::new(),
             mask: 0x1234_5678,
+            keys: keyed.then(|| (crate::clock::now_ns(), 0)),
             _reader: reader,
         }
     }
@@ -207,12 +209,18 @@ pub(crate) struct WsPub {
     fbb: flatbuffers::FlatBufferBuilder<'static>,
     out: BytesMut,
     mask: u32,
+    /// With idempotency keys: this publisher's id and how many keys it used.
+    keys: Option<(u64, u64)>,
     _reader: glommio::Task<()>,
 }
 
 impl WsPub {
     /// Appends a publish frame to the pending write.
     pub fn push(&mut self, ns: &str, topic: &str, payload: &[u8], intended: u64) {
+        let idempotency_key = self.keys.as_mut().map(|(id, n)| {
+            *n += 1;
+            format!("{id:x}-{n:x}")
+        });
         let msg = ClientMsg::Publish {
             // The request id carries the intended time, so acks are counted by window.
             request_id: intended,
@@ -221,7 +229,7 @@ impl WsPub {
             namespace: Name::new_unchecked(ns),
             topic: Name::new_unchecked(topic),
             payload: Bytes::copy_from_slice(payload),
-            idempotency_key: None,
+            idempotency_key,
         };
         msg.encode_into(&mut self.fbb);
         self.mask = self

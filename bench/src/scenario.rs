@@ -78,6 +78,9 @@ pub struct Scenario {
     /// Write an HdrHistogram interval log of delivery latency here (one-second intervals,
     /// values in nanoseconds; plot with HdrHistogram's log tools).
     pub hdr_log: Option<PathBuf>,
+    /// Every publish carries a unique idempotency key, so the owner's key window is part of
+    /// the measured cost (Fanfare over WebSocket; other targets ignore it).
+    pub idempotency_keys: bool,
 }
 
 impl Default for Scenario {
@@ -101,6 +104,7 @@ impl Default for Scenario {
             ca: None,
             insecure: false,
             hdr_log: None,
+            idempotency_keys: false,
         }
     }
 }

@@ -16,7 +16,9 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::ids::{Epoch, Seq, SubId, TopicKey};
-use crate::message::{CloseReason, Event, PublishError, Published, StartError, SubscribeError};
+use crate::message::{
+    CloseReason, Event, PublishError, PublishMeta, Published, StartError, SubscribeError,
+};
 use crate::placement::shard_for;
 use crate::shard::{self, Boot, Cmd, Ctl, ShardHandle, ShardHook};
 use crate::sink::{Accept, Offer, Sink};
@@ -141,6 +143,20 @@ impl Broker {
         topic: &str,
         payload: impl Into<Bytes>,
     ) -> Result<Published, PublishError> {
+        self.publish_with(namespace, topic, payload, PublishMeta::default())
+            .await
+    }
+
+    /// [`Broker::publish`] with a publisher identity and an idempotency key: a retry carrying
+    /// the same key (same publisher, same topic, within `idempotency_window`) gets the
+    /// original `(epoch, seq)` and orders no second message.
+    pub async fn publish_with(
+        &self,
+        namespace: &str,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        meta: PublishMeta,
+    ) -> Result<Published, PublishError> {
         let payload = payload.into();
         let cfg = &self.inner.cfg;
         let key = TopicKey::parse(namespace, topic, cfg.name_bytes_max)?;
@@ -160,6 +176,7 @@ impl Broker {
             .send_async(Cmd::Publish {
                 key,
                 payload,
+                meta,
                 reply,
             })
             .await

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fanfare_proto::Start;
 
 use crate::ids::{Epoch, Seq, TopicKey};
-use crate::message::{Message, PublishError, Published};
+use crate::message::{Message, PublishError, PublishMeta, Published};
 use crate::placement;
 
 /// A node's placement identity: the xxh3 of its node id (fixed output, see [`placement`]).
@@ -75,8 +75,8 @@ pub enum UpReq {
         key: TopicKey,
         /// The body.
         payload: Bytes,
-        /// The publisher's subject.
-        publisher: Option<Arc<str>>,
+        /// The publisher and idempotency key.
+        meta: PublishMeta,
         /// Where the answer goes.
         reply: flume::Sender<Result<Published, PublishError>>,
     },

@@ -18,6 +18,12 @@ pub struct Config {
     /// one shard runs per CPU listed; with `shards` set, the first `shards` CPUs are used (a
     /// start-up error names the shortfall when fewer are listed).
     pub cpus: Option<Vec<usize>>,
+    /// How long a topic's owner remembers an idempotency key: a publish repeating the key
+    /// (same publisher, same topic) within it is answered with the original `(epoch, seq)`.
+    pub idempotency_window: Duration,
+    /// Idempotency keys remembered per topic; past it the oldest is forgotten early (counted
+    /// in `idempotency_keys_evicted`).
+    pub idempotency_keys_max: usize,
     /// Messages of history kept per topic.
     pub history_messages_max: usize,
     /// Payload bytes of history kept per topic.
@@ -63,6 +69,8 @@ impl Default for Config {
             shards: 0,
             pin: false,
             cpus: None,
+            idempotency_window: Duration::from_secs(120),
+            idempotency_keys_max: 10_000,
             history_messages_max: 1000,
             history_bytes_max: 1 << 20,
             history_age_max: Duration::from_secs(3600),
@@ -87,7 +95,11 @@ impl Default for Config {
 impl Config {
     /// Checks ranges; called by `start`.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
+            (
+                self.idempotency_keys_max >= 1,
+                "idempotency_keys_max must be at least 1",
+            ),
             (self.shards <= SHARDS_MAX, "shards must be at most 1024"),
             (
                 self.history_messages_max >= 1,

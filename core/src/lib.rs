@@ -49,8 +49,8 @@ pub use config::Config;
 pub use fanfare_proto::Start;
 pub use ids::{BadTopicName, Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 pub use message::{
-    CloseReason, Event, Message, PublishError, Published, StartError, SubscribeAccepted,
-    SubscribeError,
+    CloseReason, Event, Message, PublishError, PublishMeta, Published, StartError,
+    SubscribeAccepted, SubscribeError,
 };
 pub use shard::{ClusterPort, FetchCallback, Hold, OwnedTopicInfo, ShardHandle, ShardHook};
 pub use sink::{Accept, Delivery, Encoded, EncodingSlot, Offer, Sink};

@@ -47,6 +47,28 @@ impl PartialEq for Message {
 
 impl Eq for Message {}
 
+/// Who publishes, and the key that makes retries of one publish idempotent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishMeta {
+    /// The publisher's identity (a token's subject), stamped on the message; it also scopes
+    /// the idempotency key, so two publishers' keys never collide.
+    pub publisher: Option<Arc<str>>,
+    /// A client-chosen key (at most 128 bytes): a publish repeating a recent key of the same
+    /// publisher on the same topic is answered with the original `(epoch, seq)` and orders no
+    /// new message (see `Config::idempotency_window`).
+    pub idempotency_key: Option<Arc<str>>,
+}
+
+impl PublishMeta {
+    /// Metadata naming the publisher only.
+    pub fn by(publisher: Option<Arc<str>>) -> Self {
+        Self {
+            publisher,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// Where a published message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {

@@ -84,6 +84,10 @@ counters! {
         topics_rehomed,
         /// Subscriptions held by node links on this shard (one per router shard and topic).
         link_subscriptions,
+        /// Publishes answered from the idempotency window (a repeated key: nothing ordered).
+        idempotent_repeats,
+        /// Idempotency keys forgotten early because a topic held `idempotency_keys_max`.
+        idempotency_keys_evicted,
     }
 }
 

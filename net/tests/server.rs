@@ -694,7 +694,7 @@ fn a_burst_goes_out_in_few_writes() {
                     drop(h.publish(
                         h.topic_key("ns", "burst").unwrap(),
                         Bytes::from(format!("{i}")),
-                        None,
+                        Default::default(),
                     ));
                 }
                 let _ = tx.send(());

@@ -36,6 +36,8 @@ pub struct RequestHead {
     pub last_event_id: Option<String>,
     /// `Authorization`, as sent.
     pub authorization: Option<String>,
+    /// `Idempotency-Key`, as sent.
+    pub idempotency_key: Option<String>,
     /// `Connection` names `upgrade`.
     pub upgrade: bool,
     /// `Expect: 100-continue`: the client waits for `100 Continue` before sending the body.
@@ -98,6 +100,7 @@ pub fn parse_head(buf: &[u8], header_bytes_max: usize) -> ParsedHead {
         accept_sse: false,
         last_event_id: None,
         authorization: None,
+        idempotency_key: None,
         upgrade: false,
         expect_continue: false,
         len,
@@ -123,6 +126,8 @@ pub fn parse_head(buf: &[u8], header_bytes_max: usize) -> ParsedHead {
             head.last_event_id = Some(v.to_owned());
         } else if n.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(v.to_owned());
+        } else if n.eq_ignore_ascii_case("idempotency-key") {
+            head.idempotency_key = Some(v.to_owned());
         } else if n.eq_ignore_ascii_case("expect") {
             head.expect_continue |= v.eq_ignore_ascii_case("100-continue");
         }

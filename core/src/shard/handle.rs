@@ -14,7 +14,7 @@ use fanfare_proto::Start;
 
 use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
-use crate::message::{PublishError, Published, SubscribeAccepted, SubscribeError};
+use crate::message::{PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError};
 use crate::shard::owner::OwnedTopicInfo;
 use crate::shard::router::PublishStarted;
 use crate::shard::state::State;
@@ -63,9 +63,9 @@ impl ShardHandle {
         &self,
         key: TopicKey,
         payload: Bytes,
-        publisher: Option<Arc<str>>,
+        meta: PublishMeta,
     ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
-        publish(&self.state, key, payload, publisher, false)
+        publish(&self.state, key, payload, meta, false)
     }
 
     /// Subscribes `sink` to `key` from `start`. Events follow on the sink, starting with
@@ -146,10 +146,10 @@ pub(crate) fn publish(
     state: &Rc<RefCell<State>>,
     key: TopicKey,
     payload: Bytes,
-    publisher: Option<Arc<str>>,
+    meta: PublishMeta,
     here: bool,
 ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
-    let started = state.borrow_mut().publish(key, payload, publisher, here);
+    let started = state.borrow_mut().publish(key, payload, meta, here);
     async move {
         match started? {
             PublishStarted::Done(p) => Ok(p),

@@ -6,14 +6,13 @@
 //! idle one sends at once.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use fanfare_proto::Start;
 
 use crate::ids::{ShardId, SubId, TopicKey};
-use crate::message::{Message, PublishError, Published, SubscribeError};
+use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
 use crate::shard::position::OwnerReply;
 
 /// Most messages one mesh batch carries (bounds the time a receiver spends on one batch).
@@ -25,7 +24,7 @@ pub(crate) enum MeshMsg {
     Publish {
         key: TopicKey,
         payload: Bytes,
-        publisher: Option<Arc<str>>,
+        meta: PublishMeta,
         reply: flume::Sender<Result<Published, PublishError>>,
     },
     /// Router to owner: shard `from` wants the topic's messages from `start` on, for `sub`.

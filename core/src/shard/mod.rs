@@ -17,6 +17,7 @@
 //! shutdown. The embedder's API is [`ShardHandle`] (`handle.rs`); node links use
 //! [`ClusterPort`] (`port.rs`).
 
+mod dedup;
 mod handle;
 mod mesh;
 mod owner;

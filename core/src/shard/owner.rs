@@ -2,7 +2,6 @@
 //! sequence in the topic's epoch, keeps the history, answers where subscribers start, and
 //! sends each message once to every shard with subscribers (itself included).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,7 +9,8 @@ use fanfare_proto::Start;
 
 use crate::history::History;
 use crate::ids::{Epoch, Seq, ShardId, TopicKey};
-use crate::message::{Message, PublishError, Published, SubscribeError};
+use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
+use crate::shard::dedup::Dedup;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{resolve_start, OwnerReply};
 use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
@@ -58,6 +58,7 @@ impl State {
                 next_seq: Seq(1),
                 history: History::new(self.cfg.history_messages_max, self.cfg.history_bytes_max),
                 interested: Vec::new(),
+                dedup: Dedup::default(),
             };
             self.owned.insert(key.clone(), t);
             ShardStats::set(&self.stats.topics, self.owned.len() as u64);
@@ -65,30 +66,47 @@ impl State {
         self.owned.get_mut(key)
     }
 
+    /// Orders a message of a topic this shard owns: the next sequence, history, and one item
+    /// to each interested shard. A repeated idempotency key (same publisher, within the
+    /// window) is answered with the original position and orders nothing.
     pub(crate) fn owner_publish(
         &mut self,
         key: TopicKey,
         payload: Bytes,
-        publisher: Option<Arc<str>>,
+        meta: PublishMeta,
     ) -> Result<Published, PublishError> {
         debug_assert_eq!(self.owner_of(&key), self.id);
         let max = self.cfg.topics_per_shard_max;
+        let (window, keys_max) = (self.cfg.idempotency_window, self.cfg.idempotency_keys_max);
         let now = Instant::now();
         let mut targets = std::mem::take(&mut self.scratch_shards);
         let Some(topic) = self.owned_topic(&key) else {
             self.scratch_shards = targets;
             return Err(PublishError::TopicLimit { max });
         };
-        let mut msg = Message::new(topic.epoch, topic.next_seq, payload, publisher);
+        if let Some(k) = &meta.idempotency_key {
+            if let Some(original) = topic.dedup.get(&meta.publisher, k, now, window) {
+                self.scratch_shards = targets;
+                ShardStats::inc(&self.stats.idempotent_repeats);
+                return Ok(original);
+            }
+        }
+        let mut msg = Message::new(topic.epoch, topic.next_seq, payload, meta.publisher.clone());
         msg.published_at = now;
         topic.next_seq = Seq(topic.next_seq.0 + 1);
         topic.history.push(now, msg.clone());
         targets.extend_from_slice(&topic.interested);
-        ShardStats::inc(&self.stats.publishes);
         let published = Published {
             epoch: msg.epoch,
             seq: msg.seq,
         };
+        if let Some(k) = meta.idempotency_key {
+            let evicted = topic
+                .dedup
+                .insert(meta.publisher, k, published, now, keys_max);
+            ShardStats::add(&self.stats.idempotency_keys_evicted, evicted as u64);
+        }
+        ShardStats::inc(&self.stats.publishes);
         for &to in &targets {
             if to == self.id {
                 self.deliver_live(&key, &msg, now);

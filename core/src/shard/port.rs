@@ -2,7 +2,6 @@
 //! asks of it. Kept off [`ShardHandle`] so the embedder's API holds only embedder calls.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,7 +9,9 @@ use fanfare_proto::Start;
 
 use crate::cluster::{NodeKey, Replay, SharedView, Upstream};
 use crate::ids::TopicKey;
-use crate::message::{Message, PublishError, Published, SubscribeAccepted, SubscribeError};
+use crate::message::{
+    Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
+};
 use crate::shard::handle::{publish, ShardHandle};
 use crate::shard::state::FetchCallback;
 use crate::sink::Sink;
@@ -76,9 +77,9 @@ impl ClusterPort {
         &self,
         key: TopicKey,
         payload: Bytes,
-        publisher: Option<Arc<str>>,
+        meta: PublishMeta,
     ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
-        publish(&self.shard.state, key, payload, publisher, true)
+        publish(&self.shard.state, key, payload, meta, true)
     }
 
     /// Subscribes a node link (a router shard's interest) to a topic of this node, whatever

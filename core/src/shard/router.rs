@@ -4,7 +4,6 @@
 //! and runs the slow-subscriber states (lagging, catching up, too slow).
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use fanfare_proto::Start;
 use crate::cluster::UpReq;
 use crate::ids::{Epoch, LocalTopicId, Seq, SubId, TopicKey};
 use crate::message::{
-    CloseReason, Message, PublishError, Published, SubscribeAccepted, SubscribeError,
+    CloseReason, Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
 };
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{Gap, OwnerReply};
@@ -38,7 +37,7 @@ impl State {
         &mut self,
         key: TopicKey,
         payload: Bytes,
-        publisher: Option<Arc<str>>,
+        meta: PublishMeta,
         here: bool,
     ) -> Result<PublishStarted, PublishError> {
         if payload.len() > self.cfg.message_bytes_max {
@@ -65,7 +64,7 @@ impl State {
                     UpReq::Publish {
                         key,
                         payload,
-                        publisher,
+                        meta,
                         reply,
                     },
                 );
@@ -75,7 +74,7 @@ impl State {
         let owner = self.owner_of(&key);
         if owner == self.id {
             return self
-                .owner_publish(key, payload, publisher)
+                .owner_publish(key, payload, meta)
                 .map(PublishStarted::Done);
         }
         let (reply, rx) = flume::bounded(1);
@@ -84,7 +83,7 @@ impl State {
             MeshMsg::Publish {
                 key,
                 payload,
-                publisher,
+                meta,
                 reply,
             },
         );

@@ -15,7 +15,7 @@ use glommio::channels::shared_channel::ConnectedReceiver;
 use crate::cluster::Replay;
 use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
-use crate::message::{CloseReason, PublishError, Published, SubscribeError};
+use crate::message::{CloseReason, PublishError, PublishMeta, Published, SubscribeError};
 use crate::shard::handle::ShardHandle;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::state::State;
@@ -30,6 +30,7 @@ pub(crate) enum Cmd {
     Publish {
         key: TopicKey,
         payload: Bytes,
+        meta: PublishMeta,
         reply: flume::Sender<Result<Published, PublishError>>,
     },
     Subscribe {
@@ -133,12 +134,13 @@ pub(crate) async fn run(boot: Boot) {
             Cmd::Publish {
                 key,
                 payload,
+                meta,
                 reply,
             } => {
                 let r = if st.closing {
                     Err(PublishError::ShuttingDown)
                 } else {
-                    st.owner_publish(key, payload, None)
+                    st.owner_publish(key, payload, meta)
                 };
                 let _ = reply.try_send(r);
             }
@@ -218,10 +220,10 @@ impl State {
             MeshMsg::Publish {
                 key,
                 payload,
-                publisher,
+                meta,
                 reply,
             } => {
-                let r = self.owner_publish(key, payload, publisher);
+                let r = self.owner_publish(key, payload, meta);
                 let _ = reply.try_send(r);
             }
             MeshMsg::Subscribe {

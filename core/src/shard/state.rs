@@ -19,6 +19,7 @@ use crate::history::History;
 use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 use crate::message::SubscribeError;
 use crate::placement::shard_for;
+use crate::shard::dedup::Dedup;
 use crate::shard::mesh::{MeshMsg, Outboxes, Pushed};
 use crate::signal::Signal;
 use crate::sink::Sink;
@@ -45,6 +46,8 @@ pub(crate) struct OwnedTopic {
     pub history: History,
     /// Shards with subscribers (at most one entry per shard).
     pub interested: Vec<ShardId>,
+    /// Recent idempotency keys and their answers.
+    pub dedup: Dedup,
 }
 
 /// Where a local subscriber stands with its owner.

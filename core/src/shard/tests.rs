@@ -212,7 +212,7 @@ quickcheck! {
             match op {
                 Op::Publish(t) => {
                     let t = usize::from(t);
-                    let p = st.owner_publish(topics[t].clone(), Bytes::from_static(b"x"), None).unwrap();
+                    let p = st.owner_publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default()).unwrap();
                     published[t] += 1;
                     // One epoch per topic for the whole run (nothing restarts it here), from the
                     // configured base on; sequences consecutive from 1.
@@ -302,7 +302,7 @@ quickcheck! {
                 MeshOp::Publish { shard, topic } => {
                     let (s, t) = (usize::from(shard) % SHARDS, usize::from(topic));
                     issued[t] += 1;
-                    match node.shards[s].publish(topics[t].clone(), Bytes::from_static(b"x"), None, false) {
+                    match node.shards[s].publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), false) {
                         Ok(super::router::PublishStarted::Done(p)) => acks[t].push(p),
                         Ok(super::router::PublishStarted::Waiting(rx)) => waiting.push((t, rx)),
                         Err(_) => return false,

@@ -28,8 +28,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fanfare_core::{Start, TopicKey};
+use fanfare_core::{PublishMeta, Start, TopicKey};
 use fanfare_proto::http::{route, start_from, Route};
+use fanfare_proto::message::IDEMPOTENCY_KEY_BYTES_MAX;
 
 use crate::access::{authenticate, permits};
 use crate::auth::{Grant, Right};
@@ -48,6 +49,8 @@ pub(crate) struct Request<'a> {
     pub authorization: Option<&'a str>,
     pub accept_sse: bool,
     pub last_event_id: Option<&'a str>,
+    /// `Idempotency-Key`, as sent.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// What the transport does with a request.
@@ -55,10 +58,7 @@ pub(crate) enum Action {
     /// Answer and be done.
     Reply(Reply),
     /// Read the body (at most the engine's `message_bytes_max`), then [`publish`] it.
-    Publish {
-        key: TopicKey,
-        publisher: Option<Arc<str>>,
-    },
+    Publish { key: TopicKey, meta: PublishMeta },
     /// Open the stream with [`open_stream`] and pump it.
     Stream {
         key: TopicKey,
@@ -96,12 +96,24 @@ pub(crate) async fn prepare(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -
                 Ok(g) => g,
                 Err(refused) => return refused.into(),
             };
-            match ctx.shard.topic_key(ns, topic) {
-                Ok(key) => Action::Publish {
-                    key,
+            let key = match ctx.shard.topic_key(ns, topic) {
+                Ok(key) => key,
+                Err(e) => return Reply::error(subscribe_status(&e), &e.to_string()).into(),
+            };
+            let idempotency_key = match req.idempotency_key {
+                Some(k) if k.is_empty() || k.len() > IDEMPOTENCY_KEY_BYTES_MAX => {
+                    let why =
+                        format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes");
+                    return Reply::error(400, &why).into();
+                }
+                k => k.map(Arc::from),
+            };
+            Action::Publish {
+                key,
+                meta: PublishMeta {
                     publisher: grant.map(|g| g.subject.clone()),
+                    idempotency_key,
                 },
-                Err(e) => Reply::error(subscribe_status(&e), &e.to_string()).into(),
             }
         }
         Route::Stream { ns, topic } => {
@@ -166,9 +178,9 @@ pub(crate) async fn publish(
     ctx: &Rc<NetCtx>,
     key: TopicKey,
     body: Bytes,
-    publisher: Option<Arc<str>>,
+    meta: PublishMeta,
 ) -> Reply {
-    match ctx.shard.publish(key, body, publisher).await {
+    match ctx.shard.publish(key, body, meta).await {
         Ok(p) => {
             metrics::inc(&ctx.stats.publishes);
             Reply::json(

@@ -185,7 +185,7 @@ impl Upstream for Links {
             UpReq::Publish {
                 key,
                 payload,
-                publisher,
+                meta,
                 reply,
             } => {
                 // Before the first hello the publish waits in the queue (sent once the link is
@@ -206,8 +206,8 @@ impl Upstream for Links {
                     namespace: key.namespace_name(),
                     topic: key.topic_name(),
                     payload,
-                    publisher_id: publisher.map(|p| p.to_string()),
-                    idempotency_key: None,
+                    publisher_id: meta.publisher.map(|p| p.to_string()),
+                    idempotency_key: meta.idempotency_key.map(|k| k.to_string()),
                 })));
             }
         }

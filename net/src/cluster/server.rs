@@ -15,7 +15,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use fanfare_core::cluster::Replay;
 use fanfare_core::{
-    Accept, CloseReason, ClusterPort, Message, Offer, Sink, Start, SubId, SubscribeError, TopicKey,
+    Accept, CloseReason, ClusterPort, Message, Offer, PublishMeta, Sink, Start, SubId,
+    SubscribeError, TopicKey,
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{LinkItem, LinkMsg};
@@ -346,7 +347,7 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
             topic,
             payload,
             publisher_id,
-            ..
+            idempotency_key,
         } => {
             if conn.publishes.get() >= srv.cfg.link_publishes_in_flight_max {
                 conn.error(
@@ -357,9 +358,11 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
                 return Ok(());
             }
             let key = TopicKey::from_names(&namespace, &topic);
-            let fut = srv
-                .shard
-                .publish_here(key, payload, publisher_id.map(Arc::from));
+            let meta = PublishMeta {
+                publisher: publisher_id.map(Arc::from),
+                idempotency_key: idempotency_key.map(Arc::from),
+            };
+            let fut = srv.shard.publish_here(key, payload, meta);
             conn.publishes.set(conn.publishes.get() + 1);
             let c = conn.clone();
             glommio::spawn_local(async move {

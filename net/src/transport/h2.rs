@@ -247,14 +247,15 @@ async fn request(
             authorization: header("authorization"),
             accept_sse: header("accept").is_some_and(|v| v.contains("text/event-stream")),
             last_event_id: header("last-event-id"),
+            idempotency_key: header("idempotency-key"),
         };
         api::prepare(&ctx, &r, peer).await
     };
     match action {
         Action::Reply(rep) => reply(&mut respond, &rep),
-        Action::Publish { key, publisher } => {
+        Action::Publish { key, meta } => {
             let _slot = shared.publishes.acquire(&ctx.stats).await;
-            publish(&ctx, req.into_body(), respond, key, publisher).await
+            publish(&ctx, req.into_body(), respond, key, meta).await
         }
         Action::Stream {
             key,
@@ -288,7 +289,7 @@ async fn publish(
     mut body: RecvStream,
     mut respond: SendResponse<Bytes>,
     key: TopicKey,
-    publisher: Option<std::sync::Arc<str>>,
+    meta: fanfare_core::PublishMeta,
 ) {
     let max = ctx.shard.config().message_bytes_max;
     let mut payload = BytesMut::new();
@@ -314,7 +315,7 @@ async fn publish(
         }
         payload.extend_from_slice(&chunk);
     }
-    let rep = api::publish(ctx, key, payload.freeze(), publisher).await;
+    let rep = api::publish(ctx, key, payload.freeze(), meta).await;
     reply(&mut respond, &rep);
 }
 

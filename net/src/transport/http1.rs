@@ -161,6 +161,7 @@ async fn request<S: Io>(
         authorization: head.authorization.as_deref(),
         accept_sse: head.accept_sse,
         last_event_id: head.last_event_id.as_deref(),
+        idempotency_key: head.idempotency_key.as_deref(),
     };
     // A request answered without reading its body ends the connection: the unread body
     // cannot be told from the next request.
@@ -171,7 +172,7 @@ async fn request<S: Io>(
             respond(w, &rep, close).await;
             !close
         }
-        Action::Publish { key, publisher } => {
+        Action::Publish { key, meta } => {
             let Some(len) = head.content_length.filter(|_| !head.chunked) else {
                 respond(w, &Reply::text(411, "Content-Length is required"), true).await;
                 return false;
@@ -205,7 +206,7 @@ async fn request<S: Io>(
                 }
             }
             let body = buf.split_to(len).freeze();
-            let rep = api::publish(ctx, key, body, publisher).await;
+            let rep = api::publish(ctx, key, body, meta).await;
             respond(w, &rep, head.close).await;
             !head.close
         }

@@ -2,10 +2,12 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use fanfare_core::TopicKey;
+
+use fanfare_core::{PublishMeta, TopicKey};
 use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
@@ -315,7 +317,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
             namespace,
             topic,
             payload,
-            ..
+            idempotency_key,
         } => {
             let publisher = match conn.permit(&namespace, &topic, Right::Publish) {
                 Ok(p) => p,
@@ -323,7 +325,11 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
             };
             conn.publish_slot().await;
             let key = TopicKey::from_names(&namespace, &topic);
-            let fut = ctx.shard.publish(key, payload, publisher);
+            let meta = PublishMeta {
+                publisher,
+                idempotency_key: idempotency_key.map(Arc::from),
+            };
+            let fut = ctx.shard.publish(key, payload, meta);
             let conn = conn.clone();
             glommio::spawn_local(async move {
                 let r = fut.await;
