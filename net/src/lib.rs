@@ -51,9 +51,10 @@ pub use metrics::Registry;
 pub use tls::{tls_config, tls_from_pem};
 pub use transport::ws::SUBPROTOCOL;
 
-/// Room a client message needs around its payload (names, ids, flatbuffers tables): the
-/// largest message plus this must fit in `frame_bytes_max`.
-pub const ENVELOPE_BYTES_MAX: usize = 1024;
+/// Room a client message needs around its payload: the largest `Publish` envelope is about
+/// 360 bytes (two 64-byte names, a 128-byte idempotency key, ids, flatbuffers tables and
+/// padding). The largest message plus this must fit in `frame_bytes_max`.
+pub const ENVELOPE_BYTES_MAX: usize = 512;
 
 /// A running server.
 pub struct Server {
@@ -267,4 +268,32 @@ fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     s.set_reuse_port(true)?;
     s.bind(&addr.into())?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanfare_proto::message::IDEMPOTENCY_KEY_BYTES_MAX;
+    use fanfare_proto::{ClientMsg, Name, NAME_BYTES_MAX};
+
+    /// The largest publish envelope (longest names and key, largest request id) fits in
+    /// [`ENVELOPE_BYTES_MAX`], whatever the payload size.
+    #[test]
+    fn the_envelope_bound_holds_for_the_largest_publish() {
+        let name = Name::try_from("n".repeat(NAME_BYTES_MAX)).unwrap();
+        for payload in [0usize, 1, 7, 1000, 1 << 20] {
+            let m = ClientMsg::Publish {
+                request_id: u64::MAX,
+                namespace: name.clone(),
+                topic: name.clone(),
+                payload: bytes::Bytes::from(vec![0u8; payload]),
+                idempotency_key: Some("k".repeat(IDEMPOTENCY_KEY_BYTES_MAX)),
+            };
+            let overhead = m.encode_to_vec().len() - payload;
+            assert!(
+                overhead <= ENVELOPE_BYTES_MAX,
+                "{overhead} bytes around {payload}"
+            );
+        }
+    }
 }
