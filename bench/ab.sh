@@ -6,7 +6,8 @@
 #
 # Each run starts a fresh broker pinned to BROKER_CPUS (default 0) with one shard, runs the
 # generator (NEW_BIN's `fanfare bench`, or GEN_BIN) on the other CPUs, and records delivered
-# messages per broker CPU-second (broker utime + stime from /proc around the run). Runs
+# messages per broker CPU-second (broker utime + stime from /proc at the measured window's
+# edges, when the generator supports `--broker-pid`; around the run otherwise). Runs
 # alternate A, B, A, B, ... so drift on a shared machine hits both. Prints the median per build
 # and the ratio B/A per scenario; raw JSON lines go to $RESULTS (default /tmp/fanfare-ab.jsonl).
 # Not part of CI.
@@ -41,10 +42,11 @@ one() {
   local c0 c1 out
   c0=$(awk '{print $14 + $15}' /proc/$pid/stat)
   out=$(taskset -c "$GEN_CPUS" "$GEN_BIN" bench --url ws://127.0.0.1:$port/v1/ws --json \
-          --duration "$DURATION" --warmup "$WARMUP" "$@" 2>/dev/null || echo '{}')
+          --duration "$DURATION" --warmup "$WARMUP" --broker-pid "$pid" "$@" 2>/dev/null || echo '{}')
   c1=$(awk '{print $14 + $15}' /proc/$pid/stat)
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1] or "{}"); r.update(build=sys.argv[2], scenario=sys.argv[3], broker_cpu_s=(float(sys.argv[5])-float(sys.argv[4]))/100); print(json.dumps(r))' \
+  # Broker CPU inside the measured window (read by the generator), else around the run.
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1] or "{}"); w=r.get("broker_cpu_seconds_window"); r.update(build=sys.argv[2], scenario=sys.argv[3], broker_cpu_s=w if w is not None else (float(sys.argv[5])-float(sys.argv[4]))/100); print(json.dumps(r))' \
     "$out" "$label" "$name" "$c0" "$c1" >> "$results"
 }
 

@@ -5,13 +5,19 @@
 #   bench/compare.sh > /tmp/cmp.md   # then paste into docs/benchmarks.md
 #
 # Each broker runs pinned to BROKER_CPUS (default 0), alone; `fanfare bench` runs pinned to
-# GEN_CPUS (default: every other CPU). For every scenario the script records the broker's CPU
-# time (utime + stime from /proc) around the run, so a generator-bound run still compares the
-# brokers' cost per delivered message. Installs redis-server, nats-server and iperf3 with
-# apt-get when missing. Not part of CI.
+# GEN_CPUS (default: every other CPU). Every scenario runs REPS times (default 3), each on a
+# fresh broker; the generator reads the broker's CPU time (utime + stime from /proc) at the
+# two edges of the measured window (`--broker-pid`), the same window its deliveries are
+# counted in, and its own CPU in that window (a run above 90% of its cores is flagged
+# generator-bound). The tables (bench/report.py) give the median with min-max. Every broker
+# gets the same in-flight window per publisher and the same rule: a publisher sends while
+# fewer than `--window` of its publishes are unacknowledged. Installs redis-server,
+# nats-server and iperf3 with apt-get when missing. Not part of CI.
 #
 # Environment: BROKER_CPUS, GEN_CPUS, DURATION (s, default 5), WARMUP (s, default 1),
-# ONLY (a regex over scenario names), BROKERS (default "fanfare nats redis").
+# REPS (default 3), ONLY (a regex over scenario names), BROKERS (default "fanfare nats redis"),
+# RESULTS (the raw JSON lines, default /tmp/fanfare-compare.jsonl; keep the ones
+# docs/benchmarks.md quotes in bench/results/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +28,7 @@ if [ -z "${GEN_CPUS:-}" ]; then
   [ -n "$GEN_CPUS" ] || GEN_CPUS=$BROKER_CPUS
 fi
 DURATION=${DURATION:-5}
+REPS=${REPS:-3}
 WARMUP=${WARMUP:-1}
 ONLY=${ONLY:-.}
 BROKERS=${BROKERS:-"fanfare nats redis"}
@@ -72,27 +79,42 @@ stop_broker() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$pid"/stat; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$pid"/status; }
 
-# One run: prints a JSON line with the generator's report plus the broker's CPU and peak RSS.
+# One run on a fresh broker: a JSON line with the generator's report (broker CPU inside the
+# measured window included) plus the broker's CPU around the whole run and its peak RSS.
 run() {
   local name=$1 broker=$2; shift 2
+  local rep
+  for rep in $(seq "$REPS"); do
+    start_broker "$broker" || return 0
+    run_once "$name" "$broker" "$rep" "$@"
+    stop_broker
+  done
+}
+
+run_once() {
+  local name=$1 broker=$2 rep=$3; shift 3
   local c0 r0; c0=$(cpu_ticks); r0=$(rss_kib)
   ( peak=$r0; while kill -0 "$pid" 2>/dev/null; do r=$(rss_kib 2>/dev/null || echo 0); [ "$r" -gt "$peak" ] && peak=$r; echo "$peak" > "$work/peak.tmp" && mv "$work/peak.tmp" "$work/peak"; sleep 0.1; done ) &
   local sampler=$!
   local out err
   if out=$(taskset -c "$GEN_CPUS" "$bin" bench --url "$url" --json --threads "$gen_threads" \
-             --duration "$DURATION" --warmup "$WARMUP" "$@" 2>"$work/err"); then err=""; else err=$(tail -c 300 "$work/err" | tr -d '\r' | tail -1); out="{}"; fi
+             --duration "$DURATION" --warmup "$WARMUP" --broker-pid "$pid" "$@" 2>"$work/err"); then err=""; else err=$(tail -c 300 "$work/err" | tr -d '\r' | tail -1); out="{}"; fi
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
   local c1; c1=$(cpu_ticks 2>/dev/null || echo "$c0")
-  python3 - "$name" "$broker" "$out" "$c0" "$c1" "$r0" "$(cat "$work/peak" 2>/dev/null || echo "$r0")" "$err" <<'PY' | tee -a "$results" >/dev/null
+  python3 - "$name" "$broker" "$out" "$c0" "$c1" "$r0" "$(cat "$work/peak" 2>/dev/null || echo "$r0")" "$err" "$rep" <<'PY' | tee -a "$results" >/dev/null
 import json, sys
-name, broker, out, c0, c1, r0, peak, err = sys.argv[1:9]
+name, broker, out, c0, c1, r0, peak, err, rep = sys.argv[1:10]
 r = json.loads(out)
 num = lambda x: int(x) if x.strip().isdigit() else 0
-r.update(scenario=name, broker=broker, broker_cpu_s=(float(c1) - float(c0)) / 100.0,
+whole = (float(c1) - float(c0)) / 100.0
+# The measured window's broker CPU when the generator read it; the whole run's otherwise.
+window = r.get("broker_cpu_seconds_window")
+r.update(scenario=name, broker=broker, rep=int(rep),
+         broker_cpu_s=window if window is not None else whole, broker_cpu_run_s=whole,
          rss0_kib=num(r0), rss_peak_kib=max(num(peak), num(r0)), error=err)
 print(json.dumps(r))
 PY
-  echo "  $broker: $name ${err:+FAILED: $err}" >&2
+  echo "  $broker: $name (run $rep) ${err:+FAILED: $err}" >&2
 }
 
 scenarios() {
@@ -107,21 +129,16 @@ scenarios() {
     --publishers 10 --subscribers 1000 --topics 100 --payload 128 --rate 10000 --window 1024
   [[ "large" =~ $ONLY ]] && run "large payloads: 64 KiB to 100 subscribers, max rate" "$b" \
     --publishers 1 --subscribers 100 --topics 1 --payload 65536 --rate 0 --window 16
-  if [[ "storm" =~ $ONLY ]]; then
-    # A fresh broker, so memory held from earlier runs does not hide the connections' cost.
-    stop_broker; start_broker "$b" || return 0
-    run "connection storm: 10,000 subscribers" "$b" \
-      --publishers 1 --subscribers 10000 --topics 1 --payload 128 --rate 10 --connect-concurrency 256
-  fi
+  # Every run is on a fresh broker, so memory held from earlier runs does not hide the
+  # connections' cost.
+  [[ "storm" =~ $ONLY ]] && run "connection storm: 10,000 subscribers" "$b" \
+    --publishers 1 --subscribers 10000 --topics 1 --payload 128 --rate 10 --connect-concurrency 256
   return 0
 }
 
 for b in $BROKERS; do
   echo "== $b" >&2
-  if start_broker "$b"; then
-    scenarios "$b"
-    stop_broker
-  fi
+  scenarios "$b"
 done
 
 # Loopback ceiling for the large-payload scenario, pinned the same way.

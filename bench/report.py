@@ -15,49 +15,64 @@ import sys
 
 
 def compare(args):
-    rows = [json.loads(l) for l in open(args[0])]
-    iperf = float(args[1]) if args[1] else None
-    print(f"Broker on CPU {args[2]}, generator on CPU {args[3]} ({args[4]} CPUs); "
-          "`delivered/CPU-s` is deliveries per second of broker CPU time.\n")
+    """Median (min-max) of every scenario and broker over its runs, and the ratios."""
+    path, iperf, broker_cpus, gen_cpus, ncpu = args[:5]
+    rows = [json.loads(l) for l in open(path)]
+    iperf = float(iperf) if iperf else None
+    print(f"Broker on CPU {broker_cpus}, generator on CPU {gen_cpus} ({ncpu} CPUs); "
+          "`delivered/CPU-s` is deliveries per second of broker CPU time, both inside the measured "
+          "window when the run recorded it; median of the runs, (min-max) when there were several.\n")
     by = collections.OrderedDict()
     for r in rows:
-        by.setdefault(r["scenario"], {})[r["broker"]] = r
-    def cell(r):
-        if r.get("error"):
-            return None
-        return r
-    print("| scenario | broker | delivered/s | delivered/CPU-s | MB/s | p50 us | p99 us | p99.9 us | gaps | dups | discont. | connect s | RSS/conn KB | gen CPU |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    summary = []
+        by.setdefault(r["scenario"], collections.OrderedDict()).setdefault(r["broker"], []).append(r)
+
+    def span(values, fmt):
+        m = statistics.median(values)
+        if len(values) == 1:
+            return fmt(m), m
+        return f"{fmt(m)} ({fmt(min(values))}-{fmt(max(values))})", m
+
+    print("| scenario | broker | runs | delivered/s | delivered/CPU-s | p50 us | p99 us | gaps | dups | discont. | connect s | RSS/conn KB | gen CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    medians = {}
     for sc, brokers in by.items():
-        for b, r in brokers.items():
-            if r.get("error"):
-                print(f"| {sc} | {b} | failed: {r['error'][:120]} | | | | | | | | | | | |")
+        for b, runs in brokers.items():
+            ok = [r for r in runs if not r.get("error") and r.get("broker_cpu_s", 0) > 0]
+            if not ok:
+                err = next((r.get("error") for r in runs if r.get("error")), "no run")
+                print(f"| {sc} | {b} | 0 | failed: {str(err)[:120]} | | | | | | | | | |")
                 continue
-            cpu = r["broker_cpu_s"]
-            per = r["delivered"] / cpu if cpu > 0 else float("nan")
-            r["per_cpu"] = per
-            l = r["latency_us"]
+            num = lambda v: f"{v:,.0f}"
+            rate, _ = span([r["delivered_per_sec"] for r in ok], num)
+            per, per_m = span([r["delivered"] / r["broker_cpu_s"] for r in ok], num)
+            p50, _ = span([r["latency_us"]["p50"] for r in ok], num)
+            p99, _ = span([r["latency_us"]["p99"] for r in ok], num)
             conn = ""
             if "storm" in sc:
-                conn = f"{(r['rss_peak_kib'] - r['rss0_kib']) / 10000:.1f}"
-            sat = " sat." if r["generator_saturated"] else ""
-            print(f"| {sc} | {b} | {r['delivered_per_sec']:,.0f} | {per:,.0f} | {r['bytes_per_sec']/1e6:,.1f} | "
-                  f"{l['p50']:,.0f} | {l['p99']:,.0f} | {l['p999']:,.0f} | {r['gaps']} | {r['duplicates']} | "
-                  f"{r['discontinuities']} | {r['connect_seconds']:.2f} | {conn} | {r['generator_cpu_share']*100:.0f}%{sat} |")
-        f = brokers.get("fanfare")
-        if f and not f.get("error"):
-            for peer, target in (("nats", 2.0), ("redis", 3.0)):
-                p = brokers.get(peer)
-                if p and not p.get("error") and p.get("per_cpu", 0) > 0:
-                    ratio = f["per_cpu"] / p["per_cpu"]
-                    summary.append(f"| {sc} | {peer} | {ratio:.2f}x | {target:.0f}x | {'yes' if ratio >= target else 'no'} |")
-                elif p:
-                    summary.append(f"| {sc} | {peer} | {peer} failed | {target:.0f}x | n/a |")
+                conn, _ = span([(r["rss_peak_kib"] - r["rss0_kib"]) / 10000 for r in ok], lambda v: f"{v:.1f}")
+            gen = max(r["generator_cpu_share"] for r in ok)
+            bound = " generator-bound" if any(r.get("generator_saturated") for r in ok) else ""
+            medians[(sc, b)] = per_m
+            print(f"| {sc} | {b} | {len(ok)} | {rate} | {per} | {p50} | {p99} | "
+                  f"{sum(r['gaps'] for r in ok)} | {sum(r['duplicates'] for r in ok)} | "
+                  f"{sum(r['discontinuities'] for r in ok)} | {statistics.median(r['connect_seconds'] for r in ok):.2f} | "
+                  f"{conn} | {gen*100:.0f}%{bound} |")
     if iperf:
         print(f"\nLoopback ceiling (iperf3, same pinning): {iperf/1e6:,.0f} MB/s.")
+    summary = []
+    for sc, brokers in by.items():
+        f = medians.get((sc, "fanfare"))
+        if f is None:
+            continue
+        for peer, target in (("nats", 2.0), ("redis", 3.0)):
+            p = medians.get((sc, peer))
+            if p:
+                ratio = f / p
+                summary.append(f"| {sc} | {peer} | {ratio:.2f}x | {target:.0f}x | {'yes' if ratio >= target else 'no'} |")
+            elif peer in brokers:
+                summary.append(f"| {sc} | {peer} | {peer} failed | {target:.0f}x | n/a |")
     if summary:
-        print("\nFanfare's delivered messages per broker CPU-second relative to each peer:\n")
+        print("\nFanfare's delivered messages per broker CPU-second relative to each peer (medians):\n")
         print("| scenario | peer | Fanfare / peer | target | reached |")
         print("|---|---|---|---|---|")
         print("\n".join(summary))

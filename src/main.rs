@@ -338,6 +338,9 @@ struct BenchArgs {
     /// Give every publish a unique idempotency key (measures the owner's key window).
     #[arg(long)]
     idempotency_keys: bool,
+    /// The broker's process id (same machine): report its CPU time inside the measured window.
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -398,6 +401,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         insecure: a.insecure,
         hdr_log: a.hdr_log,
         idempotency_keys: a.idempotency_keys,
+        broker_pid: a.broker_pid,
     };
     let progress = std::sync::Arc::new(fanfare_bench::Progress::default());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

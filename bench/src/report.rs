@@ -55,10 +55,16 @@ pub struct Report {
     pub discontinuities: u64,
     /// Seconds until every subscriber was subscribed.
     pub connect_seconds: f64,
-    /// Generator CPU seconds (user + system) during the run.
+    /// Generator CPU seconds (user + system) inside the measured window.
     pub generator_cpu_seconds: f64,
-    /// Generator CPU use as a fraction of its threads (1.0 = every thread busy).
+    /// Generator CPU use inside the measured window as a fraction of its threads (1.0 =
+    /// every thread busy).
     pub generator_cpu_share: f64,
+    /// The broker's CPU seconds (user + system) inside the measured window, read from
+    /// `/proc/<pid>/stat` at its two edges (with `--broker-pid`).
+    pub broker_cpu_seconds: Option<f64>,
+    /// The measured window as the edges were read (seconds; nominally the scenario's duration).
+    pub window_seconds: f64,
 }
 
 impl Report {
@@ -74,7 +80,8 @@ impl Report {
             "{{\"target\":\"{}\",\"published\":{},\"delivered\":{},\"seconds\":{:.3},\"delivered_per_sec\":{:.1},\"bytes_per_sec\":{:.1},\
 \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
 \"gaps\":{},\"duplicates\":{},\"reorders\":{},\"discontinuities\":{},\"connect_seconds\":{:.3},\
-\"generator_cpu_seconds\":{:.3},\"generator_cpu_share\":{:.3},\"generator_saturated\":{}}}",
+\"generator_cpu_seconds\":{:.3},\"generator_cpu_share\":{:.3},\"generator_saturated\":{},\
+\"broker_cpu_seconds_window\":{},\"window_seconds\":{:.3}}}",
             self.target.replace(['"', '\\'], ""),
             self.published,
             self.delivered,
@@ -93,7 +100,10 @@ impl Report {
             self.connect_seconds,
             self.generator_cpu_seconds,
             self.generator_cpu_share,
-            self.generator_saturated()
+            self.generator_saturated(),
+            self.broker_cpu_seconds
+                .map_or_else(|| "null".to_owned(), |c| format!("{c:.3}")),
+            self.window_seconds,
         )
     }
 
@@ -120,6 +130,17 @@ gaps {}  duplicates {}  reorders {}  discontinuities {}\nconnect          {:.2} 
             self.generator_cpu_seconds,
             self.generator_cpu_share * 100.0
         );
+        if let Some(c) = self.broker_cpu_seconds {
+            let per = if c > 0.0 {
+                self.delivered as f64 / c
+            } else {
+                0.0
+            };
+            t.push_str(&format!(
+                "broker CPU       {c:.2} s in the {:.2} s window ({per:.0} deliveries per broker CPU-s)\n",
+                self.window_seconds
+            ));
+        }
         if self.generator_saturated() {
             t.push_str("WARNING: the generator was saturated; these figures bound the generator, not the broker\n");
         }

@@ -37,7 +37,6 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
         go_ns: AtomicU64::new(u64::MAX),
         failed: std::sync::Mutex::new(None),
     });
-    let cpu0 = process_cpu_seconds();
     let t0 = Instant::now();
     let _ = clock();
     let mut joins = Vec::new();
@@ -73,6 +72,23 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
     let connect_seconds = t0.elapsed().as_secs_f64();
     let go = now_ns();
     shared.go_ns.store(go, Ordering::Release);
+    // The window's edges are read here, on a plain thread that does no other work (a busy
+    // runtime would wake its timers late and shift them).
+    let measure_from = go + s.warmup.as_nanos() as u64;
+    let stop_at = measure_from + s.duration.as_nanos() as u64;
+    let broker_cpu = |pid: u32| cpu_seconds(&format!("/proc/{pid}/stat"));
+    sleep_until_blocking(measure_from);
+    let edge0 = (
+        now_ns(),
+        process_cpu_seconds(),
+        s.broker_pid.map(broker_cpu),
+    );
+    sleep_until_blocking(stop_at);
+    let edge1 = (
+        now_ns(),
+        process_cpu_seconds(),
+        s.broker_pid.map(broker_cpu),
+    );
     let mut total = Tally::new();
     let mut intervals: Vec<(u64, Histogram<u64>)> = Vec::new();
     for j in joins {
@@ -80,10 +96,13 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
         total.merge(&tally);
         intervals.extend(iv);
     }
-    let cpu = process_cpu_seconds() - cpu0;
-    let wall = t0.elapsed().as_secs_f64();
+    let window = (edge1.0.saturating_sub(edge0.0)) as f64 / 1e9;
+    let cpu = edge1.1 - edge0.1;
+    let broker_cpu_seconds = match (edge0.2, edge1.2) {
+        (Some(Some(a)), Some(Some(b))) => Some(b - a),
+        _ => None,
+    };
     if let Some(path) = &s.hdr_log {
-        let measure_from = go + s.warmup.as_nanos() as u64;
         write_hdr_log(path, &s.url, measure_from, intervals)?;
     }
     let secs = s.duration.as_secs_f64();
@@ -108,21 +127,35 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
         discontinuities: total.discontinuities,
         connect_seconds,
         generator_cpu_seconds: cpu,
-        generator_cpu_share: cpu / (wall * threads as f64),
+        generator_cpu_share: cpu / (window.max(1e-3) * threads as f64),
+        broker_cpu_seconds,
+        window_seconds: window,
     })
+}
+
+/// Sleeps this (plain) thread until `t_ns` on the shared clock.
+fn sleep_until_blocking(t_ns: u64) {
+    let now = now_ns();
+    if t_ns > now {
+        std::thread::sleep(Duration::from_nanos(t_ns - now));
+    }
+}
+
+/// CPU seconds (user + system) of the process whose `stat` file is at `path`; `None` when it
+/// cannot be read (the process is gone).
+fn cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the name.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// Seconds of CPU (user + system) this process used, from /proc/self/stat.
 fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    cpu_seconds("/proc/self/stat").unwrap_or(0.0)
 }
 
 struct Shared {

@@ -81,6 +81,9 @@ pub struct Scenario {
     /// Every publish carries a unique idempotency key, so the owner's key window is part of
     /// the measured cost (Fanfare over WebSocket; other targets ignore it).
     pub idempotency_keys: bool,
+    /// The broker's process id, on this machine: its CPU time is read at the measured
+    /// window's edges and reported beside the deliveries counted in the same window.
+    pub broker_pid: Option<u32>,
 }
 
 impl Default for Scenario {
@@ -105,6 +108,7 @@ impl Default for Scenario {
             insecure: false,
             hdr_log: None,
             idempotency_keys: false,
+            broker_pid: None,
         }
     }
 }

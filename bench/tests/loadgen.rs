@@ -25,6 +25,8 @@ fn fixed_rate_fan_out_counts_every_delivery() {
         duration: Duration::from_millis(1500),
         warmup: Duration::from_millis(300),
         threads: 1,
+        // The broker runs in this process: its CPU inside the window is read from /proc.
+        broker_pid: Some(std::process::id()),
         ..Scenario::default()
     };
     let progress = Arc::new(Progress::default());
@@ -57,6 +59,16 @@ fn fixed_rate_fan_out_counts_every_delivery() {
     );
     assert!(r.to_json().starts_with("{\"target\":\"ws://"));
     assert!(r.table().contains("latency (us)"));
+    // The window's edges were read where the window is: 1.5 s, not the whole run with its
+    // connecting, warm-up and drain.
+    assert!(
+        (1.4..1.8).contains(&r.window_seconds),
+        "window {}",
+        r.window_seconds
+    );
+    let broker = r.broker_cpu_seconds.expect("the broker's CPU was read");
+    assert!(broker > 0.0 && broker < 10.0, "{broker}");
+    assert!(r.to_json().contains("\"broker_cpu_seconds_window\":"));
     srv.shutdown();
 }
 
