@@ -52,6 +52,9 @@ pub use message::{
     CloseReason, Event, Message, PublishError, PublishMeta, Published, StartError,
     SubscribeAccepted, SubscribeError,
 };
-pub use shard::{ClusterPort, FetchCallback, Hold, OwnedTopicInfo, ShardHandle, ShardHook};
+pub use shard::{
+    ClusterPort, FetchCallback, Hold, OwnedTopicInfo, PendingPublish, ShardHandle, ShardHook,
+    StartedPublish,
+};
 pub use sink::{Accept, Delivery, Encoded, EncodingSlot, Offer, Sink};
 pub use stats::{ShardStats, StatsSnapshot};

@@ -68,6 +68,22 @@ impl ShardHandle {
         publish(&self.state, key, payload, meta, false)
     }
 
+    /// Takes a publish without waiting: ordered already when this shard owns the topic (no
+    /// task, no channel: the caller can answer at once), or on its way to the owning shard or
+    /// node. The fast path of [`ShardHandle::publish`].
+    pub fn start_publish(
+        &self,
+        key: TopicKey,
+        payload: Bytes,
+        meta: PublishMeta,
+    ) -> Result<StartedPublish, PublishError> {
+        let started = self.state.borrow_mut().publish(key, payload, meta, false)?;
+        Ok(match started {
+            PublishStarted::Done(p) => StartedPublish::Done(p),
+            PublishStarted::Waiting(rx) => StartedPublish::Pending(PendingPublish { rx }),
+        })
+    }
+
     /// Subscribes `sink` to `key` from `start`. Events follow on the sink, starting with
     /// `Subscribed` (or `Closed` if the owner refuses).
     pub fn subscribe(
@@ -125,6 +141,31 @@ impl ShardHandle {
     /// holds one waker slot however often it is polled.
     pub fn shutdown_signal(&self) -> impl Future<Output = ()> + 'static {
         SignalWait::new(self.state.borrow().shutdown.clone())
+    }
+}
+
+/// A publish a shard took ([`ShardHandle::start_publish`]).
+#[derive(Debug)]
+pub enum StartedPublish {
+    /// Ordered on this shard: the answer.
+    Done(Published),
+    /// Sent to the owning shard or node; [`PendingPublish::answer`] resolves with its answer.
+    Pending(PendingPublish),
+}
+
+/// A publish waiting for its owner's answer.
+#[derive(Debug)]
+pub struct PendingPublish {
+    rx: flume::Receiver<Result<Published, PublishError>>,
+}
+
+impl PendingPublish {
+    /// The owner's answer (`ShuttingDown` if the owner stopped before answering).
+    pub async fn answer(self) -> Result<Published, PublishError> {
+        self.rx
+            .recv_async()
+            .await
+            .unwrap_or(Err(PublishError::ShuttingDown))
     }
 }
 

@@ -30,7 +30,7 @@ mod state;
 mod tests;
 mod upstream;
 
-pub use handle::{Hold, ShardHandle};
+pub use handle::{Hold, PendingPublish, ShardHandle, StartedPublish};
 pub use owner::OwnedTopicInfo;
 pub use port::ClusterPort;
 pub use run::ShardHook;

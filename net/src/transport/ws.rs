@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use fanfare_core::{PublishMeta, TopicKey};
+use fanfare_core::{PublishError, PublishMeta, Published, StartedPublish, TopicKey};
 use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
@@ -329,29 +329,20 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                 publisher,
                 idempotency_key: idempotency_key.map(Arc::from),
             };
-            let fut = ctx.shard.publish(key, payload, meta);
-            let conn = conn.clone();
-            glommio::spawn_local(async move {
-                let r = fut.await;
-                conn.publish_done();
-                let reply = match r {
-                    Ok(p) => {
-                        metrics::inc(&conn.ctx.stats.publishes);
-                        ServerMsg::PublishAck {
-                            request_id,
-                            epoch: p.epoch.0,
-                            seq: p.seq.0,
-                        }
-                    }
-                    Err(e) => ServerMsg::Error {
-                        request_id,
-                        code: e.code(),
-                        text: e.to_string(),
-                    },
-                };
-                conn.send(&reply);
-            })
-            .detach();
+            // The local path answers at once: no task, no channel. Only a publish to another
+            // shard or node waits in a task for its owner's answer.
+            match ctx.shard.start_publish(key, payload, meta) {
+                Ok(StartedPublish::Pending(pending)) => {
+                    let conn = conn.clone();
+                    glommio::spawn_local(async move {
+                        let r = pending.answer().await;
+                        answer_publish(&conn, request_id, r);
+                    })
+                    .detach();
+                }
+                Ok(StartedPublish::Done(p)) => answer_publish(conn, request_id, Ok(p)),
+                Err(e) => answer_publish(conn, request_id, Err(e)),
+            }
         }
         ClientMsg::Subscribe {
             request_id,
@@ -417,6 +408,27 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
         _ => {}
     }
     true
+}
+
+/// Frees the publish's slot and queues its answer.
+fn answer_publish(conn: &Conn, request_id: u64, r: Result<Published, PublishError>) {
+    conn.publish_done();
+    let reply = match r {
+        Ok(p) => {
+            metrics::inc(&conn.ctx.stats.publishes);
+            ServerMsg::PublishAck {
+                request_id,
+                epoch: p.epoch.0,
+                seq: p.seq.0,
+            }
+        }
+        Err(e) => ServerMsg::Error {
+            request_id,
+            code: e.code(),
+            text: e.to_string(),
+        },
+    };
+    conn.send(&reply);
 }
 
 /// Answers `Hello` with `Welcome` in the negotiated `version`.
