@@ -632,16 +632,37 @@ impl Auth {
         self.verifier.enabled()
     }
 
-    /// Whether a WebSocket upgrade from `origin` may proceed.
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    /// Whether a request from a browser page at `origin` may proceed; `host` is the request's
+    /// `Host` (the node as the page reached it). No `Origin`: not a cross-origin browser
+    /// request, always allowed. With `allowed_origins` set: exactly those (`*`: any). Unset:
+    /// any origin when authentication is on (every request needs a token anyway); with
+    /// authentication off, only the node's own origin and pages on this machine (`localhost`,
+    /// `127.0.0.1`, `[::1]`), so a page on the web cannot drive a broker it can reach.
+    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin.map(str::trim) else {
+            return true;
+        };
         let allowed = &self.cfg.allowed_origins;
-        match origin {
-            _ if allowed.is_empty() => true,
-            None => true,
-            Some(o) => allowed
+        if !allowed.is_empty() {
+            return allowed
                 .iter()
-                .any(|a| a == "*" || a.eq_ignore_ascii_case(o.trim())),
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(origin));
         }
+        if self.enabled() {
+            return true;
+        }
+        // "scheme://host[:port]"; anything else (`null` included) is no page of ours.
+        let Some((_, authority)) = origin.split_once("://") else {
+            return false;
+        };
+        if host.is_some_and(|h| h.trim().eq_ignore_ascii_case(authority)) {
+            return true;
+        }
+        let name = match authority.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or(rest, |(h, _)| h),
+            None => authority.split(':').next().unwrap_or(authority),
+        };
+        name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
     }
 }
 

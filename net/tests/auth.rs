@@ -550,11 +550,18 @@ fn origin_allow_list() {
         assert!(ws_with(addr, None, None).await.is_ok());
     });
     assert_eq!(srv.metrics().total("origin_rejected"), 1);
-    // Default: every origin.
+    // Default with authentication off: pages on this machine (and the node's own origin)
+    // only; a page on the web cannot drive the broker (docs/protocol.md, CORS).
     let open = server();
     rt().block_on(async {
-        assert!(
+        assert_eq!(
             ws_with(open.local_addr(), None, Some("https://evil.example"))
+                .await
+                .err(),
+            Some(403)
+        );
+        assert!(
+            ws_with(open.local_addr(), None, Some("http://localhost:3000"))
                 .await
                 .is_ok()
         );

@@ -38,6 +38,10 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// `Idempotency-Key`, as sent.
     pub idempotency_key: Option<String>,
+    /// `Origin` (a browser page's), as sent.
+    pub origin: Option<String>,
+    /// `Host`, as sent.
+    pub host: Option<String>,
     /// `Connection` names `upgrade`.
     pub upgrade: bool,
     /// `Expect: 100-continue`: the client waits for `100 Continue` before sending the body.
@@ -101,6 +105,8 @@ pub fn parse_head(buf: &[u8], header_bytes_max: usize) -> ParsedHead {
         last_event_id: None,
         authorization: None,
         idempotency_key: None,
+        origin: None,
+        host: None,
         upgrade: false,
         expect_continue: false,
         len,
@@ -126,6 +132,10 @@ pub fn parse_head(buf: &[u8], header_bytes_max: usize) -> ParsedHead {
             head.last_event_id = Some(v.to_owned());
         } else if n.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(v.to_owned());
+        } else if n.eq_ignore_ascii_case("origin") {
+            head.origin = Some(v.to_owned());
+        } else if n.eq_ignore_ascii_case("host") {
+            head.host = Some(v.to_owned());
         } else if n.eq_ignore_ascii_case("idempotency-key") {
             head.idempotency_key = Some(v.to_owned());
         } else if n.eq_ignore_ascii_case("expect") {
@@ -158,6 +168,8 @@ pub enum Route<'a> {
         /// The topic, unchecked.
         topic: &'a str,
     },
+    /// `OPTIONS` on a known path: a browser's CORS preflight.
+    Preflight,
     /// A known path with another method (405).
     MethodNotAllowed,
     /// Anything else (404).
@@ -175,6 +187,13 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
         ("GET", p, _) if p.starts_with("/v1/admin/") => Route::Admin(p),
         ("POST", _, Some((ns, topic))) => Route::Publish { ns, topic },
         ("GET", _, Some((ns, topic))) => Route::Stream { ns, topic },
+        ("OPTIONS", p, topic)
+            if topic.is_some()
+                || matches!(p, "/healthz" | "/metrics")
+                || p.starts_with("/v1/admin/") =>
+        {
+            Route::Preflight
+        }
         (_, "/healthz" | "/metrics", _) | (_, _, Some(_)) => Route::MethodNotAllowed,
         _ => Route::NotFound,
     }
@@ -266,6 +285,8 @@ mod tests {
             Route::Admin("/v1/admin/stats")
         );
         assert_eq!(route("GET", "/nope"), Route::NotFound);
+        assert_eq!(route("OPTIONS", "/v1/topics/a/b"), Route::Preflight);
+        assert_eq!(route("OPTIONS", "/nope"), Route::NotFound);
     }
 
     #[test]

@@ -466,6 +466,8 @@ pub struct Upgrade {
     pub key: String,
     /// `Origin`, if sent.
     pub origin: Option<String>,
+    /// `Host`, if sent.
+    pub host: Option<String>,
     /// `Authorization`, if sent.
     pub authorization: Option<String>,
     /// `Sec-WebSocket-Protocol` values, in order.
@@ -550,6 +552,7 @@ pub fn parse_upgrade(
         query,
         key: String::new(),
         origin: None,
+        host: None,
         authorization: None,
         protocols: Vec::new(),
     };
@@ -569,6 +572,8 @@ pub fn parse_upgrade(
             up.key = value.to_owned();
         } else if name.eq_ignore_ascii_case("origin") {
             up.origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("host") {
+            up.host = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("authorization") {
             up.authorization = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {

@@ -51,6 +51,10 @@ pub(crate) struct Request<'a> {
     pub last_event_id: Option<&'a str>,
     /// `Idempotency-Key`, as sent.
     pub idempotency_key: Option<&'a str>,
+    /// `Origin`, as sent (a browser page's).
+    pub origin: Option<&'a str>,
+    /// `Host` (`:authority` over HTTP/2).
+    pub host: Option<&'a str>,
 }
 
 /// What the transport does with a request.
@@ -74,14 +78,35 @@ impl From<Reply> for Action {
     }
 }
 
-/// Routes, authenticates and checks a request.
+/// Routes, authenticates and checks a request. A browser page whose origin is not allowed is
+/// refused (403) before anything else happens, preflight or not; an allowed one gets the CORS
+/// headers on every answer.
 pub(crate) async fn prepare(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -> Action {
+    if !ctx.auth.origin_allowed(req.origin, req.host) {
+        metrics::inc(&ctx.stats.origin_rejected);
+        return Reply::error(403, "origin not allowed").into();
+    }
+    let mut action = route_request(ctx, req, peer).await;
+    if let (Some(origin), Action::Reply(rep)) = (req.origin, &mut action) {
+        if rep.status != 204 {
+            rep.headers.extend(reply::cors_headers(origin));
+        }
+    }
+    action
+}
+
+async fn route_request(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -> Action {
     match route(req.method, req.path) {
+        Route::Preflight => match req.origin {
+            Some(origin) => reply::preflight(origin).into(),
+            None => Reply::text(405, Bytes::from_static(b"method not allowed")).into(),
+        },
         Route::Healthz => Reply::text(200, Bytes::from_static(b"ok")).into(),
         Route::Metrics => Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4",
             body: ctx.registry.render().into(),
+            headers: Vec::new(),
         }
         .into(),
         Route::Admin(path) => match grant(ctx, peer, req).await {

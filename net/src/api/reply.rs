@@ -10,6 +10,8 @@ pub(crate) struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Bytes,
+    /// Headers beside the content type and length (CORS).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -19,6 +21,7 @@ impl Reply {
             status,
             content_type: "text/plain",
             body: body.into(),
+            headers: Vec::new(),
         }
     }
 
@@ -28,12 +31,43 @@ impl Reply {
             status,
             content_type: "application/json",
             body: body.into(),
+            headers: Vec::new(),
         }
     }
 
     /// A JSON error: `{"error": text}`.
     pub fn error(status: u16, text: &str) -> Self {
         Self::json(status, json_error(text))
+    }
+}
+
+/// The CORS headers answering a browser page at `origin` (already allowed).
+pub(crate) fn cors_headers(origin: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Access-Control-Allow-Origin", origin.to_owned()),
+        ("Vary", "Origin".to_owned()),
+    ]
+}
+
+/// The answer to an allowed CORS preflight.
+pub(crate) fn preflight(origin: &str) -> Reply {
+    let mut headers = cors_headers(origin);
+    headers.extend([
+        (
+            "Access-Control-Allow-Methods",
+            "GET, POST, OPTIONS".to_owned(),
+        ),
+        (
+            "Access-Control-Allow-Headers",
+            "Authorization, Content-Type, Idempotency-Key, Last-Event-ID".to_owned(),
+        ),
+        ("Access-Control-Max-Age", "600".to_owned()),
+    ]);
+    Reply {
+        status: 204,
+        content_type: "text/plain",
+        body: Bytes::new(),
+        headers,
     }
 }
 

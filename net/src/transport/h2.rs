@@ -29,7 +29,8 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use fanfare_core::TopicKey;
 
-use crate::api::{self, reply::Reply, Action, Request};
+use crate::api::reply::{cors_headers, Reply};
+use crate::api::{self, Action, Request};
 use crate::ctx::NetCtx;
 use crate::io::{timeout, Io, Stop};
 use crate::metrics;
@@ -248,14 +249,22 @@ async fn request(
             accept_sse: header("accept").is_some_and(|v| v.contains("text/event-stream")),
             last_event_id: header("last-event-id"),
             idempotency_key: header("idempotency-key"),
+            origin: header("origin"),
+            host: req.uri().authority().map(|a| a.as_str()),
         };
         api::prepare(&ctx, &r, peer).await
     };
+    let cors = req
+        .headers()
+        .get("origin")
+        .and_then(|v| v.to_str().ok())
+        .map(cors_headers)
+        .unwrap_or_default();
     match action {
         Action::Reply(rep) => reply(&mut respond, &rep),
         Action::Publish { key, meta } => {
             let _slot = shared.publishes.acquire(&ctx.stats).await;
-            publish(&ctx, req.into_body(), respond, key, meta).await
+            publish(&ctx, req.into_body(), respond, key, meta, cors).await
         }
         Action::Stream {
             key,
@@ -263,19 +272,25 @@ async fn request(
             enc,
             grant,
         } => match api::open_stream(&ctx, key, start, enc, grant, "h2", peer) {
-            Ok(conn) => stream(&ctx, respond, conn).await,
-            Err(rep) => reply(&mut respond, &rep),
+            Ok(conn) => stream(&ctx, respond, conn, &cors).await,
+            Err(mut rep) => {
+                rep.headers.extend(cors);
+                reply(&mut respond, &rep)
+            }
         },
     }
 }
 
 fn reply(respond: &mut SendResponse<Bytes>, rep: &Reply) {
     let body = rep.body.clone();
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::from_u16(rep.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(http::header::CONTENT_TYPE, rep.content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(());
+        .header(http::header::CONTENT_LENGTH, body.len());
+    for (name, value) in &rep.headers {
+        resp = resp.header(*name, value.as_str());
+    }
+    let resp = resp.body(());
     let Ok(resp) = resp else { return };
     if let Ok(mut s) = respond.send_response(resp, body.is_empty()) {
         if !body.is_empty() {
@@ -290,6 +305,7 @@ async fn publish(
     mut respond: SendResponse<Bytes>,
     key: TopicKey,
     meta: fanfare_core::PublishMeta,
+    cors: Vec<(&'static str, String)>,
 ) {
     let max = ctx.shard.config().message_bytes_max;
     let mut payload = BytesMut::new();
@@ -315,19 +331,28 @@ async fn publish(
         }
         payload.extend_from_slice(&chunk);
     }
-    let rep = api::publish(ctx, key, payload.freeze(), meta).await;
+    let mut rep = api::publish(ctx, key, payload.freeze(), meta).await;
+    rep.headers.extend(cors);
     reply(&mut respond, &rep);
 }
 
 /// Pumps an open subscription stream as DATA frames until the client resets it or the
 /// subscription ends.
-async fn stream(ctx: &Rc<NetCtx>, mut respond: SendResponse<Bytes>, conn: Rc<Conn>) {
+async fn stream(
+    ctx: &Rc<NetCtx>,
+    mut respond: SendResponse<Bytes>,
+    conn: Rc<Conn>,
+    headers: &[(&'static str, String)],
+) {
     let content_type = conn.enc.content_type();
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .status(200)
         .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CACHE_CONTROL, "no-cache")
-        .body(());
+        .header(http::header::CACHE_CONTROL, "no-cache");
+    for (name, value) in headers {
+        resp = resp.header(*name, value.as_str());
+    }
+    let resp = resp.body(());
     let sent = resp.ok().and_then(|r| respond.send_response(r, false).ok());
     let Some(mut tx) = sent else {
         conn.unsubscribe_all();

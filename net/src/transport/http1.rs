@@ -10,7 +10,8 @@ use bytes::BytesMut;
 use fanfare_proto::http::{parse_head, ParsedHead, RequestHead as Head};
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
-use crate::api::{self, reply::Reply, Action, Request};
+use crate::api::reply::{cors_headers, Reply};
+use crate::api::{self, Action, Request};
 use crate::ctx::NetCtx;
 use crate::io::{read_some, timeout, unless, Io, Stop};
 use crate::metrics;
@@ -162,7 +163,10 @@ async fn request<S: Io>(
         accept_sse: head.accept_sse,
         last_event_id: head.last_event_id.as_deref(),
         idempotency_key: head.idempotency_key.as_deref(),
+        origin: head.origin.as_deref(),
+        host: head.host.as_deref(),
     };
+    let cors = || head.origin.as_deref().map(cors_headers).unwrap_or_default();
     // A request answered without reading its body ends the connection: the unread body
     // cannot be told from the next request.
     let unread_body = head.chunked || head.content_length.is_some_and(|n| n > 0);
@@ -206,7 +210,8 @@ async fn request<S: Io>(
                 }
             }
             let body = buf.split_to(len).freeze();
-            let rep = api::publish(ctx, key, body, meta).await;
+            let mut rep = api::publish(ctx, key, body, meta).await;
+            rep.headers.extend(cors());
             respond(w, &rep, head.close).await;
             !head.close
         }
@@ -217,8 +222,11 @@ async fn request<S: Io>(
             grant,
         } => {
             match api::open_stream(ctx, key, start, enc, grant, "http/1.1", peer) {
-                Ok(conn) => stream(ctx, conn, r, w, buf, chunk, stop).await,
-                Err(rep) => respond(w, &rep, true).await,
+                Ok(conn) => stream(ctx, conn, &cors(), r, w, buf, chunk, stop).await,
+                Err(mut rep) => {
+                    rep.headers.extend(cors());
+                    respond(w, &rep, true).await
+                }
             }
             false
         }
@@ -227,19 +235,25 @@ async fn request<S: Io>(
 
 /// Pumps an open subscription stream as a chunked body until the client goes or the
 /// subscription ends.
+#[allow(clippy::too_many_arguments)]
 async fn stream<S: Io>(
     ctx: &Rc<NetCtx>,
     conn: Rc<Conn>,
+    headers: &[(&'static str, String)],
     r: &mut ReadHalf<S>,
     w: &mut WriteHalf<S>,
     buf: &mut BytesMut,
     chunk: &mut [u8],
     stop: &mut Stop,
 ) {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n",
         conn.enc.content_type()
     );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     if w.write_all(head.as_bytes()).await.is_err() {
         conn.unsubscribe_all();
         return;
@@ -277,6 +291,7 @@ pub(crate) async fn respond<S: Io>(w: &mut WriteHalf<S>, rep: &Reply, close: boo
     let (status, content_type, body) = (rep.status, rep.content_type, &rep.body);
     let phrase = match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -297,11 +312,15 @@ pub(crate) async fn respond<S: Io>(w: &mut WriteHalf<S>, rep: &Reply, close: boo
     } else {
         ""
     };
-    let mut out = format!(
-        "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {conn}\r\n{challenge}\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {conn}\r\n{challenge}",
         body.len()
-    )
-    .into_bytes();
+    );
+    for (name, value) in &rep.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
     out.extend_from_slice(body);
     let _ = w.write_all(&out).await;
     if close {

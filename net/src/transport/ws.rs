@@ -35,7 +35,10 @@ pub(crate) async fn session<S: Io>(
     mut stop: Stop,
     peer: IpAddr,
 ) {
-    if !ctx.auth.origin_allowed(up.origin.as_deref()) {
+    if !ctx
+        .auth
+        .origin_allowed(up.origin.as_deref(), up.host.as_deref())
+    {
         metrics::inc(&ctx.stats.origin_rejected);
         tracing::info!(peer = %peer, origin = up.origin.as_deref().unwrap_or(""), "WebSocket origin not allowed");
         let _ = w
