@@ -21,17 +21,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("fanfare runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "fanfare listening on 127.0.0.1:PORT (...)"
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .expect("address in the first line")
-            .parse()
-            .expect("an address");
+        let addr = listening_addr(&mut child, "");
         Node { child, addr }
     }
 
@@ -255,6 +245,20 @@ fn keygen_token_create_and_an_authenticated_node() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The address in the first line `fanfare serve` prints ("fanfare listening on ADDR (...)");
+/// `context` goes into the failure message.
+fn listening_addr(child: &mut Child, context: &str) -> SocketAddr {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.split_whitespace()
+        .nth(3)
+        .unwrap_or_else(|| panic!("an address in {line:?} {context}"))
+        .parse()
+        .expect("an address")
+}
+
 /// Starts `fanfare serve` (1 shard) under `sh` with `limits` applied first (e.g. `ulimit -n
 /// 96`), stderr to `log`; returns the child and its address.
 fn serve_limited(limits: &str, log: &std::path::Path) -> (Child, SocketAddr) {
@@ -268,21 +272,7 @@ fn serve_limited(limits: &str, log: &std::path::Path) -> (Child, SocketAddr) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("sh runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or_else(|| {
-            panic!(
-                "an address in {line:?}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })
-        .parse()
-        .expect("an address");
+    let addr = listening_addr(&mut child, &format!("(its log: {})", log.display()));
     (child, addr)
 }
 

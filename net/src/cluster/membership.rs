@@ -90,10 +90,8 @@ pub(crate) async fn run(
     let rng = rand::rngs::StdRng::seed_from_u64(me.generation ^ 0x9e37_79b9_7f4a_7c15);
     let mut foca = Foca::new(me.clone(), foca_config(&shared), rng, PostcardCodec);
     let mut rt = AccumulatingRuntime::new();
-    let mut alive: BTreeMap<SocketAddr, Member> = BTreeMap::new();
-    let mut lost: BTreeMap<SocketAddr, Instant> = BTreeMap::new();
+    let mut m = Members::default();
     let started = Instant::now();
-    let mut joined = false;
 
     // Datagrams in.
     {
@@ -161,19 +159,9 @@ pub(crate) async fn run(
             let _ = foca.announce(seed_identity(*seed), &mut rt);
         }
     }
-    publish(&shared, &alive, &stats, joined);
+    publish(&shared, &m, &stats);
     loop {
-        drain(
-            &mut rt,
-            &sock,
-            &tx,
-            &mut alive,
-            &mut lost,
-            &shared,
-            &stats,
-            &mut joined,
-        )
-        .await;
+        drain(&mut rt, &sock, &tx, &mut m, &shared, &stats).await;
         let Ok(ev) = rx.recv_async().await else {
             return;
         };
@@ -181,13 +169,13 @@ pub(crate) async fn run(
             Ev::Data(d) => foca.handle_data(&d, &mut rt),
             Ev::Timer(t) => foca.handle_timer(t, &mut rt),
             Ev::Announce => {
-                lost.retain(|_, since| since.elapsed() < LOST_RETRY);
+                m.lost.retain(|_, since| since.elapsed() < LOST_RETRY);
                 let targets: Vec<SocketAddr> = shared
                     .cfg
                     .seeds
                     .iter()
-                    .chain(lost.keys())
-                    .filter(|a| **a != me.addr && !alive.contains_key(a))
+                    .chain(m.lost.keys())
+                    .filter(|a| **a != me.addr && !m.alive.contains_key(a))
                     .copied()
                     .collect::<std::collections::BTreeSet<_>>()
                     .into_iter()
@@ -195,13 +183,13 @@ pub(crate) async fn run(
                 for addr in targets {
                     let _ = foca.announce(seed_identity(addr), &mut rt);
                 }
-                if !joined && started.elapsed() >= JOIN_GRACE {
+                if !m.joined && started.elapsed() >= JOIN_GRACE {
                     tracing::warn!(
                         "no other node answered within {} s: serving as a cluster of one",
                         JOIN_GRACE.as_secs()
                     );
-                    joined = true;
-                    publish(&shared, &alive, &stats, joined);
+                    m.joined = true;
+                    publish(&shared, &m, &stats);
                 }
                 Ok(())
             }
@@ -209,17 +197,7 @@ pub(crate) async fn run(
                 let _ = foca.leave_cluster(&mut rt);
                 // Leaving makes foca report this node defunct: expected, not news.
                 while rt.to_notify().is_some() {}
-                drain(
-                    &mut rt,
-                    &sock,
-                    &tx,
-                    &mut alive,
-                    &mut lost,
-                    &shared,
-                    &stats,
-                    &mut joined,
-                )
-                .await;
+                drain(&mut rt, &sock, &tx, &mut m, &shared, &stats).await;
                 return;
             }
         };
@@ -230,18 +208,31 @@ pub(crate) async fn run(
     }
 }
 
+/// What this node knows of the others.
+#[derive(Default)]
+struct Members {
+    /// Live members, by address.
+    alive: BTreeMap<SocketAddr, Member>,
+    /// Members declared down, and since when (announced to for [`LOST_RETRY`]).
+    lost: BTreeMap<SocketAddr, Instant>,
+    /// Whether this node has heard from another one (or waited [`JOIN_GRACE`]).
+    joined: bool,
+}
+
 /// Sends what foca wants sent, schedules its timers and applies its notifications.
-#[allow(clippy::too_many_arguments)]
 async fn drain(
     rt: &mut AccumulatingRuntime<Member>,
     sock: &Rc<UdpSocket>,
     tx: &flume::Sender<Ev>,
-    alive: &mut BTreeMap<SocketAddr, Member>,
-    lost: &mut BTreeMap<SocketAddr, Instant>,
+    m: &mut Members,
     shared: &Arc<ClusterShared>,
     stats: &Arc<NetStats>,
-    joined: &mut bool,
 ) {
+    let Members {
+        alive,
+        lost,
+        joined,
+    } = m;
     let mut changed = false;
     while let Some(n) = rt.to_notify() {
         match n {
@@ -280,7 +271,7 @@ async fn drain(
     }
     if changed {
         metrics::inc(&stats.cluster_membership_changes);
-        publish(shared, alive, stats, *joined);
+        publish(shared, m, stats);
     }
     while let Some((after, timer)) = rt.to_schedule() {
         let tx = tx.clone();
@@ -311,13 +302,8 @@ async fn drain(
 /// Sends every shard the view of `alive` and this node. Until the node has `joined` (heard
 /// from the cluster, or waited [`JOIN_GRACE`]), the view holds no member, so no topic has an
 /// owner.
-fn publish(
-    shared: &ClusterShared,
-    alive: &BTreeMap<SocketAddr, Member>,
-    stats: &NetStats,
-    joined: bool,
-) {
-    if !joined {
+fn publish(shared: &ClusterShared, m: &Members, stats: &NetStats) {
+    if !m.joined {
         metrics::set(&stats.cluster_members, 0);
         metrics::set(&stats.cluster_storage_nodes, 0);
         shared.publish(Arc::new(ClusterView {
@@ -326,7 +312,7 @@ fn publish(
         }));
         return;
     }
-    let mut members: Vec<Member> = alive.values().cloned().collect();
+    let mut members: Vec<Member> = m.alive.values().cloned().collect();
     members.push(shared.me.clone());
     members.sort_by(|a, b| a.id.cmp(&b.id));
     let storage = members.iter().filter(|m| m.roles.storage).count();
