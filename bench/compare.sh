@@ -47,6 +47,8 @@ fi
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -q
 bin=$PWD/target/release/fanfare
+# BROKER_BIN: another build of the Fanfare broker to measure (the generator stays this build).
+broker_bin=${BROKER_BIN:-$bin}
 work=$(mktemp -d)
 # Raw results (one JSON object per run) are kept for inspection.
 results=${RESULTS:-/tmp/fanfare-compare.jsonl}
@@ -60,7 +62,7 @@ start_broker() {
   local b=$1
   free_port
   case $b in
-    fanfare) taskset -c "$BROKER_CPUS" "$bin" serve --no-pin --shards "$broker_threads" \
+    fanfare) taskset -c "$BROKER_CPUS" "$broker_bin" serve --no-pin --shards "$broker_threads" \
                --listen 127.0.0.1:$port >"$work/$b.log" 2>&1 & url=ws://127.0.0.1:$port/v1/ws ;;
     nats)    taskset -c "$BROKER_CPUS" nats-server -a 127.0.0.1 -p $port >"$work/$b.log" 2>&1 &
              url=nats://127.0.0.1:$port ;;

@@ -237,7 +237,8 @@ fn keep_alive_requests_are_not_held_to_the_accept_deadline() {
     s.write_all(req).unwrap();
     let first = read_until(&mut s, WAIT, |t| t.ends_with("ok"));
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    // Idle for twice the handshake time (well under the idle time), then ask again.
+    // Idle for twice the handshake time (well under the idle time), then ask again: this
+    // pause is the behaviour under test (an idle gap), not a wait for something to happen.
     std::thread::sleep(Duration::from_millis(600));
     s.write_all(req).unwrap();
     let second = read_until(&mut s, WAIT, |t| t.ends_with("ok"));
