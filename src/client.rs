@@ -171,6 +171,7 @@ impl Client {
             namespace: Name::try_from(namespace).context("namespace")?,
             topic: Name::try_from(topic).context("topic")?,
             from,
+            presence: None,
         })?;
         loop {
             match self.recv()? {

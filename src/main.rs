@@ -151,6 +151,9 @@ enum TokenCmd {
         /// Grant subscribing on the patterns.
         #[arg(long)]
         subscribe: bool,
+        /// Grant presence on the patterns (member lists, join and leave events).
+        #[arg(long)]
+        presence: bool,
         /// Grant the admin endpoints.
         #[arg(long)]
         admin: bool,
@@ -202,6 +205,7 @@ fn token_cmd(cmd: TokenCmd) -> Result<()> {
             topic,
             publish,
             subscribe,
+            presence,
             admin,
             ttl,
             jti,
@@ -231,8 +235,11 @@ fn token_cmd(cmd: TokenCmd) -> Result<()> {
             if subscribe {
                 rights.push("subscribe".to_owned());
             }
+            if presence {
+                rights.push("presence".to_owned());
+            }
             if rights.is_empty() && !admin {
-                bail!("grant something: --publish, --subscribe and/or --admin");
+                bail!("grant something: --publish, --subscribe, --presence and/or --admin");
             }
             for p in [&ns, &topic] {
                 auth::Pattern::parse(p).map_err(anyhow::Error::msg)?;

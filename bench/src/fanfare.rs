@@ -120,6 +120,7 @@ impl Ws {
             namespace: Name::try_from(ns).map_err(|e| BenchError::Scenario(e.to_string()))?,
             topic: Name::try_from(topic).map_err(|e| BenchError::Scenario(e.to_string()))?,
             from: Start::Latest,
+            presence: None,
         })
         .await?;
         loop {

@@ -540,6 +540,10 @@ impl Queue {
                 self.notify(st);
                 return Accept::Queued;
             }
+            Offer::Presence(e) => {
+                let e = Event::Presence(e.clone());
+                (Queued::Event(e, EVENT_OVERHEAD_BYTES), EVENT_OVERHEAD_BYTES)
+            }
         };
         st.bytes += size;
         st.events.push_back(q);

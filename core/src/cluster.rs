@@ -14,8 +14,9 @@ use bytes::Bytes;
 use fanfare_proto::Start;
 
 use crate::ids::{Epoch, Seq, TopicKey};
-use crate::message::{Message, PublishError, PublishMeta, Published};
+use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
 use crate::placement;
+use crate::presence::{PresenceDelta, PresenceQuery, PresenceState};
 
 /// A node's placement identity: the xxh3 of its node id (fixed output, see [`placement`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +80,22 @@ pub enum UpReq {
         meta: PublishMeta,
         /// Where the answer goes.
         reply: flume::Sender<Result<Published, PublishError>>,
+    },
+    /// A change of this shard's presence share of a topic (a reset replaces it whole).
+    Presence {
+        /// The topic.
+        key: TopicKey,
+        /// The change.
+        delta: PresenceDelta,
+    },
+    /// A presence query; `reply` gets the answer, or `Unavailable` when the link is down.
+    PresenceQuery {
+        /// The topic.
+        key: TopicKey,
+        /// What is asked.
+        q: PresenceQuery,
+        /// Where the answer goes.
+        reply: flume::Sender<Result<PresenceState, SubscribeError>>,
     },
 }
 

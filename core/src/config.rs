@@ -61,6 +61,19 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// First epoch value (default: the wall clock in microseconds); epochs only grow.
     pub epoch_base: Option<u64>,
+    /// Presence members listed per topic, cluster-wide; past it, a subscription asking to
+    /// enter is subscribed but not listed, and told so (`Refused`, counted in
+    /// `presence_refused`).
+    pub presence_members_max: usize,
+    /// Largest presence info blob, in bytes (at most 4096); a larger one is refused.
+    pub presence_info_bytes_max: usize,
+    /// Join and leave events per topic per second; past it they are counted, not sent, and
+    /// subscribers get one `Overflow` event with the count when the second ends.
+    pub presence_events_per_second: u32,
+    /// Occupancy events per topic go out at most once per interval (the latest count).
+    pub occupancy_interval: Duration,
+    /// Most members one presence query returns.
+    pub presence_page_max: usize,
 }
 
 impl Default for Config {
@@ -88,6 +101,11 @@ impl Default for Config {
             spin_before_park: None,
             io_memory_bytes: 1 << 20,
             epoch_base: None,
+            presence_members_max: 10_000,
+            presence_info_bytes_max: 1024,
+            presence_events_per_second: 100,
+            occupancy_interval: Duration::from_secs(1),
+            presence_page_max: fanfare_proto::message::PRESENCE_PAGE_MAX,
         }
     }
 }
@@ -95,7 +113,7 @@ impl Default for Config {
 impl Config {
     /// Checks ranges; called by `start`.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 14] = [
             (
                 self.idempotency_keys_max >= 1,
                 "idempotency_keys_max must be at least 1",
@@ -136,6 +154,18 @@ impl Config {
             (
                 self.mesh_outbox_messages_max >= 1,
                 "mesh_outbox_messages_max must be at least 1",
+            ),
+            (
+                self.presence_info_bytes_max <= fanfare_proto::message::PRESENCE_INFO_BYTES_MAX,
+                "presence_info_bytes_max must be at most 4096",
+            ),
+            (
+                (1..=fanfare_proto::message::PRESENCE_PAGE_MAX).contains(&self.presence_page_max),
+                "presence_page_max must be 1..=1000",
+            ),
+            (
+                self.presence_events_per_second >= 1 && !self.occupancy_interval.is_zero(),
+                "presence_events_per_second and occupancy_interval must be positive",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

@@ -39,6 +39,7 @@ pub mod history;
 pub mod ids;
 pub mod message;
 pub mod placement;
+pub mod presence;
 mod shard;
 mod signal;
 pub mod sink;
@@ -51,6 +52,9 @@ pub use ids::{BadTopicName, Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 pub use message::{
     CloseReason, Event, Message, PublishError, PublishMeta, Published, StartError,
     SubscribeAccepted, SubscribeError,
+};
+pub use presence::{
+    Member, MemberId, PresenceAction, PresenceEvent, PresenceOptions, PresenceQuery, PresenceState,
 };
 pub use shard::{
     ClusterPort, FetchCallback, Hold, OwnedTopicInfo, PendingPublish, ShardHandle, ShardHook,

@@ -101,6 +101,8 @@ pub enum Event {
         /// The next sequence the subscription will deliver.
         next_seq: Seq,
     },
+    /// A presence event the subscription asked for.
+    Presence(crate::presence::PresenceEvent),
 }
 
 /// Why a subscription ended.
@@ -225,6 +227,14 @@ pub enum SubscribeError {
         /// Its reason.
         reason: String,
     },
+    /// The presence info blob is over `Config::presence_info_bytes_max`.
+    #[error("presence info of {len} bytes over the limit of {max}")]
+    PresenceInfoTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl SubscribeError {
@@ -238,6 +248,7 @@ impl SubscribeError {
             SubscribeError::ShuttingDown => ErrorCode::ShuttingDown,
             SubscribeError::Unavailable => ErrorCode::Unavailable,
             SubscribeError::Owner { code, .. } => *code,
+            SubscribeError::PresenceInfoTooLarge { .. } => ErrorCode::BadRequest,
         }
     }
 }

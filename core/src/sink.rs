@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::ids::{Epoch, LocalTopicId, Seq, SubId};
 use crate::message::{CloseReason, Message};
+use crate::presence::{MemberId, PresenceEvent};
 
 /// An encoded message as sinks share it: one buffer per message, shard and encoding, counted
 /// with a plain (non-atomic) reference count, since it never leaves its shard.
@@ -55,6 +56,8 @@ pub enum Offer<'a> {
         epoch: Epoch,
         /// First sequence to be delivered (after the discontinuity, if one follows).
         next_seq: Seq,
+        /// Its presence member id, when it asked to enter.
+        member: Option<MemberId>,
     },
     /// A message.
     Item(&'a Delivery<'a>),
@@ -76,6 +79,9 @@ pub enum Offer<'a> {
     },
     /// The subscription ended; nothing follows.
     Closed(&'a CloseReason),
+    /// A presence event the subscription asked for (a node link's subscription gets all of
+    /// them). Never refused: they are rate-limited per topic.
+    Presence(&'a PresenceEvent),
 }
 
 /// What a sink did with an offered event.

@@ -88,6 +88,21 @@ counters! {
         idempotent_repeats,
         /// Idempotency keys forgotten early because a topic held `idempotency_keys_max`.
         idempotency_keys_evicted,
+        /// Presence members listed on topics this shard owns (gauge).
+        presence_members,
+        /// Members that entered topics this shard owns.
+        presence_joins,
+        /// Members that left topics this shard owns (unsubscribed, disconnected, or their
+        /// router's link closed).
+        presence_leaves,
+        /// Subscriptions not listed because their topic held `presence_members_max`.
+        presence_refused,
+        /// Presence events (join, leave, occupancy, overflow) sent by this shard as owner.
+        presence_events,
+        /// Join and leave events not sent for the rate limit (announced by `Overflow`).
+        presence_events_skipped,
+        /// Presence queries answered by this shard as owner.
+        presence_queries,
     }
 }
 

@@ -11,7 +11,7 @@
 //! | `exp` | expiry, Unix seconds (required) |
 //! | `nbf`, `iat` | not before / issued at, Unix seconds (optional) |
 //! | `jti` | token id, for logs (optional) |
-//! | `perms` | `[{"ns": pattern, "topic": pattern, "rights": ["publish", "subscribe"]}]` |
+//! | `perms` | `[{"ns": pattern, "topic": pattern, "rights": ["publish", "subscribe", "presence"]}]` (`presence`: read member lists and get join/leave events; not implied by `subscribe`) |
 //! | `admin` | `true` grants the admin endpoints |
 //!
 //! A pattern is `*` (any name), `prefix*` (names starting with `prefix`) or an exact name.
@@ -220,7 +220,7 @@ pub struct PermissionClaim {
     pub ns: String,
     /// Topic pattern.
     pub topic: String,
-    /// `publish` and/or `subscribe`.
+    /// Any of `publish`, `subscribe` and `presence`.
     pub rights: Vec<String>,
 }
 
@@ -255,6 +255,8 @@ pub enum Right {
     Publish,
     /// Subscribing to a topic.
     Subscribe,
+    /// Reading a topic's member list and receiving its join and leave events.
+    Presence,
 }
 
 impl std::fmt::Display for Right {
@@ -262,6 +264,7 @@ impl std::fmt::Display for Right {
         f.write_str(match self {
             Right::Publish => "publish",
             Right::Subscribe => "subscribe",
+            Right::Presence => "presence",
         })
     }
 }
@@ -330,6 +333,8 @@ pub struct Permission {
     pub publish: bool,
     /// Grants subscribing.
     pub subscribe: bool,
+    /// Grants reading member lists and join/leave events.
+    pub presence: bool,
 }
 
 /// What a verified token allows.
@@ -354,6 +359,7 @@ impl Grant {
             (match right {
                 Right::Publish => p.publish,
                 Right::Subscribe => p.subscribe,
+                Right::Presence => p.presence,
             }) && p.ns.matches(ns)
                 && p.topic.matches(topic)
         })
@@ -374,11 +380,12 @@ impl Grant {
         }
         let mut perms = Vec::with_capacity(c.perms.len());
         for p in c.perms {
-            let (mut publish, mut subscribe) = (false, false);
+            let (mut publish, mut subscribe, mut presence) = (false, false, false);
             for r in &p.rights {
                 match r.as_str() {
                     "publish" => publish = true,
                     "subscribe" => subscribe = true,
+                    "presence" => presence = true,
                     other => return Err(bad(format!("unknown right {other:?}"))),
                 }
             }
@@ -387,6 +394,7 @@ impl Grant {
                 topic: Pattern::parse(&p.topic).map_err(|e| bad(format!("topic: {e}")))?,
                 publish,
                 subscribe,
+                presence,
             });
         }
         Ok(Self {

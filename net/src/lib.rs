@@ -34,6 +34,7 @@ mod hub;
 mod io;
 mod listener;
 pub mod metrics;
+mod presence;
 mod session;
 mod slots;
 mod tls;

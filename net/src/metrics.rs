@@ -116,6 +116,10 @@ net_counters! {
     origin_rejected: "counter",
     /// Admin requests served.
     admin_requests: "counter",
+    /// Presence events queued on client connections.
+    presence_events_out: "counter",
+    /// Presence queries answered (WebSocket and HTTP).
+    presence_queries: "counter",
     /// Cluster members alive in this node's view (shard 0 runs the gossip).
     cluster_members: "gauge",
     /// Storage nodes alive in this node's view.
@@ -310,7 +314,11 @@ impl Registry {
             for (name, v) in eng.snapshot().fields() {
                 let kind = if matches!(
                     name,
-                    "topics" | "subscriptions" | "upstream_topics" | "link_subscriptions"
+                    "topics"
+                        | "subscriptions"
+                        | "upstream_topics"
+                        | "link_subscriptions"
+                        | "presence_members"
                 ) {
                     "gauge"
                 } else {

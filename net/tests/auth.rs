@@ -107,6 +107,7 @@ fn subscribe_msg(ns: &str, topic: &str) -> ClientMsg {
         namespace: ns.try_into().unwrap(),
         topic: topic.try_into().unwrap(),
         from: Start::Latest,
+        presence: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn a_retried_websocket_publish_is_ordered_once() {
                 namespace: "ns".try_into().unwrap(),
                 topic: "idem".try_into().unwrap(),
                 from: Start::Latest,
+                presence: None,
             },
         )
         .await;

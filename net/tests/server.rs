@@ -23,6 +23,7 @@ async fn subscribe(ws: &mut Ws, topic: &str, from: Start) -> (u64, u64, u64) {
             namespace: "ns".try_into().unwrap(),
             topic: topic.try_into().unwrap(),
             from,
+            presence: None,
         },
     )
     .await;
@@ -32,6 +33,7 @@ async fn subscribe(ws: &mut Ws, topic: &str, from: Start) -> (u64, u64, u64) {
             subscription_id,
             epoch,
             next_seq,
+            member_id: 0,
         } => (subscription_id, epoch, next_seq),
         other => panic!("expected Subscribed, got {other:?}"),
     }
@@ -458,9 +460,9 @@ fn websocket_limits_close_only_the_offender() {
         for t in 0..3 {
             subscribe(&mut s, &format!("s{t}"), Start::Latest).await;
         }
-        send(&mut s, ClientMsg::Subscribe { request_id: 1, namespace: "ns".try_into().unwrap(), topic: "s9".try_into().unwrap(), from: Start::Latest }).await;
+        send(&mut s, ClientMsg::Subscribe { request_id: 1, namespace: "ns".try_into().unwrap(), topic: "s9".try_into().unwrap(), from: Start::Latest, presence: None }).await;
         assert!(matches!(recv(&mut s).await, ServerMsg::Error { request_id: 1, code: ErrorCode::TooManySubscriptions, .. }));
-        send(&mut s, ClientMsg::Subscribe { request_id: 2, namespace: "ns".try_into().unwrap(), topic: "s0".try_into().unwrap(), from: Start::Latest }).await;
+        send(&mut s, ClientMsg::Subscribe { request_id: 2, namespace: "ns".try_into().unwrap(), topic: "s0".try_into().unwrap(), from: Start::Latest, presence: None }).await;
         let r = recv(&mut s).await;
         assert!(matches!(r, ServerMsg::Error { request_id: 2, code: ErrorCode::AlreadySubscribed, .. }), "{r:?}");
         // Bad names and oversized payloads inside a frame: an error, the connection stays.
@@ -577,6 +579,7 @@ fn stalled_reader_is_cut_off_without_slowing_others() {
         namespace: "ns".try_into().unwrap(),
         topic: "flood".try_into().unwrap(),
         from: Start::Latest,
+        presence: None,
     };
     let mut frame = bytes::BytesMut::new();
     fanfare_proto::ws::encode_frame(

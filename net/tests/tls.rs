@@ -101,6 +101,7 @@ fn wss_publish_and_receive_with_alpn() {
                 namespace: "ns".try_into().unwrap(),
                 topic: "secure".try_into().unwrap(),
                 from: Start::Latest,
+                presence: None,
             };
             ws.send(Message::Binary(sub.encode_to_vec())).await.unwrap();
             let next = |m: Option<Result<Message, _>>| match m {

@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
-use fanfare_proto::message::{ErrorCode, ItemMsg, LinkItem, Start};
+use fanfare_proto::message::{
+    ErrorCode, ItemMsg, LinkItem, MemberMsg, PresenceAction, PresenceEventMsg, PresenceStateMsg,
+    Start,
+};
 use fanfare_proto::ws::{self, Opcode};
 use fanfare_proto::{framing, sse, ClientMsg, LinkMsg, ServerMsg};
 
@@ -40,12 +43,28 @@ fn main() -> std::io::Result<()> {
             namespace: "chat".try_into().unwrap(),
             topic: "room-1".try_into().unwrap(),
             from: Start::At { epoch: 5, seq: 9 },
+            presence: Some(fanfare_proto::PresenceOpts {
+                enter: true,
+                info: Bytes::from_static(b"{\"name\":\"ada\"}"),
+                client_id: Some("ada".into()),
+                member_events: true,
+                occupancy_events: true,
+            }),
+        },
+        ClientMsg::PresenceQuery {
+            request_id: 7,
+            namespace: "chat".try_into().unwrap(),
+            topic: "room-1".try_into().unwrap(),
+            members: true,
+            after: 12,
+            limit: 50,
         },
         ClientMsg::Subscribe {
             request_id: 3,
             namespace: "a".try_into().unwrap(),
             topic: "b".try_into().unwrap(),
             from: Start::LastN(10),
+            presence: None,
         },
         ClientMsg::Unsubscribe {
             request_id: 4,
@@ -68,6 +87,11 @@ fn main() -> std::io::Result<()> {
         seq: 3,
         payload: Bytes::from_static(b"p"),
         publisher_id: Some("me".into()),
+    };
+    let member = MemberMsg {
+        member_id: 77,
+        client_id: "ada".into(),
+        info: Bytes::from_static(b"i"),
     };
     let link: Vec<Vec<u8>> = [
         LinkMsg::Hello {
@@ -101,6 +125,24 @@ fn main() -> std::io::Result<()> {
             code: ErrorCode::Overloaded,
             text: "busy".into(),
         },
+        LinkMsg::Presence {
+            namespace: "a".try_into().unwrap(),
+            topic: "b".try_into().unwrap(),
+            reset: true,
+            count: 3,
+            joins: vec![member.clone()],
+            leaves: vec![5, 6],
+        },
+        LinkMsg::PresenceEvent {
+            namespace: "a".try_into().unwrap(),
+            topic: "b".try_into().unwrap(),
+            event: PresenceEventMsg {
+                action: PresenceAction::Leave,
+                member: Some(member.clone()),
+                occupancy: 1,
+                skipped: 0,
+            },
+        },
     ]
     .iter()
     .map(|m| m.encode_to_vec())
@@ -114,6 +156,27 @@ fn main() -> std::io::Result<()> {
             subscription_id: 2,
             epoch: 3,
             next_seq: 4,
+            member_id: 9,
+        }
+        .encode_to_vec(),
+        ServerMsg::PresenceEvent {
+            subscription_id: 2,
+            event: PresenceEventMsg {
+                action: PresenceAction::Join,
+                member: Some(member.clone()),
+                occupancy: 3,
+                skipped: 0,
+            },
+        }
+        .encode_to_vec(),
+        ServerMsg::PresenceState {
+            request_id: 4,
+            state: PresenceStateMsg {
+                occupancy: 2,
+                members_total: 2,
+                members: vec![member.clone(); 2],
+                next_after: 0,
+            },
         }
         .encode_to_vec(),
         ServerMsg::Error {

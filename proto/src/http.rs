@@ -168,6 +168,13 @@ pub enum Route<'a> {
         /// The topic, unchecked.
         topic: &'a str,
     },
+    /// `GET /v1/topics/{ns}/{topic}/presence`.
+    Presence {
+        /// The namespace, unchecked.
+        ns: &'a str,
+        /// The topic, unchecked.
+        topic: &'a str,
+    },
     /// `OPTIONS` on a known path: a browser's CORS preflight.
     Preflight,
     /// A known path with another method (405).
@@ -181,6 +188,14 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
     let topic = path
         .strip_prefix("/v1/topics/")
         .and_then(|rest| rest.split_once('/'));
+    // Names never hold `/`, so `{topic}/presence` cannot be a topic.
+    if let Some((ns, topic)) = topic.and_then(|(ns, t)| Some((ns, t.strip_suffix("/presence")?))) {
+        return match method {
+            "GET" => Route::Presence { ns, topic },
+            "OPTIONS" => Route::Preflight,
+            _ => Route::MethodNotAllowed,
+        };
+    }
     match (method, path, topic) {
         ("GET", "/healthz", _) => Route::Healthz,
         ("GET", "/metrics", _) => Route::Metrics,

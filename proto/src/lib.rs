@@ -43,7 +43,7 @@ pub mod generated {
 
 pub use message::{
     ClientMsg, DecodeError, DecodeLimits, ErrorCode, ItemMsg, ItemRef, LinkItem, LinkMsg,
-    ServerMsg, Start,
+    MemberMsg, PresenceAction, PresenceEventMsg, PresenceOpts, PresenceStateMsg, ServerMsg, Start,
 };
 pub use names::{validate_name, Name, NameError, NAME_BYTES_MAX};
 

@@ -2,7 +2,10 @@
 //! encoded bytes in arbitrary chunks.
 
 use bytes::{Bytes, BytesMut};
-use fanfare_proto::message::{DecodeLimits, ErrorCode, ItemMsg, LinkItem, Start};
+use fanfare_proto::message::{
+    DecodeLimits, ErrorCode, ItemMsg, LinkItem, MemberMsg, PresenceAction, PresenceEventMsg,
+    PresenceOpts, PresenceStateMsg, Start,
+};
 use fanfare_proto::ws::{self, Message, Opcode, Role};
 use fanfare_proto::{framing, ClientMsg, LinkMsg, Name, ServerMsg};
 use quickcheck::{quickcheck, Arbitrary, Gen};
@@ -41,7 +44,46 @@ fn start(g: &mut Gen) -> Start {
     }
 }
 fn code(g: &mut Gen) -> ErrorCode {
-    ErrorCode::from_u16(u16::arbitrary(g) % 16)
+    ErrorCode::from_u16(u16::arbitrary(g) % 18)
+}
+fn member(g: &mut Gen) -> MemberMsg {
+    MemberMsg {
+        member_id: u64::arbitrary(g).max(1),
+        client_id: text(g),
+        info: payload(g),
+    }
+}
+fn members(g: &mut Gen) -> Vec<MemberMsg> {
+    (0..usize::arbitrary(g) % 20).map(|_| member(g)).collect()
+}
+fn event(g: &mut Gen) -> PresenceEventMsg {
+    let action = *g
+        .choose(&[
+            PresenceAction::Join,
+            PresenceAction::Leave,
+            PresenceAction::Occupancy,
+            PresenceAction::Refused,
+            PresenceAction::Overflow,
+        ])
+        .unwrap();
+    let needs_member = matches!(
+        action,
+        PresenceAction::Join | PresenceAction::Leave | PresenceAction::Refused
+    );
+    PresenceEventMsg {
+        action,
+        member: (needs_member || bool::arbitrary(g)).then(|| member(g)),
+        occupancy: u64::arbitrary(g),
+        skipped: u64::arbitrary(g),
+    }
+}
+fn state(g: &mut Gen) -> PresenceStateMsg {
+    PresenceStateMsg {
+        occupancy: u64::arbitrary(g),
+        members_total: u64::arbitrary(g),
+        members: members(g),
+        next_after: u64::arbitrary(g),
+    }
 }
 fn item(g: &mut Gen) -> ItemMsg {
     ItemMsg {
@@ -57,7 +99,7 @@ fn item(g: &mut Gen) -> ItemMsg {
 struct C(ClientMsg);
 impl Arbitrary for C {
     fn arbitrary(g: &mut Gen) -> Self {
-        C(match u8::arbitrary(g) % 6 {
+        C(match u8::arbitrary(g) % 7 {
             0 => ClientMsg::Hello {
                 version_min: u16::arbitrary(g),
                 version_max: u16::arbitrary(g),
@@ -75,6 +117,21 @@ impl Arbitrary for C {
                 namespace: name(g),
                 topic: name(g),
                 from: start(g),
+                presence: bool::arbitrary(g).then(|| PresenceOpts {
+                    enter: bool::arbitrary(g),
+                    info: payload(g),
+                    client_id: opt_text(g),
+                    member_events: bool::arbitrary(g),
+                    occupancy_events: bool::arbitrary(g),
+                }),
+            },
+            5 => ClientMsg::PresenceQuery {
+                request_id: u64::arbitrary(g),
+                namespace: name(g),
+                topic: name(g),
+                members: bool::arbitrary(g),
+                after: u64::arbitrary(g),
+                limit: u32::arbitrary(g) % 1001,
             },
             3 => ClientMsg::Unsubscribe {
                 request_id: u64::arbitrary(g),
@@ -83,10 +140,11 @@ impl Arbitrary for C {
             4 => ClientMsg::Ping {
                 nonce: u64::arbitrary(g),
             },
-            _ => ClientMsg::RefreshToken {
+            6 => ClientMsg::RefreshToken {
                 request_id: u64::arbitrary(g),
                 token: text(g),
             },
+            _ => unreachable!(),
         })
     }
 }
@@ -96,7 +154,7 @@ struct S(ServerMsg);
 impl Arbitrary for S {
     fn arbitrary(g: &mut Gen) -> Self {
         let n = |g: &mut Gen| u64::arbitrary(g);
-        S(match u8::arbitrary(g) % 12 {
+        S(match u8::arbitrary(g) % 14 {
             0 => ServerMsg::Welcome {
                 version: u16::arbitrary(g),
                 heartbeat_interval_ms: u32::arbitrary(g),
@@ -112,6 +170,7 @@ impl Arbitrary for S {
                 subscription_id: n(g),
                 epoch: n(g),
                 next_seq: n(g),
+                member_id: n(g),
             },
             3 => ServerMsg::Unsubscribed {
                 request_id: n(g),
@@ -140,6 +199,14 @@ impl Arbitrary for S {
                 request_id: n(g),
                 expires_at: n(g),
             },
+            12 => ServerMsg::PresenceEvent {
+                subscription_id: n(g),
+                event: event(g),
+            },
+            13 => ServerMsg::PresenceState {
+                request_id: n(g),
+                state: state(g),
+            },
             _ => ServerMsg::SubscriptionClosed {
                 subscription_id: n(g),
                 code: code(g),
@@ -154,7 +221,7 @@ struct L(LinkMsg);
 impl Arbitrary for L {
     fn arbitrary(g: &mut Gen) -> Self {
         let n = |g: &mut Gen| u64::arbitrary(g);
-        L(match u8::arbitrary(g) % 8 {
+        L(match u8::arbitrary(g) % 12 {
             0 => LinkMsg::Hello {
                 version: u16::arbitrary(g),
                 node_id: text(g),
@@ -205,6 +272,31 @@ impl Arbitrary for L {
                 last_seq: n(g),
                 new_seq: n(g),
                 new_epoch: n(g),
+            },
+            8 => LinkMsg::Presence {
+                namespace: name(g),
+                topic: name(g),
+                reset: false,
+                count: i64::arbitrary(g),
+                joins: members(g),
+                leaves: Vec::<u64>::arbitrary(g).into_iter().take(50).collect(),
+            },
+            9 => LinkMsg::PresenceEvent {
+                namespace: name(g),
+                topic: name(g),
+                event: event(g),
+            },
+            10 => LinkMsg::PresenceQuery {
+                request_id: n(g),
+                namespace: name(g),
+                topic: name(g),
+                members: bool::arbitrary(g),
+                after: n(g),
+                limit: u32::arbitrary(g) % 1001,
+            },
+            11 => LinkMsg::PresenceState {
+                request_id: n(g),
+                state: state(g),
             },
             _ => LinkMsg::Error {
                 request_id: n(g),

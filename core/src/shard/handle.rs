@@ -15,7 +15,9 @@ use fanfare_proto::Start;
 use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError};
+use crate::presence::{PresenceOptions, PresenceQuery, PresenceState};
 use crate::shard::owner::OwnedTopicInfo;
+use crate::shard::presence::QueryStarted;
 use crate::shard::router::PublishStarted;
 use crate::shard::state::State;
 use crate::signal::SignalWait;
@@ -92,7 +94,30 @@ impl ShardHandle {
         start: Start,
         sink: Rc<dyn Sink>,
     ) -> Result<SubscribeAccepted, SubscribeError> {
-        self.state.borrow_mut().subscribe(key, start, sink, false)
+        self.subscribe_with(key, start, sink, PresenceOptions::default())
+    }
+
+    /// [`ShardHandle::subscribe`] with presence options: listed as a member while subscribed
+    /// (`Subscribed` carries the member id), and presence events on the sink.
+    pub fn subscribe_with(
+        &self,
+        key: TopicKey,
+        start: Start,
+        sink: Rc<dyn Sink>,
+        presence: PresenceOptions,
+    ) -> Result<SubscribeAccepted, SubscribeError> {
+        self.state
+            .borrow_mut()
+            .subscribe(key, start, sink, false, presence)
+    }
+
+    /// The presence of `key`, cluster-wide: its occupancy and, when asked, a page of members.
+    pub fn presence(
+        &self,
+        key: TopicKey,
+        q: PresenceQuery,
+    ) -> impl Future<Output = Result<PresenceState, SubscribeError>> + 'static {
+        query(&self.state, key, q, false)
     }
 
     /// Ends a subscription (no `Closed` event follows).
@@ -178,6 +203,26 @@ impl Drop for Hold {
     fn drop(&mut self) {
         let mut st = self.state.borrow_mut();
         st.holds = st.holds.saturating_sub(1);
+    }
+}
+
+/// Starts a presence query on the shard and returns the future of its answer. `here`: asked
+/// on this node whatever the cluster view says.
+pub(crate) fn query(
+    state: &Rc<RefCell<State>>,
+    key: TopicKey,
+    q: PresenceQuery,
+    here: bool,
+) -> impl Future<Output = Result<PresenceState, SubscribeError>> + 'static {
+    let started = state.borrow_mut().presence_query(key, q, here);
+    async move {
+        match started? {
+            QueryStarted::Done(p) => Ok(p),
+            QueryStarted::Waiting(rx) => rx
+                .recv_async()
+                .await
+                .unwrap_or(Err(SubscribeError::ShuttingDown)),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use fanfare_proto::Start;
 
 use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
+use crate::presence::{PresenceDelta, PresenceEvent, PresenceQuery, PresenceState};
 use crate::shard::position::OwnerReply;
 
 /// Most messages one mesh batch carries (bounds the time a receiver spends on one batch).
@@ -55,6 +56,20 @@ pub(crate) enum MeshMsg {
     FetchReply {
         token: u64,
         reply: Result<OwnerReply, SubscribeError>,
+    },
+    /// Router to owner: a change of shard `from`'s presence share of a topic.
+    Presence {
+        key: TopicKey,
+        from: ShardId,
+        delta: PresenceDelta,
+    },
+    /// Owner to router: a presence event of a topic.
+    PresenceEvent { key: TopicKey, event: PresenceEvent },
+    /// To owner: a presence query.
+    PresenceQuery {
+        key: TopicKey,
+        q: PresenceQuery,
+        reply: flume::Sender<Result<PresenceState, SubscribeError>>,
     },
     /// The sender stopped taking work (shutdown): everything it sent before is ahead of this.
     Fin,
@@ -101,8 +116,14 @@ impl Outboxes {
         let max = self.items_max;
         let ob = &mut self.boxes[usize::from(to.0)];
         if ob.closed {
-            if let MeshMsg::Publish { reply, .. } = msg {
-                let _ = reply.try_send(Err(PublishError::ShuttingDown));
+            match msg {
+                MeshMsg::Publish { reply, .. } => {
+                    let _ = reply.try_send(Err(PublishError::ShuttingDown));
+                }
+                MeshMsg::PresenceQuery { reply, .. } => {
+                    let _ = reply.try_send(Err(SubscribeError::ShuttingDown));
+                }
+                _ => {}
             }
             return Pushed::Closed;
         }

@@ -13,6 +13,7 @@
 //! shard's thread; a borrow is never held across an `.await`. Each role's file adds that
 //! role's methods to it. Other shards are reached only by `MeshMsg`s over glommio's lock-free
 //! channel mesh, through a per-peer outbox (`mesh.rs`) that a flusher task drains in batches.
+//! `presence.rs` carries presence shares up to owners and their events down.
 //! `position.rs` holds the pure rule for where a subscriber starts; `run.rs` the loops and
 //! shutdown. The embedder's API is [`ShardHandle`] (`handle.rs`); node links use
 //! [`ClusterPort`] (`port.rs`).
@@ -23,6 +24,7 @@ mod mesh;
 mod owner;
 mod port;
 mod position;
+mod presence;
 mod router;
 mod run;
 mod state;

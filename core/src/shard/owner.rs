@@ -59,6 +59,7 @@ impl State {
                 history: History::new(self.cfg.history_messages_max, self.cfg.history_bytes_max),
                 interested: Vec::new(),
                 dedup: Dedup::default(),
+                roster: None,
             };
             self.owned.insert(key.clone(), t);
             ShardStats::set(&self.stats.topics, self.owned.len() as u64);
@@ -170,6 +171,7 @@ impl State {
         if let Some(t) = self.owned.get_mut(key) {
             t.interested.retain(|s| *s != from);
         }
+        self.owner_presence_drop(key, from);
     }
 
     /// Drops expired history, and topics nobody wants any more (at most once per
@@ -189,7 +191,7 @@ impl State {
             let moved = view
                 .as_ref()
                 .is_some_and(|v| v.this.is_none() || v.owner(k) != v.this);
-            !(t.interested.is_empty() && (t.history.is_empty() || moved))
+            !(t.interested.is_empty() && t.roster.is_none() && (t.history.is_empty() || moved))
         });
         let expired = before - self.owned.len();
         if expired > 0 {

@@ -8,12 +8,16 @@ use bytes::Bytes;
 use fanfare_proto::Start;
 
 use crate::cluster::{NodeKey, Replay, SharedView, Upstream};
-use crate::ids::TopicKey;
+use crate::ids::{SubId, TopicKey};
 use crate::message::{
     Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
 };
-use crate::shard::handle::{publish, ShardHandle};
+use crate::presence::{
+    PresenceDelta, PresenceEvent, PresenceOptions, PresenceQuery, PresenceState,
+};
+use crate::shard::handle::{publish, query, ShardHandle};
 use crate::shard::state::FetchCallback;
+use crate::shard::state::Home;
 use crate::sink::Sink;
 use std::future::Future;
 
@@ -93,7 +97,36 @@ impl ClusterPort {
         self.shard
             .state
             .borrow_mut()
-            .subscribe(key, start, sink, true)
+            .subscribe(key, start, sink, true, PresenceOptions::default())
+    }
+
+    /// What the router shard behind link subscription `sub` holds of its topic's presence
+    /// changed (a reset replaces it whole). Ignored for other subscriptions.
+    pub fn link_presence(&self, sub: SubId, delta: PresenceDelta) {
+        self.shard.state.borrow_mut().link_presence(sub, delta);
+    }
+
+    /// A presence event of `key` from storage node `node` (ignored unless `node` is its
+    /// owner).
+    pub fn up_presence_event(&self, node: NodeKey, key: &TopicKey, ev: &PresenceEvent) {
+        let mut st = self.shard.state.borrow_mut();
+        if st
+            .local
+            .get(key)
+            .is_some_and(|lt| lt.home == Home::Node(node))
+        {
+            st.deliver_presence(key, ev);
+        }
+    }
+
+    /// A presence query answered on this node whatever the cluster view says (a node link's
+    /// query: the router that sent it thinks this node owns the topic).
+    pub fn presence_here(
+        &self,
+        key: TopicKey,
+        q: PresenceQuery,
+    ) -> impl Future<Output = Result<PresenceState, SubscribeError>> + 'static {
+        query(&self.shard.state, key, q, true)
     }
 
     /// Where a subscriber of `key` on this node starting at `start` begins, with the history

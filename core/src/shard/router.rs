@@ -14,6 +14,7 @@ use crate::ids::{Epoch, LocalTopicId, Seq, SubId, TopicKey};
 use crate::message::{
     CloseReason, Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
 };
+use crate::presence::{PresenceAction, PresenceEvent, PresenceOptions};
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{Gap, OwnerReply};
 use crate::shard::state::{Home, LocalTopic, Phase, State, Subscriber};
@@ -96,6 +97,7 @@ impl State {
         start: Start,
         sink: Rc<dyn Sink>,
         pinned: bool,
+        presence: PresenceOptions,
     ) -> Result<SubscribeAccepted, SubscribeError> {
         if self.closing {
             return Err(SubscribeError::ShuttingDown);
@@ -108,6 +110,16 @@ impl State {
             ShardStats::inc(&self.stats.subscription_limit_rejections);
             return Err(SubscribeError::TooManySubscriptions { max });
         }
+        if let Some((_, info)) = &presence.enter {
+            let max = self.cfg.presence_info_bytes_max;
+            if info.len() > max {
+                return Err(SubscribeError::PresenceInfoTooLarge {
+                    len: info.len(),
+                    max,
+                });
+            }
+        }
+        let presence = self.sub_presence(presence);
         let sub = SubId(self.fresh_id());
         let topic_id = LocalTopicId(self.fresh_id());
         let home = self.route(&key, pinned);
@@ -129,7 +141,9 @@ impl State {
             want: start,
             pinned,
             req: 0,
+            presence,
         });
+        let share = lt.subs.last().map(|s| s.share_delta()).unwrap_or_default();
         if pinned {
             lt.pinned += 1;
             ShardStats::inc(&self.stats.link_subscriptions);
@@ -143,7 +157,8 @@ impl State {
             // (this asks again for every subscriber, the new one included).
             self.rehome(&key, Home::Shard);
         } else {
-            self.ask_owner(key, start, sub);
+            self.ask_owner(key.clone(), start, sub);
+            self.presence_up(&key, share);
         }
         Ok(accepted)
     }
@@ -228,14 +243,27 @@ impl State {
         let s = &mut lt.subs[idx];
         debug_assert_eq!(s.id, sub);
         if s.phase == Phase::Pending {
+            let p = s.presence.as_deref_mut();
+            let member = p.as_ref().and_then(|p| p.member.as_ref());
             s.sink.offer(
                 sub,
                 Offer::Subscribed {
                     topic: topic_id,
                     epoch: reply.epoch,
                     next_seq: reply.start,
+                    member: member.map(|m| m.id),
                 },
             );
+            if let Some(p) = p.filter(|p| p.refused) {
+                p.refused = false;
+                let ev = PresenceEvent {
+                    action: PresenceAction::Refused,
+                    member: p.member.clone(),
+                    occupancy: 0,
+                    skipped: 0,
+                };
+                s.sink.offer(sub, Offer::Presence(&ev));
+            }
         } else {
             ShardStats::inc(&self.stats.catchups);
         }
@@ -381,13 +409,17 @@ impl State {
             s.sink.offer(sub, Offer::Closed(&r));
         }
         if empty {
+            // The owner drops this shard's whole presence share with its interest.
             self.local.remove(&key);
             self.leave(&key, home);
             self.count_upstream_topics();
         } else if s.pinned && self.local.get(&key).is_some_and(|lt| lt.pinned == 0) {
             // The last router asking us left: our own clients follow the view again.
+            self.presence_up(&key, s.removal_delta());
             let home = self.route(&key, false);
             self.rehome(&key, home);
+        } else {
+            self.presence_up(&key, s.removal_delta());
         }
     }
 
@@ -461,6 +493,9 @@ impl State {
             self.lagging.remove(&sub);
             self.ask_owner(key.clone(), start, sub);
         }
+        // The owner there holds none (or a stale) share of ours: send it whole, after the
+        // requests (a storage node takes presence only for topics a link subscribes to).
+        self.presence_resync(key);
     }
 
     /// Sends a heartbeat to every live subscriber of a topic quiet for a heartbeat interval

@@ -150,7 +150,7 @@ pub(crate) async fn run(boot: Boot) {
                 sink,
                 on_error,
             } => {
-                if let Err(e) = st.subscribe(key, start, sink(), false) {
+                if let Err(e) = st.subscribe(key, start, sink(), false, Default::default()) {
                     on_error(e);
                 }
             }
@@ -252,6 +252,11 @@ impl State {
                     cb(reply.map(Replay::from));
                 }
             }
+            MeshMsg::Presence { key, from, delta } => self.owner_presence(&key, from, delta),
+            MeshMsg::PresenceEvent { key, event } => self.deliver_presence(&key, &event),
+            MeshMsg::PresenceQuery { key, q, reply } => {
+                let _ = reply.try_send(Ok(self.owner_presence_state(&key, q)));
+            }
             MeshMsg::Fin => self.fins += 1,
         }
     }
@@ -263,6 +268,7 @@ impl State {
         self.heartbeats(now);
         self.enforce_lag(now);
         self.sweep_owned(now);
+        self.presence_tick(now);
     }
 }
 

@@ -19,8 +19,10 @@ use crate::history::History;
 use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 use crate::message::SubscribeError;
 use crate::placement::shard_for;
+use crate::presence::Roster;
 use crate::shard::dedup::Dedup;
 use crate::shard::mesh::{MeshMsg, Outboxes, Pushed};
+use crate::shard::presence::SubPresence;
 use crate::signal::Signal;
 use crate::sink::Sink;
 use crate::stats::ShardStats;
@@ -48,6 +50,8 @@ pub(crate) struct OwnedTopic {
     pub interested: Vec<ShardId>,
     /// Recent idempotency keys and their answers.
     pub dedup: Dedup,
+    /// Its presence (None while nobody is subscribed anywhere).
+    pub roster: Option<Box<Roster>>,
 }
 
 /// Where a local subscriber stands with its owner.
@@ -76,6 +80,9 @@ pub(crate) struct Subscriber {
     pub pinned: bool,
     /// Its outstanding upstream request (0: none).
     pub req: u64,
+    /// Its presence options and share (None: it asked for nothing; a link's subscription
+    /// until its router reports).
+    pub presence: Option<Box<SubPresence>>,
 }
 
 /// A topic with subscribers on this shard, wherever its owner is.
@@ -125,6 +132,11 @@ pub(crate) struct State {
     pub fetch_waiters: AHashMap<u64, FetchCallback>,
     /// Requests sent upstream, by id: the subscriber each answers (one per subscriber).
     pub up_reqs: AHashMap<u64, SubId>,
+    /// Makes member ids: random 64-bit values, so ids from all shards and nodes never
+    /// collide in practice.
+    pub member_ids: ahash::RandomState,
+    /// Owned topics with presence announcements held back by a rate limit.
+    pub presence_pending: AHashSet<TopicKey>,
 }
 
 impl State {
@@ -154,6 +166,8 @@ impl State {
             upstream: None,
             fetch_waiters: AHashMap::new(),
             up_reqs: AHashMap::new(),
+            member_ids: ahash::RandomState::new(),
+            presence_pending: AHashSet::new(),
         }
     }
 

@@ -46,6 +46,7 @@ impl Sink for TestSink {
             } => Ev::Disc(last_seq, new_seq),
             Offer::Heartbeat { .. } => return Accept::Queued,
             Offer::Closed(_) => Ev::Closed,
+            Offer::Presence(_) => return Accept::Queued,
         };
         q.push_back(ev);
         Accept::Queued
@@ -232,7 +233,7 @@ quickcheck! {
                         }
                     };
                     let sink = Rc::new(TestSink { cap: 3, q: RefCell::new(VecDeque::new()) });
-                    let acc = st.subscribe(topics[t].clone(), start, sink.clone(), false).unwrap();
+                    let acc = st.subscribe(topics[t].clone(), start, sink.clone(), false, Default::default()).unwrap();
                     readers.push(Reader { sub: acc.sub, topic: t, sink, expect: None, closed: false });
                 }
                 Op::Unsubscribe(i) => {
@@ -321,7 +322,13 @@ quickcheck! {
                         }
                     };
                     let sink = Rc::new(TestSink { cap: 3, q: RefCell::new(VecDeque::new()) });
-                    let Ok(acc) = node.shards[s].subscribe(topics[t].clone(), start, sink.clone(), false) else {
+                    // Half of them enter presence; all count towards occupancy.
+                    let presence = crate::presence::PresenceOptions {
+                        enter: (how % 2 == 0).then(|| (Arc::from("who"), Bytes::new())),
+                        member_events: how % 4 == 0,
+                        occupancy_events: how % 3 == 0,
+                    };
+                    let Ok(acc) = node.shards[s].subscribe(topics[t].clone(), start, sink.clone(), false, presence) else {
                         return false;
                     };
                     readers.push(MeshReader {
@@ -388,6 +395,15 @@ quickcheck! {
         for r in readers.iter() {
             let head = node.owner(&topics[r.reader.topic]).owned.get(&topics[r.reader.topic]).map_or(0, |o| o.next_seq.0 - 1);
             if r.reader.closed || r.reader.expect != Some(Seq(head + 1)) {
+                return false;
+            }
+        }
+        // Presence: each topic's owner counts every reader and lists the ones that entered.
+        for (t, key) in topics.iter().enumerate() {
+            let (occ, members) = node.owner(key).owned.get(key).and_then(|o| o.roster.as_ref()).map_or((0, 0), |r| (r.occupancy(), r.member_count()));
+            let on_topic = readers.iter().filter(|r| r.reader.topic == t);
+            let entered = on_topic.clone().filter(|r| node.shards[r.shard].local[key].subs[node.shards[r.shard].sub_index[&r.reader.sub].1].presence.as_ref().is_some_and(|p| p.member.is_some())).count();
+            if occ != on_topic.count() as u64 || members != entered {
                 return false;
             }
         }

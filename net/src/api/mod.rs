@@ -3,6 +3,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `POST /v1/topics/{ns}/{topic}` | publishes the body; `200 {"epoch":E,"seq":S}` |
+//! | `GET /v1/topics/{ns}/{topic}/presence` | `200 {"occupancy":N,"members_total":M,"members":[...],"next_after":"ID"}` (see `presence.rs`) |
 //! | `GET /v1/topics/{ns}/{topic}` | streams the subscription: SSE with `Accept: text/event-stream`, else length-prefixed `ServerMessage` frames (`application/x-fanfare-frames`) |
 //! | `GET /v1/admin/...` | the admin API ([`admin`]) |
 //! | `GET /healthz` | `200 ok` |
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fanfare_core::{PublishMeta, Start, TopicKey};
-use fanfare_proto::http::{route, start_from, Route};
+use fanfare_proto::http::{query_param, route, start_from, Route};
 use fanfare_proto::message::IDEMPOTENCY_KEY_BYTES_MAX;
 
 use crate::access::{authenticate, permits};
@@ -162,10 +163,62 @@ async fn route_request(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -> Act
                 grant,
             }
         }
+        Route::Presence { ns, topic } => presence(ctx, req, peer, ns, topic).await,
         Route::MethodNotAllowed => {
             Reply::text(405, Bytes::from_static(b"method not allowed")).into()
         }
         Route::NotFound => Reply::text(404, Bytes::from_static(b"not found")).into(),
+    }
+}
+
+/// `GET /v1/topics/{ns}/{topic}/presence[?members=0|1&after=ID&limit=N]`: the topic's
+/// occupancy and a page of members (members need the presence right; `members=0` asks for
+/// the occupancy only, which the subscribe right grants).
+async fn presence(
+    ctx: &Rc<NetCtx>,
+    req: &Request<'_>,
+    peer: IpAddr,
+    ns: &str,
+    topic: &str,
+) -> Action {
+    let members = query_param(req.query, "members") != Some("0");
+    let right = if members {
+        Right::Presence
+    } else {
+        Right::Subscribe
+    };
+    if let Err(refused) = authorize(ctx, peer, req, ns, topic, right).await {
+        return refused.into();
+    }
+    let num = |name: &str| -> Result<Option<u64>, Reply> {
+        query_param(req.query, name)
+            .map(|v| v.parse::<u64>())
+            .transpose()
+            .map_err(|_| Reply::error(400, &format!("{name} must be a decimal number")))
+    };
+    let (after, limit) = match (num("after"), num("limit")) {
+        (Ok(a), Ok(l)) => (a.unwrap_or(0), l),
+        (Err(r), _) | (_, Err(r)) => return r.into(),
+    };
+    let max = ctx.shard.config().presence_page_max;
+    let limit = match limit {
+        None => crate::presence::PAGE_DEFAULT.min(max),
+        Some(l) if (1..=max as u64).contains(&l) => l as usize,
+        Some(_) => return Reply::error(400, &format!("limit must be 1 to {max}")).into(),
+    };
+    let key = match ctx.shard.topic_key(ns, topic) {
+        Ok(k) => k,
+        Err(e) => return Reply::error(subscribe_status(&e), &e.to_string()).into(),
+    };
+    metrics::inc(&ctx.stats.presence_queries);
+    let q = fanfare_core::PresenceQuery {
+        members,
+        after,
+        limit,
+    };
+    match ctx.shard.presence(key, q).await {
+        Ok(state) => Reply::json(200, crate::presence::state_json(&state)).into(),
+        Err(e) => Reply::error(subscribe_status(&e), &e.to_string()).into(),
     }
 }
 
@@ -231,7 +284,7 @@ pub(crate) fn open_stream(
     if let Some(g) = grant {
         conn.set_grant(g);
     }
-    match conn.subscribe(0, key, start) {
+    match conn.subscribe(0, key, start, Default::default()) {
         Ok(_) => Ok(conn),
         Err(e) => Err(Reply::error(subscribe_status(&e), &e.to_string())),
     }

@@ -15,8 +15,12 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use fanfare_core::cluster::{NodeKey, Replay, UpReq, Upstream};
-use fanfare_core::{ClusterPort, Epoch, Message, PublishError, Published, Seq, SubscribeError};
-use fanfare_proto::message::ErrorCode;
+use fanfare_core::presence::PresenceDelta;
+use fanfare_core::{
+    ClusterPort, Epoch, Message, PresenceState, PublishError, Published, Seq, SubscribeError,
+    TopicKey,
+};
+use fanfare_proto::message::{ErrorCode, PRESENCE_PAGE_MAX};
 use fanfare_proto::LinkMsg;
 use glommio::net::TcpStream;
 
@@ -28,6 +32,8 @@ use crate::metrics::{self, NetStats};
 
 /// Publish request ids have this bit set (engine request ids never do).
 const PUBLISH_ID_BIT: u64 = 1 << 63;
+/// Presence query ids have this bit set.
+const QUERY_ID_BIT: u64 = 1 << 62;
 /// Reconnect back-off, first and largest.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -39,6 +45,8 @@ struct Partial {
     gap: Option<(Seq, Seq, Epoch)>,
     items: Vec<Message>,
 }
+
+type QueryReply = flume::Sender<Result<PresenceState, SubscribeError>>;
 
 struct Link {
     node: NodeKey,
@@ -53,6 +61,7 @@ struct Link {
     gone: Cell<bool>,
     q: RefCell<Rc<LinkQueue>>,
     publishes: RefCell<AHashMap<u64, flume::Sender<Result<Published, PublishError>>>>,
+    queries: RefCell<AHashMap<u64, QueryReply>>,
     partials: RefCell<AHashMap<u64, Partial>>,
 }
 
@@ -126,6 +135,7 @@ impl Links {
             gone: Cell::new(false),
             q: RefCell::new(Rc::new(LinkQueue::default())),
             publishes: RefCell::new(AHashMap::new()),
+            queries: RefCell::new(AHashMap::new()),
             partials: RefCell::new(AHashMap::new()),
         });
         self.links.borrow_mut().insert(node, link.clone());
@@ -145,15 +155,56 @@ impl Links {
             metrics::inc(&self.stats.cluster_publishes_unavailable);
             let _ = r.try_send(Err(PublishError::Unavailable));
         }
+        let queries: Vec<_> = link.queries.borrow_mut().drain().map(|(_, r)| r).collect();
+        for r in queries {
+            let _ = r.try_send(Err(SubscribeError::Unavailable));
+        }
+    }
+
+    fn next_id(&self, bit: u64) -> u64 {
+        let id = self.next_publish.get();
+        self.next_publish.set(id + 1);
+        id | bit
+    }
+}
+
+/// Sends a presence change in frames of at most [`PRESENCE_PAGE_MAX`] joins and leaves (the
+/// first carries the reset and the count).
+fn push_presence(q: &LinkQueue, enc: &Encoder, key: &TopicKey, d: PresenceDelta) {
+    let mut joins = d.joins.into_iter().map(|m| crate::presence::member_msg(&m));
+    let mut leaves = d.leaves.into_iter().map(|m| m.0);
+    let (mut reset, mut count) = (d.reset, d.count);
+    loop {
+        let j: Vec<_> = joins.by_ref().take(PRESENCE_PAGE_MAX).collect();
+        let l: Vec<_> = leaves.by_ref().take(PRESENCE_PAGE_MAX).collect();
+        let last = j.len() < PRESENCE_PAGE_MAX && l.len() < PRESENCE_PAGE_MAX;
+        q.push(Frame::Own(enc.frame(&LinkMsg::Presence {
+            namespace: key.namespace_name(),
+            topic: key.topic_name(),
+            reset,
+            count,
+            joins: j,
+            leaves: l,
+        })));
+        if last {
+            return;
+        }
+        (reset, count) = (false, 0);
     }
 }
 
 impl Upstream for Links {
     fn send(&self, node: NodeKey, req: UpReq) {
         let Some(link) = self.link(node) else {
-            if let UpReq::Publish { reply, .. } = req {
-                metrics::inc(&self.stats.cluster_publishes_unavailable);
-                let _ = reply.try_send(Err(PublishError::Unavailable));
+            match req {
+                UpReq::Publish { reply, .. } => {
+                    metrics::inc(&self.stats.cluster_publishes_unavailable);
+                    let _ = reply.try_send(Err(PublishError::Unavailable));
+                }
+                UpReq::PresenceQuery { reply, .. } => {
+                    let _ = reply.try_send(Err(SubscribeError::Unavailable));
+                }
+                _ => {}
             }
             return;
         };
@@ -197,9 +248,7 @@ impl Upstream for Links {
                     let _ = reply.try_send(Err(PublishError::Unavailable));
                     return;
                 }
-                let id = self.next_publish.get();
-                self.next_publish.set(id + 1);
-                let id = id | PUBLISH_ID_BIT;
+                let id = self.next_id(PUBLISH_ID_BIT);
                 link.publishes.borrow_mut().insert(id, reply);
                 q.push(Frame::Own(self.enc.frame(&LinkMsg::Publish {
                     request_id: id,
@@ -208,6 +257,34 @@ impl Upstream for Links {
                     payload,
                     publisher_id: meta.publisher.map(|p| p.to_string()),
                     idempotency_key: meta.idempotency_key.map(|k| k.to_string()),
+                })));
+            }
+            // Dropped while the link is down: `up_reset` sends every share whole.
+            UpReq::Presence { key, delta } => {
+                if link.up.get() {
+                    push_presence(&q, &self.enc, &key, delta);
+                }
+            }
+            UpReq::PresenceQuery {
+                key,
+                q: query,
+                reply,
+            } => {
+                let waiting = link.queries.borrow().len();
+                let open = link.up.get() || link.connecting.get();
+                if !open || q.is_closed() || waiting >= self.cfg.link_fetches_in_flight_max {
+                    let _ = reply.try_send(Err(SubscribeError::Unavailable));
+                    return;
+                }
+                let id = self.next_id(QUERY_ID_BIT);
+                link.queries.borrow_mut().insert(id, reply);
+                q.push(Frame::Own(self.enc.frame(&LinkMsg::PresenceQuery {
+                    request_id: id,
+                    namespace: key.namespace_name(),
+                    topic: key.topic_name(),
+                    members: query.members,
+                    after: query.after,
+                    limit: query.limit as u32,
                 })));
             }
         }
@@ -356,6 +433,12 @@ fn on_message(links: &Links, link: &Link, msg: LinkMsg) -> Result<(), LinkEnd> {
                     code => PublishError::Owner { code, reason: text },
                 };
                 let _ = r.try_send(Err(e));
+            } else if let Some(r) = link.queries.borrow_mut().remove(&request_id) {
+                let e = match code {
+                    ErrorCode::Unavailable | ErrorCode::ShuttingDown => SubscribeError::Unavailable,
+                    code => SubscribeError::Owner { code, reason: text },
+                };
+                let _ = r.try_send(Err(e));
             } else if request_id != 0 {
                 link.partials.borrow_mut().remove(&request_id);
                 let e = match code {
@@ -421,6 +504,20 @@ fn on_message(links: &Links, link: &Link, msg: LinkMsg) -> Result<(), LinkEnd> {
                     items: p.items,
                 }),
             );
+        }
+        LinkMsg::PresenceEvent {
+            namespace,
+            topic,
+            event,
+        } => {
+            let key = fanfare_core::TopicKey::from_names(&namespace, &topic);
+            let ev = crate::presence::event_of(event);
+            links.shard.up_presence_event(link.node, &key, &ev);
+        }
+        LinkMsg::PresenceState { request_id, state } => {
+            if let Some(r) = link.queries.borrow_mut().remove(&request_id) {
+                let _ = r.try_send(Ok(crate::presence::state_of(state)));
+            }
         }
         _ => {
             return Err(LinkEnd::Protocol(

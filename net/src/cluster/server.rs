@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 use fanfare_core::cluster::Replay;
+use fanfare_core::presence::PresenceDelta;
 use fanfare_core::{
-    Accept, CloseReason, ClusterPort, Message, Offer, PublishMeta, Sink, Start, SubId,
-    SubscribeError, TopicKey,
+    Accept, CloseReason, ClusterPort, MemberId, Message, Offer, PresenceQuery, PublishMeta, Sink,
+    Start, SubId, SubscribeError, TopicKey,
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{LinkItem, LinkMsg};
@@ -186,6 +187,14 @@ impl Sink for Stream {
                     }
                     _ => {}
                 }
+                Accept::Queued
+            }
+            Offer::Presence(ev) => {
+                conn.push(&LinkMsg::PresenceEvent {
+                    namespace: self.key.namespace_name(),
+                    topic: self.key.topic_name(),
+                    event: crate::presence::event_msg(ev),
+                });
                 Accept::Queued
             }
             // Subscribed, Discontinuity, Heartbeat: positions are the router's business (it
@@ -435,6 +444,65 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
                 conn.fetches.set(conn.fetches.get() - 1);
                 conn.error(request_id, e.code(), e.to_string());
             }
+        }
+        LinkMsg::Presence {
+            namespace,
+            topic,
+            reset,
+            count,
+            joins,
+            leaves,
+        } => {
+            // Only for topics the link subscribes to (it asks before it reports).
+            let key = TopicKey::from_names(&namespace, &topic);
+            let sub = conn.streams.borrow().get(&key).copied();
+            if let Some(sub) = sub {
+                let delta = PresenceDelta {
+                    reset,
+                    count,
+                    joins: joins.into_iter().map(crate::presence::member_of).collect(),
+                    leaves: leaves.into_iter().map(MemberId).collect(),
+                };
+                srv.shard.link_presence(sub, delta);
+            }
+        }
+        LinkMsg::PresenceQuery {
+            request_id,
+            namespace,
+            topic,
+            members,
+            after,
+            limit,
+        } => {
+            if conn.fetches.get() >= srv.cfg.link_fetches_in_flight_max {
+                conn.error(
+                    request_id,
+                    ErrorCode::Overloaded,
+                    "too many requests in flight on this link".into(),
+                );
+                return Ok(());
+            }
+            let key = TopicKey::from_names(&namespace, &topic);
+            let q = PresenceQuery {
+                members,
+                after,
+                limit: limit as usize,
+            };
+            let fut = srv.shard.presence_here(key, q);
+            conn.fetches.set(conn.fetches.get() + 1);
+            let c = conn.clone();
+            glommio::spawn_local(async move {
+                let r = fut.await;
+                c.fetches.set(c.fetches.get() - 1);
+                match r {
+                    Ok(state) => c.push(&LinkMsg::PresenceState {
+                        request_id,
+                        state: crate::presence::state_msg(&state),
+                    }),
+                    Err(e) => c.error(request_id, e.code(), e.to_string()),
+                }
+            })
+            .detach();
         }
         _ => return Err(LinkEnd::Protocol("unexpected message from a router".into())),
     }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::Bytes;
 use fanfare_core::{
-    Accept, CloseReason, Delivery, Encoded, Offer, Sink, Start, SubId, SubscribeAccepted,
-    SubscribeError, TopicKey,
+    Accept, CloseReason, Delivery, Encoded, Offer, PresenceOptions, Sink, Start, SubId,
+    SubscribeAccepted, SubscribeError, TopicKey,
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{ws as wsp, ServerMsg};
@@ -315,9 +315,13 @@ impl Conn {
         request_id: u64,
         key: TopicKey,
         start: Start,
+        presence: PresenceOptions,
     ) -> Result<SubscribeAccepted, SubscribeError> {
         *self.pending.borrow_mut() = Some((request_id, key.clone()));
-        let r = self.ctx.shard.subscribe(key, start, self.clone());
+        let r = self
+            .ctx
+            .shard
+            .subscribe_with(key, start, self.clone(), presence);
         // Still pending: the owner is on another shard and its answer comes later.
         if let (Ok(acc), Some((rid, t))) = (&r, self.pending.borrow_mut().take()) {
             self.subs.borrow_mut().insert(
@@ -441,6 +445,7 @@ impl Sink for Conn {
                 topic,
                 epoch,
                 next_seq,
+                member,
             } => {
                 let Some((_, request_id)) = self.entry(sub, Some(topic.0)) else {
                     return Accept::Gone;
@@ -450,6 +455,17 @@ impl Sink for Conn {
                     subscription_id: topic.0,
                     epoch: epoch.0,
                     next_seq: next_seq.0,
+                    member_id: member.map_or(0, |m| m.0),
+                });
+            }
+            Offer::Presence(ev) => {
+                let Some((wire, _)) = wire(self) else {
+                    return Accept::Gone;
+                };
+                metrics::inc(&self.ctx.stats.presence_events_out);
+                self.send(&ServerMsg::PresenceEvent {
+                    subscription_id: wire,
+                    event: crate::presence::event_msg(ev),
                 });
             }
             Offer::Discontinuity {

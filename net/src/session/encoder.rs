@@ -181,6 +181,12 @@ impl Encoder for Sse {
             ServerMsg::Error { text, .. } | ServerMsg::SubscriptionClosed { text, .. } => {
                 sse::encode_error(&mut b, text)
             }
+            ServerMsg::PresenceEvent { event, .. } => {
+                let data = crate::presence::event_json(event).to_string();
+                b.extend_from_slice(b"event: presence\ndata: ");
+                b.extend_from_slice(data.as_bytes());
+                b.extend_from_slice(b"\n\n");
+            }
             // An SSE stream has no events for the rest (its subscription is the request).
             _ => return None,
         }
@@ -209,6 +215,7 @@ mod tests {
             subscription_id: 2,
             epoch: 3,
             next_seq: 4,
+            member_id: 0,
         };
         assert_eq!(SSE.control(&mut fbb(), &subscribed), None);
         let err = ServerMsg::Error {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use fanfare_core::{PublishError, PublishMeta, Published, StartedPublish, TopicKey};
+use fanfare_core::{PresenceQuery, PublishError, PublishMeta, Published, StartedPublish, TopicKey};
 use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
@@ -199,7 +199,8 @@ fn refuse_buffered(conn: &Conn, dec: &mut wsp::Decoder, buf: &mut BytesMut, dlim
                 ClientMsg::Publish { request_id, .. }
                 | ClientMsg::Subscribe { request_id, .. }
                 | ClientMsg::Unsubscribe { request_id, .. }
-                | ClientMsg::RefreshToken { request_id, .. },
+                | ClientMsg::RefreshToken { request_id, .. }
+                | ClientMsg::PresenceQuery { request_id, .. },
             ) => request_id,
             Ok(_) => continue,
             Err(_) => ClientMsg::request_id_of(&b, dlim),
@@ -352,10 +353,17 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
             namespace,
             topic,
             from,
+            presence,
         } => {
-            if let Err((code, text)) = conn.permit(&namespace, &topic, Right::Subscribe) {
-                return refuse(conn, request_id, code, text);
-            }
+            let subject = match conn.permit(&namespace, &topic, Right::Subscribe) {
+                Ok(s) => s,
+                Err((code, text)) => return refuse(conn, request_id, code, text),
+            };
+            let presence =
+                match crate::presence::options(conn, &namespace, &topic, subject, presence) {
+                    Ok(p) => p,
+                    Err((code, text)) => return refuse(conn, request_id, code, text),
+                };
             let max = ctx.limits.subscriptions_per_connection_max;
             let key = TopicKey::from_names(&namespace, &topic);
             let refuse = if conn.has_topic(&key) {
@@ -378,7 +386,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                     code,
                     text,
                 });
-            } else if let Err(e) = conn.subscribe(request_id, key, from) {
+            } else if let Err(e) = conn.subscribe(request_id, key, from, presence) {
                 conn.send(&ServerMsg::Error {
                     request_id,
                     code: e.code(),
@@ -404,6 +412,55 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                 text: format!("no subscription {subscription_id} on this connection"),
             }),
         },
+        ClientMsg::PresenceQuery {
+            request_id,
+            namespace,
+            topic,
+            members,
+            after,
+            limit,
+        } => {
+            let right = if members {
+                Right::Presence
+            } else {
+                Right::Subscribe
+            };
+            if let Err((code, text)) = conn.permit(&namespace, &topic, right) {
+                return refuse(conn, request_id, code, text);
+            }
+            conn.publish_slot().await;
+            let q = PresenceQuery {
+                members,
+                after,
+                limit: match limit {
+                    0 => crate::presence::PAGE_DEFAULT,
+                    n => n as usize,
+                },
+            };
+            let fut = ctx
+                .shard
+                .presence(TopicKey::from_names(&namespace, &topic), q);
+            let conn = conn.clone();
+            // Answered in a task (another shard or node may own the topic); it holds a
+            // publish slot, so queries in flight share the publish window's limit.
+            glommio::spawn_local(async move {
+                let r = fut.await;
+                conn.publish_done();
+                metrics::inc(&conn.ctx.stats.presence_queries);
+                conn.send(&match r {
+                    Ok(state) => ServerMsg::PresenceState {
+                        request_id,
+                        state: crate::presence::state_msg(&state),
+                    },
+                    Err(e) => ServerMsg::Error {
+                        request_id,
+                        code: e.code(),
+                        text: e.to_string(),
+                    },
+                });
+            })
+            .detach();
+        }
         ClientMsg::Ping { nonce } => conn.send(&ServerMsg::Pong { nonce }),
         ClientMsg::RefreshToken { request_id, token } => {
             refresh(conn, request_id, &token, peer).await

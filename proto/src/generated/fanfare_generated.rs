@@ -107,10 +107,10 @@ pub struct FromUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 16;
+pub const ENUM_MAX_ERROR_CODE: u16 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::InvalidName,
@@ -128,6 +128,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::InvalidResume,
   ErrorCode::RateLimited,
   ErrorCode::Unavailable,
+  ErrorCode::PresenceLimit,
 ];
 
 /// Machine-readable error codes. Numbers are stable.
@@ -153,9 +154,10 @@ impl ErrorCode {
   pub const InvalidResume: Self = Self(14);
   pub const RateLimited: Self = Self(15);
   pub const Unavailable: Self = Self(16);
+  pub const PresenceLimit: Self = Self(17);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 16;
+  pub const ENUM_MAX: u16 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -174,6 +176,7 @@ impl ErrorCode {
     Self::InvalidResume,
     Self::RateLimited,
     Self::Unavailable,
+    Self::PresenceLimit,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -195,6 +198,7 @@ impl ErrorCode {
       Self::InvalidResume => Some("InvalidResume"),
       Self::RateLimited => Some("RateLimited"),
       Self::Unavailable => Some("Unavailable"),
+      Self::PresenceLimit => Some("PresenceLimit"),
       _ => None,
     }
   }
@@ -250,12 +254,109 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_CLIENT_BODY: u8 = 0;
+pub const ENUM_MIN_PRESENCE_ACTION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_BODY: u8 = 6;
+pub const ENUM_MAX_PRESENCE_ACTION: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_BODY: [ClientBody; 7] = [
+pub const ENUM_VALUES_PRESENCE_ACTION: [PresenceAction; 5] = [
+  PresenceAction::Join,
+  PresenceAction::Leave,
+  PresenceAction::Occupancy,
+  PresenceAction::Refused,
+  PresenceAction::Overflow,
+];
+
+/// What a presence event says.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PresenceAction(pub u8);
+#[allow(non_upper_case_globals)]
+impl PresenceAction {
+  pub const Join: Self = Self(0);
+  pub const Leave: Self = Self(1);
+  pub const Occupancy: Self = Self(2);
+  pub const Refused: Self = Self(3);
+  pub const Overflow: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Join,
+    Self::Leave,
+    Self::Occupancy,
+    Self::Refused,
+    Self::Overflow,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Join => Some("Join"),
+      Self::Leave => Some("Leave"),
+      Self::Occupancy => Some("Occupancy"),
+      Self::Refused => Some("Refused"),
+      Self::Overflow => Some("Overflow"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PresenceAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PresenceAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PresenceAction {
+    type Output = PresenceAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PresenceAction {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PresenceAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PresenceAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CLIENT_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CLIENT_BODY: u8 = 7;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CLIENT_BODY: [ClientBody; 8] = [
   ClientBody::NONE,
   ClientBody::Hello,
   ClientBody::Publish,
@@ -263,6 +364,7 @@ pub const ENUM_VALUES_CLIENT_BODY: [ClientBody; 7] = [
   ClientBody::Unsubscribe,
   ClientBody::Ping,
   ClientBody::RefreshToken,
+  ClientBody::PresenceQuery,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -277,9 +379,10 @@ impl ClientBody {
   pub const Unsubscribe: Self = Self(4);
   pub const Ping: Self = Self(5);
   pub const RefreshToken: Self = Self(6);
+  pub const PresenceQuery: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -288,6 +391,7 @@ impl ClientBody {
     Self::Unsubscribe,
     Self::Ping,
     Self::RefreshToken,
+    Self::PresenceQuery,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -299,6 +403,7 @@ impl ClientBody {
       Self::Unsubscribe => Some("Unsubscribe"),
       Self::Ping => Some("Ping"),
       Self::RefreshToken => Some("RefreshToken"),
+      Self::PresenceQuery => Some("PresenceQuery"),
       _ => None,
     }
   }
@@ -358,10 +463,10 @@ pub struct ClientBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_BODY: u8 = 12;
+pub const ENUM_MAX_SERVER_BODY: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_BODY: [ServerBody; 13] = [
+pub const ENUM_VALUES_SERVER_BODY: [ServerBody; 15] = [
   ServerBody::NONE,
   ServerBody::Welcome,
   ServerBody::PublishAck,
@@ -375,6 +480,8 @@ pub const ENUM_VALUES_SERVER_BODY: [ServerBody; 13] = [
   ServerBody::Pong,
   ServerBody::SubscriptionClosed,
   ServerBody::TokenRefreshed,
+  ServerBody::PresenceEvent,
+  ServerBody::PresenceState,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -395,9 +502,11 @@ impl ServerBody {
   pub const Pong: Self = Self(10);
   pub const SubscriptionClosed: Self = Self(11);
   pub const TokenRefreshed: Self = Self(12);
+  pub const PresenceEvent: Self = Self(13);
+  pub const PresenceState: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Welcome,
@@ -412,6 +521,8 @@ impl ServerBody {
     Self::Pong,
     Self::SubscriptionClosed,
     Self::TokenRefreshed,
+    Self::PresenceEvent,
+    Self::PresenceState,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -429,6 +540,8 @@ impl ServerBody {
       Self::Pong => Some("Pong"),
       Self::SubscriptionClosed => Some("SubscriptionClosed"),
       Self::TokenRefreshed => Some("TokenRefreshed"),
+      Self::PresenceEvent => Some("PresenceEvent"),
+      Self::PresenceState => Some("PresenceState"),
       _ => None,
     }
   }
@@ -488,10 +601,10 @@ pub struct ServerBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_LINK_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_LINK_BODY: u8 = 8;
+pub const ENUM_MAX_LINK_BODY: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_LINK_BODY: [LinkBody; 9] = [
+pub const ENUM_VALUES_LINK_BODY: [LinkBody; 13] = [
   LinkBody::NONE,
   LinkBody::LinkHello,
   LinkBody::LinkPublish,
@@ -501,6 +614,10 @@ pub const ENUM_VALUES_LINK_BODY: [LinkBody; 9] = [
   LinkBody::LinkItemBatch,
   LinkBody::LinkDiscontinuity,
   LinkBody::LinkError,
+  LinkBody::LinkPresence,
+  LinkBody::LinkPresenceEvent,
+  LinkBody::LinkPresenceQuery,
+  LinkBody::LinkPresenceState,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -517,9 +634,13 @@ impl LinkBody {
   pub const LinkItemBatch: Self = Self(6);
   pub const LinkDiscontinuity: Self = Self(7);
   pub const LinkError: Self = Self(8);
+  pub const LinkPresence: Self = Self(9);
+  pub const LinkPresenceEvent: Self = Self(10);
+  pub const LinkPresenceQuery: Self = Self(11);
+  pub const LinkPresenceState: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::LinkHello,
@@ -530,6 +651,10 @@ impl LinkBody {
     Self::LinkItemBatch,
     Self::LinkDiscontinuity,
     Self::LinkError,
+    Self::LinkPresence,
+    Self::LinkPresenceEvent,
+    Self::LinkPresenceQuery,
+    Self::LinkPresenceState,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -543,6 +668,10 @@ impl LinkBody {
       Self::LinkItemBatch => Some("LinkItemBatch"),
       Self::LinkDiscontinuity => Some("LinkDiscontinuity"),
       Self::LinkError => Some("LinkError"),
+      Self::LinkPresence => Some("LinkPresence"),
+      Self::LinkPresenceEvent => Some("LinkPresenceEvent"),
+      Self::LinkPresenceQuery => Some("LinkPresenceQuery"),
+      Self::LinkPresenceState => Some("LinkPresenceState"),
       _ => None,
     }
   }
@@ -889,6 +1018,137 @@ impl ::core::fmt::Debug for FromLastN<'_> {
       ds.finish()
   }
 }
+pub enum MemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One member of a topic's presence: a subscription that asked to be listed.
+pub struct Member<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Member<'a> {
+  type Inner = Member<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Member<'a> {
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CLIENT_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_INFO: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Member { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Member<'bldr>> {
+    let mut builder = MemberBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    if let Some(x) = args.info { builder.add_info(x); }
+    if let Some(x) = args.client_id { builder.add_client_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Member::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn client_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_CLIENT_ID, None)}
+  }
+  #[inline]
+  pub fn info(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Member::VT_INFO, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Member<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_id", Self::VT_CLIENT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("info", Self::VT_INFO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberArgs<'a> {
+    pub member_id: u64,
+    pub client_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub info: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for MemberArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberArgs {
+      member_id: 0,
+      client_id: None,
+      info: None,
+    }
+  }
+}
+
+pub struct MemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(Member::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_client_id(&mut self, client_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_CLIENT_ID, client_id);
+  }
+  #[inline]
+  pub fn add_info(&mut self, info: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_INFO, info);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Member<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Member<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Member");
+      ds.field("member_id", &self.member_id());
+      ds.field("client_id", &self.client_id());
+      ds.field("info", &self.info());
+      ds.finish()
+  }
+}
 pub enum HelloOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1208,6 +1468,7 @@ impl<'a> Subscribe<'a> {
   pub const VT_TOPIC: ::flatbuffers::VOffsetT = 8;
   pub const VT_FROM_TYPE: ::flatbuffers::VOffsetT = 10;
   pub const VT_FROM: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PRESENCE: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1220,6 +1481,7 @@ impl<'a> Subscribe<'a> {
   ) -> ::flatbuffers::WIPOffset<Subscribe<'bldr>> {
     let mut builder = SubscribeBuilder::new(_fbb);
     builder.add_request_id(args.request_id);
+    if let Some(x) = args.presence { builder.add_presence(x); }
     if let Some(x) = args.from { builder.add_from(x); }
     if let Some(x) = args.topic { builder.add_topic(x); }
     if let Some(x) = args.namespace { builder.add_namespace(x); }
@@ -1262,6 +1524,13 @@ impl<'a> Subscribe<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(Subscribe::VT_FROM, None)}
+  }
+  #[inline]
+  pub fn presence(&self) -> Option<PresenceOptions<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<PresenceOptions>>(Subscribe::VT_PRESENCE, None)}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -1327,6 +1596,7 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
           _ => Ok(()),
         }
      })?
+     .visit_field::<::flatbuffers::ForwardsUOffset<PresenceOptions>>("presence", Self::VT_PRESENCE, false)?
      .finish();
     Ok(())
   }
@@ -1337,6 +1607,7 @@ pub struct SubscribeArgs<'a> {
     pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub from_type: From,
     pub from: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub presence: Option<::flatbuffers::WIPOffset<PresenceOptions<'a>>>,
 }
 impl<'a> Default for SubscribeArgs<'a> {
   #[inline]
@@ -1347,6 +1618,7 @@ impl<'a> Default for SubscribeArgs<'a> {
       topic: None, // required field
       from_type: From::NONE,
       from: None,
+      presence: None,
     }
   }
 }
@@ -1375,6 +1647,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_from(&mut self, from: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Subscribe::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_presence(&mut self, presence: ::flatbuffers::WIPOffset<PresenceOptions<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<PresenceOptions>>(Subscribe::VT_PRESENCE, presence);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeBuilder<'a, 'b, A> {
@@ -1427,6 +1703,357 @@ impl ::core::fmt::Debug for Subscribe<'_> {
           ds.field("from", &x)
         },
       };
+      ds.field("presence", &self.presence());
+      ds.finish()
+  }
+}
+pub enum PresenceOptionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A subscription's presence options (all off when absent).
+pub struct PresenceOptions<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceOptions<'a> {
+  type Inner = PresenceOptions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceOptions<'a> {
+  pub const VT_ENTER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_INFO: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLIENT_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBER_EVENTS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_OCCUPANCY_EVENTS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceOptions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceOptionsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceOptions<'bldr>> {
+    let mut builder = PresenceOptionsBuilder::new(_fbb);
+    if let Some(x) = args.client_id { builder.add_client_id(x); }
+    if let Some(x) = args.info { builder.add_info(x); }
+    builder.add_occupancy_events(args.occupancy_events);
+    builder.add_member_events(args.member_events);
+    builder.add_enter(args.enter);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn enter(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceOptions::VT_ENTER, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn info(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PresenceOptions::VT_INFO, None)}
+  }
+  #[inline]
+  pub fn client_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceOptions::VT_CLIENT_ID, None)}
+  }
+  #[inline]
+  pub fn member_events(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceOptions::VT_MEMBER_EVENTS, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn occupancy_events(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceOptions::VT_OCCUPANCY_EVENTS, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceOptions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("enter", Self::VT_ENTER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("info", Self::VT_INFO, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_id", Self::VT_CLIENT_ID, false)?
+     .visit_field::<bool>("member_events", Self::VT_MEMBER_EVENTS, false)?
+     .visit_field::<bool>("occupancy_events", Self::VT_OCCUPANCY_EVENTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceOptionsArgs<'a> {
+    pub enter: bool,
+    pub info: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub client_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub member_events: bool,
+    pub occupancy_events: bool,
+}
+impl<'a> Default for PresenceOptionsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceOptionsArgs {
+      enter: false,
+      info: None,
+      client_id: None,
+      member_events: false,
+      occupancy_events: false,
+    }
+  }
+}
+
+pub struct PresenceOptionsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceOptionsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_enter(&mut self, enter: bool) {
+    self.fbb_.push_slot::<bool>(PresenceOptions::VT_ENTER, enter, false);
+  }
+  #[inline]
+  pub fn add_info(&mut self, info: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceOptions::VT_INFO, info);
+  }
+  #[inline]
+  pub fn add_client_id(&mut self, client_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceOptions::VT_CLIENT_ID, client_id);
+  }
+  #[inline]
+  pub fn add_member_events(&mut self, member_events: bool) {
+    self.fbb_.push_slot::<bool>(PresenceOptions::VT_MEMBER_EVENTS, member_events, false);
+  }
+  #[inline]
+  pub fn add_occupancy_events(&mut self, occupancy_events: bool) {
+    self.fbb_.push_slot::<bool>(PresenceOptions::VT_OCCUPANCY_EVENTS, occupancy_events, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceOptionsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceOptionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceOptions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceOptions<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceOptions");
+      ds.field("enter", &self.enter());
+      ds.field("info", &self.info());
+      ds.field("client_id", &self.client_id());
+      ds.field("member_events", &self.member_events());
+      ds.field("occupancy_events", &self.occupancy_events());
+      ds.finish()
+  }
+}
+pub enum PresenceQueryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks for a topic's occupancy and, with `members`, one page of its member list (ordered
+/// by member id, starting after `after`). Answered by PresenceState.
+pub struct PresenceQuery<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceQuery<'a> {
+  type Inner = PresenceQuery<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceQuery<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAMESPACE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceQuery { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceQueryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceQuery<'bldr>> {
+    let mut builder = PresenceQueryBuilder::new(_fbb);
+    builder.add_after(args.after);
+    builder.add_request_id(args.request_id);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    if let Some(x) = args.namespace { builder.add_namespace(x); }
+    builder.add_members(args.members);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceQuery::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn namespace(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceQuery::VT_NAMESPACE, None).unwrap()}
+  }
+  #[inline]
+  pub fn topic(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceQuery::VT_TOPIC, None).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceQuery::VT_MEMBERS, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceQuery::VT_AFTER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PresenceQuery::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceQuery<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("namespace", Self::VT_NAMESPACE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
+     .visit_field::<bool>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceQueryArgs<'a> {
+    pub request_id: u64,
+    pub namespace: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub members: bool,
+    pub after: u64,
+    pub limit: u32,
+}
+impl<'a> Default for PresenceQueryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceQueryArgs {
+      request_id: 0,
+      namespace: None, // required field
+      topic: None, // required field
+      members: false,
+      after: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct PresenceQueryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceQueryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u64) {
+    self.fbb_.push_slot::<u64>(PresenceQuery::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_namespace(&mut self, namespace: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceQuery::VT_NAMESPACE, namespace);
+  }
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceQuery::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: bool) {
+    self.fbb_.push_slot::<bool>(PresenceQuery::VT_MEMBERS, members, false);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(PresenceQuery::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(PresenceQuery::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceQueryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceQueryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceQuery<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PresenceQuery::VT_NAMESPACE,"namespace");
+    self.fbb_.required(o, PresenceQuery::VT_TOPIC,"topic");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceQuery<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceQuery");
+      ds.field("request_id", &self.request_id());
+      ds.field("namespace", &self.namespace());
+      ds.field("topic", &self.topic());
+      ds.field("members", &self.members());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
       ds.finish()
   }
 }
@@ -1886,6 +2513,20 @@ impl<'a> ClientMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_query(&self) -> Option<PresenceQuery<'a>> {
+    if self.body_type() == ClientBody::PresenceQuery {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresenceQuery::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientMessage<'_> {
@@ -1902,6 +2543,7 @@ impl ::flatbuffers::Verifiable for ClientMessage<'_> {
           ClientBody::Unsubscribe => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Unsubscribe>>("ClientBody::Unsubscribe", pos),
           ClientBody::Ping => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ping>>("ClientBody::Ping", pos),
           ClientBody::RefreshToken => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RefreshToken>>("ClientBody::RefreshToken", pos),
+          ClientBody::PresenceQuery => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceQuery>>("ClientBody::PresenceQuery", pos),
           _ => Ok(()),
         }
      })?
@@ -1994,6 +2636,13 @@ impl ::core::fmt::Debug for ClientMessage<'_> {
         },
         ClientBody::RefreshToken => {
           if let Some(x) = self.body_as_refresh_token() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientBody::PresenceQuery => {
+          if let Some(x) = self.body_as_presence_query() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -2288,6 +2937,7 @@ impl<'a> Subscribed<'a> {
   pub const VT_SUBSCRIPTION_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_EPOCH: ::flatbuffers::VOffsetT = 8;
   pub const VT_NEXT_SEQ: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2299,6 +2949,7 @@ impl<'a> Subscribed<'a> {
     args: &'args SubscribedArgs
   ) -> ::flatbuffers::WIPOffset<Subscribed<'bldr>> {
     let mut builder = SubscribedBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
     builder.add_next_seq(args.next_seq);
     builder.add_epoch(args.epoch);
     builder.add_subscription_id(args.subscription_id);
@@ -2335,6 +2986,13 @@ impl<'a> Subscribed<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Subscribed::VT_NEXT_SEQ, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Subscribed::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Subscribed<'_> {
@@ -2347,6 +3005,7 @@ impl ::flatbuffers::Verifiable for Subscribed<'_> {
      .visit_field::<u64>("subscription_id", Self::VT_SUBSCRIPTION_ID, false)?
      .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .visit_field::<u64>("next_seq", Self::VT_NEXT_SEQ, false)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
      .finish();
     Ok(())
   }
@@ -2356,6 +3015,7 @@ pub struct SubscribedArgs {
     pub subscription_id: u64,
     pub epoch: u64,
     pub next_seq: u64,
+    pub member_id: u64,
 }
 impl<'a> Default for SubscribedArgs {
   #[inline]
@@ -2365,6 +3025,7 @@ impl<'a> Default for SubscribedArgs {
       subscription_id: 0,
       epoch: 0,
       next_seq: 0,
+      member_id: 0,
     }
   }
 }
@@ -2391,6 +3052,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribedBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(Subscribed::VT_NEXT_SEQ, next_seq, 0);
   }
   #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(Subscribed::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribedBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubscribedBuilder {
@@ -2412,6 +3077,7 @@ impl ::core::fmt::Debug for Subscribed<'_> {
       ds.field("subscription_id", &self.subscription_id());
       ds.field("epoch", &self.epoch());
       ds.field("next_seq", &self.next_seq());
+      ds.field("member_id", &self.member_id());
       ds.finish()
   }
 }
@@ -3543,6 +4209,336 @@ impl ::core::fmt::Debug for TokenRefreshed<'_> {
       ds.finish()
   }
 }
+pub enum PresenceEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A presence change on a subscription that asked for such events.
+pub struct PresenceEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceEvent<'a> {
+  type Inner = PresenceEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceEvent<'a> {
+  pub const VT_SUBSCRIPTION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_OCCUPANCY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SKIPPED: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceEvent<'bldr>> {
+    let mut builder = PresenceEventBuilder::new(_fbb);
+    builder.add_skipped(args.skipped);
+    builder.add_occupancy(args.occupancy);
+    builder.add_subscription_id(args.subscription_id);
+    if let Some(x) = args.member { builder.add_member(x); }
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn subscription_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceEvent::VT_SUBSCRIPTION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn action(&self) -> PresenceAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceAction>(PresenceEvent::VT_ACTION, Some(PresenceAction::Join)).unwrap()}
+  }
+  #[inline]
+  pub fn member(&self) -> Option<Member<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Member>>(PresenceEvent::VT_MEMBER, None)}
+  }
+  #[inline]
+  pub fn occupancy(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceEvent::VT_OCCUPANCY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn skipped(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceEvent::VT_SKIPPED, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("subscription_id", Self::VT_SUBSCRIPTION_ID, false)?
+     .visit_field::<PresenceAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Member>>("member", Self::VT_MEMBER, false)?
+     .visit_field::<u64>("occupancy", Self::VT_OCCUPANCY, false)?
+     .visit_field::<u64>("skipped", Self::VT_SKIPPED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceEventArgs<'a> {
+    pub subscription_id: u64,
+    pub action: PresenceAction,
+    pub member: Option<::flatbuffers::WIPOffset<Member<'a>>>,
+    pub occupancy: u64,
+    pub skipped: u64,
+}
+impl<'a> Default for PresenceEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceEventArgs {
+      subscription_id: 0,
+      action: PresenceAction::Join,
+      member: None,
+      occupancy: 0,
+      skipped: 0,
+    }
+  }
+}
+
+pub struct PresenceEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_subscription_id(&mut self, subscription_id: u64) {
+    self.fbb_.push_slot::<u64>(PresenceEvent::VT_SUBSCRIPTION_ID, subscription_id, 0);
+  }
+  #[inline]
+  pub fn add_action(&mut self, action: PresenceAction) {
+    self.fbb_.push_slot::<PresenceAction>(PresenceEvent::VT_ACTION, action, PresenceAction::Join);
+  }
+  #[inline]
+  pub fn add_member(&mut self, member: ::flatbuffers::WIPOffset<Member<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Member>>(PresenceEvent::VT_MEMBER, member);
+  }
+  #[inline]
+  pub fn add_occupancy(&mut self, occupancy: u64) {
+    self.fbb_.push_slot::<u64>(PresenceEvent::VT_OCCUPANCY, occupancy, 0);
+  }
+  #[inline]
+  pub fn add_skipped(&mut self, skipped: u64) {
+    self.fbb_.push_slot::<u64>(PresenceEvent::VT_SKIPPED, skipped, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceEvent");
+      ds.field("subscription_id", &self.subscription_id());
+      ds.field("action", &self.action());
+      ds.field("member", &self.member());
+      ds.field("occupancy", &self.occupancy());
+      ds.field("skipped", &self.skipped());
+      ds.finish()
+  }
+}
+pub enum PresenceStateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Answer to PresenceQuery.
+pub struct PresenceState<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceState<'a> {
+  type Inner = PresenceState<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceState<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OCCUPANCY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBERS_TOTAL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NEXT_AFTER: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceState { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceStateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceState<'bldr>> {
+    let mut builder = PresenceStateBuilder::new(_fbb);
+    builder.add_next_after(args.next_after);
+    builder.add_members_total(args.members_total);
+    builder.add_occupancy(args.occupancy);
+    builder.add_request_id(args.request_id);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceState::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn occupancy(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceState::VT_OCCUPANCY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceState::VT_MEMBERS_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(PresenceState::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn next_after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceState::VT_NEXT_AFTER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceState<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<u64>("occupancy", Self::VT_OCCUPANCY, false)?
+     .visit_field::<u64>("members_total", Self::VT_MEMBERS_TOTAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("next_after", Self::VT_NEXT_AFTER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceStateArgs<'a> {
+    pub request_id: u64,
+    pub occupancy: u64,
+    pub members_total: u64,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
+    pub next_after: u64,
+}
+impl<'a> Default for PresenceStateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceStateArgs {
+      request_id: 0,
+      occupancy: 0,
+      members_total: 0,
+      members: None,
+      next_after: 0,
+    }
+  }
+}
+
+pub struct PresenceStateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceStateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u64) {
+    self.fbb_.push_slot::<u64>(PresenceState::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_occupancy(&mut self, occupancy: u64) {
+    self.fbb_.push_slot::<u64>(PresenceState::VT_OCCUPANCY, occupancy, 0);
+  }
+  #[inline]
+  pub fn add_members_total(&mut self, members_total: u64) {
+    self.fbb_.push_slot::<u64>(PresenceState::VT_MEMBERS_TOTAL, members_total, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceState::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_next_after(&mut self, next_after: u64) {
+    self.fbb_.push_slot::<u64>(PresenceState::VT_NEXT_AFTER, next_after, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceStateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceStateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceState<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceState<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceState");
+      ds.field("request_id", &self.request_id());
+      ds.field("occupancy", &self.occupancy());
+      ds.field("members_total", &self.members_total());
+      ds.field("members", &self.members());
+      ds.field("next_after", &self.next_after());
+      ds.finish()
+  }
+}
 pub enum ServerMessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3760,6 +4756,34 @@ impl<'a> ServerMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_event(&self) -> Option<PresenceEvent<'a>> {
+    if self.body_type() == ServerBody::PresenceEvent {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresenceEvent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_state(&self) -> Option<PresenceState<'a>> {
+    if self.body_type() == ServerBody::PresenceState {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresenceState::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerMessage<'_> {
@@ -3782,6 +4806,8 @@ impl ::flatbuffers::Verifiable for ServerMessage<'_> {
           ServerBody::Pong => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pong>>("ServerBody::Pong", pos),
           ServerBody::SubscriptionClosed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubscriptionClosed>>("ServerBody::SubscriptionClosed", pos),
           ServerBody::TokenRefreshed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TokenRefreshed>>("ServerBody::TokenRefreshed", pos),
+          ServerBody::PresenceEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceEvent>>("ServerBody::PresenceEvent", pos),
+          ServerBody::PresenceState => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceState>>("ServerBody::PresenceState", pos),
           _ => Ok(()),
         }
      })?
@@ -3916,6 +4942,20 @@ impl ::core::fmt::Debug for ServerMessage<'_> {
         },
         ServerBody::TokenRefreshed => {
           if let Some(x) = self.body_as_token_refreshed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerBody::PresenceEvent => {
+          if let Some(x) = self.body_as_presence_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerBody::PresenceState => {
+          if let Some(x) = self.body_as_presence_state() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -5380,6 +6420,725 @@ impl ::core::fmt::Debug for LinkError<'_> {
       ds.finish()
   }
 }
+pub enum LinkPresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Router to storage: a change of the presence a router shard holds for a topic (its
+/// subscriber count and members). `reset`: replaces what it held (sent after a reconnect or
+/// an owner change), else a delta.
+pub struct LinkPresence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LinkPresence<'a> {
+  type Inner = LinkPresence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LinkPresence<'a> {
+  pub const VT_NAMESPACE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_COUNT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_JOINS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LEAVES: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LinkPresence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LinkPresenceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkPresence<'bldr>> {
+    let mut builder = LinkPresenceBuilder::new(_fbb);
+    builder.add_count(args.count);
+    if let Some(x) = args.leaves { builder.add_leaves(x); }
+    if let Some(x) = args.joins { builder.add_joins(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    if let Some(x) = args.namespace { builder.add_namespace(x); }
+    builder.add_reset(args.reset);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn namespace(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresence::VT_NAMESPACE, None).unwrap()}
+  }
+  #[inline]
+  pub fn topic(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresence::VT_TOPIC, None).unwrap()}
+  }
+  #[inline]
+  pub fn reset(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LinkPresence::VT_RESET, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn count(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(LinkPresence::VT_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn joins(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(LinkPresence::VT_JOINS, None)}
+  }
+  #[inline]
+  pub fn leaves(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(LinkPresence::VT_LEAVES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LinkPresence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("namespace", Self::VT_NAMESPACE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
+     .visit_field::<bool>("reset", Self::VT_RESET, false)?
+     .visit_field::<i64>("count", Self::VT_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("joins", Self::VT_JOINS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("leaves", Self::VT_LEAVES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LinkPresenceArgs<'a> {
+    pub namespace: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub reset: bool,
+    pub count: i64,
+    pub joins: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
+    pub leaves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for LinkPresenceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LinkPresenceArgs {
+      namespace: None, // required field
+      topic: None, // required field
+      reset: false,
+      count: 0,
+      joins: None,
+      leaves: None,
+    }
+  }
+}
+
+pub struct LinkPresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_namespace(&mut self, namespace: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresence::VT_NAMESPACE, namespace);
+  }
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresence::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_reset(&mut self, reset: bool) {
+    self.fbb_.push_slot::<bool>(LinkPresence::VT_RESET, reset, false);
+  }
+  #[inline]
+  pub fn add_count(&mut self, count: i64) {
+    self.fbb_.push_slot::<i64>(LinkPresence::VT_COUNT, count, 0);
+  }
+  #[inline]
+  pub fn add_joins(&mut self, joins: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresence::VT_JOINS, joins);
+  }
+  #[inline]
+  pub fn add_leaves(&mut self, leaves: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresence::VT_LEAVES, leaves);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LinkPresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPresence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, LinkPresence::VT_NAMESPACE,"namespace");
+    self.fbb_.required(o, LinkPresence::VT_TOPIC,"topic");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LinkPresence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LinkPresence");
+      ds.field("namespace", &self.namespace());
+      ds.field("topic", &self.topic());
+      ds.field("reset", &self.reset());
+      ds.field("count", &self.count());
+      ds.field("joins", &self.joins());
+      ds.field("leaves", &self.leaves());
+      ds.finish()
+  }
+}
+pub enum LinkPresenceEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Storage to router: a presence event of a topic the router subscribes to.
+pub struct LinkPresenceEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LinkPresenceEvent<'a> {
+  type Inner = LinkPresenceEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LinkPresenceEvent<'a> {
+  pub const VT_NAMESPACE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_OCCUPANCY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SKIPPED: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LinkPresenceEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LinkPresenceEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkPresenceEvent<'bldr>> {
+    let mut builder = LinkPresenceEventBuilder::new(_fbb);
+    builder.add_skipped(args.skipped);
+    builder.add_occupancy(args.occupancy);
+    if let Some(x) = args.member { builder.add_member(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    if let Some(x) = args.namespace { builder.add_namespace(x); }
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn namespace(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresenceEvent::VT_NAMESPACE, None).unwrap()}
+  }
+  #[inline]
+  pub fn topic(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresenceEvent::VT_TOPIC, None).unwrap()}
+  }
+  #[inline]
+  pub fn action(&self) -> PresenceAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceAction>(LinkPresenceEvent::VT_ACTION, Some(PresenceAction::Join)).unwrap()}
+  }
+  #[inline]
+  pub fn member(&self) -> Option<Member<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Member>>(LinkPresenceEvent::VT_MEMBER, None)}
+  }
+  #[inline]
+  pub fn occupancy(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceEvent::VT_OCCUPANCY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn skipped(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceEvent::VT_SKIPPED, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LinkPresenceEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("namespace", Self::VT_NAMESPACE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
+     .visit_field::<PresenceAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Member>>("member", Self::VT_MEMBER, false)?
+     .visit_field::<u64>("occupancy", Self::VT_OCCUPANCY, false)?
+     .visit_field::<u64>("skipped", Self::VT_SKIPPED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LinkPresenceEventArgs<'a> {
+    pub namespace: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub action: PresenceAction,
+    pub member: Option<::flatbuffers::WIPOffset<Member<'a>>>,
+    pub occupancy: u64,
+    pub skipped: u64,
+}
+impl<'a> Default for LinkPresenceEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LinkPresenceEventArgs {
+      namespace: None, // required field
+      topic: None, // required field
+      action: PresenceAction::Join,
+      member: None,
+      occupancy: 0,
+      skipped: 0,
+    }
+  }
+}
+
+pub struct LinkPresenceEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPresenceEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_namespace(&mut self, namespace: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceEvent::VT_NAMESPACE, namespace);
+  }
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceEvent::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_action(&mut self, action: PresenceAction) {
+    self.fbb_.push_slot::<PresenceAction>(LinkPresenceEvent::VT_ACTION, action, PresenceAction::Join);
+  }
+  #[inline]
+  pub fn add_member(&mut self, member: ::flatbuffers::WIPOffset<Member<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Member>>(LinkPresenceEvent::VT_MEMBER, member);
+  }
+  #[inline]
+  pub fn add_occupancy(&mut self, occupancy: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceEvent::VT_OCCUPANCY, occupancy, 0);
+  }
+  #[inline]
+  pub fn add_skipped(&mut self, skipped: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceEvent::VT_SKIPPED, skipped, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPresenceEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LinkPresenceEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPresenceEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, LinkPresenceEvent::VT_NAMESPACE,"namespace");
+    self.fbb_.required(o, LinkPresenceEvent::VT_TOPIC,"topic");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LinkPresenceEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LinkPresenceEvent");
+      ds.field("namespace", &self.namespace());
+      ds.field("topic", &self.topic());
+      ds.field("action", &self.action());
+      ds.field("member", &self.member());
+      ds.field("occupancy", &self.occupancy());
+      ds.field("skipped", &self.skipped());
+      ds.finish()
+  }
+}
+pub enum LinkPresenceQueryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Router to storage: PresenceQuery for a topic the storage node owns.
+pub struct LinkPresenceQuery<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LinkPresenceQuery<'a> {
+  type Inner = LinkPresenceQuery<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LinkPresenceQuery<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAMESPACE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LinkPresenceQuery { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LinkPresenceQueryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkPresenceQuery<'bldr>> {
+    let mut builder = LinkPresenceQueryBuilder::new(_fbb);
+    builder.add_after(args.after);
+    builder.add_request_id(args.request_id);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    if let Some(x) = args.namespace { builder.add_namespace(x); }
+    builder.add_members(args.members);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceQuery::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn namespace(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresenceQuery::VT_NAMESPACE, None).unwrap()}
+  }
+  #[inline]
+  pub fn topic(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresenceQuery::VT_TOPIC, None).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LinkPresenceQuery::VT_MEMBERS, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceQuery::VT_AFTER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(LinkPresenceQuery::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LinkPresenceQuery<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("namespace", Self::VT_NAMESPACE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
+     .visit_field::<bool>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LinkPresenceQueryArgs<'a> {
+    pub request_id: u64,
+    pub namespace: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub members: bool,
+    pub after: u64,
+    pub limit: u32,
+}
+impl<'a> Default for LinkPresenceQueryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LinkPresenceQueryArgs {
+      request_id: 0,
+      namespace: None, // required field
+      topic: None, // required field
+      members: false,
+      after: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct LinkPresenceQueryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPresenceQueryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceQuery::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_namespace(&mut self, namespace: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceQuery::VT_NAMESPACE, namespace);
+  }
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceQuery::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: bool) {
+    self.fbb_.push_slot::<bool>(LinkPresenceQuery::VT_MEMBERS, members, false);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceQuery::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(LinkPresenceQuery::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPresenceQueryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LinkPresenceQueryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPresenceQuery<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, LinkPresenceQuery::VT_NAMESPACE,"namespace");
+    self.fbb_.required(o, LinkPresenceQuery::VT_TOPIC,"topic");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LinkPresenceQuery<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LinkPresenceQuery");
+      ds.field("request_id", &self.request_id());
+      ds.field("namespace", &self.namespace());
+      ds.field("topic", &self.topic());
+      ds.field("members", &self.members());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum LinkPresenceStateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Storage to router: the answer to LinkPresenceQuery (errors come as LinkError).
+pub struct LinkPresenceState<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LinkPresenceState<'a> {
+  type Inner = LinkPresenceState<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LinkPresenceState<'a> {
+  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OCCUPANCY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBERS_TOTAL: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NEXT_AFTER: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LinkPresenceState { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LinkPresenceStateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkPresenceState<'bldr>> {
+    let mut builder = LinkPresenceStateBuilder::new(_fbb);
+    builder.add_next_after(args.next_after);
+    builder.add_members_total(args.members_total);
+    builder.add_occupancy(args.occupancy);
+    builder.add_request_id(args.request_id);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn request_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_REQUEST_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn occupancy(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_OCCUPANCY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_MEMBERS_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(LinkPresenceState::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn next_after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_NEXT_AFTER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LinkPresenceState<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
+     .visit_field::<u64>("occupancy", Self::VT_OCCUPANCY, false)?
+     .visit_field::<u64>("members_total", Self::VT_MEMBERS_TOTAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("next_after", Self::VT_NEXT_AFTER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LinkPresenceStateArgs<'a> {
+    pub request_id: u64,
+    pub occupancy: u64,
+    pub members_total: u64,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
+    pub next_after: u64,
+}
+impl<'a> Default for LinkPresenceStateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LinkPresenceStateArgs {
+      request_id: 0,
+      occupancy: 0,
+      members_total: 0,
+      members: None,
+      next_after: 0,
+    }
+  }
+}
+
+pub struct LinkPresenceStateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPresenceStateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_request_id(&mut self, request_id: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_REQUEST_ID, request_id, 0);
+  }
+  #[inline]
+  pub fn add_occupancy(&mut self, occupancy: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_OCCUPANCY, occupancy, 0);
+  }
+  #[inline]
+  pub fn add_members_total(&mut self, members_total: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_MEMBERS_TOTAL, members_total, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceState::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_next_after(&mut self, next_after: u64) {
+    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_NEXT_AFTER, next_after, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPresenceStateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LinkPresenceStateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPresenceState<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LinkPresenceState<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LinkPresenceState");
+      ds.field("request_id", &self.request_id());
+      ds.field("occupancy", &self.occupancy());
+      ds.field("members_total", &self.members_total());
+      ds.field("members", &self.members());
+      ds.field("next_after", &self.next_after());
+      ds.finish()
+  }
+}
 pub enum LinkMessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5541,6 +7300,62 @@ impl<'a> LinkMessage<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_link_presence(&self) -> Option<LinkPresence<'a>> {
+    if self.body_type() == LinkBody::LinkPresence {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LinkPresence::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_link_presence_event(&self) -> Option<LinkPresenceEvent<'a>> {
+    if self.body_type() == LinkBody::LinkPresenceEvent {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LinkPresenceEvent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_link_presence_query(&self) -> Option<LinkPresenceQuery<'a>> {
+    if self.body_type() == LinkBody::LinkPresenceQuery {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LinkPresenceQuery::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_link_presence_state(&self) -> Option<LinkPresenceState<'a>> {
+    if self.body_type() == LinkBody::LinkPresenceState {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LinkPresenceState::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for LinkMessage<'_> {
@@ -5559,6 +7374,10 @@ impl ::flatbuffers::Verifiable for LinkMessage<'_> {
           LinkBody::LinkItemBatch => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkItemBatch>>("LinkBody::LinkItemBatch", pos),
           LinkBody::LinkDiscontinuity => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkDiscontinuity>>("LinkBody::LinkDiscontinuity", pos),
           LinkBody::LinkError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkError>>("LinkBody::LinkError", pos),
+          LinkBody::LinkPresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresence>>("LinkBody::LinkPresence", pos),
+          LinkBody::LinkPresenceEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresenceEvent>>("LinkBody::LinkPresenceEvent", pos),
+          LinkBody::LinkPresenceQuery => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresenceQuery>>("LinkBody::LinkPresenceQuery", pos),
+          LinkBody::LinkPresenceState => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresenceState>>("LinkBody::LinkPresenceState", pos),
           _ => Ok(()),
         }
      })?
@@ -5665,6 +7484,34 @@ impl ::core::fmt::Debug for LinkMessage<'_> {
         },
         LinkBody::LinkError => {
           if let Some(x) = self.body_as_link_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        LinkBody::LinkPresence => {
+          if let Some(x) = self.body_as_link_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        LinkBody::LinkPresenceEvent => {
+          if let Some(x) = self.body_as_link_presence_event() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        LinkBody::LinkPresenceQuery => {
+          if let Some(x) = self.body_as_link_presence_query() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        LinkBody::LinkPresenceState => {
+          if let Some(x) = self.body_as_link_presence_state() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

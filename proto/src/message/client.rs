@@ -4,6 +4,7 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 use super::common::*;
+use super::presence::{create_opts, decode_opts, PresenceOpts, PRESENCE_PAGE_MAX};
 use crate::generated::fanfare::wire as fb;
 use crate::names::Name;
 
@@ -43,6 +44,8 @@ pub enum ClientMsg {
         topic: Name,
         /// Where to start.
         from: Start,
+        /// Presence options (none when absent).
+        presence: Option<PresenceOpts>,
     },
     /// End a subscription.
     Unsubscribe {
@@ -63,6 +66,21 @@ pub enum ClientMsg {
         /// The new token.
         token: String,
     },
+    /// A topic's occupancy and, with `members`, a page of its members.
+    PresenceQuery {
+        /// Echoed in `PresenceState` or the error.
+        request_id: u64,
+        /// The topic's namespace.
+        namespace: Name,
+        /// The topic.
+        topic: Name,
+        /// Whether to list members (needs the presence right).
+        members: bool,
+        /// List members with ids above this (0: from the first).
+        after: u64,
+        /// Page size (0: the server's default; at most [`PRESENCE_PAGE_MAX`]).
+        limit: u32,
+    },
 }
 
 impl ClientMsg {
@@ -79,6 +97,7 @@ impl ClientMsg {
             fb::ClientBody::Subscribe => m.body_as_subscribe().map(|s| s.request_id()),
             fb::ClientBody::Unsubscribe => m.body_as_unsubscribe().map(|u| u.request_id()),
             fb::ClientBody::RefreshToken => m.body_as_refresh_token().map(|r| r.request_id()),
+            fb::ClientBody::PresenceQuery => m.body_as_presence_query().map(|q| q.request_id()),
             _ => None,
         }
         .unwrap_or(0)
@@ -123,6 +142,27 @@ impl ClientMsg {
                         s.from_as_from_position(),
                         s.from_as_from_last_n(),
                     )?,
+                    presence: decode_opts(s.presence(), buf)?,
+                }
+            }
+            fb::ClientBody::PresenceQuery => {
+                let q = m
+                    .body_as_presence_query()
+                    .ok_or(DecodeError::Missing("body"))?;
+                if q.limit() as usize > PRESENCE_PAGE_MAX {
+                    return Err(DecodeError::TooLarge {
+                        field: "limit",
+                        len: q.limit() as usize,
+                        max: PRESENCE_PAGE_MAX,
+                    });
+                }
+                ClientMsg::PresenceQuery {
+                    request_id: q.request_id(),
+                    namespace: checked_name(Some(q.namespace()), "namespace", lim)?,
+                    topic: checked_name(Some(q.topic()), "topic", lim)?,
+                    members: q.members(),
+                    after: q.after(),
+                    limit: q.limit(),
                 }
             }
             fb::ClientBody::Unsubscribe => {
@@ -201,10 +241,12 @@ impl ClientMsg {
                 namespace,
                 topic,
                 from,
+                presence,
             } => {
                 let namespace = Some(fbb.create_string(namespace));
                 let topic = Some(fbb.create_string(topic));
                 let (from_type, from) = encode_from(fbb, *from);
+                let presence = presence.as_ref().map(|o| create_opts(fbb, o));
                 let b = fb::Subscribe::create(
                     fbb,
                     &fb::SubscribeArgs {
@@ -213,6 +255,7 @@ impl ClientMsg {
                         topic,
                         from_type,
                         from: Some(from),
+                        presence,
                     },
                 );
                 (fb::ClientBody::Subscribe, b.as_union_value())
@@ -244,6 +287,29 @@ impl ClientMsg {
                     },
                 );
                 (fb::ClientBody::RefreshToken, b.as_union_value())
+            }
+            ClientMsg::PresenceQuery {
+                request_id,
+                namespace,
+                topic,
+                members,
+                after,
+                limit,
+            } => {
+                let namespace = Some(fbb.create_string(namespace));
+                let topic = Some(fbb.create_string(topic));
+                let b = fb::PresenceQuery::create(
+                    fbb,
+                    &fb::PresenceQueryArgs {
+                        request_id: *request_id,
+                        namespace,
+                        topic,
+                        members: *members,
+                        after: *after,
+                        limit: *limit,
+                    },
+                );
+                (fb::ClientBody::PresenceQuery, b.as_union_value())
             }
         };
         let root = fb::ClientMessage::create(

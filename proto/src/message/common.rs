@@ -80,6 +80,9 @@ pub enum DecodeError {
     /// A required field is absent.
     #[error("missing field `{0}`")]
     Missing(&'static str),
+    /// A field holds a value the protocol does not allow.
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
     /// A namespace or topic name breaks the rules.
     #[error("invalid {field}: {source}")]
     InvalidName {
@@ -168,13 +171,15 @@ pub enum ErrorCode {
     RateLimited = 15,
     /// The topic's owner is unreachable (a cluster failover is under way): retry.
     Unavailable = 16,
+    /// The topic lists its maximum of presence members (the subscription goes on, unlisted).
+    PresenceLimit = 17,
 }
 
 impl ErrorCode {
     /// Maps a wire number to a code; numbers this build does not know become `Unknown`.
     pub fn from_u16(n: u16) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 17] = [
+        const ALL: [ErrorCode; 18] = [
             Unknown,
             BadRequest,
             InvalidName,
@@ -192,6 +197,7 @@ impl ErrorCode {
             InvalidResume,
             RateLimited,
             Unavailable,
+            PresenceLimit,
         ];
         ALL.get(usize::from(n)).copied().unwrap_or(Unknown)
     }

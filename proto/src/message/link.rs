@@ -4,6 +4,10 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 use super::common::*;
+use super::presence::{
+    create_members, decode_event, decode_members, event_parts, MemberMsg, PresenceEventMsg,
+    PresenceStateMsg, PRESENCE_PAGE_MAX,
+};
 use crate::generated::fanfare::wire as fb;
 use crate::names::Name;
 
@@ -113,6 +117,52 @@ pub enum LinkMsg {
         code: ErrorCode,
         /// Detail.
         text: String,
+    },
+    /// Router to storage: a change of the presence a router shard holds for a topic.
+    Presence {
+        /// Namespace.
+        namespace: Name,
+        /// Topic.
+        topic: Name,
+        /// Replaces what the router shard held (else a delta).
+        reset: bool,
+        /// Reset: its subscriber count; else the change.
+        count: i64,
+        /// Members entering (at most [`PRESENCE_PAGE_MAX`]).
+        joins: Vec<MemberMsg>,
+        /// Member ids leaving (at most [`PRESENCE_PAGE_MAX`]).
+        leaves: Vec<u64>,
+    },
+    /// Storage to router: a presence event of a topic.
+    PresenceEvent {
+        /// Namespace.
+        namespace: Name,
+        /// Topic.
+        topic: Name,
+        /// The event.
+        event: PresenceEventMsg,
+    },
+    /// Router to storage: a presence query.
+    PresenceQuery {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// Namespace.
+        namespace: Name,
+        /// Topic.
+        topic: Name,
+        /// Whether to list members.
+        members: bool,
+        /// Members with ids above this.
+        after: u64,
+        /// Page size.
+        limit: u32,
+    },
+    /// Storage to router: the answer to `PresenceQuery`.
+    PresenceState {
+        /// From the query.
+        request_id: u64,
+        /// The answer.
+        state: PresenceStateMsg,
     },
 }
 
@@ -229,6 +279,61 @@ impl LinkMsg {
                     request_id: e.request_id(),
                     code: ErrorCode::from_u16(e.code().0),
                     text: checked_str(e.text(), "text", TEXT_BYTES_MAX)?.unwrap_or_default(),
+                }
+            }
+            fb::LinkBody::LinkPresence => {
+                let p = m.body_as_link_presence().ok_or(missing)?;
+                let leaves: Vec<u64> = p.leaves().map(|v| v.iter().collect()).unwrap_or_default();
+                if leaves.len() > PRESENCE_PAGE_MAX {
+                    return Err(DecodeError::TooLarge {
+                        field: "leaves",
+                        len: leaves.len(),
+                        max: PRESENCE_PAGE_MAX,
+                    });
+                }
+                if p.reset() && p.count() < 0 {
+                    return Err(DecodeError::Invalid(
+                        "a presence reset with a negative count",
+                    ));
+                }
+                LinkMsg::Presence {
+                    namespace: checked_name(Some(p.namespace()), "namespace", lim)?,
+                    topic: checked_name(Some(p.topic()), "topic", lim)?,
+                    reset: p.reset(),
+                    count: p.count(),
+                    joins: decode_members(p.joins(), buf)?,
+                    leaves,
+                }
+            }
+            fb::LinkBody::LinkPresenceEvent => {
+                let e = m.body_as_link_presence_event().ok_or(missing)?;
+                LinkMsg::PresenceEvent {
+                    namespace: checked_name(Some(e.namespace()), "namespace", lim)?,
+                    topic: checked_name(Some(e.topic()), "topic", lim)?,
+                    event: decode_event(e.action(), e.member(), e.occupancy(), e.skipped(), buf)?,
+                }
+            }
+            fb::LinkBody::LinkPresenceQuery => {
+                let q = m.body_as_link_presence_query().ok_or(missing)?;
+                LinkMsg::PresenceQuery {
+                    request_id: q.request_id(),
+                    namespace: checked_name(Some(q.namespace()), "namespace", lim)?,
+                    topic: checked_name(Some(q.topic()), "topic", lim)?,
+                    members: q.members(),
+                    after: q.after(),
+                    limit: q.limit().min(PRESENCE_PAGE_MAX as u32),
+                }
+            }
+            fb::LinkBody::LinkPresenceState => {
+                let p = m.body_as_link_presence_state().ok_or(missing)?;
+                LinkMsg::PresenceState {
+                    request_id: p.request_id(),
+                    state: PresenceStateMsg {
+                        occupancy: p.occupancy(),
+                        members_total: p.members_total(),
+                        members: decode_members(p.members(), buf)?,
+                        next_after: p.next_after(),
+                    },
                 }
             }
             other => return Err(DecodeError::UnknownType(other.0)),
@@ -426,6 +531,101 @@ impl LinkMsg {
                             request_id: *request_id,
                             code: code.wire(),
                             text,
+                        },
+                    )
+                    .as_union_value(),
+                )
+            }
+            LinkMsg::Presence {
+                namespace,
+                topic,
+                reset,
+                count,
+                joins,
+                leaves,
+            } => {
+                let namespace = Some(fbb.create_string(namespace));
+                let topic = Some(fbb.create_string(topic));
+                let joins = create_members(fbb, joins);
+                let leaves = (!leaves.is_empty()).then(|| fbb.create_vector(leaves));
+                (
+                    fb::LinkBody::LinkPresence,
+                    fb::LinkPresence::create(
+                        fbb,
+                        &fb::LinkPresenceArgs {
+                            namespace,
+                            topic,
+                            reset: *reset,
+                            count: *count,
+                            joins,
+                            leaves,
+                        },
+                    )
+                    .as_union_value(),
+                )
+            }
+            LinkMsg::PresenceEvent {
+                namespace,
+                topic,
+                event,
+            } => {
+                let namespace = Some(fbb.create_string(namespace));
+                let topic = Some(fbb.create_string(topic));
+                let (action, member) = event_parts(fbb, event);
+                (
+                    fb::LinkBody::LinkPresenceEvent,
+                    fb::LinkPresenceEvent::create(
+                        fbb,
+                        &fb::LinkPresenceEventArgs {
+                            namespace,
+                            topic,
+                            action,
+                            member,
+                            occupancy: event.occupancy,
+                            skipped: event.skipped,
+                        },
+                    )
+                    .as_union_value(),
+                )
+            }
+            LinkMsg::PresenceQuery {
+                request_id,
+                namespace,
+                topic,
+                members,
+                after,
+                limit,
+            } => {
+                let namespace = Some(fbb.create_string(namespace));
+                let topic = Some(fbb.create_string(topic));
+                (
+                    fb::LinkBody::LinkPresenceQuery,
+                    fb::LinkPresenceQuery::create(
+                        fbb,
+                        &fb::LinkPresenceQueryArgs {
+                            request_id: *request_id,
+                            namespace,
+                            topic,
+                            members: *members,
+                            after: *after,
+                            limit: *limit,
+                        },
+                    )
+                    .as_union_value(),
+                )
+            }
+            LinkMsg::PresenceState { request_id, state } => {
+                let members = create_members(fbb, &state.members);
+                (
+                    fb::LinkBody::LinkPresenceState,
+                    fb::LinkPresenceState::create(
+                        fbb,
+                        &fb::LinkPresenceStateArgs {
+                            request_id: *request_id,
+                            occupancy: state.occupancy,
+                            members_total: state.members_total,
+                            members,
+                            next_after: state.next_after,
                         },
                     )
                     .as_union_value(),

@@ -12,6 +12,7 @@
 mod client;
 mod common;
 mod link;
+mod presence;
 mod server;
 
 pub use client::ClientMsg;
@@ -21,4 +22,8 @@ pub use common::{
     TOKEN_BYTES_MAX,
 };
 pub use link::{LinkItem, LinkMsg};
+pub use presence::{
+    MemberMsg, PresenceAction, PresenceEventMsg, PresenceOpts, PresenceStateMsg,
+    CLIENT_ID_BYTES_MAX, PRESENCE_INFO_BYTES_MAX, PRESENCE_PAGE_MAX,
+};
 pub use server::{encode_item, encode_item_batch, ItemMsg, ItemRef, ServerMsg};

@@ -5,6 +5,9 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use super::common::*;
+use super::presence::{
+    create_members, decode_event, decode_members, event_parts, PresenceEventMsg, PresenceStateMsg,
+};
 use crate::generated::fanfare::wire as fb;
 
 /// One delivered message, as a client sees it.
@@ -54,6 +57,8 @@ pub enum ServerMsg {
         epoch: u64,
         /// The first sequence the subscription will deliver.
         next_seq: u64,
+        /// Its presence member id (0: not listed).
+        member_id: u64,
     },
     /// A subscription ended at the client's request.
     Unsubscribed {
@@ -115,6 +120,20 @@ pub enum ServerMsg {
         request_id: u64,
         /// When the new token expires (Unix seconds; 0 when authentication is off).
         expires_at: u64,
+    },
+    /// A presence event on a subscription that asked for it.
+    PresenceEvent {
+        /// The subscription.
+        subscription_id: u64,
+        /// The event.
+        event: PresenceEventMsg,
+    },
+    /// Answer to `PresenceQuery`.
+    PresenceState {
+        /// From the query.
+        request_id: u64,
+        /// The topic's presence (one page of members).
+        state: PresenceStateMsg,
     },
 }
 
@@ -236,6 +255,7 @@ impl ServerMsg {
                     subscription_id: s.subscription_id(),
                     epoch: s.epoch(),
                     next_seq: s.next_seq(),
+                    member_id: s.member_id(),
                 }
             }
             fb::ServerBody::Unsubscribed => {
@@ -308,6 +328,25 @@ impl ServerMsg {
                     expires_at: t.expires_at(),
                 }
             }
+            fb::ServerBody::PresenceEvent => {
+                let e = m.body_as_presence_event().ok_or(missing)?;
+                ServerMsg::PresenceEvent {
+                    subscription_id: e.subscription_id(),
+                    event: decode_event(e.action(), e.member(), e.occupancy(), e.skipped(), buf)?,
+                }
+            }
+            fb::ServerBody::PresenceState => {
+                let p = m.body_as_presence_state().ok_or(missing)?;
+                ServerMsg::PresenceState {
+                    request_id: p.request_id(),
+                    state: PresenceStateMsg {
+                        occupancy: p.occupancy(),
+                        members_total: p.members_total(),
+                        members: decode_members(p.members(), buf)?,
+                        next_after: p.next_after(),
+                    },
+                }
+            }
             other => return Err(DecodeError::UnknownType(other.0)),
         };
         Ok(msg)
@@ -377,6 +416,7 @@ impl ServerMsg {
                 subscription_id,
                 epoch,
                 next_seq,
+                member_id,
             } => (
                 fb::ServerBody::Subscribed,
                 fb::Subscribed::create(
@@ -386,6 +426,7 @@ impl ServerMsg {
                         subscription_id: *subscription_id,
                         epoch: *epoch,
                         next_seq: *next_seq,
+                        member_id: *member_id,
                     },
                 )
                 .as_union_value(),
@@ -494,6 +535,43 @@ impl ServerMsg {
                 )
                 .as_union_value(),
             ),
+            ServerMsg::PresenceEvent {
+                subscription_id,
+                event,
+            } => {
+                let (action, member) = event_parts(fbb, event);
+                (
+                    fb::ServerBody::PresenceEvent,
+                    fb::PresenceEvent::create(
+                        fbb,
+                        &fb::PresenceEventArgs {
+                            subscription_id: *subscription_id,
+                            action,
+                            member,
+                            occupancy: event.occupancy,
+                            skipped: event.skipped,
+                        },
+                    )
+                    .as_union_value(),
+                )
+            }
+            ServerMsg::PresenceState { request_id, state } => {
+                let members = create_members(fbb, &state.members);
+                (
+                    fb::ServerBody::PresenceState,
+                    fb::PresenceState::create(
+                        fbb,
+                        &fb::PresenceStateArgs {
+                            request_id: *request_id,
+                            occupancy: state.occupancy,
+                            members_total: state.members_total,
+                            members,
+                            next_after: state.next_after,
+                        },
+                    )
+                    .as_union_value(),
+                )
+            }
             // Handled by the caller; kept total so a new variant fails to compile here.
             ServerMsg::Item(_) | ServerMsg::ItemBatch(_) => {
                 unreachable!("items are encoded by encode_item/encode_item_batch")
