@@ -110,6 +110,19 @@ impl PresenceDelta {
     }
 }
 
+/// A subscription's presence: its options, and for a node link's subscription what the
+/// router shard behind it holds.
+#[derive(Debug, Default)]
+pub(crate) struct SubPresence {
+    pub member: Option<Member>,
+    pub member_events: bool,
+    pub occupancy_events: bool,
+    /// A node link's subscription: the share its router shard reported.
+    pub remote: Option<Share>,
+    /// Refused a listing before its `Subscribed` went out: told right after it.
+    pub refused: bool,
+}
+
 /// What one source holds for a topic.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Share {

@@ -1,19 +1,14 @@
 //! Presence at the edge: the conversions between the engine's presence types and the wire's,
-//! the options a subscribe asks for (checked against the token), and the JSON of the HTTP
+//! and the JSON of the HTTP
 //! presence endpoint and of SSE presence events.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
-use fanfare_core::{Member, MemberId, PresenceEvent, PresenceOptions, PresenceState};
-use fanfare_proto::message::{
-    ErrorCode, MemberMsg, PresenceEventMsg, PresenceOpts, PresenceStateMsg,
-};
+use fanfare_core::{Member, MemberId, PresenceEvent, PresenceState};
+use fanfare_proto::message::{MemberMsg, PresenceEventMsg, PresenceStateMsg};
 use fanfare_proto::PresenceAction;
 use serde_json::{json, Value};
-
-use crate::auth::Right;
-use crate::session::Conn;
 
 /// Who a member is listed as with authentication off and no `client_id` given.
 pub const ANONYMOUS: &str = "anonymous";
@@ -77,45 +72,6 @@ pub fn state_of(s: PresenceStateMsg) -> PresenceState {
         members: s.members.into_iter().map(member_of).collect(),
         next_after: s.next_after,
     }
-}
-
-/// The engine's options for a subscribe's presence options, checked against the connection's
-/// token: member events need the presence right; with authentication on the member is listed
-/// as the token's subject (a different `client_id` is refused).
-pub(crate) fn options(
-    conn: &Conn,
-    ns: &str,
-    topic: &str,
-    subject: Option<Arc<str>>,
-    o: Option<PresenceOpts>,
-) -> Result<PresenceOptions, (ErrorCode, String)> {
-    let Some(o) = o else {
-        return Ok(PresenceOptions::default());
-    };
-    if o.member_events {
-        conn.permit(ns, topic, Right::Presence)?;
-    }
-    let enter = if o.enter {
-        let who: Arc<str> = match (subject, o.client_id) {
-            (Some(sub), Some(c)) if *sub != *c => {
-                return Err((
-                    ErrorCode::Forbidden,
-                    format!("client_id {c:?} is not the token's subject {sub:?}"),
-                ))
-            }
-            (Some(sub), _) => sub,
-            (None, Some(c)) if !c.is_empty() => Arc::from(c),
-            (None, _) => Arc::from(ANONYMOUS),
-        };
-        Some((who, o.info))
-    } else {
-        None
-    };
-    Ok(PresenceOptions {
-        enter,
-        member_events: o.member_events,
-        occupancy_events: o.occupancy_events,
-    })
 }
 
 fn action_name(a: PresenceAction) -> &'static str {

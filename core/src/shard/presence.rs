@@ -10,25 +10,12 @@ use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::SubscribeError;
 use crate::presence::{
     Changes, Member, MemberId, PresenceAction, PresenceDelta, PresenceEvent, PresenceOptions,
-    PresenceQuery, PresenceState, Roster, Share,
+    PresenceQuery, PresenceState, Roster, Share, SubPresence,
 };
 use crate::shard::mesh::MeshMsg;
 use crate::shard::state::{Home, Phase, State, Subscriber};
 use crate::sink::Offer;
 use crate::stats::ShardStats;
-
-/// A subscription's presence: its options, and for a node link's subscription what the
-/// router shard behind it holds.
-#[derive(Debug, Default)]
-pub(crate) struct SubPresence {
-    pub member: Option<Member>,
-    pub member_events: bool,
-    pub occupancy_events: bool,
-    /// A node link's subscription: the share its router shard reported.
-    pub remote: Option<Share>,
-    /// Refused a listing before its `Subscribed` went out: told right after it.
-    pub refused: bool,
-}
 
 /// A query on its way: answered here, or waiting for the owner.
 pub(crate) enum QueryStarted {

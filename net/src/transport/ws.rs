@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use fanfare_core::{PresenceQuery, PublishError, PublishMeta, Published, StartedPublish, TopicKey};
-use fanfare_proto::message::{DecodeLimits, ErrorCode};
+use fanfare_core::{
+    PresenceOptions, PresenceQuery, PublishError, PublishMeta, Published, StartedPublish, TopicKey,
+};
+use fanfare_proto::message::{DecodeLimits, ErrorCode, PresenceOpts};
 use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
@@ -359,11 +361,10 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                 Ok(s) => s,
                 Err((code, text)) => return refuse(conn, request_id, code, text),
             };
-            let presence =
-                match crate::presence::options(conn, &namespace, &topic, subject, presence) {
-                    Ok(p) => p,
-                    Err((code, text)) => return refuse(conn, request_id, code, text),
-                };
+            let presence = match presence_options(conn, &namespace, &topic, subject, presence) {
+                Ok(p) => p,
+                Err((code, text)) => return refuse(conn, request_id, code, text),
+            };
             let max = ctx.limits.subscriptions_per_connection_max;
             let key = TopicKey::from_names(&namespace, &topic);
             let refuse = if conn.has_topic(&key) {
@@ -562,4 +563,43 @@ async fn adopt_token(
         });
     }
     Ok(expires_at)
+}
+
+/// The engine's options for a subscribe's presence options, checked against the connection's
+/// token: member events need the presence right; with authentication on the member is listed
+/// as the token's subject (a different `client_id` is refused).
+fn presence_options(
+    conn: &Conn,
+    ns: &str,
+    topic: &str,
+    subject: Option<Arc<str>>,
+    o: Option<PresenceOpts>,
+) -> Result<PresenceOptions, (ErrorCode, String)> {
+    let Some(o) = o else {
+        return Ok(PresenceOptions::default());
+    };
+    if o.member_events {
+        conn.permit(ns, topic, Right::Presence)?;
+    }
+    let enter = if o.enter {
+        let who: Arc<str> = match (subject, o.client_id) {
+            (Some(sub), Some(c)) if *sub != *c => {
+                return Err((
+                    ErrorCode::Forbidden,
+                    format!("client_id {c:?} is not the token's subject {sub:?}"),
+                ))
+            }
+            (Some(sub), _) => sub,
+            (None, Some(c)) if !c.is_empty() => Arc::from(c),
+            (None, _) => Arc::from(crate::presence::ANONYMOUS),
+        };
+        Some((who, o.info))
+    } else {
+        None
+    };
+    Ok(PresenceOptions {
+        enter,
+        member_events: o.member_events,
+        occupancy_events: o.occupancy_events,
+    })
 }
