@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Bytes, BytesMut};
-use fanfare_proto::message::DecodeLimits;
+use fanfare_proto::message::{DecodeLimits, PresenceOpts, PresenceStateMsg};
 use fanfare_proto::ws::{self, Message, Opcode, Role};
 use fanfare_proto::{ClientMsg, Name, ServerMsg, Start, PROTOCOL_VERSION};
 
@@ -166,17 +166,64 @@ impl Client {
 
     /// Subscribes; returns the `Subscribed` answer.
     pub fn subscribe(&mut self, namespace: &str, topic: &str, from: Start) -> Result<ServerMsg> {
+        self.subscribe_with(namespace, topic, from, None)
+    }
+
+    /// [`Client::subscribe`] with presence options: enter the topic's member list, and/or
+    /// receive `PresenceEvent`s (join, leave, occupancy). `Subscribed` carries the member id.
+    pub fn subscribe_with(
+        &mut self,
+        namespace: &str,
+        topic: &str,
+        from: Start,
+        presence: Option<PresenceOpts>,
+    ) -> Result<ServerMsg> {
         self.send(&ClientMsg::Subscribe {
             request_id: 1,
             namespace: Name::try_from(namespace).context("namespace")?,
             topic: Name::try_from(topic).context("topic")?,
             from,
-            presence: None,
+            presence,
         })?;
         loop {
             match self.recv()? {
                 m @ ServerMsg::Subscribed { .. } => return Ok(m),
                 ServerMsg::Error { text, .. } => bail!("subscribe refused: {text}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// A topic's occupancy and, with `members`, one page of members (ids above `after`,
+    /// `limit` of them; 0: the server's default).
+    pub fn presence(
+        &mut self,
+        namespace: &str,
+        topic: &str,
+        members: bool,
+        after: u64,
+        limit: u32,
+    ) -> Result<PresenceStateMsg> {
+        const ID: u64 = 2;
+        self.send(&ClientMsg::PresenceQuery {
+            request_id: ID,
+            namespace: Name::try_from(namespace).context("namespace")?,
+            topic: Name::try_from(topic).context("topic")?,
+            members,
+            after,
+            limit,
+        })?;
+        loop {
+            match self.recv()? {
+                ServerMsg::PresenceState {
+                    request_id: ID,
+                    state,
+                } => return Ok(state),
+                ServerMsg::Error {
+                    request_id: ID,
+                    text,
+                    ..
+                } => bail!("presence query refused: {text}"),
                 _ => {}
             }
         }

@@ -975,3 +975,97 @@ fn idempotent_publish_through_routers() {
         .unwrap();
     assert_eq!(next, (first.0, first.1 + 1));
 }
+
+/// The presence of `topic` as router `n` answers it over HTTP: (occupancy, client ids).
+fn presence_of(n: &Node, topic: &str) -> Option<(u64, BTreeSet<String>)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&n.get(&format!("/v1/topics/t/{topic}/presence"))).ok()?;
+    let ids = v["members"]
+        .as_array()?
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    Some((v["occupancy"].as_u64()?, ids))
+}
+
+/// Presence is cluster-wide (members entered through either router are listed by both), and
+/// leaves no ghosts: the members of a router killed with -9 leave as soon as the storage node
+/// sees its link close, and when the topic's owner is killed the routers list their members
+/// again at the new owner.
+#[test]
+fn presence_across_routers_without_ghosts() {
+    use fanfare::proto::message::{PresenceAction, PresenceOpts};
+    let mut c = Cluster::start();
+    let enter = |who: &str| PresenceOpts {
+        enter: true,
+        client_id: Some(who.to_owned()),
+        ..PresenceOpts::default()
+    };
+    let join = |url: &str, o: PresenceOpts| {
+        let mut cl = connect(url);
+        match cl.subscribe_with("t", "lobby", Start::Latest, Some(o)).unwrap() {
+            ServerMsg::Subscribed { .. } => cl,
+            m => panic!("not subscribed: {m:?}"),
+        }
+    };
+    let _a1 = join(&c.routers[0].ws(), enter("a1"));
+    let _a2 = join(&c.routers[0].ws(), enter("a2"));
+    let _b1 = join(&c.routers[1].ws(), enter("b1"));
+    let mut watcher = join(
+        &c.routers[1].ws(),
+        PresenceOpts {
+            member_events: true,
+            ..PresenceOpts::default()
+        },
+    );
+    let all: BTreeSet<String> = ["a1", "a2", "b1"].map(String::from).into();
+    for r in &c.routers {
+        wait_until(
+            &format!("{} to list every member", r.id),
+            Duration::from_secs(10),
+            || presence_of(r, "lobby") == Some((4, all.clone())),
+        );
+    }
+    // Kill the router holding a1 and a2: they leave with its link.
+    let killed = Instant::now();
+    c.routers[0].kill9();
+    let b1: BTreeSet<String> = ["b1".to_owned()].into();
+    wait_until(
+        "the killed router's members to leave",
+        Duration::from_secs(10),
+        || presence_of(&c.routers[1], "lobby") == Some((2, b1.clone())),
+    );
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(3), "ghosts lasted {took:?}");
+    let mut left = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while left.len() < 2 && Instant::now() < deadline {
+        if let Ok(ServerMsg::PresenceEvent { event, .. }) = watcher.recv() {
+            if event.action == PresenceAction::Leave {
+                left.insert(event.member.unwrap().client_id);
+            }
+        }
+    }
+    assert_eq!(left, ["a1", "a2"].map(String::from).into());
+
+    // Kill the topic's owner: the topic moves, and the surviving router lists its members
+    // at the new owner (no ghosts of the old, none lost).
+    let owner = c
+        .storage
+        .iter()
+        .position(|n| n.topics().contains("lobby"))
+        .expect("an owner");
+    c.storage[owner].kill9();
+    wait_until(
+        "the new owner to list the members",
+        Duration::from_secs(15),
+        || {
+            let on_new = c
+                .storage
+                .iter()
+                .enumerate()
+                .any(|(i, n)| i != owner && n.topics().contains("lobby"));
+            on_new && presence_of(&c.routers[1], "lobby") == Some((2, b1.clone()))
+        },
+    );
+}
