@@ -1003,7 +1003,10 @@ fn presence_across_routers_without_ghosts() {
     };
     let join = |url: &str, o: PresenceOpts| {
         let mut cl = connect(url);
-        match cl.subscribe_with("t", "lobby", Start::Latest, Some(o)).unwrap() {
+        match cl
+            .subscribe_with("t", "lobby", Start::Latest, Some(o))
+            .unwrap()
+        {
             ServerMsg::Subscribed { .. } => cl,
             m => panic!("not subscribed: {m:?}"),
         }
@@ -1026,6 +1029,39 @@ fn presence_across_routers_without_ghosts() {
             || presence_of(r, "lobby") == Some((4, all.clone())),
         );
     }
+    // Freeze the router holding a1 and a2 (a host that died: its TCP connections stay
+    // open): they leave once the cluster finds it dead, and are listed again when it thaws.
+    let signal = |n: &Node, sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &n.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    let b1_and_watcher: BTreeSet<String> = ["b1".to_owned()].into();
+    signal(&c.routers[0], "-STOP");
+    let frozen = Instant::now();
+    wait_until(
+        "the frozen router's members to leave",
+        Duration::from_secs(15),
+        || presence_of(&c.routers[1], "lobby") == Some((2, b1_and_watcher.clone())),
+    );
+    let took = frozen.elapsed();
+    signal(&c.routers[0], "-CONT");
+    wait_until(
+        "the thawed router's members to be listed again",
+        Duration::from_secs(20),
+        || presence_of(&c.routers[1], "lobby") == Some((4, all.clone())),
+    );
+    eprintln!("a frozen router's members left after {took:?}");
+    assert!(
+        c.storage
+            .iter()
+            .map(|n| n.metric("fanfare_net_cluster_links_closed_dead_total"))
+            .sum::<u64>()
+            >= 1
+    );
     // Kill the router holding a1 and a2: they leave with its link.
     let killed = Instant::now();
     c.routers[0].kill9();
@@ -1036,6 +1072,7 @@ fn presence_across_routers_without_ghosts() {
         || presence_of(&c.routers[1], "lobby") == Some((2, b1.clone())),
     );
     let took = killed.elapsed();
+    eprintln!("a killed router's members left after {took:?}");
     assert!(took < Duration::from_secs(3), "ghosts lasted {took:?}");
     let mut left = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -140,6 +140,9 @@ net_counters! {
     cluster_publishes_unavailable: "counter",
     /// Storage side: links from router shards served now.
     cluster_links_served: "gauge",
+    /// Storage side: links closed because their router left the cluster view (its host
+    /// died or it is partitioned away): the members it held leave with them.
+    cluster_links_closed_dead: "counter",
     /// Storage side: live item frames queued on links (one per message per router shard).
     cluster_link_items_out: "counter",
     /// Storage side: links closed because the router stayed behind (a slow router).

@@ -38,7 +38,7 @@ pub(crate) fn start_shard(
     let first = cluster.view();
     let port = fanfare_core::ClusterPort::of(shard);
     port.set_view(Arc::new(first.node_view()));
-    if cfg.roles.storage {
+    let server = if cfg.roles.storage {
         let listener = glommio::net::TcpListener::bind(cluster.me.addr)?;
         let srv = std::rc::Rc::new(server::LinkServer {
             links_max: cfg
@@ -50,9 +50,14 @@ pub(crate) fn start_shard(
             enc: std::rc::Rc::new(wire::Encoder::new(stats.clone())),
             stats: stats.clone(),
             refusal_log: wire::LogGate::default(),
+            conns: Default::default(),
+            alive: std::cell::RefCell::new(first.members.iter().map(|m| m.id.clone()).collect()),
         });
-        glommio::spawn_local(server::accept_loop(listener, srv)).detach();
-    }
+        glommio::spawn_local(server::accept_loop(listener, srv.clone())).detach();
+        Some(srv)
+    } else {
+        None
+    };
     let links = cfg.roles.router.then(|| {
         let links = link::Links::new(
             port.clone(),
@@ -74,6 +79,9 @@ pub(crate) fn start_shard(
                 }
                 if let Some(l) = &links {
                     l.set_view(view.clone());
+                }
+                if let Some(srv) = &server {
+                    srv.set_view(&view);
                 }
                 port.set_view(Arc::new(view.node_view()));
             }

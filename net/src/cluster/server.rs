@@ -46,11 +46,37 @@ pub(crate) struct LinkServer {
     pub links_max: usize,
     /// Refusals are logged at most every `REFUSAL_LOG_EVERY` (all are counted).
     pub refusal_log: wire::LogGate,
+    /// The links served now (bounded by `links_max`), for closing those whose router left.
+    pub conns: RefCell<Vec<std::rc::Weak<LinkConn>>>,
+    /// Node ids alive in the latest view.
+    pub alive: RefCell<ahash::AHashSet<String>>,
+}
+
+impl LinkServer {
+    /// A new view: links from routers that were alive and are gone now are closed, so the
+    /// members they held leave (a router whose host died never closes its TCP connection).
+    pub(crate) fn set_view(&self, view: &super::ClusterView) {
+        *self.alive.borrow_mut() = view.members.iter().map(|m| m.id.clone()).collect();
+        self.conns.borrow_mut().retain(|w| w.strong_count() > 0);
+        for c in self.conns.borrow().iter().filter_map(|w| w.upgrade()) {
+            let alive = self.alive.borrow().contains(&c.router);
+            if alive {
+                c.seen_alive.set(true);
+            } else if c.seen_alive.get() {
+                metrics::inc(&self.stats.cluster_links_closed_dead);
+                c.close("its node left the cluster");
+            }
+        }
+    }
 }
 
 /// One link from a router shard.
-struct LinkConn {
+pub(crate) struct LinkConn {
     srv: Rc<LinkServer>,
+    /// The router's node id (from its hello).
+    router: String,
+    /// Seen alive in a view since the link came up (only then does leaving the view close it).
+    seen_alive: Cell<bool>,
     q: Rc<LinkQueue>,
     /// Its subscription per topic.
     streams: RefCell<AHashMap<TopicKey, SubId>>,
@@ -308,6 +334,8 @@ async fn serve_session<S: Io>(
     };
     let conn = Rc::new(LinkConn {
         srv: srv.clone(),
+        seen_alive: Cell::new(srv.alive.borrow().contains(&router)),
+        router: router.clone(),
         q: Rc::new(LinkQueue::default()),
         streams: RefCell::new(AHashMap::new()),
         lagging: RefCell::new(Vec::new()),
@@ -315,6 +343,7 @@ async fn serve_session<S: Io>(
         publishes: Cell::new(0),
         closing: Cell::new(None),
     });
+    srv.conns.borrow_mut().push(Rc::downgrade(&conn));
     tracing::info!(router = %router, peer = ?peer, "node link up");
     let writer = {
         let c = conn.clone();
