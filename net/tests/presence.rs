@@ -409,3 +409,53 @@ fn the_presence_right_guards_member_lists_and_events() {
         );
     });
 }
+
+/// Reads an SSE stream until `want` shows up in it (or panics at the deadline).
+fn sse_until(s: &mut std::net::TcpStream, got: &mut String, want: &str) {
+    use std::io::Read as _;
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    while !got.contains(want) {
+        assert!(Instant::now() < deadline, "no {want:?} in {got}");
+        if let Ok(n) = s.read(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
+
+#[test]
+fn an_sse_stream_enters_presence_and_gets_presence_events() {
+    use std::io::Write as _;
+    let srv = server_with(|c| c.engine.occupancy_interval = Duration::from_millis(50));
+    let addr = srv.local_addr();
+    let open = |query: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        write!(
+            s,
+            "GET /v1/topics/ns/sse-room?{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        s
+    };
+    let mut watch = open("occupancy=1&presence_events=1");
+    let mut seen = String::new();
+    sse_until(&mut watch, &mut seen, "200 OK");
+    // Another stream enters as "eve" with an info blob.
+    let mut eve = open("enter=1&client_id=eve&info=%7B%22x%22%3A1%7D");
+    let mut eve_seen = String::new();
+    sse_until(&mut eve, &mut eve_seen, "200 OK");
+    sse_until(&mut watch, &mut seen, "\"action\":\"join\"");
+    assert!(seen.contains("event: presence\ndata: "), "{seen}");
+    assert!(seen.contains("\"client_id\":\"eve\""), "{seen}");
+    sse_until(&mut watch, &mut seen, "\"occupancy\":2");
+    let v: Value = {
+        let (body, _) = curl(&[&format!("http://{addr}/v1/topics/ns/sse-room/presence")]);
+        serde_json::from_str(&body).unwrap()
+    };
+    assert_eq!(v["members"][0]["info"], "eyJ4IjoxfQ==", "{v}"); // {"x":1}
+                                                                // Eve's stream ends: she leaves.
+    drop(eve);
+    sse_until(&mut watch, &mut seen, "\"action\":\"leave\"");
+}

@@ -9,6 +9,8 @@
 //! | `GET /healthz` | `200 ok` |
 //! | `GET /metrics` | Prometheus text |
 //!
+//! A stream may ask for presence: `enter=1` (with `client_id=` and `info=` when
+//! authentication is off), `occupancy=1`, `presence_events=1` (see [`stream_presence`]).
 //! A stream starts at `from=latest` (default), `from=last:N` or `from=<epoch>-<seq>` (the next
 //! sequence wanted); an SSE `Last-Event-ID: <epoch>-<seq>` (the last event seen) wins over
 //! `from` and resumes at `seq + 1`. Errors: 400 (bad name, bad `from`), 401/403 (token), 404,
@@ -29,9 +31,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fanfare_core::{PublishMeta, Start, TopicKey};
-use fanfare_proto::http::{query_param, route, start_from, Route};
-use fanfare_proto::message::IDEMPOTENCY_KEY_BYTES_MAX;
+use fanfare_core::{PresenceOptions, PublishMeta, Start, TopicKey};
+use fanfare_proto::http::{percent_decode, query_param, route, start_from, Route};
+use fanfare_proto::message::{CLIENT_ID_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
 
 use crate::access::{authenticate, permits};
 use crate::auth::{Grant, Right};
@@ -65,12 +67,16 @@ pub(crate) enum Action {
     /// Read the body (at most the engine's `message_bytes_max`), then [`publish`] it.
     Publish { key: TopicKey, meta: PublishMeta },
     /// Open the stream with [`open_stream`] and pump it.
-    Stream {
-        key: TopicKey,
-        start: Start,
-        enc: &'static dyn Encoder,
-        grant: Option<Arc<Grant>>,
-    },
+    Stream(StreamReq),
+}
+
+/// A checked subscription stream request.
+pub(crate) struct StreamReq {
+    pub key: TopicKey,
+    pub start: Start,
+    pub enc: &'static dyn Encoder,
+    pub grant: Option<Arc<Grant>>,
+    pub presence: PresenceOptions,
 }
 
 impl From<Reply> for Action {
@@ -155,13 +161,18 @@ async fn route_request(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -> Act
                 Ok(k) => k,
                 Err(e) => return Reply::error(subscribe_status(&e), &e.to_string()).into(),
             };
+            let presence = match stream_presence(ctx, req, grant.as_deref(), ns, topic) {
+                Ok(p) => p,
+                Err(refused) => return refused.into(),
+            };
             let enc: &'static dyn Encoder = if req.accept_sse { &SSE } else { &FRAMES };
-            Action::Stream {
+            Action::Stream(StreamReq {
                 key,
                 start,
                 enc,
                 grant,
-            }
+                presence,
+            })
         }
         Route::Presence { ns, topic } => presence(ctx, req, peer, ns, topic).await,
         Route::MethodNotAllowed => {
@@ -169,6 +180,49 @@ async fn route_request(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -> Act
         }
         Route::NotFound => Reply::text(404, Bytes::from_static(b"not found")).into(),
     }
+}
+
+/// A stream's presence options from its query: `enter=1` (listed as the token's subject, or
+/// with authentication off as `client_id=`), `info=` (percent-encoded), `occupancy=1`
+/// (occupancy events), `presence_events=1` (join/leave events: the presence right).
+fn stream_presence(
+    ctx: &NetCtx,
+    req: &Request<'_>,
+    grant: Option<&Grant>,
+    ns: &str,
+    topic: &str,
+) -> Result<PresenceOptions, Reply> {
+    let on = |name: &str| matches!(query_param(req.query, name), Some("1" | "true"));
+    let member_events = on("presence_events");
+    if member_events {
+        permits(ctx, grant, ns, topic, Right::Presence)
+            .map_err(|(code, why)| Reply::error(status_of(code), &why))?;
+    }
+    let enter = if on("enter") {
+        let who: Arc<str> = match (grant, query_param(req.query, "client_id")) {
+            (Some(g), _) => g.subject.clone(),
+            (None, Some(c)) if !c.is_empty() => {
+                let c = percent_decode(c);
+                if c.len() > CLIENT_ID_BYTES_MAX {
+                    let why = format!("client_id must be at most {CLIENT_ID_BYTES_MAX} bytes");
+                    return Err(Reply::error(400, &why));
+                }
+                Arc::from(c)
+            }
+            (None, _) => Arc::from(crate::presence::ANONYMOUS),
+        };
+        let info = query_param(req.query, "info")
+            .map(percent_decode)
+            .unwrap_or_default();
+        Some((who, Bytes::from(info)))
+    } else {
+        None
+    };
+    Ok(PresenceOptions {
+        enter,
+        member_events,
+        occupancy_events: on("occupancy"),
+    })
 }
 
 /// `GET /v1/topics/{ns}/{topic}/presence[?members=0|1&after=ID&limit=N]`: the topic's
@@ -273,18 +327,15 @@ pub(crate) async fn publish(
 /// Opens a subscription stream: the connection state the transport pumps, or the refusal.
 pub(crate) fn open_stream(
     ctx: &Rc<NetCtx>,
-    key: TopicKey,
-    start: Start,
-    enc: &'static dyn Encoder,
-    grant: Option<Arc<Grant>>,
+    req: StreamReq,
     transport: &'static str,
     peer: IpAddr,
 ) -> Result<Rc<Conn>, Reply> {
-    let conn = Conn::new(ctx.clone(), enc, transport, peer);
-    if let Some(g) = grant {
+    let conn = Conn::new(ctx.clone(), req.enc, transport, peer);
+    if let Some(g) = req.grant {
         conn.set_grant(g);
     }
-    match conn.subscribe(0, key, start, Default::default()) {
+    match conn.subscribe(0, req.key, req.start, req.presence) {
         Ok(_) => Ok(conn),
         Err(e) => Err(Reply::error(subscribe_status(&e), &e.to_string())),
     }

@@ -108,7 +108,9 @@ pub(crate) fn publish_status(e: &PublishError) -> u16 {
 /// The HTTP status for a refused subscription.
 pub(crate) fn subscribe_status(e: &SubscribeError) -> u16 {
     match e {
-        SubscribeError::InvalidName { .. } | SubscribeError::InvalidResume { .. } => 400,
+        SubscribeError::InvalidName { .. }
+        | SubscribeError::InvalidResume { .. }
+        | SubscribeError::PresenceInfoTooLarge { .. } => 400,
         SubscribeError::TopicLimit { .. } | SubscribeError::TooManySubscriptions { .. } => 429,
         _ => 503,
     }

@@ -266,12 +266,7 @@ async fn request(
             let _slot = shared.publishes.acquire(&ctx.stats).await;
             publish(&ctx, req.into_body(), respond, key, meta, cors).await
         }
-        Action::Stream {
-            key,
-            start,
-            enc,
-            grant,
-        } => match api::open_stream(&ctx, key, start, enc, grant, "h2", peer) {
+        Action::Stream(req) => match api::open_stream(&ctx, req, "h2", peer) {
             Ok(conn) => stream(&ctx, respond, conn, &cors).await,
             Err(mut rep) => {
                 rep.headers.extend(cors);

@@ -215,13 +215,8 @@ async fn request<S: Io>(
             respond(w, &rep, head.close).await;
             !head.close
         }
-        Action::Stream {
-            key,
-            start,
-            enc,
-            grant,
-        } => {
-            match api::open_stream(ctx, key, start, enc, grant, "http/1.1", peer) {
+        Action::Stream(req) => {
+            match api::open_stream(ctx, req, "http/1.1", peer) {
                 Ok(conn) => stream(ctx, conn, &cors(), r, w, buf, chunk, stop).await,
                 Err(mut rep) => {
                     rep.headers.extend(cors());
