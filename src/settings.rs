@@ -20,6 +20,11 @@ pub struct Settings {
     pub history_messages_max: Option<usize>,
     pub idempotency_window_ms: Option<u64>,
     pub idempotency_keys_max: Option<usize>,
+    pub presence_members_max: Option<usize>,
+    pub presence_info_bytes_max: Option<usize>,
+    pub presence_events_per_second: Option<u32>,
+    pub occupancy_interval_ms: Option<u64>,
+    pub presence_page_max: Option<usize>,
     pub history_bytes_max: Option<usize>,
     pub history_age_secs_max: Option<u64>,
     pub topics_per_shard_max: Option<usize>,
@@ -346,6 +351,18 @@ impl Settings {
             Duration::from_millis
         );
         set!(e.idempotency_keys_max, self.idempotency_keys_max);
+        set!(e.presence_members_max, self.presence_members_max);
+        set!(e.presence_info_bytes_max, self.presence_info_bytes_max);
+        set!(
+            e.presence_events_per_second,
+            self.presence_events_per_second
+        );
+        set!(
+            e.occupancy_interval,
+            self.occupancy_interval_ms,
+            Duration::from_millis
+        );
+        set!(e.presence_page_max, self.presence_page_max);
         set!(e.history_bytes_max, self.history_bytes_max);
         set!(
             e.history_age_max,

@@ -44,7 +44,7 @@ fn start(g: &mut Gen) -> Start {
     }
 }
 fn code(g: &mut Gen) -> ErrorCode {
-    ErrorCode::from_u16(u16::arbitrary(g) % 18)
+    ErrorCode::from_u16(u16::arbitrary(g) % 17)
 }
 fn member(g: &mut Gen) -> MemberMsg {
     MemberMsg {

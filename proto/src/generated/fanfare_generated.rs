@@ -107,10 +107,10 @@ pub struct FromUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 17;
+pub const ENUM_MAX_ERROR_CODE: u16 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::InvalidName,
@@ -128,7 +128,6 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::InvalidResume,
   ErrorCode::RateLimited,
   ErrorCode::Unavailable,
-  ErrorCode::PresenceLimit,
 ];
 
 /// Machine-readable error codes. Numbers are stable.
@@ -154,10 +153,9 @@ impl ErrorCode {
   pub const InvalidResume: Self = Self(14);
   pub const RateLimited: Self = Self(15);
   pub const Unavailable: Self = Self(16);
-  pub const PresenceLimit: Self = Self(17);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 17;
+  pub const ENUM_MAX: u16 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -176,7 +174,6 @@ impl ErrorCode {
     Self::InvalidResume,
     Self::RateLimited,
     Self::Unavailable,
-    Self::PresenceLimit,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -198,7 +195,6 @@ impl ErrorCode {
       Self::InvalidResume => Some("InvalidResume"),
       Self::RateLimited => Some("RateLimited"),
       Self::Unavailable => Some("Unavailable"),
-      Self::PresenceLimit => Some("PresenceLimit"),
       _ => None,
     }
   }

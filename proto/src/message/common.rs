@@ -171,15 +171,13 @@ pub enum ErrorCode {
     RateLimited = 15,
     /// The topic's owner is unreachable (a cluster failover is under way): retry.
     Unavailable = 16,
-    /// The topic lists its maximum of presence members (the subscription goes on, unlisted).
-    PresenceLimit = 17,
 }
 
 impl ErrorCode {
     /// Maps a wire number to a code; numbers this build does not know become `Unknown`.
     pub fn from_u16(n: u16) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 18] = [
+        const ALL: [ErrorCode; 17] = [
             Unknown,
             BadRequest,
             InvalidName,
@@ -197,7 +195,6 @@ impl ErrorCode {
             InvalidResume,
             RateLimited,
             Unavailable,
-            PresenceLimit,
         ];
         ALL.get(usize::from(n)).copied().unwrap_or(Unknown)
     }
