@@ -20,6 +20,7 @@ use crate::message::{
     CloseReason, Event, PublishError, PublishMeta, Published, StartError, SubscribeError,
 };
 use crate::placement::shard_for;
+use crate::presence::{PresenceOptions, PresenceQuery, PresenceState};
 use crate::shard::{self, Boot, Cmd, Ctl, ShardHandle, ShardHook};
 use crate::sink::{Accept, Offer, Sink};
 use crate::stats::{ShardStats, StatsSnapshot};
@@ -207,6 +208,19 @@ impl Broker {
         topic: &str,
         start: Start,
     ) -> Result<Subscription, SubscribeError> {
+        self.subscribe_with(namespace, topic, start, PresenceOptions::default())
+            .await
+    }
+
+    /// [`Broker::subscribe`] with presence options: listed as a member of the topic while
+    /// subscribed, and/or [`Event::Presence`] events (see [`crate::presence`]).
+    pub async fn subscribe_with(
+        &self,
+        namespace: &str,
+        topic: &str,
+        start: Start,
+        presence: PresenceOptions,
+    ) -> Result<Subscription, SubscribeError> {
         let cfg = &self.inner.cfg;
         let key = TopicKey::parse(namespace, topic, cfg.name_bytes_max)?;
         if self.inner.closing.load(Ordering::Relaxed) {
@@ -222,6 +236,7 @@ impl Broker {
         let cmd = Cmd::Subscribe {
             key,
             start,
+            presence,
             sink: Box::new(move || Rc::new(QueueSink(q1)) as Rc<dyn Sink>),
             on_error: Box::new(move |e| q2.close(CloseReason::Failed(e))),
         };
@@ -251,6 +266,29 @@ impl Broker {
         start: Start,
     ) -> Result<Subscription, SubscribeError> {
         futures_lite::future::block_on(self.subscribe(namespace, topic, start))
+    }
+
+    /// The presence of `namespace/topic`: its occupancy (subscribers on every shard, and in a
+    /// cluster on every node) and, when `q.members`, one page of its members.
+    pub async fn presence(
+        &self,
+        namespace: &str,
+        topic: &str,
+        q: PresenceQuery,
+    ) -> Result<PresenceState, SubscribeError> {
+        let key = TopicKey::parse(namespace, topic, self.inner.cfg.name_bytes_max)?;
+        let owner = usize::from(shard_for(key.as_str().as_bytes(), self.shards() as u16));
+        let (tx, rx) = flume::bounded(1);
+        self.run_on(owner, move |h| {
+            let fut = h.presence(key, q);
+            glommio::spawn_local(async move {
+                let _ = tx.try_send(fut.await);
+            })
+            .detach();
+        })?;
+        rx.recv_async()
+            .await
+            .unwrap_or(Err(SubscribeError::ShuttingDown))
     }
 
     /// Runs `f` on shard `shard`'s thread with a handle to it (for subscribing a custom

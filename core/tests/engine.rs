@@ -718,3 +718,65 @@ fn idempotency_keys_make_retries_safe() {
     assert!(b.stats_total().idempotency_keys_evicted >= 1);
     b.shutdown();
 }
+
+/// The library's presence: every subscription counts, entered ones are listed, and a
+/// subscriber asking for member events sees joins and leaves.
+#[test]
+fn library_subscribers_have_presence() {
+    use fanfare_core::{PresenceAction, PresenceOptions, PresenceQuery};
+    use std::sync::Arc;
+    let b = broker(2);
+    let mut watcher = futures_lite::future::block_on(b.subscribe_with(
+        "ns",
+        "room",
+        Start::Latest,
+        PresenceOptions {
+            member_events: true,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    let ada = futures_lite::future::block_on(b.subscribe_with(
+        "ns",
+        "room",
+        Start::Latest,
+        PresenceOptions {
+            enter: Some((Arc::from("ada"), Bytes::from_static(b"hi"))),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    let joined = loop {
+        match watcher.next_timeout(WAIT) {
+            Ok(Some(Event::Presence(e))) if e.action == PresenceAction::Join => break e,
+            Ok(Some(_)) => {}
+            other => panic!("expected a join, got {other:?}"),
+        }
+    };
+    let m = joined.member.unwrap();
+    assert_eq!((&*m.client_id, &m.info[..]), ("ada", &b"hi"[..]));
+    let q = PresenceQuery {
+        members: true,
+        after: 0,
+        limit: 10,
+    };
+    let s = futures_lite::future::block_on(b.presence("ns", "room", q)).unwrap();
+    assert_eq!((s.occupancy, s.members_total), (2, 1));
+    assert_eq!(s.members[0].id, m.id);
+    drop(ada);
+    let left = loop {
+        match watcher.next_timeout(WAIT) {
+            Ok(Some(Event::Presence(e))) if e.action == PresenceAction::Leave => break e,
+            Ok(Some(_)) => {}
+            other => panic!("expected a leave, got {other:?}"),
+        }
+    };
+    assert_eq!(left.member.unwrap().id, m.id);
+    assert_eq!(
+        futures_lite::future::block_on(b.presence("ns", "room", q))
+            .unwrap()
+            .occupancy,
+        1
+    );
+    b.shutdown();
+}

@@ -16,6 +16,7 @@ use crate::cluster::Replay;
 use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{CloseReason, PublishError, PublishMeta, Published, SubscribeError};
+use crate::presence::PresenceOptions;
 use crate::shard::handle::ShardHandle;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::state::State;
@@ -36,6 +37,7 @@ pub(crate) enum Cmd {
     Subscribe {
         key: TopicKey,
         start: Start,
+        presence: PresenceOptions,
         sink: Box<dyn FnOnce() -> Rc<dyn Sink> + Send>,
         on_error: Box<dyn FnOnce(SubscribeError) + Send>,
     },
@@ -147,10 +149,11 @@ pub(crate) async fn run(boot: Boot) {
             Cmd::Subscribe {
                 key,
                 start,
+                presence,
                 sink,
                 on_error,
             } => {
-                if let Err(e) = st.subscribe(key, start, sink(), false, Default::default()) {
+                if let Err(e) = st.subscribe(key, start, sink(), false, presence) {
                     on_error(e);
                 }
             }
