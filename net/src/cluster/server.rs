@@ -55,7 +55,7 @@ pub(crate) struct LinkServer {
 impl LinkServer {
     /// A new view: links from routers that were alive and are gone now are closed, so the
     /// members they held leave (a router whose host died never closes its TCP connection).
-    pub(crate) fn set_view(&self, view: &super::ClusterView) {
+    pub(crate) fn set_view(&self, view: &super::view::ClusterView) {
         *self.alive.borrow_mut() = view.members.iter().map(|m| m.id.clone()).collect();
         self.conns.borrow_mut().retain(|w| w.strong_count() > 0);
         for c in self.conns.borrow().iter().filter_map(|w| w.upgrade()) {
