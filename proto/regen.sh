@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates proto/src/generated/ from proto/schema/*.fbs with flatc 25.12.19.
+# Regenerates the flatbuffers code from proto/schema/*.fbs with flatc 25.12.19: the Rust code
+# in proto/src/generated/ and the TypeScript client's in clients/typescript/src/generated/.
 #
 #   proto/regen.sh          rewrite the committed generated code
 #   proto/regen.sh --check  fail if the committed code differs from what the schema gives
@@ -16,16 +17,26 @@ if [ ! -x "$venv/bin/flatc" ]; then
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$venv/bin/flatc" --rust --gen-all -o "$out" "$here"/schema/*.fbs
+mkdir -p "$out/rust" "$out/ts"
+"$venv/bin/flatc" --rust --gen-all -o "$out/rust" "$here"/schema/*.fbs
+"$venv/bin/flatc" --ts --gen-all -o "$out/ts" "$here"/schema/*.fbs
+rust_dir="$here/src/generated"
+ts_dir="$root/clients/typescript/src/generated"
 if [ "${1:-}" = "--check" ]; then
-  if ! diff -ru "$here/src/generated" "$out" ; then
-    echo "proto/src/generated is stale: run proto/regen.sh and commit the result" >&2
+  stale=0
+  diff -ru "$rust_dir" "$out/rust" || stale=1
+  diff -ru "$ts_dir" "$out/ts" || stale=1
+  if [ "$stale" = 1 ]; then
+    echo "generated code is stale: run proto/regen.sh and commit the result" >&2
     exit 1
   fi
-  echo "generated code matches the schema"
+  echo "generated code (Rust and TypeScript) matches the schema"
 else
-  rm -rf "$here/src/generated"
-  mkdir -p "$here/src/generated"
-  cp -r "$out"/. "$here/src/generated/"
-  echo "wrote $here/src/generated"
+  for pair in "$rust_dir:$out/rust" "$ts_dir:$out/ts"; do
+    dst=${pair%%:*}
+    rm -rf "$dst"
+    mkdir -p "$dst"
+    cp -r "${pair#*:}"/. "$dst/"
+    echo "wrote $dst"
+  done
 fi
