@@ -39,3 +39,12 @@ fi
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent typecheck
 npm test
+
+# The console's committed build (net/assets/console, embedded in the broker) must be what
+# its sources give.
+npm run --silent build:console >/dev/null
+if ! git -C "$root" diff --quiet -- net/assets/console; then
+  git -C "$root" diff --stat -- net/assets/console >&2
+  echo "net/assets/console is stale: run \`npm run build:console\` in clients/typescript and commit it" >&2
+  exit 1
+fi

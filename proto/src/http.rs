@@ -154,6 +154,8 @@ pub enum Route<'a> {
     Metrics,
     /// `GET /v1/admin/...`: the whole path.
     Admin(&'a str),
+    /// `GET /` and `GET /console/...`: the live console's files (the whole path).
+    Console(&'a str),
     /// `POST /v1/topics/{ns}/{topic}`.
     Publish {
         /// The namespace, unchecked.
@@ -200,6 +202,7 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
         ("GET", "/healthz", _) => Route::Healthz,
         ("GET", "/metrics", _) => Route::Metrics,
         ("GET", p, _) if p.starts_with("/v1/admin/") => Route::Admin(p),
+        ("GET", p, _) if p == "/" || p.starts_with("/console/") => Route::Console(p),
         ("POST", _, Some((ns, topic))) => Route::Publish { ns, topic },
         ("GET", _, Some((ns, topic))) => Route::Stream { ns, topic },
         ("OPTIONS", p, topic)

@@ -1,7 +1,7 @@
 // The built browser bundle in headless Chromium (Debian's, driven by playwright-core): a page
 // on a localhost origin subscribes, publishes, and receives a message published by the test.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Broker } from './broker.js';
+import { distinctColors } from './png.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BUNDLE = resolve(here, '../dist/fanfare.browser.js');
@@ -94,4 +95,36 @@ it('a page subscribes, publishes, and receives what the test publishes', async (
   const states = await page.evaluate(() => (window as unknown as { states: string[] }).states);
   expect(states).toEqual(['connecting', 'connected']);
   expect(errors).toEqual([]);
+});
+
+it('the console lists a topic, tails it live, publishes, and draws its figures', async () => {
+  await broker.post('demo', 'console', 'first');
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  await page.goto(`${broker.http}/`);
+  // The topic list (admin API) shows the topic; clicking it tails it from the last 20.
+  const row = page.locator('tr[data-topic="demo/console"]');
+  await row.waitFor({ timeout: 10_000 });
+  await row.click();
+  await page.locator('#tail div[data-seq="1"]').waitFor({ timeout: 10_000 });
+  await broker.post('demo', 'console', 'second, published by the test');
+  await page.locator('#tail div[data-seq="2"]').waitFor({ timeout: 10_000 });
+  expect(await page.locator('#tail').innerText()).toContain('second, published by the test');
+  // The publish box.
+  await page.fill('#pub-text', 'from the console');
+  await page.click('#publish button');
+  await page.locator('#tail div[data-seq="3"]').waitFor({ timeout: 10_000 });
+  expect(await page.locator('#pub-result').innerText()).toMatch(/published at \d+-3/);
+  // Node figures from /metrics, drawn once a second.
+  await page.waitForFunction(() => document.getElementById('rate')?.textContent !== '–', null, { timeout: 10_000 });
+  expect(Number(await page.locator('#conns').innerText())).toBeGreaterThanOrEqual(1);
+  const dir = resolve(here, '../test-results');
+  mkdirSync(dir, { recursive: true });
+  const shot = await page.screenshot({ path: join(dir, 'console.png'), fullPage: true });
+  expect(distinctColors(shot)).toBeGreaterThan(20);
+  expect(errors, errors.join('\n')).toEqual([]);
 });

@@ -6,6 +6,7 @@
 //! | `GET /v1/topics/{ns}/{topic}/presence` | `200 {"occupancy":N,"members_total":M,"members":[...],"next_after":"ID"}` (see `presence.rs`) |
 //! | `GET /v1/topics/{ns}/{topic}` | streams the subscription: SSE with `Accept: text/event-stream`, else length-prefixed `ServerMessage` frames (`application/x-fanfare-frames`) |
 //! | `GET /v1/admin/...` | the admin API ([`admin`]) |
+//! | `GET /`, `GET /console/...` | the live console (page and script, [`console`]) |
 //! | `GET /healthz` | `200 ok` |
 //! | `GET /metrics` | Prometheus text |
 //!
@@ -24,6 +25,7 @@
 //! [`publish`], or opens a stream with [`open_stream`] and pumps it.
 
 pub(crate) mod admin;
+pub(crate) mod console;
 pub(crate) mod reply;
 
 use std::net::IpAddr;
@@ -109,6 +111,7 @@ async fn route_request(ctx: &Rc<NetCtx>, req: &Request<'_>, peer: IpAddr) -> Act
             None => Reply::text(405, Bytes::from_static(b"method not allowed")).into(),
         },
         Route::Healthz => Reply::text(200, Bytes::from_static(b"ok")).into(),
+        Route::Console(path) => console::serve(path).into(),
         Route::Metrics => Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4",
