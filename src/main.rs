@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use fanfare::client::Client;
+use fanfare::client::{AsyncClient, ClientOptions, Event};
 use fanfare::settings::Settings;
-use fanfare_proto::ServerMsg;
 
 #[derive(Parser)]
 #[command(
@@ -92,6 +91,9 @@ enum Cmd {
         /// Access token (when the broker has authentication on).
         #[arg(long, env = "FANFARE_TOKEN")]
         token: Option<String>,
+        /// For wss:// URLs: PEM file of the CA certificates to trust.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// Make keys and tokens (see docs/operations.md, "Access control").
     #[command(subcommand)]
@@ -114,6 +116,9 @@ enum Cmd {
         /// Access token (when the broker has authentication on).
         #[arg(long, env = "FANFARE_TOKEN")]
         token: Option<String>,
+        /// For wss:// URLs: PEM file of the CA certificates to trust.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -273,17 +278,6 @@ fn random_id() -> String {
             .map_or(0, |d| d.as_nanos()),
     );
     format!("{:016x}", h.finish())
-}
-
-/// The URL with `token=` added to its query.
-fn with_token(url: &str, token: Option<&str>) -> String {
-    match token {
-        None => url.to_owned(),
-        Some(t) => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}token={t}")
-        }
-    }
 }
 
 #[derive(clap::Args, Default)]
@@ -527,24 +521,23 @@ fn run(cli: Cli) -> Result<()> {
             messages,
             url,
             token,
-        } => {
-            let mut c = Client::connect(&with_token(&url, token.as_deref()))?;
-            let mut one = |m: String| -> Result<()> {
-                let (epoch, seq) = c.publish(&namespace, &topic, Bytes::from(m))?;
-                println!("{epoch}-{seq}");
-                Ok(())
-            };
-            if messages.is_empty() {
-                for line in std::io::stdin().lock().lines() {
-                    one(line?)?;
-                }
+            ca,
+        } => async_io::block_on(async {
+            let mut opts = ClientOptions::new(url);
+            opts.token = token;
+            opts.ca = ca;
+            let mut c = AsyncClient::connect(opts).await?;
+            let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if messages.is_empty() {
+                Box::new(std::io::stdin().lock().lines())
             } else {
-                for m in messages {
-                    one(m)?;
-                }
+                Box::new(messages.into_iter().map(Ok))
+            };
+            for m in lines {
+                let (epoch, seq) = c.publish(&namespace, &topic, Bytes::from(m?), None).await?;
+                println!("{epoch}-{seq}");
             }
             Ok(())
-        }
+        }),
         Cmd::Sub {
             namespace,
             topic,
@@ -552,50 +545,56 @@ fn run(cli: Cli) -> Result<()> {
             url,
             count,
             token,
-        } => {
+            ca,
+        } => async_io::block_on(async {
             let start = fanfare_proto::http::parse_from(&from).map_err(anyhow::Error::msg)?;
-            let mut c = Client::connect(&with_token(&url, token.as_deref()))?;
-            if let ServerMsg::Subscribed {
-                epoch, next_seq, ..
-            } = c.subscribe(&namespace, &topic, start)?
-            {
-                eprintln!("subscribed to {namespace}/{topic} at {epoch}-{next_seq}");
-            }
+            let mut opts = ClientOptions::new(url);
+            opts.token = token;
+            opts.ca = ca;
+            let mut c = AsyncClient::connect(opts).await?;
+            c.subscribe(&namespace, &topic, start).await?;
             let mut seen = 0;
+            // Reconnects and resumes by itself: a restart of the broker shows as a line on
+            // stderr, and anything it could not deliver as a discontinuity line.
             while count.is_none_or(|n| seen < n) {
-                let print = |i: &fanfare_proto::ItemMsg| {
-                    println!(
-                        "{}-{} {}",
-                        i.epoch,
-                        i.seq,
-                        String::from_utf8_lossy(&i.payload)
-                    )
-                };
-                match c.recv()? {
-                    ServerMsg::Item(i) => {
-                        print(&i);
-                        seen += 1;
-                    }
-                    ServerMsg::ItemBatch(items) => {
-                        items.iter().for_each(print);
-                        seen += items.len() as u64;
-                    }
-                    ServerMsg::Discontinuity {
-                        last_seq,
-                        new_seq,
-                        new_epoch,
+                match c.next_event().await? {
+                    Event::Message {
+                        epoch,
+                        seq,
+                        payload,
                         ..
                     } => {
-                        println!("discontinuity: missed after {last_seq}, continuing at {new_epoch}-{new_seq}")
+                        println!("{epoch}-{seq} {}", String::from_utf8_lossy(&payload));
+                        seen += 1;
                     }
-                    ServerMsg::SubscriptionClosed { text, .. } => {
-                        bail!("subscription closed: {text}")
+                    Event::Discontinuity {
+                        last_epoch,
+                        last_seq,
+                        new_epoch,
+                        new_seq,
+                        ..
+                    } => println!(
+                        "discontinuity: missed after {last_epoch}-{last_seq}, continuing at {new_epoch}-{new_seq}"
+                    ),
+                    Event::Subscribed {
+                        epoch,
+                        next_seq,
+                        resumed,
+                        ..
+                    } => {
+                        let how = if resumed { "resumed" } else { "subscribed to" };
+                        eprintln!("{how} {namespace}/{topic} at {epoch}-{next_seq}");
                     }
-                    _ => {}
+                    Event::Disconnected { reason } => {
+                        eprintln!("disconnected ({reason}); reconnecting");
+                    }
+                    Event::Reconnected | Event::Presence { .. } => {}
                 }
+                use std::io::Write as _;
+                std::io::stdout().flush()?;
             }
             Ok(())
-        }
+        }),
     }
 }
 

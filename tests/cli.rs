@@ -89,6 +89,84 @@ fn pub_sub_and_graceful_exit() {
     assert!(node.interrupt().success(), "SIGINT exits 0");
 }
 
+/// `fanfare sub` survives a broker killed with -9 and restarted on its address: it reconnects,
+/// resumes, and prints the one discontinuity the new epoch causes; `fanfare pub` waits for the
+/// broker to be back.
+#[test]
+fn sub_resumes_across_a_broker_restart() {
+    let mut node = Node::start(&[]);
+    let addr = node.addr;
+    let url = format!("ws://{addr}/v1/ws");
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args([
+            "sub", "ns", "again", "--from", "last:10", "--count", "3", "--url", &url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a line from fanfare sub")
+    };
+    let acks = fanfare(&["pub", "ns", "again", "a", "b", "--url", &url]);
+    assert!(acks.status.success());
+    let (l1, l2) = (next(), next());
+    let e1 = l1.split_once('-').unwrap().0.to_owned();
+    assert_eq!((l1, l2), (format!("{e1}-1 a"), format!("{e1}-2 b")));
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+    // The kernel tears a killed process's io_uring down asynchronously; until then its
+    // listening socket may still hold the port. Try again for a while.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut again = loop {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args(["serve", "--no-pin", "--shards", "2", "--listen"])
+            .arg(addr.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line);
+        if line.starts_with("fanfare listening") {
+            break c;
+        }
+        let _ = c.wait();
+        assert!(Instant::now() < deadline, "the address stayed in use");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let acks = fanfare(&["pub", "ns", "again", "c", "--url", &url]);
+    assert!(
+        acks.status.success(),
+        "{}",
+        String::from_utf8_lossy(&acks.stderr)
+    );
+    let e2 = String::from_utf8(acks.stdout)
+        .unwrap()
+        .trim()
+        .split_once('-')
+        .unwrap()
+        .0
+        .to_owned();
+    assert_ne!(e1, e2);
+    assert_eq!(
+        next(),
+        format!("discontinuity: missed after {e1}-2, continuing at {e2}-1")
+    );
+    assert_eq!(next(), format!("{e2}-1 c"));
+    assert!(sub.wait().unwrap().success());
+    let _ = again.kill();
+    let _ = again.wait();
+}
+
 #[test]
 fn start_up_errors_are_one_line_and_non_zero() {
     let node = Node::start(&[]);
