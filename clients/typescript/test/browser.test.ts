@@ -97,6 +97,26 @@ it('a page subscribes, publishes, and receives what the test publishes', async (
   expect(errors).toEqual([]);
 });
 
+it('follows the browser going offline and online', async () => {
+  const page = await browser.newPage();
+  await page.goto(pageUrl);
+  await page.waitForFunction(() => (window as unknown as { subscribed?: boolean }).subscribed === true, null, { timeout: 10_000 });
+  const states = () => page.evaluate(() => (window as unknown as { states: string[] }).states.slice());
+  await browser.setOffline(true);
+  await page.waitForFunction(() => (window as unknown as { states: string[] }).states.at(-1) === 'disconnected', null, { timeout: 10_000 });
+  await browser.setOffline(false);
+  await page.waitForFunction(() => (window as unknown as { states: string[] }).states.at(-1) === 'connected', null, { timeout: 10_000 });
+  expect(await states()).toEqual(['connecting', 'connected', 'disconnected', 'connecting', 'connected']);
+  // Still subscribed, and resumed where it was.
+  await broker.post('web', 'page', 'after coming back online');
+  await page.waitForFunction(
+    () => (window as unknown as { received: { text: string }[] }).received.some((m) => m.text === 'after coming back online'),
+    null,
+    { timeout: 10_000 },
+  );
+  await page.close();
+});
+
 it('the console lists a topic, tails it live, publishes, and draws its figures', async () => {
   await broker.post('demo', 'console', 'first');
   const page = await browser.newPage();
