@@ -1,16 +1,25 @@
 //! Byte-stream plumbing every protocol shares: the [`Io`] bound, reads into a connection's
 //! buffer, and "this future unless shutdown comes first".
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::BytesMut;
-use futures_lite::io::{AsyncReadExt, ReadHalf};
+use futures_lite::io::AsyncRead;
 
 use crate::metrics::{self, NetStats};
 
-/// Bytes read per read call.
-pub(crate) const READ_CHUNK_BYTES: usize = 4096;
+/// Bytes read per read call, into the shard's one read buffer.
+pub(crate) const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// The shard's read buffer. A read borrows it only inside one `poll_read` call (an
+    /// `AsyncRead` never keeps the buffer across `Pending`), so every connection of the shard
+    /// shares it, and a connection waiting for input holds no read buffer at all.
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK_BYTES].into_boxed_slice());
+}
 
 /// A client byte stream: a plain TCP stream or TLS over one.
 pub(crate) trait Io:
@@ -22,15 +31,34 @@ impl<T: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin + 'st
 /// A shutdown signal as a connection holds it (boxed once, polled many times).
 pub(crate) type Stop = Pin<Box<dyn Future<Output = ()>>>;
 
-/// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-pub(crate) async fn read_some<S: Io>(
-    r: &mut ReadHalf<S>,
+/// Reads more bytes into `buf` through the shard's read buffer; `Ok(0)` at end of stream.
+///
+/// Memory: while it waits, a connection holds no read buffer, and an input buffer with
+/// nothing unread gives its allocation back first (payloads already split off it keep theirs:
+/// they are `Bytes` sharing it). So an idle connection's input costs nothing; only a message
+/// cut short keeps its bytes.
+pub(crate) async fn read_some<R: AsyncRead + Unpin>(
+    r: &mut R,
     buf: &mut BytesMut,
-    chunk: &mut [u8],
     stats: &NetStats,
 ) -> std::io::Result<usize> {
-    let n = r.read(chunk).await?;
-    buf.extend_from_slice(&chunk[..n]);
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+    let n = std::future::poll_fn(|cx| {
+        READ_BUF.with(|shared| {
+            // Never borrowed across an await (only within this synchronous poll).
+            let mut shared = shared.borrow_mut();
+            match Pin::new(&mut *r).poll_read(cx, &mut shared) {
+                Poll::Ready(Ok(n)) => {
+                    buf.extend_from_slice(&shared[..n]);
+                    Poll::Ready(Ok(n))
+                }
+                other => other,
+            }
+        })
+    })
+    .await?;
     metrics::add(&stats.bytes_in, n as u64);
     Ok(n)
 }

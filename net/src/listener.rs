@@ -18,9 +18,10 @@ use crate::cluster::ClusterShared;
 use crate::config::Limits;
 use crate::ctx::{CtxParts, NetCtx};
 use crate::hub::AdminHub;
-use crate::io::{timeout, unless, Io, Stop, READ_CHUNK_BYTES};
+use crate::io::{read_some, timeout, unless, Io, Stop};
 use crate::metrics::{self, NetStats, Registry};
 use crate::transport;
+use crate::transport::http1::Upgraded;
 
 /// The client connection preface of HTTP/2 (RFC 9113, 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -189,6 +190,11 @@ async fn refuse(mut stream: TcpStream) {
 
 /// Serves one accepted connection: terminates TLS when it starts with a TLS record, then
 /// tells HTTP/2 (its preface) from HTTP/1.1, all within the handshake time.
+///
+/// Memory: a connection's task lives as long as the connection, and an async fn's state is as
+/// large as its largest await. So each stage is boxed and dropped when done — a WebSocket
+/// session runs here, after the HTTP/1.1 stage that read its upgrade has been freed — and an
+/// idle WebSocket holds only its session's state.
 async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
     let peer = stream
         .peer_addr()
@@ -197,14 +203,18 @@ async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
     let _ = stream.set_write_timeout(Some(ctx.limits.slow_deadline));
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let Some(acceptor) = ctx.tls.clone() else {
-        return plaintext(stream, ctx, deadline, peer).await;
+        let up = Box::pin(plaintext(stream, ctx.clone(), deadline, peer)).await;
+        return websocket(up, ctx, peer).await;
     };
     // A TLS connection starts with a handshake record (content type 22).
     let mut first = [0u8; 1];
     let left = deadline.saturating_duration_since(Instant::now());
     match timeout(left, stream.peek(&mut first)).await {
         Some(Ok(1)) if first[0] == 0x16 => {}
-        Some(Ok(_)) => return plaintext(stream, ctx, deadline, peer).await,
+        Some(Ok(_)) => {
+            let up = Box::pin(plaintext(stream, ctx.clone(), deadline, peer)).await;
+            return websocket(up, ctx, peer).await;
+        }
         Some(Err(_)) => return,
         None => {
             metrics::inc(&ctx.stats.limit_handshake_time);
@@ -212,14 +222,15 @@ async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    match timeout(left, acceptor.accept(stream)).await {
+    match timeout(left, Box::pin(acceptor.accept(stream))).await {
         Some(Ok(tls)) => {
             metrics::inc(&ctx.stats.connections_tls);
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let h2 = transport::h2::serve(tls, BytesMut::new(), ctx, deadline, peer);
                 return Box::pin(h2).await;
             }
-            Box::pin(plaintext(tls, ctx, deadline, peer)).await;
+            let up = Box::pin(plaintext(tls, ctx.clone(), deadline, peer)).await;
+            websocket(up, ctx, peer).await;
         }
         Some(Err(e)) => {
             metrics::inc(&ctx.stats.tls_handshake_errors);
@@ -229,29 +240,47 @@ async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
     }
 }
 
+/// Runs the WebSocket session an HTTP/1.1 upgrade handed over, if any.
+async fn websocket<S: Io>(up: Option<Upgraded<S>>, ctx: Rc<NetCtx>, peer: IpAddr) {
+    let Some(u) = up else { return };
+    metrics::inc(&ctx.stats.connections_ws);
+    Box::pin(transport::ws::session(
+        ctx.clone(),
+        u.r,
+        u.w,
+        u.buf,
+        u.up,
+        u.stop,
+        peer,
+    ))
+    .await;
+    metrics::dec(&ctx.stats.connections_ws);
+}
+
 /// Serves a connection once its bytes are plaintext HTTP: HTTP/2 when they open with its
-/// preface, else HTTP/1.1.
-async fn plaintext<S: Io>(mut stream: S, ctx: Rc<NetCtx>, deadline: Instant, peer: IpAddr) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+/// preface, else HTTP/1.1 (which returns the connection when a WebSocket upgrade takes it).
+async fn plaintext<S: Io>(
+    mut stream: S,
+    ctx: Rc<NetCtx>,
+    deadline: Instant,
+    peer: IpAddr,
+) -> Option<Upgraded<S>> {
+    let mut buf = BytesMut::new();
     // Read until the bytes are either HTTP/2's preface or cannot be (HTTP/1.1).
     while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let read = futures_lite::io::AsyncReadExt::read(&mut stream, &mut chunk);
-        match timeout(left, read).await {
-            Some(Ok(n)) if n > 0 => {
-                buf.extend_from_slice(&chunk[..n]);
-                metrics::add(&ctx.stats.bytes_in, n as u64);
-            }
-            Some(_) => return,
+        match timeout(left, read_some(&mut stream, &mut buf, &ctx.stats)).await {
+            Some(Ok(n)) if n > 0 => {}
+            Some(_) => return None,
             None => {
                 metrics::inc(&ctx.stats.limit_handshake_time);
-                return;
+                return None;
             }
         }
     }
     if buf.starts_with(H2_PREFACE) {
-        return Box::pin(transport::h2::serve(stream, buf, ctx, deadline, peer)).await;
+        Box::pin(transport::h2::serve(stream, buf, ctx, deadline, peer)).await;
+        return None;
     }
-    transport::http1::serve(stream, buf, chunk, ctx, deadline, peer).await
+    Box::pin(transport::http1::serve(stream, buf, ctx, deadline, peer)).await
 }

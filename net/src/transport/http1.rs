@@ -17,16 +17,26 @@ use crate::io::{read_some, timeout, unless, Io, Stop};
 use crate::metrics;
 use crate::session::{writer::writer, Conn};
 
-/// Serves a connection's HTTP/1.1 requests; `buf` holds bytes already read and `chunk` is the
-/// read buffer to reuse. The first request must arrive by `deadline`.
+/// A connection a WebSocket upgrade request asked to take over: its halves, the bytes read
+/// after the request head, the upgrade, and its shutdown signal.
+pub(crate) struct Upgraded<S> {
+    pub r: ReadHalf<S>,
+    pub w: WriteHalf<S>,
+    pub buf: BytesMut,
+    pub up: fanfare_proto::ws::Upgrade,
+    pub stop: Stop,
+}
+
+/// Serves a connection's HTTP/1.1 requests; `buf` holds bytes already read. The first request
+/// must arrive by `deadline`. A WebSocket upgrade ends it: the connection is returned to the
+/// caller, which runs the session once this future (and its memory) is gone.
 pub(crate) async fn serve<S: Io>(
     stream: S,
     mut buf: BytesMut,
-    mut chunk: Vec<u8>,
     ctx: Rc<NetCtx>,
     deadline: Instant,
     peer: IpAddr,
-) {
+) -> Option<Upgraded<S>> {
     let (mut r, mut w) = futures_lite::io::split(stream);
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     // The first request's head must be complete by `deadline` (the handshake time from
@@ -43,7 +53,7 @@ pub(crate) async fn serve<S: Io>(
                         metrics::inc(&ctx.stats.limit_header_size);
                     }
                     respond(&mut w, &Reply::text(status, reason), true).await;
-                    return;
+                    return None;
                 }
                 ParsedHead::Partial => {}
             }
@@ -56,15 +66,15 @@ pub(crate) async fn serve<S: Io>(
             };
             let read = unless(
                 &mut stop,
-                timeout(left, read_some(&mut r, &mut buf, &mut chunk, &ctx.stats)),
+                timeout(left, read_some(&mut r, &mut buf, &ctx.stats)),
             )
             .await;
             match read {
-                None => return, // shutdown before a request
+                None => return None, // shutdown before a request
                 Some(None) if head_deadline.is_none() => {
                     // Kept alive and idle for the idle time: close quietly.
                     metrics::inc(&ctx.stats.limit_idle);
-                    return;
+                    return None;
                 }
                 Some(None) => {
                     metrics::inc(&ctx.stats.limit_handshake_time);
@@ -72,9 +82,9 @@ pub(crate) async fn serve<S: Io>(
                         let why = "request head not received in time";
                         respond(&mut w, &Reply::text(408, why), true).await;
                     }
-                    return;
+                    return None;
                 }
-                Some(Some(Ok(0)) | Some(Err(_))) => return,
+                Some(Some(Ok(0)) | Some(Err(_))) => return None,
                 Some(Some(Ok(_))) => {}
             }
         };
@@ -86,41 +96,33 @@ pub(crate) async fn serve<S: Io>(
                     bytes::Buf::advance(&mut buf, n);
                     up
                 }
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(e) => {
                     let body = e.to_string();
                     let resp = fanfare_proto::ws::reject_response(e.status(), &body);
                     let _ = w.write_all(resp.as_bytes()).await;
                     let _ = w.close().await;
-                    return;
+                    return None;
                 }
             };
-            metrics::inc(&ctx.stats.connections_ws);
-            // Boxed, like the other protocols: the connection future stays small.
-            Box::pin(super::ws::session(
-                ctx.clone(),
+            return Some(Upgraded {
                 r,
                 w,
                 buf,
-                std::mem::take(&mut chunk),
-                upgrade,
+                up: upgrade,
                 stop,
-                peer,
-            ))
-            .await;
-            metrics::dec(&ctx.stats.connections_ws);
-            return;
+            });
         }
         bytes::Buf::advance(&mut buf, head.len);
         metrics::inc(&ctx.stats.connections_http);
         // Boxed: an idle WebSocket connection should not carry the HTTP path's state inline.
         let keep = Box::pin(request(
-            &ctx, head, peer, &mut r, &mut w, &mut buf, &mut chunk, &mut stop,
+            &ctx, head, peer, &mut r, &mut w, &mut buf, &mut stop,
         ))
         .await;
         metrics::dec(&ctx.stats.connections_http);
         if !keep {
-            return;
+            return None;
         }
         head_deadline = None;
         idle = Some(Gauge::up(&ctx.stats.connections_http_idle));
@@ -152,7 +154,6 @@ async fn request<S: Io>(
     r: &mut ReadHalf<S>,
     w: &mut WriteHalf<S>,
     buf: &mut BytesMut,
-    chunk: &mut [u8],
     stop: &mut Stop,
 ) -> bool {
     let req = Request {
@@ -198,7 +199,7 @@ async fn request<S: Io>(
             let body_deadline = Instant::now() + ctx.limits.body_timeout;
             while buf.len() < len {
                 let left = body_deadline.saturating_duration_since(Instant::now());
-                match unless(stop, timeout(left, read_some(r, buf, chunk, &ctx.stats))).await {
+                match unless(stop, timeout(left, read_some(r, buf, &ctx.stats))).await {
                     Some(Some(Ok(n))) if n > 0 => {}
                     Some(None) => {
                         metrics::inc(&ctx.stats.limit_body_time);
@@ -217,7 +218,7 @@ async fn request<S: Io>(
         }
         Action::Stream(req) => {
             match api::open_stream(ctx, req, "http/1.1", peer) {
-                Ok(conn) => stream(ctx, conn, &cors(), r, w, buf, chunk, stop).await,
+                Ok(conn) => stream(ctx, conn, &cors(), r, w, buf, stop).await,
                 Err(mut rep) => {
                     rep.headers.extend(cors());
                     respond(w, &rep, true).await
@@ -238,7 +239,6 @@ async fn stream<S: Io>(
     r: &mut ReadHalf<S>,
     w: &mut WriteHalf<S>,
     buf: &mut BytesMut,
-    chunk: &mut [u8],
     stop: &mut Stop,
 ) {
     let mut head = format!(
@@ -258,7 +258,7 @@ async fn stream<S: Io>(
     let reader = async {
         // Anything the client sends now is ignored; end of stream ends the subscription.
         loop {
-            match unless(stop, read_some(r, buf, chunk, &ctx.stats)).await {
+            match unless(stop, read_some(r, buf, &ctx.stats)).await {
                 Some(Ok(n)) if n > 0 => buf.clear(),
                 Some(_) => break,
                 None => {

@@ -18,7 +18,7 @@ use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use crate::access::authenticate;
 use crate::auth::Right;
 use crate::ctx::NetCtx;
-use crate::io::{read_some, unless, Io, Stop, READ_CHUNK_BYTES};
+use crate::io::{read_some, unless, Io, Stop};
 use crate::metrics;
 use crate::session::encoder::{Encoder, WS};
 use crate::session::{writer::writer, Conn};
@@ -32,7 +32,6 @@ pub(crate) async fn session<S: Io>(
     mut r: ReadHalf<S>,
     mut w: WriteHalf<S>,
     mut buf: BytesMut,
-    mut chunk: Vec<u8>,
     up: Upgrade,
     mut stop: Stop,
     peer: IpAddr,
@@ -79,6 +78,8 @@ pub(crate) async fn session<S: Io>(
     {
         return;
     }
+    // The upgrade's strings are not needed any more (the state's slot stays, its heap goes).
+    drop(up);
     let conn = Conn::new(ctx.clone(), &WS, "ws", peer);
     if let Some(g) = grant {
         conn.set_grant(g);
@@ -98,7 +99,6 @@ pub(crate) async fn session<S: Io>(
         name_bytes_max: cfg.name_bytes_max,
         batch_items_max: 1,
     };
-    chunk.resize(READ_CHUNK_BYTES, 0);
     let mut shutting_down = false;
     'session: loop {
         loop {
@@ -149,7 +149,7 @@ pub(crate) async fn session<S: Io>(
         // the close signal wakes this read.
         let read = unless(&mut stop, async {
             futures_lite::future::or(
-                async { Some(read_some(&mut r, &mut buf, &mut chunk, &ctx.stats).await) },
+                async { Some(read_some(&mut r, &mut buf, &ctx.stats).await) },
                 async {
                     conn.closing_signal().await;
                     None
@@ -290,7 +290,8 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
             // With authentication on, a token in Hello is adopted like a refresh; without
             // one, the connection must already hold one from its upgrade.
             Some(version) if ctx.auth_on() && (token.is_some() || conn.grant().is_none()) => {
-                match adopt_token(conn, token.as_deref(), peer).await {
+                // Boxed (rare, and large): every session's state stays small while idle.
+                match Box::pin(adopt_token(conn, token.as_deref(), peer)).await {
                     Ok(_) => welcome(conn, version),
                     Err((code, text)) => {
                         conn.send(&ServerMsg::Error {
@@ -464,7 +465,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
         }
         ClientMsg::Ping { nonce } => conn.send(&ServerMsg::Pong { nonce }),
         ClientMsg::RefreshToken { request_id, token } => {
-            refresh(conn, request_id, &token, peer).await
+            Box::pin(refresh(conn, request_id, &token, peer)).await
         }
         _ => {}
     }
