@@ -3,7 +3,9 @@
 //! and hands the connection to its transport. Also the shard's keepalive sweep, which runs
 //! every connection's periodic checks so the data path never arms a timer.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,7 +175,11 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
         glommio::spawn_local(async move {
             // Shutdown waits (up to drain_timeout) for this connection to say goodbye.
             let _hold = ctx2.shard.hold();
-            handle(stream, ctx2.clone()).await;
+            // The handshake stage is freed before a WebSocket session runs (see `handle`).
+            let session = Box::pin(handle(stream, ctx2.clone())).await;
+            if let Some(session) = session {
+                session.await;
+            }
             ctx2.connections.set(ctx2.connections.get() - 1);
             metrics::set(&ctx2.stats.connections_open, ctx2.connections.get() as u64);
         })
@@ -192,10 +198,10 @@ async fn refuse(mut stream: TcpStream) {
 /// tells HTTP/2 (its preface) from HTTP/1.1, all within the handshake time.
 ///
 /// Memory: a connection's task lives as long as the connection, and an async fn's state is as
-/// large as its largest await. So each stage is boxed and dropped when done — a WebSocket
-/// session runs here, after the HTTP/1.1 stage that read its upgrade has been freed — and an
-/// idle WebSocket holds only its session's state.
-async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
+/// large as its largest await. So each stage is boxed and dropped when done, and a WebSocket
+/// upgrade is returned as the session to run: the caller runs it after this future (with the
+/// HTTP/1.1 and TLS stages) is freed, so an idle WebSocket holds only its session's state.
+async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) -> Option<Session> {
     let peer = stream
         .peer_addr()
         .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -204,7 +210,7 @@ async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let Some(acceptor) = ctx.tls.clone() else {
         let up = Box::pin(plaintext(stream, ctx.clone(), deadline, peer)).await;
-        return websocket(up, ctx, peer).await;
+        return up.map(|u| websocket(u, ctx, peer));
     };
     // A TLS connection starts with a handshake record (content type 22).
     let mut first = [0u8; 1];
@@ -213,12 +219,12 @@ async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
         Some(Ok(1)) if first[0] == 0x16 => {}
         Some(Ok(_)) => {
             let up = Box::pin(plaintext(stream, ctx.clone(), deadline, peer)).await;
-            return websocket(up, ctx, peer).await;
+            return up.map(|u| websocket(u, ctx, peer));
         }
-        Some(Err(_)) => return,
+        Some(Err(_)) => return None,
         None => {
             metrics::inc(&ctx.stats.limit_handshake_time);
-            return;
+            return None;
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
@@ -227,34 +233,34 @@ async fn handle(stream: TcpStream, ctx: Rc<NetCtx>) {
             metrics::inc(&ctx.stats.connections_tls);
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let h2 = transport::h2::serve(tls, BytesMut::new(), ctx, deadline, peer);
-                return Box::pin(h2).await;
+                Box::pin(h2).await;
+                return None;
             }
             let up = Box::pin(plaintext(tls, ctx.clone(), deadline, peer)).await;
-            websocket(up, ctx, peer).await;
+            up.map(|u| websocket(u, ctx, peer))
         }
         Some(Err(e)) => {
             metrics::inc(&ctx.stats.tls_handshake_errors);
             tracing::debug!(error = %e, "TLS handshake failed");
+            None
         }
-        None => metrics::inc(&ctx.stats.limit_handshake_time),
+        None => {
+            metrics::inc(&ctx.stats.limit_handshake_time);
+            None
+        }
     }
 }
 
-/// Runs the WebSocket session an HTTP/1.1 upgrade handed over, if any.
-async fn websocket<S: Io>(up: Option<Upgraded<S>>, ctx: Rc<NetCtx>, peer: IpAddr) {
-    let Some(u) = up else { return };
-    metrics::inc(&ctx.stats.connections_ws);
-    Box::pin(transport::ws::session(
-        ctx.clone(),
-        u.r,
-        u.w,
-        u.buf,
-        u.up,
-        u.stop,
-        peer,
-    ))
-    .await;
-    metrics::dec(&ctx.stats.connections_ws);
+/// A WebSocket session to run, its future in one allocation.
+type Session = Pin<Box<dyn Future<Output = ()>>>;
+
+/// The WebSocket session an HTTP/1.1 upgrade handed over.
+fn websocket<S: Io>(u: Upgraded<S>, ctx: Rc<NetCtx>, peer: IpAddr) -> Session {
+    Box::pin(async move {
+        metrics::inc(&ctx.stats.connections_ws);
+        transport::ws::session(ctx.clone(), u.r, u.w, u.buf, u.up, u.stop, peer).await;
+        metrics::dec(&ctx.stats.connections_ws);
+    })
 }
 
 /// Serves a connection once its bytes are plaintext HTTP: HTTP/2 when they open with its
