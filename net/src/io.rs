@@ -63,23 +63,66 @@ pub(crate) async fn read_some<R: AsyncRead + Unpin>(
     Ok(n)
 }
 
-/// A future's output or `None` if `stop` fires first.
-pub(crate) async fn unless<T>(stop: &mut Stop, f: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(f.await) }, async {
-        stop.as_mut().await;
-        None
-    })
-    .await
+pin_project_lite::pin_project! {
+    /// [`unless`]'s future.
+    pub(crate) struct Unless<'a, F> {
+        stop: &'a mut Stop,
+        #[pin]
+        f: F,
+    }
+}
+
+impl<F: Future> Future for Unless<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.f.poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match this.stop.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A future's output or `None` if `stop` fires first. A plain future, not an `async fn`: an
+/// async fn would store `f` twice (as its argument and as its awaited local), and every idle
+/// connection waits inside one of these.
+pub(crate) fn unless<T, F: Future<Output = T>>(stop: &mut Stop, f: F) -> Unless<'_, F> {
+    Unless { stop, f }
+}
+
+pin_project_lite::pin_project! {
+    /// [`timeout`]'s future.
+    pub(crate) struct Timeout<F> {
+        #[pin]
+        f: F,
+        #[pin]
+        timer: glommio::timer::Timer,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.f.poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match this.timer.poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A future's output or `None` if `within` passes first.
-pub(crate) async fn timeout<T>(
-    within: std::time::Duration,
-    f: impl Future<Output = T>,
-) -> Option<T> {
-    futures_lite::future::or(async { Some(f.await) }, async {
-        glommio::timer::sleep(within).await;
-        None
-    })
-    .await
+pub(crate) fn timeout<T, F: Future<Output = T>>(within: std::time::Duration, f: F) -> Timeout<F> {
+    Timeout {
+        f,
+        timer: glommio::timer::Timer::new(within),
+    }
 }

@@ -256,9 +256,11 @@ type Session = Pin<Box<dyn Future<Output = ()>>>;
 
 /// The WebSocket session an HTTP/1.1 upgrade handed over.
 fn websocket<S: Io>(u: Upgraded<S>, ctx: Rc<NetCtx>, peer: IpAddr) -> Session {
+    // Made here, not inside the block below, so the block holds a box, not the upgrade.
+    let session = transport::ws::session(ctx.clone(), u.r, u.w, u.buf, u.up, u.stop, peer);
     Box::pin(async move {
         metrics::inc(&ctx.stats.connections_ws);
-        transport::ws::session(ctx.clone(), u.r, u.w, u.buf, u.up, u.stop, peer).await;
+        session.await;
         metrics::dec(&ctx.stats.connections_ws);
     })
 }

@@ -26,16 +26,36 @@ use crate::session::{writer::writer, Conn};
 /// The subprotocol name a client may ask for; the server echoes it.
 pub const SUBPROTOCOL: &str = "fanfare.v1";
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn session<S: Io>(
+/// A WebSocket session over a connection an HTTP/1.1 upgrade handed over: the answer to the
+/// upgrade (origin and token checks), then the session itself.
+///
+/// Memory: this returns one allocation holding the running session, and the upgrade (its
+/// strings, the handshake's futures) lives in a second one that is freed once answered; an
+/// `async fn` taking the upgrade would keep room for it, twice, for the session's lifetime.
+pub(crate) fn session<S: Io>(
     ctx: Rc<NetCtx>,
-    mut r: ReadHalf<S>,
-    mut w: WriteHalf<S>,
-    mut buf: BytesMut,
+    r: ReadHalf<S>,
+    w: WriteHalf<S>,
+    buf: BytesMut,
     up: Upgrade,
-    mut stop: Stop,
+    stop: Stop,
     peer: IpAddr,
-) {
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    let accepted = Box::pin(accept(ctx.clone(), w, up, peer));
+    Box::pin(async move {
+        if let Some((conn, writer)) = accepted.await {
+            run(ctx, conn, writer, r, buf, stop, peer).await;
+        }
+    })
+}
+
+/// Answers the upgrade; the connection and its writer task once accepted.
+async fn accept<S: Io>(
+    ctx: Rc<NetCtx>,
+    mut w: WriteHalf<S>,
+    up: Upgrade,
+    peer: IpAddr,
+) -> Option<(Rc<Conn>, glommio::Task<()>)> {
     if !ctx
         .auth
         .origin_allowed(up.origin.as_deref(), up.host.as_deref())
@@ -46,7 +66,7 @@ pub(crate) async fn session<S: Io>(
             .write_all(wsp::reject_response(403, "origin not allowed").as_bytes())
             .await;
         let _ = w.close().await;
-        return;
+        return None;
     }
     // A token at the upgrade (header or query string) is checked before the upgrade is
     // accepted; without one, the first message must carry it (Hello).
@@ -62,7 +82,7 @@ pub(crate) async fn session<S: Io>(
                         .write_all(wsp::reject_response(d.status(), &d.text()).as_bytes())
                         .await;
                     let _ = w.close().await;
-                    return;
+                    return None;
                 }
             }
         }
@@ -76,15 +96,26 @@ pub(crate) async fn session<S: Io>(
         .await
         .is_err()
     {
-        return;
+        return None;
     }
-    // The upgrade's strings are not needed any more (the state's slot stays, its heap goes).
-    drop(up);
     let conn = Conn::new(ctx.clone(), &WS, "ws", peer);
     if let Some(g) = grant {
         conn.set_grant(g);
     }
     let writer = glommio::spawn_local(writer(conn.clone(), w, false));
+    Some((conn, writer))
+}
+
+/// The session: messages in, answers and items out, until either side ends it.
+async fn run<S: Io>(
+    ctx: Rc<NetCtx>,
+    conn: Rc<Conn>,
+    writer: glommio::Task<()>,
+    mut r: ReadHalf<S>,
+    mut buf: BytesMut,
+    mut stop: Stop,
+    peer: IpAddr,
+) {
     let limits = ctx.limits.clone();
     let mut dec = wsp::Decoder::new(
         Role::Server,
