@@ -371,8 +371,9 @@ impl Conn {
         }
     }
 
-    /// Waits until fewer than the limit of publishes are in flight.
-    pub async fn publish_slot(&self) {
+    /// Waits until fewer than the limit of publishes (and presence queries) are in flight; the
+    /// reader calls it before taking the next request, then [`Conn::take_publish_slot`].
+    pub async fn publish_slot_free(&self) {
         let max = self.ctx.limits.publishes_in_flight_max;
         if self.publishes_in_flight.get() >= max {
             metrics::inc(&self.ctx.stats.limit_publish_window);
@@ -386,6 +387,11 @@ impl Conn {
             }
         })
         .await;
+    }
+
+    /// Takes a publish slot (the reader waited for one with [`Conn::publish_slot_free`] before
+    /// reading the request that takes it).
+    pub fn take_publish_slot(&self) {
         self.publishes_in_flight
             .set(self.publishes_in_flight.get() + 1);
     }

@@ -133,8 +133,11 @@ async fn run<S: Io>(
     let mut shutting_down = false;
     'session: loop {
         loop {
-            // Backpressure: take no more requests while their answers are not being read.
-            if unless(&mut stop, conn.wait_for_room()).await.is_none() {
+            // Backpressure: take no more requests while their answers are not being read, or
+            // while the publish window is full.
+            if unless(&mut stop, conn.wait_for_room()).await.is_none()
+                || unless(&mut stop, conn.publish_slot_free()).await.is_none()
+            {
                 shutting_down = true;
                 break 'session;
             }
@@ -149,8 +152,16 @@ async fn run<S: Io>(
                     if !matches!(m, Message::Pong(_)) {
                         conn.last_input.set(now);
                     }
-                    if !on_message(&conn, m, &dlim, peer).await {
-                        break 'session;
+                    // Answered synchronously; only the rare requests that wait (token checks)
+                    // come back as a boxed future, so the session's state stays small.
+                    match on_message(&conn, m, &dlim, peer) {
+                        Step::Go => {}
+                        Step::End => break 'session,
+                        Step::Wait(f) => {
+                            if !f.await {
+                                break 'session;
+                            }
+                        }
                     }
                 }
                 Ok(None) => {
@@ -246,12 +257,32 @@ fn refuse_buffered(conn: &Conn, dec: &mut wsp::Decoder, buf: &mut BytesMut, dlim
     }
 }
 
-/// Handles one message; `false` ends the session.
-async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAddr) -> bool {
+/// What the session does after a message.
+enum Step {
+    /// Read the next one.
+    Go,
+    /// End the session.
+    End,
+    /// Wait for this first (`false` ends the session).
+    Wait(std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>),
+}
+
+impl From<bool> for Step {
+    fn from(go: bool) -> Self {
+        if go {
+            Step::Go
+        } else {
+            Step::End
+        }
+    }
+}
+
+/// Handles one message.
+fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAddr) -> Step {
     let ctx = &conn.ctx;
-    match m {
+    let go = match m {
         Message::Binary(b) => match ClientMsg::decode(&b, dlim) {
-            Ok(msg) => on_client(conn, msg, peer).await,
+            Ok(msg) => return on_client(conn, msg, peer),
             Err(e) => {
                 let code = e.code();
                 if code == ErrorCode::MessageTooLarge {
@@ -266,7 +297,7 @@ async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAd
                     // Not a message we can read: the peer does not speak the protocol.
                     metrics::inc(&ctx.stats.protocol_errors);
                     conn.close_because(close_code::POLICY, "malformed message");
-                    return false;
+                    return Step::End;
                 }
                 true
             }
@@ -292,7 +323,8 @@ async fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAd
             conn.close_with(WS.goodbye(code, ""));
             false
         }
-    }
+    };
+    go.into()
 }
 
 /// Refuses a request the token does not cover; `false` (close) when the connection has no
@@ -310,7 +342,7 @@ fn refuse(conn: &Conn, request_id: u64, code: ErrorCode, text: String) -> bool {
     true
 }
 
-async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
+fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> Step {
     let ctx = &conn.ctx;
     match msg {
         ClientMsg::Hello {
@@ -321,19 +353,24 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
             // With authentication on, a token in Hello is adopted like a refresh; without
             // one, the connection must already hold one from its upgrade.
             Some(version) if ctx.auth_on() && (token.is_some() || conn.grant().is_none()) => {
-                // Boxed (rare, and large): every session's state stays small while idle.
-                match Box::pin(adopt_token(conn, token.as_deref(), peer)).await {
-                    Ok(_) => welcome(conn, version),
-                    Err((code, text)) => {
-                        conn.send(&ServerMsg::Error {
-                            request_id: 0,
-                            code,
-                            text,
-                        });
-                        conn.close_because(close_code::POLICY, "unauthorized");
-                        return false;
+                let conn = conn.clone();
+                return Step::Wait(Box::pin(async move {
+                    match adopt_token(&conn, token.as_deref(), peer).await {
+                        Ok(_) => {
+                            welcome(&conn, version);
+                            true
+                        }
+                        Err((code, text)) => {
+                            conn.send(&ServerMsg::Error {
+                                request_id: 0,
+                                code,
+                                text,
+                            });
+                            conn.close_because(close_code::POLICY, "unauthorized");
+                            false
+                        }
                     }
-                }
+                }));
             }
             Some(version) => welcome(conn, version),
             None => {
@@ -347,7 +384,7 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                     ),
                 });
                 conn.close_because(close_code::PROTOCOL, "unsupported protocol version");
-                return false;
+                return Step::End;
             }
         },
         ClientMsg::Publish {
@@ -359,9 +396,10 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
         } => {
             let publisher = match conn.permit(&namespace, &topic, Right::Publish) {
                 Ok(p) => p,
-                Err((code, text)) => return refuse(conn, request_id, code, text),
+                Err((code, text)) => return refuse(conn, request_id, code, text).into(),
             };
-            conn.publish_slot().await;
+            // The reader waited for a free slot before reading this request.
+            conn.take_publish_slot();
             let key = TopicKey::from_names(&namespace, &topic);
             let meta = PublishMeta {
                 publisher,
@@ -391,11 +429,11 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
         } => {
             let subject = match conn.permit(&namespace, &topic, Right::Subscribe) {
                 Ok(s) => s,
-                Err((code, text)) => return refuse(conn, request_id, code, text),
+                Err((code, text)) => return refuse(conn, request_id, code, text).into(),
             };
             let presence = match presence_options(conn, &namespace, &topic, subject, presence) {
                 Ok(p) => p,
-                Err((code, text)) => return refuse(conn, request_id, code, text),
+                Err((code, text)) => return refuse(conn, request_id, code, text).into(),
             };
             let max = ctx.limits.subscriptions_per_connection_max;
             let key = TopicKey::from_names(&namespace, &topic);
@@ -459,9 +497,9 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
                 Right::Subscribe
             };
             if let Err((code, text)) = conn.permit(&namespace, &topic, right) {
-                return refuse(conn, request_id, code, text);
+                return refuse(conn, request_id, code, text).into();
             }
-            conn.publish_slot().await;
+            conn.take_publish_slot();
             let q = PresenceQuery {
                 members,
                 after,
@@ -496,11 +534,15 @@ async fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> bool {
         }
         ClientMsg::Ping { nonce } => conn.send(&ServerMsg::Pong { nonce }),
         ClientMsg::RefreshToken { request_id, token } => {
-            Box::pin(refresh(conn, request_id, &token, peer)).await
+            let conn = conn.clone();
+            return Step::Wait(Box::pin(async move {
+                refresh(&conn, request_id, &token, peer).await;
+                true
+            }));
         }
         _ => {}
     }
-    true
+    Step::Go
 }
 
 /// Frees the publish's slot and queues its answer.
