@@ -105,8 +105,17 @@ fn sub_resumes_across_a_broker_restart() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
+    // Killed however the test ends (a failing assert must not leave it running).
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let out = sub.stdout.take().unwrap();
+    let mut sub = KillOnDrop(sub);
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -162,7 +171,7 @@ fn sub_resumes_across_a_broker_restart() {
         format!("discontinuity: missed after {e1}-2, continuing at {e2}-1")
     );
     assert_eq!(next(), format!("{e2}-1 c"));
-    assert!(sub.wait().unwrap().success());
+    assert!(sub.0.wait().unwrap().success());
     let _ = again.kill();
     let _ = again.wait();
 }
@@ -202,8 +211,7 @@ fn start_up_errors_are_one_line_and_non_zero() {
 
 /// Opens 10,000 idle WebSocket connections to one node, each subscribed to one of 100 topics,
 /// and reports the server's memory per connection (printed; run with --nocapture to see it).
-/// A regression bound: 8 KiB, twice what it measured (3.9 KiB unsubscribed, release and debug
-/// alike, 2026-12-02); docs/ARCHITECTURE.md, "What a connection costs", has the breakdown.
+/// A regression bound: 8 KiB, more than twice what it measured (3.3 KiB release, 2026-12-02); docs/ARCHITECTURE.md, "What a connection costs", has the breakdown.
 #[test]
 fn ten_thousand_idle_websockets() {
     const N: usize = 10_000;
