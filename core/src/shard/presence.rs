@@ -271,7 +271,6 @@ impl State {
     /// shard with subscribers of `key`.
     fn announce(&mut self, key: &TopicKey, ch: Changes, now: Instant) {
         let per_second = self.cfg.presence_events_per_second;
-        let interval = self.cfg.occupancy_interval;
         let Some(t) = self.owned.get_mut(key) else {
             return;
         };
@@ -305,6 +304,40 @@ impl State {
             occupancy,
             skipped: 0,
         }));
+        let s = &self.stats;
+        ShardStats::add(&s.presence_joins, joins);
+        ShardStats::add(&s.presence_leaves, leaves);
+        ShardStats::add(&s.presence_refused, refused);
+        ShardStats::add(&s.presence_events_skipped, skipped);
+        self.settle_presence(key, events, now, false);
+    }
+
+    /// Adds what the rate limits let go now (an overflow count when `overflow`, a due
+    /// occupancy), remembers the topic if more is held back, drops an empty roster, and sends
+    /// `events` to every shard with subscribers.
+    fn settle_presence(
+        &mut self,
+        key: &TopicKey,
+        mut events: Vec<PresenceEvent>,
+        now: Instant,
+        overflow: bool,
+    ) {
+        let interval = self.cfg.occupancy_interval;
+        let Some(t) = self.owned.get_mut(key) else {
+            return;
+        };
+        let Some(roster) = t.roster.as_mut() else {
+            return;
+        };
+        let occupancy = roster.occupancy();
+        if let Some(skipped) = overflow.then(|| roster.take_overflow(now)).flatten() {
+            events.push(PresenceEvent {
+                action: PresenceAction::Overflow,
+                member: None,
+                occupancy,
+                skipped,
+            });
+        }
         if roster.take_occupancy(now, interval) {
             events.push(PresenceEvent {
                 action: PresenceAction::Occupancy,
@@ -321,11 +354,6 @@ impl State {
         if pending {
             self.presence_pending.insert(key.clone());
         }
-        let s = &self.stats;
-        ShardStats::add(&s.presence_joins, joins);
-        ShardStats::add(&s.presence_leaves, leaves);
-        ShardStats::add(&s.presence_refused, refused);
-        ShardStats::add(&s.presence_events_skipped, skipped);
         self.broadcast_presence(key, &targets, events);
     }
 
@@ -354,42 +382,9 @@ impl State {
         if self.presence_pending.is_empty() {
             return;
         }
-        let interval = self.cfg.occupancy_interval;
         let keys: Vec<TopicKey> = self.presence_pending.drain().collect();
         for key in keys {
-            let Some(t) = self.owned.get_mut(&key) else {
-                continue;
-            };
-            let Some(roster) = t.roster.as_mut() else {
-                continue;
-            };
-            let occupancy = roster.occupancy();
-            let mut events = Vec::new();
-            if let Some(skipped) = roster.take_overflow(now) {
-                events.push(PresenceEvent {
-                    action: PresenceAction::Overflow,
-                    member: None,
-                    occupancy,
-                    skipped,
-                });
-            }
-            if roster.take_occupancy(now, interval) {
-                events.push(PresenceEvent {
-                    action: PresenceAction::Occupancy,
-                    member: None,
-                    occupancy,
-                    skipped: 0,
-                });
-            }
-            let pending = roster.pending();
-            if roster.is_empty() && !pending {
-                t.roster = None;
-            }
-            let targets = t.interested.clone();
-            if pending {
-                self.presence_pending.insert(key.clone());
-            }
-            self.broadcast_presence(&key, &targets, events);
+            self.settle_presence(&key, Vec::new(), now, true);
         }
     }
 }
