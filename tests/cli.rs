@@ -211,7 +211,7 @@ fn start_up_errors_are_one_line_and_non_zero() {
 
 /// Opens 10,000 idle WebSocket connections to one node, each subscribed to one of 100 topics,
 /// and reports the server's memory per connection (printed; run with --nocapture to see it).
-/// A regression bound: 8 KiB, more than twice what it measured (3.3 KiB release, 2026-12-02); docs/ARCHITECTURE.md, "What a connection costs", has the breakdown.
+/// A regression bound: 8 KiB, more than twice what it measured (3.0 KiB release, 2026-12-02); docs/ARCHITECTURE.md, "What a connection costs", has the breakdown.
 #[test]
 fn ten_thousand_idle_websockets() {
     const N: usize = 10_000;

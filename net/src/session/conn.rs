@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use ahash::AHashMap;
 use bytes::Bytes;
 use fanfare_core::{
     Accept, CloseReason, Delivery, Encoded, Offer, PresenceOptions, Sink, Start, SubId,
@@ -62,6 +61,50 @@ struct SubEntry {
     topic: TopicKey,
 }
 
+/// A connection's subscriptions. Most connections have one or a few, so a vector sized to fit
+/// (no hash table, no hasher state: part of what an idle connection costs, docs/ARCHITECTURE.md);
+/// lookups are linear, bounded by `subscriptions_per_connection_max`, and off the item path.
+#[derive(Default)]
+struct Subs(Vec<(SubId, SubEntry)>);
+
+impl Subs {
+    fn insert(&mut self, id: SubId, e: SubEntry) {
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == id) {
+            slot.1 = e;
+            return;
+        }
+        if self.0.len() == self.0.capacity() && self.0.len() < 4 {
+            self.0.reserve_exact(1);
+        }
+        self.0.push((id, e));
+    }
+
+    fn get(&self, id: &SubId) -> Option<&SubEntry> {
+        self.0.iter().find(|(k, _)| k == id).map(|(_, e)| e)
+    }
+
+    fn remove(&mut self, id: &SubId) -> Option<SubEntry> {
+        let i = self.0.iter().position(|(k, _)| k == id)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&SubId, &SubEntry)> {
+        self.0.iter().map(|(k, e)| (k, e))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SubEntry> {
+        self.0.iter().map(|(_, e)| e)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (SubId, SubEntry)> + '_ {
+        self.0.drain(..)
+    }
+}
+
 #[derive(Default)]
 struct Out {
     frames: VecDeque<Frame>,
@@ -86,7 +129,7 @@ pub(crate) struct Conn {
     /// The client's address (for logs).
     pub peer: std::net::IpAddr,
     out: RefCell<Out>,
-    subs: RefCell<AHashMap<SubId, SubEntry>>,
+    subs: RefCell<Subs>,
     /// The subscribe request being made (its events can arrive before `subscribe` returns).
     pending: RefCell<Option<(u64, TopicKey)>>,
     pub publishes_in_flight: Cell<usize>,
@@ -125,7 +168,7 @@ impl Conn {
             transport,
             peer,
             out: RefCell::new(Out::default()),
-            subs: RefCell::new(AHashMap::new()),
+            subs: RefCell::new(Subs::default()),
             pending: RefCell::new(None),
             publishes_in_flight: Cell::new(0),
             publish_waker: RefCell::new(None),
