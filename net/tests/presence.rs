@@ -442,6 +442,15 @@ fn an_sse_stream_enters_presence_and_gets_presence_events() {
     let mut watch = open("occupancy=1&presence_events=1");
     let mut seen = String::new();
     sse_until(&mut watch, &mut seen, "200 OK");
+    // Events go to live subscriptions: an item through the stream shows it is live.
+    let (body, _) = curl(&[
+        "-XPOST",
+        "--data-binary",
+        "live",
+        &format!("http://{addr}/v1/topics/ns/sse-room"),
+    ]);
+    assert!(body.contains("\"seq\":1"), "{body}");
+    sse_until(&mut watch, &mut seen, "data: live");
     // Another stream enters as "eve" with an info blob.
     let mut eve = open("enter=1&client_id=eve&info=%7B%22x%22%3A1%7D");
     let mut eve_seen = String::new();

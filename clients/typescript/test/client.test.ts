@@ -222,7 +222,10 @@ describe('presence', () => {
   it('lists members and reports joins and leaves', async () => {
     const b = await broker();
     const watcher = client(b.ws);
-    const w = record(watcher.subscribe('ns', 'room', { presence: { memberEvents: true } }));
+    const ws = watcher.subscribe('ns', 'room', { presence: { memberEvents: true } });
+    const w = record(ws);
+    // Events go to live subscriptions: a join before the watcher is live is only in the list.
+    await until('the watcher subscribed', () => ws.state === 'subscribed');
     const ada = client(b.ws);
     const s = ada.subscribe('ns', 'room', { presence: { enter: true, clientId: 'ada', info: new TextEncoder().encode('hi') } });
     await until('ada subscribed', () => s.state === 'subscribed');
