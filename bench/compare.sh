@@ -135,6 +135,10 @@ scenarios() {
   # connections' cost.
   [[ "storm" =~ $ONLY ]] && run "connection storm: 10,000 subscribers" "$b" \
     --publishers 1 --subscribers 10000 --topics 1 --payload 128 --rate 10 --connect-concurrency 256
+  # An idle audience: every connection subscribed to one of 100 topics, a trickle of 1 msg/s
+  # per topic; the figures that matter are memory per connection, connect time and gaps.
+  [[ "footprint" =~ $ONLY ]] && run "footprint: 10,000 subscribers of 100 topics, 1 msg/s per topic" "$b" \
+    --publishers 10 --subscribers 10000 --topics 100 --payload 128 --rate 100 --connect-concurrency 256
   return 0
 }
 

@@ -48,7 +48,8 @@ def compare(args):
             p50, _ = span([r["latency_us"]["p50"] for r in ok], num)
             p99, _ = span([r["latency_us"]["p99"] for r in ok], num)
             conn = ""
-            if "storm" in sc:
+            if "storm" in sc or "footprint" in sc:
+                # Both scenarios open 10,000 subscriber connections.
                 conn, _ = span([(r["rss_peak_kib"] - r["rss0_kib"]) / 10000 for r in ok], lambda v: f"{v:.1f}")
             gen = max(r["generator_cpu_share"] for r in ok)
             bound = " generator-bound" if any(r.get("generator_saturated") for r in ok) else ""
