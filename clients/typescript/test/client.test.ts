@@ -12,7 +12,7 @@ import {
   type Subscription,
   type WebSocketCtor,
 } from '../src/index.js';
-import { authConfig, Broker, Proxy, sleep, until } from './broker.js';
+import { authConfig, Broker, Proxy, until } from './broker.js';
 
 const text = (m: Message) => new TextDecoder().decode(m.data);
 
@@ -151,11 +151,12 @@ describe('tokens', () => {
     const { path, mint } = authConfig('expiry_grace_secs = 1');
     const b = await broker(['--config', path]);
     let minted = 0;
+    let firstMint = 0;
     const errors: FanfareError[] = [];
     const states: ClientState[] = [];
     const c = client(b.ws, {
       getToken: async () => {
-        minted++;
+        if (minted++ === 0) firstMint = Date.now();
         return mint('alice', ['publish', 'subscribe'], '4');
       },
       refreshMarginMs: 2_500,
@@ -165,8 +166,9 @@ describe('tokens', () => {
     const sub = c.subscribe('ns', 'tok');
     const r = record(sub);
     await until('subscribed', () => sub.state === 'subscribed');
-    // The first token expires after 4 s; refreshes keep the connection past it.
-    await sleep(6_500);
+    // The first token expires within 4 s of minting and its grace is 1 s: wait until that is
+    // past and the client has refreshed at least twice; the connection must still be up.
+    await until('refreshes past the first token\'s expiry and grace', () => minted >= 3 && Date.now() - firstMint > 5_500, 20_000);
     const p = await c.publish('ns', 'tok', 'still here');
     await until('the message', () => r.messages.length === 1);
     expect(r.messages[0]!.publisherId).toBe('alice');

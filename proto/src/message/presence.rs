@@ -105,13 +105,6 @@ pub struct PresenceOpts {
     pub occupancy_events: bool,
 }
 
-impl PresenceOpts {
-    /// Whether any option is on.
-    pub fn any(&self) -> bool {
-        self.enter || self.member_events || self.occupancy_events
-    }
-}
-
 fn checked_info(v: Option<flatbuffers::Vector<'_, u8>>, src: &Bytes) -> Result<Bytes, DecodeError> {
     let Some(v) = v else {
         return Ok(Bytes::new());
