@@ -37,7 +37,11 @@ impl Signal {
         let i = match *slot {
             Some(i) => i,
             None => {
-                let i = match self.free.borrow_mut().pop() {
+                // Free indices past the end were cut off by `release`: skipped here, and
+                // none is left when the table grows again (it grows only when `free` is empty).
+                let mut free = self.free.borrow_mut();
+                let reused = std::iter::from_fn(|| free.pop()).find(|&i| i < slots.len());
+                let i = match reused {
                     Some(i) => i,
                     None => {
                         slots.push(None);
@@ -55,9 +59,26 @@ impl Signal {
     }
 
     fn release(&self, slot: usize) {
-        if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
+        let mut slots = self.slots.borrow_mut();
+        if let Some(s) = slots.get_mut(slot) {
             *s = None;
             self.free.borrow_mut().push(slot);
+        }
+        // A storm of connections leaves a long table behind: its free tail is cut off (those
+        // indices stay in `free` and are skipped when popped), and the memory given back once
+        // it is mostly unused.
+        if slot + 1 == slots.len() {
+            while slots.last().is_some_and(Option::is_none) {
+                slots.pop();
+            }
+            if slots.capacity() > 64 && slots.len() * 4 < slots.capacity() {
+                let n = slots.len() * 2;
+                slots.shrink_to(n);
+                let mut free = self.free.borrow_mut();
+                free.retain(|&i| i < slots.len());
+                let n = free.len() * 2;
+                free.shrink_to(n);
+            }
         }
     }
 

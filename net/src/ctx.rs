@@ -32,6 +32,8 @@ pub(crate) struct NetCtx {
     pub registry: Arc<Registry>,
     pub connections: Cell<usize>,
     pub connections_max: usize,
+    /// Connections closed since memory was last given back (see `listener::sweep_loop`).
+    pub closed_since_trim: Cell<usize>,
     /// Set when TLS is configured: connections starting with a TLS record are terminated here.
     pub tls: Option<futures_rustls::TlsAcceptor>,
     /// Publish-to-delivery latency recorded on this shard (µs); the sweep copies it into
@@ -82,6 +84,7 @@ impl NetCtx {
             registry: p.registry,
             connections: Cell::new(0),
             connections_max: p.connections_max,
+            closed_since_trim: Cell::new(0),
             tls: p.tls,
             latency: RefCell::new(crate::metrics::latency_histogram()),
             latency_snapshot: p.latency_snapshot,
@@ -113,6 +116,10 @@ impl NetCtx {
     pub fn live(&self) -> Vec<Rc<dyn Tracked>> {
         let mut live = self.live.borrow_mut();
         live.retain(|w| w.strong_count() > 0);
+        if live.capacity() > LIVE_PRUNE_MIN && live.len() * 4 < live.capacity() {
+            let n = live.len() * 2;
+            live.shrink_to(n);
+        }
         live.iter().filter_map(Weak::upgrade).collect()
     }
 

@@ -42,25 +42,31 @@ pub(crate) async fn read_some<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     stats: &NetStats,
 ) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_some(cx, r, buf, stats)).await
+}
+
+/// [`read_some`] as a poll function, for sessions written as plain futures.
+pub(crate) fn poll_read_some<R: AsyncRead + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    r: &mut R,
+    buf: &mut BytesMut,
+    stats: &NetStats,
+) -> Poll<std::io::Result<usize>> {
     if buf.is_empty() && buf.capacity() > 0 {
         *buf = BytesMut::new();
     }
-    let n = std::future::poll_fn(|cx| {
-        READ_BUF.with(|shared| {
-            // Never borrowed across an await (only within this synchronous poll).
-            let mut shared = shared.borrow_mut();
-            match Pin::new(&mut *r).poll_read(cx, &mut shared) {
-                Poll::Ready(Ok(n)) => {
-                    buf.extend_from_slice(&shared[..n]);
-                    Poll::Ready(Ok(n))
-                }
-                other => other,
+    READ_BUF.with(|shared| {
+        // Never borrowed across an await (only within this synchronous poll).
+        let mut shared = shared.borrow_mut();
+        match Pin::new(&mut *r).poll_read(cx, &mut shared) {
+            Poll::Ready(Ok(n)) => {
+                buf.extend_from_slice(&shared[..n]);
+                metrics::add(&stats.bytes_in, n as u64);
+                Poll::Ready(Ok(n))
             }
-        })
+            other => other,
+        }
     })
-    .await?;
-    metrics::add(&stats.bytes_in, n as u64);
-    Ok(n)
 }
 
 pin_project_lite::pin_project! {

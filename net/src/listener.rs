@@ -90,6 +90,7 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
     let tick = sweep_tick(&ctx.limits);
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     let mut last_snapshot = Instant::now();
+    let mut last_trim = Instant::now();
     while unless(&mut stop, glommio::timer::sleep(tick))
         .await
         .is_some()
@@ -97,6 +98,17 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
         let now = Instant::now();
         for c in ctx.live() {
             c.keepalive(now);
+        }
+        // After a wave of connections closed, give the memory they held back to the system
+        // (at most once a second per shard).
+        if ctx.closed_since_trim.get() >= TRIM_AFTER_CLOSED
+            && last_trim.elapsed() >= Duration::from_secs(1)
+        {
+            ctx.closed_since_trim.set(0);
+            last_trim = Instant::now();
+            if crate::memory::give_back() {
+                metrics::inc(&ctx.stats.memory_trims);
+            }
         }
         // Publish the latency histogram for scrapes (cumulative since start), once a second.
         if last_snapshot.elapsed() >= Duration::from_secs(1) {
@@ -108,6 +120,9 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
         }
     }
 }
+
+/// Connections a shard sees close before it gives freed memory back (`memory::give_back`).
+const TRIM_AFTER_CLOSED: usize = 1024;
 
 fn sweep_tick(limits: &Limits) -> Duration {
     let t = (limits.slow_deadline / 4)
@@ -172,15 +187,20 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
         ctx.connections.set(ctx.connections.get() + 1);
         metrics::set(&ctx.stats.connections_open, ctx.connections.get() as u64);
         let ctx2 = ctx.clone();
+        // The handshake stage, boxed before the task exists: the task then holds a pointer
+        // rather than the stream, for the connection's lifetime. It is freed before a
+        // WebSocket session runs (see `handle`).
+        let handshake = Box::pin(handle(stream, ctx.clone()));
         glommio::spawn_local(async move {
             // Shutdown waits (up to drain_timeout) for this connection to say goodbye.
             let _hold = ctx2.shard.hold();
-            // The handshake stage is freed before a WebSocket session runs (see `handle`).
-            let session = Box::pin(handle(stream, ctx2.clone())).await;
+            let session = handshake.await;
             if let Some(session) = session {
                 session.await;
             }
             ctx2.connections.set(ctx2.connections.get() - 1);
+            ctx2.closed_since_trim
+                .set(ctx2.closed_since_trim.get().saturating_add(1));
             metrics::set(&ctx2.stats.connections_open, ctx2.connections.get() as u64);
         })
         .detach();
@@ -256,13 +276,7 @@ type Session = Pin<Box<dyn Future<Output = ()>>>;
 
 /// The WebSocket session an HTTP/1.1 upgrade handed over.
 fn websocket<S: Io>(u: Upgraded<S>, ctx: Rc<NetCtx>, peer: IpAddr) -> Session {
-    // Made here, not inside the block below, so the block holds a box, not the upgrade.
-    let session = transport::ws::session(ctx.clone(), u.r, u.w, u.buf, u.up, u.stop, peer);
-    Box::pin(async move {
-        metrics::inc(&ctx.stats.connections_ws);
-        session.await;
-        metrics::dec(&ctx.stats.connections_ws);
-    })
+    transport::ws_session::session(ctx, u.r, u.w, u.buf, u.up, u.stop, peer)
 }
 
 /// Serves a connection once its bytes are plaintext HTTP: HTTP/2 when they open with its

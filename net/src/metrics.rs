@@ -77,6 +77,8 @@ net_counters! {
     slow_events: "counter",
     /// Connections closed for staying behind past the deadline.
     closed_slow: "counter",
+    /// Times a shard gave freed memory back to the system after many connections closed.
+    memory_trims: "counter",
     /// Requests refused: message over the size limit.
     limit_message_size: "counter",
     /// Requests refused: header block over the limit.

@@ -393,6 +393,10 @@ impl State {
             return;
         };
         let s = lt.subs.swap_remove(idx);
+        if lt.subs.capacity() > 8 && lt.subs.len() * 4 < lt.subs.capacity() {
+            let n = lt.subs.len() * 2;
+            lt.subs.shrink_to(n);
+        }
         if let Some(moved) = lt.subs.get(idx) {
             if let Some(entry) = self.sub_index.get_mut(&moved.id) {
                 entry.1 = idx;

@@ -272,6 +272,34 @@ impl State {
         self.enforce_lag(now);
         self.sweep_owned(now);
         self.presence_tick(now);
+        self.compact();
+    }
+
+    /// Gives back what the shard's maps grew to in a burst (a connection storm, a wave of
+    /// subscriptions) once three quarters of it is unused, so memory follows the load down.
+    fn compact(&mut self) {
+        shrink(&mut self.sub_index);
+        shrink(&mut self.local);
+        shrink(&mut self.owned);
+        shrink(&mut self.up_reqs);
+        shrink(&mut self.fetch_waiters);
+        if self.lagging.capacity() > SHRINK_MIN && self.lagging.len() * 4 < self.lagging.capacity()
+        {
+            let n = self.lagging.len() * 2;
+            self.lagging.shrink_to(n);
+        }
+    }
+}
+
+/// Tables at most this large are never shrunk.
+const SHRINK_MIN: usize = 64;
+
+/// Halves-and-more a map whose entries use under a quarter of its room (amortized: it must
+/// have lost three quarters of its entries since it last grew or shrank).
+fn shrink<K: std::hash::Hash + Eq, V>(m: &mut ahash::AHashMap<K, V>) {
+    if m.capacity() > SHRINK_MIN && m.len() * 4 < m.capacity() {
+        let n = m.len() * 2;
+        m.shrink_to(n);
     }
 }
 

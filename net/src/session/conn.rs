@@ -4,7 +4,6 @@
 //! shard's sweep ([`Tracked`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fanfare_core::{
-    Accept, CloseReason, Delivery, Encoded, Offer, PresenceOptions, Sink, Start, SubId,
-    SubscribeAccepted, SubscribeError, TopicKey,
+    Accept, CloseReason, Delivery, Offer, PresenceOptions, Sink, Start, SubId, SubscribeAccepted,
+    SubscribeError, TopicKey,
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{ws as wsp, ServerMsg};
@@ -23,98 +22,25 @@ use crate::access::permits;
 use crate::auth::{Grant, Right};
 use crate::ctx::{NetCtx, Tracked};
 use crate::metrics;
+use crate::moment::Moment;
 use crate::session::encoder::Encoder;
+pub(crate) use crate::session::queue::Frame;
+use crate::session::queue::FrameQueue;
+use crate::session::subs::{SubEntry, Subs};
 
 /// Most bytes one write carries.
 pub(crate) const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
-/// A queued frame: a fan-out item whose buffer every subscriber on the shard shares, or one
-/// of the connection's own control frames (acks, pongs, errors: no extra allocation).
-pub(crate) enum Frame {
-    Shared(Encoded),
-    Own(Bytes),
-}
-
-impl std::ops::Deref for Frame {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Frame::Shared(e) => e,
-            Frame::Own(b) => b,
-        }
-    }
-}
-
-impl Frame {
-    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`).
-    pub fn to_bytes(&self) -> Bytes {
-        match self {
-            Frame::Shared(e) => Bytes::clone(e),
-            Frame::Own(b) => b.clone(),
-        }
-    }
-}
-
-struct SubEntry {
-    wire: u64,
-    request_id: u64,
-    topic: TopicKey,
-}
-
-/// A connection's subscriptions. Most connections have one or a few, so a vector sized to fit
-/// (no hash table, no hasher state: part of what an idle connection costs, docs/ARCHITECTURE.md);
-/// lookups are linear, bounded by `subscriptions_per_connection_max`, and off the item path.
-#[derive(Default)]
-struct Subs(Vec<(SubId, SubEntry)>);
-
-impl Subs {
-    fn insert(&mut self, id: SubId, e: SubEntry) {
-        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == id) {
-            slot.1 = e;
-            return;
-        }
-        if self.0.len() == self.0.capacity() && self.0.len() < 4 {
-            self.0.reserve_exact(1);
-        }
-        self.0.push((id, e));
-    }
-
-    fn get(&self, id: &SubId) -> Option<&SubEntry> {
-        self.0.iter().find(|(k, _)| k == id).map(|(_, e)| e)
-    }
-
-    fn remove(&mut self, id: &SubId) -> Option<SubEntry> {
-        let i = self.0.iter().position(|(k, _)| k == id)?;
-        Some(self.0.swap_remove(i).1)
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&SubId, &SubEntry)> {
-        self.0.iter().map(|(k, e)| (k, e))
-    }
-
-    fn values(&self) -> impl Iterator<Item = &SubEntry> {
-        self.0.iter().map(|(_, e)| e)
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = (SubId, SubEntry)> + '_ {
-        self.0.drain(..)
-    }
-}
-
 #[derive(Default)]
 struct Out {
-    frames: VecDeque<Frame>,
+    frames: FrameQueue,
     bytes: usize,
     waker: Option<Waker>,
     /// Set when the connection is ending: the writer sends what is queued, then this.
-    closing: Option<Bytes>,
+    closing: Option<Box<Bytes>>,
     /// Subscriptions that were refused an item; told `drained` when the queue empties.
     lagging: Vec<SubId>,
-    lag_since: Option<Instant>,
+    lag_since: Option<Moment>,
     /// The writer is gone: offers are answered `Gone`.
     done: bool,
 }
@@ -131,28 +57,26 @@ pub(crate) struct Conn {
     out: RefCell<Out>,
     subs: RefCell<Subs>,
     /// The subscribe request being made (its events can arrive before `subscribe` returns).
-    pending: RefCell<Option<(u64, TopicKey)>>,
+    pending: RefCell<Option<Box<(u64, TopicKey)>>>,
     pub publishes_in_flight: Cell<usize>,
-    publish_waker: RefCell<Option<Waker>>,
+    /// The reading side's waker: woken when it may go on (the queue has room again, a
+    /// publish slot is free, the connection is closing). One task reads a connection.
+    reader: RefCell<Option<Waker>>,
     /// Last application message from the client (drives the idle timeout).
-    pub last_input: Cell<Instant>,
+    pub last_input: Cell<Moment>,
     /// Last bytes of any kind from the client, pongs included (drives pings).
-    pub last_alive: Cell<Instant>,
-    pub ping_sent: Cell<Option<Instant>>,
+    pub last_alive: Cell<Moment>,
+    pub ping_sent: Cell<Option<Moment>>,
     /// Since when the client has been in the middle of a message (a frame cut short, or the
     /// first fragments of one); the sweep holds it to `message_timeout`.
-    pub partial_since: Cell<Option<Instant>>,
-    /// Woken when the connection starts closing (the reader waits on it beside its read).
-    closed_waker: RefCell<Option<Waker>>,
-    /// Woken when the writer makes room (or ends), for a reader held back by a full queue.
-    room_waker: RefCell<Option<Waker>>,
+    pub partial_since: Cell<Option<Moment>>,
     /// When the connection was made (a WebSocket must authenticate within the handshake time).
-    created: Instant,
+    created: Moment,
     /// The token in force (authentication on), when its time runs out, and, once the
     /// client was told it expired, when the connection closes unless it refreshes.
     grant: RefCell<Option<Arc<Grant>>>,
-    token_expires: Cell<Option<Instant>>,
-    grace_until: Cell<Option<Instant>>,
+    token_expires: Cell<Option<Moment>>,
+    grace_until: Cell<Option<Moment>>,
 }
 
 impl Conn {
@@ -171,14 +95,12 @@ impl Conn {
             subs: RefCell::new(Subs::default()),
             pending: RefCell::new(None),
             publishes_in_flight: Cell::new(0),
-            publish_waker: RefCell::new(None),
-            last_input: Cell::new(Instant::now()),
-            last_alive: Cell::new(Instant::now()),
+            reader: RefCell::new(None),
+            last_input: Cell::new(Moment::now()),
+            last_alive: Cell::new(Moment::now()),
             ping_sent: Cell::new(None),
             partial_since: Cell::new(None),
-            closed_waker: RefCell::new(None),
-            room_waker: RefCell::new(None),
-            created: Instant::now(),
+            created: Moment::now(),
             grant: RefCell::new(None),
             token_expires: Cell::new(None),
             grace_until: Cell::new(None),
@@ -188,26 +110,23 @@ impl Conn {
         conn
     }
 
-    /// Backpressure on requests: resolves once the send queue is within its limit (or the
-    /// connection is ending). Control frames (acks, pongs, errors) are always queued, so the
-    /// reader must not take more requests while their answers pile up unread.
-    pub async fn wait_for_room(&self) {
-        let max = self.ctx.limits.send_queue_bytes_max;
-        std::future::poll_fn(|cx| {
-            let out = self.out.borrow();
-            if out.bytes <= max || out.done || out.closing.is_some() {
-                Poll::Ready(())
-            } else {
-                *self.room_waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
+    /// Whether the send queue is within its limit (or the connection is ending): the reader
+    /// takes requests only then (control frames, acks and errors, are always queued, so
+    /// the reader must not take more requests while their answers pile up unread).
+    pub fn has_room(&self) -> bool {
+        let out = self.out.borrow();
+        out.bytes <= self.ctx.limits.send_queue_bytes_max || out.done || out.closing.is_some()
+    }
+
+    /// Registers the reading task's waker (see the `reader` field).
+    pub fn wait_reader(&self, waker: &Waker) {
+        set_waker(&mut self.reader.borrow_mut(), waker);
     }
 
     /// Puts a verified token in force (first one or a refresh).
     pub fn set_grant(&self, g: Arc<Grant>) {
-        self.token_expires.set(Some(Instant::now() + g.remaining()));
+        self.token_expires
+            .set(Some((Instant::now() + g.remaining()).into()));
         self.grace_until.set(None);
         *self.grant.borrow_mut() = Some(g);
     }
@@ -221,7 +140,7 @@ impl Conn {
     pub fn token_expired(&self) -> bool {
         self.token_expires
             .get()
-            .is_some_and(|t| Instant::now() >= t)
+            .is_some_and(|t| Instant::now() >= t.instant())
     }
 
     /// Checks a publish or subscribe against the token in force; on success, the subject to
@@ -260,8 +179,10 @@ impl Conn {
             .collect()
     }
 
-    fn wake_room(&self) {
-        if let Some(w) = self.room_waker.borrow_mut().take() {
+    fn wake_reader(&self) {
+        // Taken first: the wake may run nothing now, but never under the borrow.
+        let w = self.reader.borrow_mut().take();
+        if let Some(w) = w {
             w.wake();
         }
     }
@@ -272,7 +193,7 @@ impl Conn {
             if self.is_closing() {
                 Poll::Ready(())
             } else {
-                *self.closed_waker.borrow_mut() = Some(cx.waker().clone());
+                self.wait_reader(cx.waker());
                 Poll::Pending
             }
         })
@@ -285,7 +206,7 @@ impl Conn {
             return;
         }
         out.bytes += frame.len();
-        out.frames.push_back(Frame::Own(frame));
+        out.frames.push(Frame::Own(frame));
         if let Some(w) = out.waker.take() {
             w.wake();
         }
@@ -320,15 +241,13 @@ impl Conn {
     pub fn close_with(&self, last: Bytes) {
         let mut out = self.out.borrow_mut();
         if out.closing.is_none() {
-            out.closing = Some(last);
+            out.closing = Some(Box::new(last));
         }
         if let Some(w) = out.waker.take() {
             w.wake();
         }
         drop(out);
-        if let Some(w) = self.closed_waker.borrow_mut().take() {
-            w.wake();
-        }
+        self.wake_reader();
     }
 
     pub fn is_closing(&self) -> bool {
@@ -360,13 +279,14 @@ impl Conn {
         start: Start,
         presence: PresenceOptions,
     ) -> Result<SubscribeAccepted, SubscribeError> {
-        *self.pending.borrow_mut() = Some((request_id, key.clone()));
+        *self.pending.borrow_mut() = Some(Box::new((request_id, key.clone())));
         let r = self
             .ctx
             .shard
             .subscribe_with(key, start, self.clone(), presence);
         // Still pending: the owner is on another shard and its answer comes later.
-        if let (Ok(acc), Some((rid, t))) = (&r, self.pending.borrow_mut().take()) {
+        if let (Ok(acc), Some(p)) = (&r, self.pending.borrow_mut().take()) {
+            let (rid, t) = *p;
             self.subs.borrow_mut().insert(
                 acc.sub,
                 SubEntry {
@@ -385,7 +305,7 @@ impl Conn {
         if let Some(e) = self.subs.borrow().get(&sub) {
             return Some((e.wire, e.request_id));
         }
-        let (rid, t) = self.pending.borrow_mut().take()?;
+        let (rid, t) = *self.pending.borrow_mut().take()?;
         match topic {
             Some(wire) => {
                 self.subs.borrow_mut().insert(
@@ -414,26 +334,8 @@ impl Conn {
         }
     }
 
-    /// Waits until fewer than the limit of publishes (and presence queries) are in flight; the
-    /// reader calls it before taking the next request, then [`Conn::take_publish_slot`].
-    pub async fn publish_slot_free(&self) {
-        let max = self.ctx.limits.publishes_in_flight_max;
-        if self.publishes_in_flight.get() >= max {
-            metrics::inc(&self.ctx.stats.limit_publish_window);
-        }
-        std::future::poll_fn(|cx| {
-            if self.publishes_in_flight.get() < max {
-                Poll::Ready(())
-            } else {
-                *self.publish_waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-    }
-
-    /// Takes a publish slot (the reader waited for one with [`Conn::publish_slot_free`] before
-    /// reading the request that takes it).
+    /// Takes a publish slot (the reader waits while `publishes_in_flight` is at its limit
+    /// before reading the request that takes it).
     pub fn take_publish_slot(&self) {
         self.publishes_in_flight
             .set(self.publishes_in_flight.get() + 1);
@@ -442,17 +344,12 @@ impl Conn {
     pub fn publish_done(&self) {
         self.publishes_in_flight
             .set(self.publishes_in_flight.get().saturating_sub(1));
-        if let Some(w) = self.publish_waker.borrow_mut().take() {
-            w.wake();
-        }
+        self.wake_reader();
     }
 
     /// The time the connection has been lagging, if it is.
     pub fn lagging_for(&self, now: Instant) -> Option<Duration> {
-        self.out
-            .borrow()
-            .lag_since
-            .map(|t| now.saturating_duration_since(t))
+        self.out.borrow().lag_since.map(|t| t.until(now))
     }
 
     fn offer_item(&self, sub: SubId, d: &Delivery<'_>) -> Accept {
@@ -467,13 +364,13 @@ impl Conn {
         if out.bytes + frame.len() > ctx.limits.send_queue_bytes_max && !out.frames.is_empty() {
             if out.lagging.is_empty() {
                 metrics::inc(&ctx.stats.slow_events);
-                out.lag_since = Some(Instant::now());
+                out.lag_since = Some(Moment::now());
             }
             out.lagging.push(sub);
             return Accept::Full;
         }
         out.bytes += frame.len();
-        out.frames.push_back(Frame::Shared(frame));
+        out.frames.push(Frame::Shared(frame));
         if let Some(w) = out.waker.take() {
             w.wake();
         }
@@ -598,6 +495,39 @@ pub(crate) enum Next {
     Last(Bytes),
 }
 
+/// What [`Conn::take_into`] found.
+pub(crate) enum Taken {
+    /// Frames to write are in the buffer.
+    Frames,
+    /// The connection is ending: its last bytes (maybe none) are in the buffer.
+    Last,
+    /// Nothing is queued; the waker is registered.
+    Empty,
+}
+
+/// Stores `waker` in `slot` unless the one there wakes the same task.
+fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        s => *s = Some(waker.clone()),
+    }
+}
+
+impl Out {
+    /// How many queued frames make the next write, and their bytes.
+    fn next_write(&self) -> (usize, usize) {
+        let (mut k, mut n) = (0, 0);
+        for f in self.frames.iter() {
+            if n > 0 && n + f.len() > WRITE_BATCH_BYTES_MAX {
+                break;
+            }
+            n += f.len();
+            k += 1;
+        }
+        (k, n)
+    }
+}
+
 impl Conn {
     /// Waits for the next batch: everything queued, up to a write's worth.
     pub(crate) async fn next_batch(&self) -> Next {
@@ -605,26 +535,65 @@ impl Conn {
             let mut out = self.out.borrow_mut();
             if out.frames.is_empty() {
                 if let Some(last) = out.closing.take() {
-                    return Poll::Ready(Next::Last(last));
+                    return Poll::Ready(Next::Last(*last));
                 }
-                out.waker = Some(cx.waker().clone());
+                set_waker(&mut out.waker, cx.waker());
                 return Poll::Pending;
             }
-            let mut batch = Vec::new();
-            let mut n = 0;
-            while let Some(f) = out.frames.front() {
-                if n > 0 && n + f.len() > WRITE_BATCH_BYTES_MAX {
-                    break;
-                }
-                n += f.len();
-                if let Some(f) = out.frames.pop_front() {
-                    batch.push(f);
-                }
-            }
+            let (k, n) = out.next_write();
+            let batch = (0..k).filter_map(|_| out.frames.pop()).collect();
             out.bytes -= n;
             Poll::Ready(Next::Frames(batch))
         })
         .await
+    }
+
+    /// Moves the next write's worth of queued frames into `buf` (as one HTTP chunk when
+    /// `chunked`); once the queue is empty and the connection is ending, its last bytes (with
+    /// the chunked body's end); with nothing queued, registers `waker`.
+    pub(crate) fn take_into(&self, buf: &mut Vec<u8>, chunked: bool, waker: &Waker) -> Taken {
+        let mut out = self.out.borrow_mut();
+        if out.frames.is_empty() {
+            let Some(last) = out.closing.take() else {
+                set_waker(&mut out.waker, waker);
+                return Taken::Empty;
+            };
+            if chunked {
+                if !last.is_empty() {
+                    chunk_head(buf, last.len());
+                    buf.extend_from_slice(&last);
+                    buf.extend_from_slice(b"\r\n");
+                }
+                buf.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                buf.extend_from_slice(&last);
+            }
+            return Taken::Last;
+        }
+        let (k, n) = out.next_write();
+        if chunked {
+            chunk_head(buf, n);
+        }
+        for _ in 0..k {
+            if let Some(f) = out.frames.pop() {
+                buf.extend_from_slice(&f);
+            }
+        }
+        if chunked {
+            buf.extend_from_slice(b"\r\n");
+        }
+        out.bytes -= n;
+        Taken::Frames
+    }
+
+    /// Gives back what an idle connection's queue holds (its capacity), from the sweep, so
+    /// a burst does not stay in every connection's memory.
+    fn compact(&self) {
+        let mut out = self.out.borrow_mut();
+        out.frames.compact();
+        if out.lagging.is_empty() && out.lagging.capacity() > 0 {
+            out.lagging = Vec::new();
+        }
     }
 
     /// After a write: counts it, and when the queue has room again lets lagging
@@ -644,7 +613,7 @@ impl Conn {
         for sub in drained {
             self.ctx.shard.drained(sub);
         }
-        self.wake_room();
+        self.wake_reader();
     }
 
     /// The writer is gone: later offers are answered `Gone`.
@@ -655,10 +624,7 @@ impl Conn {
             out.frames.clear();
             out.bytes = 0;
         }
-        self.wake_room();
-        if let Some(w) = self.closed_waker.borrow_mut().take() {
-            w.wake();
-        }
+        self.wake_reader();
     }
 }
 
@@ -668,8 +634,16 @@ impl Tracked for Conn {
     }
 }
 
+/// An HTTP/1.1 chunk's head for `n` bytes.
+fn chunk_head(buf: &mut Vec<u8>, n: usize) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "{n:x}\r\n");
+}
+
 /// Periodic checks: the slow deadline, pings and pong timeouts.
 fn keepalive(conn: &Conn, now: Instant) {
+    conn.compact();
     let limits = conn.ctx.limits.clone();
     if conn.is_closing() {
         return;
@@ -694,27 +668,25 @@ fn keepalive(conn: &Conn, now: Instant) {
     if conn
         .partial_since
         .get()
-        .is_some_and(|t| now.saturating_duration_since(t) > limits.message_timeout)
+        .is_some_and(|t| t.until(now) > limits.message_timeout)
     {
         metrics::inc(&conn.ctx.stats.limit_message_time);
         conn.close_because(wsp::close_code::POLICY, "message not completed in time");
         return;
     }
-    if conn.subscription_count() == 0
-        && now.saturating_duration_since(conn.last_input.get()) >= limits.idle_timeout
-    {
+    if conn.subscription_count() == 0 && conn.last_input.get().until(now) >= limits.idle_timeout {
         metrics::inc(&conn.ctx.stats.limit_idle);
         conn.close_because(wsp::close_code::POLICY, "idle timeout");
         return;
     }
     match conn.ping_sent.get() {
-        Some(t) if now.saturating_duration_since(t) > limits.pong_timeout => {
+        Some(t) if t.until(now) > limits.pong_timeout => {
             metrics::inc(&conn.ctx.stats.limit_pong);
             conn.close_because(wsp::close_code::POLICY, "pong timeout");
         }
         Some(_) => {}
-        None if now.saturating_duration_since(conn.last_alive.get()) >= limits.ping_interval => {
-            conn.ping_sent.set(Some(now));
+        None if conn.last_alive.get().until(now) >= limits.ping_interval => {
+            conn.ping_sent.set(Some(now.into()));
             conn.push(wsp::encode_server_frame(wsp::Opcode::Ping, b"fanfare"));
         }
         None => {}
@@ -727,9 +699,7 @@ fn token_check(conn: &Conn, now: Instant) -> bool {
     if conn.grant.borrow().is_none() {
         // HTTP streams are authenticated before they exist; a WebSocket may authenticate in
         // its first message, within the handshake time.
-        if !conn.enc.one_subscription()
-            && now.saturating_duration_since(conn.created) >= ctx.limits.handshake_timeout
-        {
+        if !conn.enc.one_subscription() && conn.created.until(now) >= ctx.limits.handshake_timeout {
             metrics::inc(&ctx.stats.auth_failures_timeout);
             conn.send(&ServerMsg::Error {
                 request_id: 0,
@@ -742,14 +712,14 @@ fn token_check(conn: &Conn, now: Instant) -> bool {
         return true;
     }
     match (conn.token_expires.get(), conn.grace_until.get()) {
-        (_, Some(until)) if now >= until => {
+        (_, Some(until)) if now >= until.instant() => {
             metrics::inc(&ctx.stats.auth_expired_closed);
             conn.close_because(wsp::close_code::POLICY, "token expired");
             false
         }
-        (Some(exp), None) if now >= exp => {
+        (Some(exp), None) if now >= exp.instant() => {
             let grace = ctx.auth.cfg.expiry_grace;
-            conn.grace_until.set(Some(now + grace));
+            conn.grace_until.set(Some((now + grace).into()));
             let text = format!(
                 "token expired: refresh within {} s or the connection closes",
                 grace.as_secs()

@@ -15,7 +15,7 @@ use crate::api::{self, Action, Request};
 use crate::ctx::NetCtx;
 use crate::io::{read_some, timeout, unless, Io, Stop};
 use crate::metrics;
-use crate::session::{writer::writer, Conn};
+use crate::session::{flush, Conn};
 
 /// A connection a WebSocket upgrade request asked to take over: its halves, the bytes read
 /// after the request head, the upgrade, and its shutdown signal.
@@ -254,7 +254,7 @@ async fn stream<S: Io>(
         return;
     }
     // The writer owns the write side from here; this task keeps reading to see the client go.
-    let pump = writer(conn.clone(), w, true);
+    let pump = flush::drive(&conn, w, true);
     let reader = async {
         // Anything the client sends now is ignored; end of stream ends the subscription.
         loop {

@@ -5,3 +5,4 @@
 pub(crate) mod h2;
 pub(crate) mod http1;
 pub(crate) mod ws;
+pub(crate) mod ws_session;

@@ -3,7 +3,6 @@
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -11,231 +10,25 @@ use fanfare_core::{
     PresenceOptions, PresenceQuery, PublishError, PublishMeta, Published, StartedPublish, TopicKey,
 };
 use fanfare_proto::message::{DecodeLimits, ErrorCode, PresenceOpts};
-use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
+use fanfare_proto::ws::{self as wsp, close_code, Message};
 use fanfare_proto::{negotiate_version, ClientMsg, ServerMsg};
-use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::access::authenticate;
 use crate::auth::Right;
-use crate::ctx::NetCtx;
-use crate::io::{read_some, unless, Io, Stop};
 use crate::metrics;
 use crate::session::encoder::{Encoder, WS};
-use crate::session::{writer::writer, Conn};
+use crate::session::Conn;
 
 /// The subprotocol name a client may ask for; the server echoes it.
 pub const SUBPROTOCOL: &str = "fanfare.v1";
 
-/// A WebSocket session over a connection an HTTP/1.1 upgrade handed over: the answer to the
-/// upgrade (origin and token checks), then the session itself.
-///
-/// Memory: this returns one allocation holding the running session, and the upgrade (its
-/// strings, the handshake's futures) lives in a second one that is freed once answered; an
-/// `async fn` taking the upgrade would keep room for it, twice, for the session's lifetime.
-pub(crate) fn session<S: Io>(
-    ctx: Rc<NetCtx>,
-    r: ReadHalf<S>,
-    w: WriteHalf<S>,
-    buf: BytesMut,
-    up: Upgrade,
-    stop: Stop,
-    peer: IpAddr,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-    let accepted = Box::pin(accept(ctx.clone(), w, up, peer));
-    Box::pin(async move {
-        if let Some((conn, writer)) = accepted.await {
-            run(ctx, conn, writer, r, buf, stop, peer).await;
-        }
-    })
-}
-
-/// Answers the upgrade; the connection and its writer task once accepted.
-async fn accept<S: Io>(
-    ctx: Rc<NetCtx>,
-    mut w: WriteHalf<S>,
-    up: Upgrade,
-    peer: IpAddr,
-) -> Option<(Rc<Conn>, glommio::Task<()>)> {
-    if !ctx
-        .auth
-        .origin_allowed(up.origin.as_deref(), up.host.as_deref())
-    {
-        metrics::inc(&ctx.stats.origin_rejected);
-        tracing::info!(peer = %peer, origin = up.origin.as_deref().unwrap_or(""), "WebSocket origin not allowed");
-        let _ = w
-            .write_all(wsp::reject_response(403, "origin not allowed").as_bytes())
-            .await;
-        let _ = w.close().await;
-        return None;
-    }
-    // A token at the upgrade (header or query string) is checked before the upgrade is
-    // accepted; without one, the first message must carry it (Hello).
-    let mut grant = None;
-    if ctx.auth_on() {
-        if let Some(token) =
-            crate::auth::token_from(up.authorization.as_deref(), up.query.as_deref())
-        {
-            match authenticate(&ctx, peer, Some(&token)).await {
-                Ok(g) => grant = Some(g),
-                Err(d) => {
-                    let _ = w
-                        .write_all(wsp::reject_response(d.status(), &d.text()).as_bytes())
-                        .await;
-                    let _ = w.close().await;
-                    return None;
-                }
-            }
-        }
-    }
-    let proto = up
-        .protocols
-        .iter()
-        .any(|p| p == SUBPROTOCOL)
-        .then_some(SUBPROTOCOL);
-    if w.write_all(wsp::accept_response(&up.key, proto).as_bytes())
-        .await
-        .is_err()
-    {
-        return None;
-    }
-    let conn = Conn::new(ctx.clone(), &WS, "ws", peer);
-    if let Some(g) = grant {
-        conn.set_grant(g);
-    }
-    let writer = glommio::spawn_local(writer(conn.clone(), w, false));
-    Some((conn, writer))
-}
-
-/// The session: messages in, answers and items out, until either side ends it.
-async fn run<S: Io>(
-    ctx: Rc<NetCtx>,
-    conn: Rc<Conn>,
-    writer: glommio::Task<()>,
-    mut r: ReadHalf<S>,
-    mut buf: BytesMut,
-    mut stop: Stop,
-    peer: IpAddr,
-) {
-    let limits = ctx.limits.clone();
-    let mut dec = wsp::Decoder::new(
-        Role::Server,
-        wsp::Limits {
-            frame_bytes_max: limits.frame_bytes_max,
-            message_bytes_max: limits.frame_bytes_max,
-        },
-    );
-    let cfg = ctx.shard.config();
-    let dlim = DecodeLimits {
-        payload_bytes_max: cfg.message_bytes_max,
-        name_bytes_max: cfg.name_bytes_max,
-        batch_items_max: 1,
-    };
-    let mut shutting_down = false;
-    'session: loop {
-        loop {
-            // Backpressure: take no more requests while their answers are not being read, or
-            // while the publish window is full.
-            if unless(&mut stop, conn.wait_for_room()).await.is_none()
-                || unless(&mut stop, conn.publish_slot_free()).await.is_none()
-            {
-                shutting_down = true;
-                break 'session;
-            }
-            if conn.is_closing() {
-                break 'session;
-            }
-            match dec.decode(&mut buf) {
-                Ok(Some(m)) => {
-                    conn.partial_since.set(None);
-                    let now = Instant::now();
-                    conn.last_alive.set(now);
-                    if !matches!(m, Message::Pong(_)) {
-                        conn.last_input.set(now);
-                    }
-                    // Answered synchronously; only the rare requests that wait (token checks)
-                    // come back as a boxed future, so the session's state stays small.
-                    match on_message(&conn, m, &dlim, peer) {
-                        Step::Go => {}
-                        Step::End => break 'session,
-                        Step::Wait(f) => {
-                            if !f.await {
-                                break 'session;
-                            }
-                        }
-                    }
-                }
-                Ok(None) => {
-                    // In the middle of a message: the sweep holds it to `message_timeout`.
-                    let partial = dec.assembling() || !buf.is_empty();
-                    match (partial, conn.partial_since.get()) {
-                        (true, None) => conn.partial_since.set(Some(Instant::now())),
-                        (false, Some(_)) => conn.partial_since.set(None),
-                        _ => {}
-                    }
-                    break;
-                }
-                Err(e) => {
-                    metrics::inc(&ctx.stats.protocol_errors);
-                    if e.close_code() == close_code::TOO_BIG {
-                        metrics::inc(&ctx.stats.limit_message_size);
-                    }
-                    conn.close_because(e.close_code(), &e.to_string());
-                    break 'session;
-                }
-            }
-        }
-        if conn.is_closing() {
-            break;
-        }
-        // No timer here: the shard's keepalive sweep closes idle or dead connections and
-        // the close signal wakes this read.
-        let read = unless(&mut stop, async {
-            futures_lite::future::or(
-                async { Some(read_some(&mut r, &mut buf, &ctx.stats).await) },
-                async {
-                    conn.closing_signal().await;
-                    None
-                },
-            )
-            .await
-        })
-        .await;
-        match read {
-            None => {
-                shutting_down = true;
-                break;
-            }
-            Some(None) => break,
-            Some(Some(Ok(0)) | Some(Err(_))) => {
-                conn.close_with(bytes::Bytes::new());
-                break;
-            }
-            Some(Some(Ok(_))) => {}
-        }
-    }
-    let drain = cfg.drain_timeout;
-    if shutting_down {
-        // Every publish the client sent before the close is answered: requests already read
-        // are refused `ShuttingDown`, and those in flight get their ack (or refusal) before
-        // the close frame.
-        refuse_buffered(&conn, &mut dec, &mut buf, &dlim);
-        let deadline = Instant::now() + drain;
-        while conn.publishes_in_flight.get() > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        conn.close_with(WS.goodbye(close_code::GOING_AWAY, "server shutting down"));
-    }
-    conn.unsubscribe_all();
-    // The writer sends what is queued and the close frame; a stuck socket ends at the
-    // write timeout, and shutdown does not wait longer than its drain time.
-    futures_lite::future::or(writer, async move {
-        glommio::timer::sleep(drain).await;
-    })
-    .await;
-}
-
 /// At shutdown: answers every complete request still in `buf` with `ShuttingDown`.
-fn refuse_buffered(conn: &Conn, dec: &mut wsp::Decoder, buf: &mut BytesMut, dlim: &DecodeLimits) {
+pub(super) fn refuse_buffered(
+    conn: &Conn,
+    dec: &mut wsp::Decoder,
+    buf: &mut BytesMut,
+    dlim: &DecodeLimits,
+) {
     while let Ok(Some(m)) = dec.decode(buf) {
         let Message::Binary(b) = m else { continue };
         let request_id = match ClientMsg::decode(&b, dlim) {
@@ -258,7 +51,7 @@ fn refuse_buffered(conn: &Conn, dec: &mut wsp::Decoder, buf: &mut BytesMut, dlim
 }
 
 /// What the session does after a message.
-enum Step {
+pub(super) enum Step {
     /// Read the next one.
     Go,
     /// End the session.
@@ -278,7 +71,7 @@ impl From<bool> for Step {
 }
 
 /// Handles one message.
-fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAddr) -> Step {
+pub(super) fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAddr) -> Step {
     let ctx = &conn.ctx;
     let go = match m {
         Message::Binary(b) => match ClientMsg::decode(&b, dlim) {

@@ -1,0 +1,363 @@
+//! A WebSocket session as one plain future: the answer to the upgrade, then reads, answers
+//! and output in the connection's one task.
+//!
+//! Memory: an idle WebSocket is this future (its decoder, its input buffer when a message is
+//! cut short, its halves) in one allocation, the [`Conn`], and the socket's pending poll;
+//! docs/ARCHITECTURE.md, "What a connection costs". Written as a struct with a `poll`, not an
+//! `async fn`: an async fn keeps its arguments twice and room for the largest await, and a
+//! separate writer task would cost a task and a buffer per connection.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use fanfare_proto::message::DecodeLimits;
+use fanfare_proto::ws::{self as wsp, close_code, Message, Role, Upgrade};
+use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::access::authenticate;
+use crate::ctx::NetCtx;
+use crate::io::{poll_read_some, Io, Stop};
+use crate::metrics;
+use crate::moment::Moment;
+use crate::session::encoder::{Encoder, WS};
+use crate::session::flush::Flusher;
+use crate::session::Conn;
+use crate::transport::ws::{on_message, refuse_buffered, Step, SUBPROTOCOL};
+
+type Accepting<S> = Pin<Box<dyn Future<Output = Option<(Rc<Conn>, WriteHalf<S>)>>>>;
+
+/// A WebSocket session over a connection an HTTP/1.1 upgrade handed over: the answer to the
+/// upgrade (origin and token checks, boxed apart and freed once answered), then the session.
+pub(crate) fn session<S: Io>(
+    ctx: Rc<NetCtx>,
+    r: ReadHalf<S>,
+    w: WriteHalf<S>,
+    buf: BytesMut,
+    up: Upgrade,
+    stop: Stop,
+    peer: IpAddr,
+) -> Pin<Box<dyn Future<Output = ()>>> {
+    metrics::inc(&ctx.stats.connections_ws);
+    let accepting: Accepting<S> = Box::pin(accept(ctx.clone(), w, up, peer));
+    Box::pin(WsSession {
+        ctx,
+        stage: Stage::Accepting(accepting, Some((r, buf, stop))),
+    })
+}
+
+/// Answers the upgrade; the connection and its write half once accepted.
+async fn accept<S: Io>(
+    ctx: Rc<NetCtx>,
+    mut w: WriteHalf<S>,
+    up: Upgrade,
+    peer: IpAddr,
+) -> Option<(Rc<Conn>, WriteHalf<S>)> {
+    if !ctx
+        .auth
+        .origin_allowed(up.origin.as_deref(), up.host.as_deref())
+    {
+        metrics::inc(&ctx.stats.origin_rejected);
+        tracing::info!(peer = %peer, origin = up.origin.as_deref().unwrap_or(""), "WebSocket origin not allowed");
+        let _ = w
+            .write_all(wsp::reject_response(403, "origin not allowed").as_bytes())
+            .await;
+        let _ = w.close().await;
+        return None;
+    }
+    // A token at the upgrade (header or query string) is checked before the upgrade is
+    // accepted; without one, the first message must carry it (Hello).
+    let mut grant = None;
+    if ctx.auth_on() {
+        if let Some(token) =
+            crate::auth::token_from(up.authorization.as_deref(), up.query.as_deref())
+        {
+            match authenticate(&ctx, peer, Some(&token)).await {
+                Ok(g) => grant = Some(g),
+                Err(d) => {
+                    let _ = w
+                        .write_all(wsp::reject_response(d.status(), &d.text()).as_bytes())
+                        .await;
+                    let _ = w.close().await;
+                    return None;
+                }
+            }
+        }
+    }
+    let proto = up
+        .protocols
+        .iter()
+        .any(|p| p == SUBPROTOCOL)
+        .then_some(SUBPROTOCOL);
+    if w.write_all(wsp::accept_response(&up.key, proto).as_bytes())
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    let conn = Conn::new(ctx.clone(), &WS, "ws", peer);
+    if let Some(g) = grant {
+        conn.set_grant(g);
+    }
+    Some((conn, w))
+}
+
+struct WsSession<S> {
+    ctx: Rc<NetCtx>,
+    stage: Stage<S>,
+}
+
+enum Stage<S> {
+    /// Answering the upgrade; the read side waits beside it.
+    Accepting(Accepting<S>, Option<(ReadHalf<S>, BytesMut, Stop)>),
+    Running(Running<S>),
+    Over,
+}
+
+impl<S> Drop for WsSession<S> {
+    fn drop(&mut self) {
+        metrics::dec(&self.ctx.stats.connections_ws);
+    }
+}
+
+impl<S: Io> Future for WsSession<S> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if let Stage::Accepting(accepting, rest) = &mut this.stage {
+            let accepted = match accepting.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(a) => a,
+            };
+            match (accepted, rest.take()) {
+                (Some((conn, w)), Some((r, buf, stop))) => {
+                    this.stage = Stage::Running(Running::new(conn, r, w, buf, stop));
+                }
+                _ => {
+                    this.stage = Stage::Over;
+                    return Poll::Ready(());
+                }
+            }
+        }
+        match &mut this.stage {
+            Stage::Running(run) => {
+                let done = run.poll(cx);
+                if done.is_ready() {
+                    this.stage = Stage::Over;
+                }
+                done
+            }
+            _ => Poll::Ready(()),
+        }
+    }
+}
+
+/// Where a running session is.
+enum Phase {
+    /// Reading and answering messages.
+    Reading,
+    /// The broker is stopping: in-flight publishes get their answers, up to the drain time.
+    Draining(Pin<Box<glommio::timer::Timer>>),
+    /// Reading is over: the output runs to its end (bounded by the socket's write timeout,
+    /// and at shutdown by the drain time).
+    Ending(Option<Pin<Box<glommio::timer::Timer>>>),
+}
+
+/// What reading found.
+enum Read {
+    /// Reading is over (the connection is closing).
+    End,
+    /// The broker is stopping.
+    Stop,
+}
+
+struct Running<S> {
+    conn: Rc<Conn>,
+    r: ReadHalf<S>,
+    w: WriteHalf<S>,
+    buf: BytesMut,
+    dec: wsp::Decoder,
+    dlim: DecodeLimits,
+    stop: Stop,
+    out: Flusher,
+    /// A request that waits (a token check), polled before anything else is read.
+    wait: Option<Pin<Box<dyn Future<Output = bool>>>>,
+    phase: Phase,
+    /// Held back by a full publish window (counted once per wait).
+    window_full: bool,
+}
+
+impl<S: Io> Running<S> {
+    fn new(conn: Rc<Conn>, r: ReadHalf<S>, w: WriteHalf<S>, buf: BytesMut, stop: Stop) -> Self {
+        let limits = &conn.ctx.limits;
+        let dec = wsp::Decoder::new(
+            Role::Server,
+            wsp::Limits {
+                frame_bytes_max: limits.frame_bytes_max,
+                message_bytes_max: limits.frame_bytes_max,
+            },
+        );
+        let cfg = conn.ctx.shard.config();
+        let dlim = DecodeLimits {
+            payload_bytes_max: cfg.message_bytes_max,
+            name_bytes_max: cfg.name_bytes_max,
+            batch_items_max: 1,
+        };
+        Self {
+            conn,
+            r,
+            w,
+            buf,
+            dec,
+            dlim,
+            stop,
+            out: Flusher::new(false),
+            wait: None,
+            phase: Phase::Reading,
+            window_full: false,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            // Output first: what is queued goes out (acks and items of this turn together).
+            if self.out.poll_flush(cx, &self.conn, &mut self.w).is_ready() {
+                // The last bytes are out, or the socket failed: the session is over.
+                if matches!(self.phase, Phase::Reading | Phase::Draining(_)) {
+                    self.conn.unsubscribe_all();
+                }
+                return Poll::Ready(());
+            }
+            match &mut self.phase {
+                Phase::Reading => match self.read(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Read::End) => {
+                        if !self.conn.is_closing() {
+                            self.conn.close_with(Bytes::new());
+                        }
+                        self.conn.unsubscribe_all();
+                        self.phase = Phase::Ending(None);
+                    }
+                    Poll::Ready(Read::Stop) => {
+                        // Every publish the client sent before the close is answered:
+                        // requests already read are refused `ShuttingDown`, and those in
+                        // flight get their ack (or refusal) before the close frame.
+                        refuse_buffered(&self.conn, &mut self.dec, &mut self.buf, &self.dlim);
+                        let drain = self.conn.ctx.shard.config().drain_timeout;
+                        self.phase = Phase::Draining(Box::pin(glommio::timer::Timer::new(drain)));
+                    }
+                },
+                Phase::Draining(deadline) => {
+                    if self.conn.publishes_in_flight.get() > 0
+                        && deadline.as_mut().poll(cx).is_pending()
+                    {
+                        self.conn.wait_reader(cx.waker());
+                        return Poll::Pending;
+                    }
+                    self.conn
+                        .close_with(WS.goodbye(close_code::GOING_AWAY, "server shutting down"));
+                    self.conn.unsubscribe_all();
+                    if let Phase::Draining(d) =
+                        std::mem::replace(&mut self.phase, Phase::Ending(None))
+                    {
+                        self.phase = Phase::Ending(Some(d));
+                    }
+                }
+                Phase::Ending(deadline) => {
+                    // The output (polled above) is not done yet.
+                    if let Some(d) = deadline {
+                        if d.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(());
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Reads and answers messages until reading must wait (`Pending`, wakers registered) or
+    /// is over.
+    fn read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        let conn = &self.conn;
+        loop {
+            if self.stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Read::Stop);
+            }
+            if let Some(f) = &mut self.wait {
+                match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(true) => self.wait = None,
+                    Poll::Ready(false) => return Poll::Ready(Read::End),
+                }
+            }
+            if conn.is_closing() {
+                return Poll::Ready(Read::End);
+            }
+            // Backpressure: take no more requests while their answers are not being read, or
+            // while the publish window is full.
+            if !conn.has_room() {
+                conn.wait_reader(cx.waker());
+                return Poll::Pending;
+            }
+            if conn.publishes_in_flight.get() >= conn.ctx.limits.publishes_in_flight_max {
+                if !self.window_full {
+                    self.window_full = true;
+                    metrics::inc(&conn.ctx.stats.limit_publish_window);
+                }
+                conn.wait_reader(cx.waker());
+                return Poll::Pending;
+            }
+            self.window_full = false;
+            match self.dec.decode(&mut self.buf) {
+                Ok(Some(m)) => {
+                    conn.partial_since.set(None);
+                    let now = Moment::now();
+                    conn.last_alive.set(now);
+                    if !matches!(m, Message::Pong(_)) {
+                        conn.last_input.set(now);
+                    }
+                    // Answered synchronously; only the rare requests that wait (token checks)
+                    // come back as a boxed future.
+                    match on_message(conn, m, &self.dlim, conn.peer) {
+                        Step::Go => {}
+                        Step::End => return Poll::Ready(Read::End),
+                        Step::Wait(f) => self.wait = Some(f),
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    // In the middle of a message: the sweep holds it to `message_timeout`.
+                    let partial = self.dec.assembling() || !self.buf.is_empty();
+                    match (partial, conn.partial_since.get()) {
+                        (true, None) => conn.partial_since.set(Some(Moment::now())),
+                        (false, Some(_)) => conn.partial_since.set(None),
+                        _ => {}
+                    }
+                }
+                Err(e) => {
+                    metrics::inc(&conn.ctx.stats.protocol_errors);
+                    if e.close_code() == close_code::TOO_BIG {
+                        metrics::inc(&conn.ctx.stats.limit_message_size);
+                    }
+                    conn.close_because(e.close_code(), &e.to_string());
+                    return Poll::Ready(Read::End);
+                }
+            }
+            // No timer here: the shard's keepalive sweep closes idle or dead connections, and
+            // closing wakes this task.
+            match poll_read_some(cx, &mut self.r, &mut self.buf, &conn.ctx.stats) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Read::End),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    conn.wait_reader(cx.waker());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
