@@ -15,7 +15,8 @@
 # nats-server and iperf3 with apt-get when missing. Not part of CI.
 #
 # Environment: BROKER_CPUS, GEN_CPUS, DURATION (s, default 5), WARMUP (s, default 1),
-# REPS (default 3), ONLY (a regex over scenario names), BROKERS (default "fanfare nats redis"),
+# REPS (default 3), ONLY (a regex over scenario names), LARGE_N (the largest footprint run's
+# connections, default 100,000), BROKERS (default "fanfare nats redis"),
 # RESULTS (the raw JSON lines, default /tmp/fanfare-compare.jsonl; keep the ones
 # docs/benchmarks.md quotes in bench/results/).
 set -euo pipefail
@@ -58,16 +59,22 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; 
 trap cleanup EXIT
 
 source bench/lib.sh
+# Brokers listen on 127.0.0.1, or on every address for the largest footprint run, whose
+# connections go to 127.0.0.1..4 (one source address has ~28,000 ports per destination).
+listen=127.0.0.1 spread=1
+LARGE_N=${LARGE_N:-100000}
 start_broker() {
   local b=$1
   free_port
   case $b in
     fanfare) taskset -c "$BROKER_CPUS" "$broker_bin" serve --no-pin --shards "$broker_threads" \
-               --listen 127.0.0.1:$port >"$work/$b.log" 2>&1 & url=ws://127.0.0.1:$port/v1/ws ;;
-    nats)    taskset -c "$BROKER_CPUS" nats-server -a 127.0.0.1 -p $port >"$work/$b.log" 2>&1 &
+               --listen $listen:$port >"$work/$b.log" 2>&1 & url=ws://127.0.0.1:$port/v1/ws ;;
+    nats)    echo "max_connections: 1000000" > "$work/nats.conf"
+             taskset -c "$BROKER_CPUS" nats-server -c "$work/nats.conf" -a $listen -p $port \
+               >"$work/$b.log" 2>&1 &
              url=nats://127.0.0.1:$port ;;
-    redis)   taskset -c "$BROKER_CPUS" redis-server --port $port --bind 127.0.0.1 --save '' \
-               --appendonly no --maxclients 100000 \
+    redis)   taskset -c "$BROKER_CPUS" redis-server --port $port --bind $listen --save '' \
+               --appendonly no --maxclients 1000000 \
                --client-output-buffer-limit 'pubsub 256mb 64mb 60' >"$work/$b.log" 2>&1 &
              url=redis://127.0.0.1:$port ;;
   esac
@@ -99,7 +106,10 @@ run_once() {
   ( peak=$r0; while kill -0 "$pid" 2>/dev/null; do r=$(rss_kib 2>/dev/null || echo 0); [ "$r" -gt "$peak" ] && peak=$r; echo "$peak" > "$work/peak.tmp" && mv "$work/peak.tmp" "$work/peak"; sleep 0.1; done ) &
   local sampler=$!
   local out err
-  if out=$(taskset -c "$GEN_CPUS" "$bin" bench --url "$url" --json --threads "$gen_threads" \
+  # Subscribers go round-robin over the URLs: 127.0.0.1..$spread.
+  local urls=$url i
+  for i in $(seq 2 "$spread"); do urls+=",${url/127.0.0.1/127.0.0.$i}"; done
+  if out=$(taskset -c "$GEN_CPUS" "$bin" bench --url "$urls" --json --threads "$gen_threads" \
              --duration "$DURATION" --warmup "$WARMUP" --broker-pid "$pid" "$@" 2>"$work/err"); then err=""; else err=$(tail -c 300 "$work/err" | tr -d '\r' | tail -1); out="{}"; fi
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
   local c1; c1=$(cpu_ticks 2>/dev/null || echo "$c0")
@@ -139,6 +149,16 @@ scenarios() {
   # per topic; the figures that matter are memory per connection, connect time and gaps.
   [[ "footprint" =~ $ONLY ]] && run "footprint: 10,000 subscribers of 100 topics, 1 msg/s per topic" "$b" \
     --publishers 10 --subscribers 10000 --topics 100 --payload 128 --rate 100 --connect-concurrency 256
+  # The largest audience this machine's limits allow (LARGE_N, default 100,000; the
+  # generator and the broker each need that many descriptors), spread over four loopback
+  # destination addresses so source ports do not run out.
+  if [[ "footprint at scale" =~ $ONLY ]]; then
+    listen=0.0.0.0 spread=4
+    run "footprint at scale: $LARGE_N subscribers of 100 topics, 1 msg/s per topic" "$b" \
+      --publishers 10 --subscribers "$LARGE_N" --topics 100 --payload 128 --rate 100 \
+      --connect-concurrency 256
+    listen=127.0.0.1 spread=1
+  fi
   return 0
 }
 

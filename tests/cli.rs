@@ -305,7 +305,21 @@ fn ten_thousand_idle_websockets() {
         &format!("ws://{}/v1/ws", node.addr),
     ]);
     assert!(out.status.success());
+    // Memory comes back once they close: the sweep gives freed pages to the system
+    // (docs/ARCHITECTURE.md, "What a connection costs"). A generous bound: under half the growth.
     drop(conns);
+    let bound = before + (after - before) / 2;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut now = node.rss_kib();
+    while now > bound && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        now = node.rss_kib();
+    }
+    eprintln!("after they closed: server RSS {now} KiB");
+    assert!(
+        now <= bound,
+        "RSS {now} KiB after the connections closed (idle {before} KiB, {after} KiB with them)"
+    );
     assert!(node.interrupt().success());
 }
 

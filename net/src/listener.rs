@@ -109,6 +109,10 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
             if crate::memory::give_back() {
                 metrics::inc(&ctx.stats.memory_trims);
             }
+            tracing::debug!(
+                took_us = last_trim.elapsed().as_micros() as u64,
+                "gave freed memory back to the system"
+            );
         }
         // Publish the latency histogram for scrapes (cumulative since start), once a second.
         if last_snapshot.elapsed() >= Duration::from_secs(1) {
@@ -122,7 +126,7 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
 }
 
 /// Connections a shard sees close before it gives freed memory back (`memory::give_back`).
-const TRIM_AFTER_CLOSED: usize = 1024;
+const TRIM_AFTER_CLOSED: usize = 256;
 
 fn sweep_tick(limits: &Limits) -> Duration {
     let t = (limits.slow_deadline / 4)

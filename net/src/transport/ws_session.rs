@@ -284,10 +284,11 @@ impl<S: Io> Running<S> {
     /// is over.
     fn read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         let conn = &self.conn;
+        // Once per wake-up, not per message: a shutdown is seen at the next one.
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Read::Stop);
+        }
         loop {
-            if self.stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Read::Stop);
-            }
             if let Some(f) = &mut self.wait {
                 match f.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -349,14 +350,12 @@ impl<S: Io> Running<S> {
                 }
             }
             // No timer here: the shard's keepalive sweep closes idle or dead connections, and
-            // closing wakes this task.
+            // closing wakes this task (through the output's waker, registered whenever the
+            // queue is empty; with output blocked, the socket's write timeout bounds it).
             match poll_read_some(cx, &mut self.r, &mut self.buf, &conn.ctx.stats) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Read::End),
                 Poll::Ready(Ok(_)) => {}
-                Poll::Pending => {
-                    conn.wait_reader(cx.waker());
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
