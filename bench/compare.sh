@@ -16,7 +16,7 @@
 #
 # Environment: BROKER_CPUS, GEN_CPUS, DURATION (s, default 5), WARMUP (s, default 1),
 # REPS (default 3), ONLY (a regex over scenario names), LARGE_N (the largest footprint run's
-# connections, default 100,000), BROKERS (default "fanfare nats redis"),
+# connections, default: what the open-files limit allows), BROKERS (default "fanfare nats redis"),
 # RESULTS (the raw JSON lines, default /tmp/fanfare-compare.jsonl; keep the ones
 # docs/benchmarks.md quotes in bench/results/).
 set -euo pipefail
@@ -61,14 +61,24 @@ trap cleanup EXIT
 source bench/lib.sh
 # Brokers listen on 127.0.0.1, or on every address for the largest footprint run, whose
 # connections go to 127.0.0.1..4 (one source address has ~28,000 ports per destination).
-listen=127.0.0.1 spread=1
-LARGE_N=${LARGE_N:-100000}
+listen=127.0.0.1 spread=1 tls=0
+# The largest audience the open-files limit allows the generator and the broker (each needs a
+# descriptor per connection): the hard limit less a thousand, in thousands.
+LARGE_N=${LARGE_N:-$(( ($(ulimit -n) - 1000) / 1000 * 1000 ))}
 start_broker() {
   local b=$1
   free_port
   case $b in
-    fanfare) taskset -c "$BROKER_CPUS" "$broker_bin" serve --no-pin --shards "$broker_threads" \
-               --listen $listen:$port >"$work/$b.log" 2>&1 & url=ws://127.0.0.1:$port/v1/ws ;;
+    fanfare) local tls_args=() scheme=ws
+             if [ "$tls" = 1 ]; then
+               [ -f "$work/key.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+                 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+                 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+               tls_args=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem"); scheme=wss
+             fi
+             taskset -c "$BROKER_CPUS" "$broker_bin" serve --no-pin --shards "$broker_threads" \
+               --listen $listen:$port "${tls_args[@]}" >"$work/$b.log" 2>&1 &
+             url=$scheme://127.0.0.1:$port/v1/ws ;;
     nats)    echo "max_connections: 1000000" > "$work/nats.conf"
              taskset -c "$BROKER_CPUS" nats-server -c "$work/nats.conf" -a $listen -p $port \
                >"$work/$b.log" 2>&1 &
@@ -152,7 +162,22 @@ scenarios() {
   # The largest audience this machine's limits allow (LARGE_N, default 100,000; the
   # generator and the broker each need that many descriptors), spread over four loopback
   # destination addresses so source ports do not run out.
-  if [[ "footprint at scale" =~ $ONLY ]]; then
+  # The same audience over Fanfare's other transports, and over TLS (what rustls costs per
+  # connection): Fanfare only.
+  if [ "$b" = fanfare ]; then
+    local t
+    for t in sse h2; do
+      [[ "footprint over $t" =~ $ONLY ]] && run "footprint over $t: 10,000 subscribers of 100 topics, 1 msg/s per topic" "$b" \
+        --transport $t --publishers 10 --subscribers 10000 --topics 100 --payload 128 --rate 100 --connect-concurrency 256
+    done
+    if [[ "footprint over wss" =~ $ONLY ]]; then
+      tls=1
+      run "footprint over wss: 10,000 subscribers of 100 topics, 1 msg/s per topic" "$b" \
+        --insecure --publishers 10 --subscribers 10000 --topics 100 --payload 128 --rate 100 --connect-concurrency 256
+      tls=0
+    fi
+  fi
+  if [ "$LARGE_N" -gt 10000 ] && [[ "footprint at scale" =~ $ONLY ]]; then
     listen=0.0.0.0 spread=4
     run "footprint at scale: $LARGE_N subscribers of 100 topics, 1 msg/s per topic" "$b" \
       --publishers 10 --subscribers "$LARGE_N" --topics 100 --payload 128 --rate 100 \

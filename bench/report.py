@@ -10,6 +10,7 @@ bench/results/, and docs/benchmarks.md quotes this script's output for them.
 """
 import collections
 import json
+import re
 import statistics
 import sys
 
@@ -49,8 +50,10 @@ def compare(args):
             p99, _ = span([r["latency_us"]["p99"] for r in ok], num)
             conn = ""
             if "storm" in sc or "footprint" in sc:
-                # Both scenarios open 10,000 subscriber connections.
-                conn, _ = span([(r["rss_peak_kib"] - r["rss0_kib"]) / 10000 for r in ok], lambda v: f"{v:.1f}")
+                # Memory per subscriber connection; the scenario's name says how many.
+                m = re.search(r"([\d,]+) subscribers", sc)
+                n = int(m.group(1).replace(",", "")) if m else 10000
+                conn, _ = span([(r["rss_peak_kib"] - r["rss0_kib"]) / n for r in ok], lambda v: f"{v:.1f}")
             gen = max(r["generator_cpu_share"] for r in ok)
             bound = " generator-bound" if any(r.get("generator_saturated") for r in ok) else ""
             medians[(sc, b)] = per_m

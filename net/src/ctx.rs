@@ -22,6 +22,8 @@ const LIVE_PRUNE_MIN: usize = 1024;
 pub(crate) trait Tracked {
     /// Runs the connection's periodic checks (deadlines, pings, token expiry).
     fn keepalive(&self, now: Instant);
+    /// The broker is stopping ([`NetCtx::stopping`] is set): wake the connection's task.
+    fn stop(&self);
 }
 
 /// What a shard's connections share.
@@ -32,6 +34,9 @@ pub(crate) struct NetCtx {
     pub registry: Arc<Registry>,
     pub connections: Cell<usize>,
     pub connections_max: usize,
+    /// Set when the broker starts stopping; the sweep then wakes every connection (a
+    /// WebSocket session checks this flag instead of holding a shutdown future of its own).
+    pub stopping: Cell<bool>,
     /// Connections closed since memory was last given back (see `listener::sweep_loop`).
     pub closed_since_trim: Cell<usize>,
     /// Set when TLS is configured: connections starting with a TLS record are terminated here.
@@ -85,6 +90,7 @@ impl NetCtx {
             connections: Cell::new(0),
             connections_max: p.connections_max,
             closed_since_trim: Cell::new(0),
+            stopping: Cell::new(false),
             tls: p.tls,
             latency: RefCell::new(crate::metrics::latency_histogram()),
             latency_snapshot: p.latency_snapshot,

@@ -123,6 +123,12 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
                 .unwrap_or_else(|e| e.into_inner()) = snapshot;
         }
     }
+    // Stopping: every connection is told (a WebSocket session that starts after this sees
+    // the flag when it begins).
+    ctx.stopping.set(true);
+    for c in ctx.live() {
+        c.stop();
+    }
 }
 
 /// Connections a shard sees close before it gives freed memory back (`memory::give_back`).
@@ -280,7 +286,8 @@ type Session = Pin<Box<dyn Future<Output = ()>>>;
 
 /// The WebSocket session an HTTP/1.1 upgrade handed over.
 fn websocket<S: Io>(u: Upgraded<S>, ctx: Rc<NetCtx>, peer: IpAddr) -> Session {
-    transport::ws_session::session(ctx, u.r, u.w, u.buf, u.up, u.stop, peer)
+    // The session does not keep the upgrade's shutdown future: `NetCtx::stopping` tells it.
+    transport::ws_session::session(ctx, u.r, u.w, u.buf, u.up, peer)
 }
 
 /// Serves a connection once its bytes are plaintext HTTP: HTTP/2 when they open with its

@@ -632,6 +632,14 @@ impl Tracked for Conn {
     fn keepalive(&self, now: Instant) {
         keepalive(self, now);
     }
+
+    fn stop(&self) {
+        self.wake_reader();
+        let w = self.out.borrow_mut().waker.take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
 }
 
 /// An HTTP/1.1 chunk's head for `n` bytes.

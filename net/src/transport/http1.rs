@@ -18,13 +18,12 @@ use crate::metrics;
 use crate::session::{flush, Conn};
 
 /// A connection a WebSocket upgrade request asked to take over: its halves, the bytes read
-/// after the request head, the upgrade, and its shutdown signal.
+/// after the request head, and the upgrade.
 pub(crate) struct Upgraded<S> {
     pub r: ReadHalf<S>,
     pub w: WriteHalf<S>,
     pub buf: BytesMut,
     pub up: fanfare_proto::ws::Upgrade,
-    pub stop: Stop,
 }
 
 /// Serves a connection's HTTP/1.1 requests; `buf` holds bytes already read. The first request
@@ -110,7 +109,6 @@ pub(crate) async fn serve<S: Io>(
                 w,
                 buf,
                 up: upgrade,
-                stop,
             });
         }
         bytes::Buf::advance(&mut buf, head.len);

@@ -20,7 +20,7 @@ use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::access::authenticate;
 use crate::ctx::NetCtx;
-use crate::io::{poll_read_some, Io, Stop};
+use crate::io::{poll_read_some, Io};
 use crate::metrics;
 use crate::moment::Moment;
 use crate::session::encoder::{Encoder, WS};
@@ -38,14 +38,13 @@ pub(crate) fn session<S: Io>(
     w: WriteHalf<S>,
     buf: BytesMut,
     up: Upgrade,
-    stop: Stop,
     peer: IpAddr,
 ) -> Pin<Box<dyn Future<Output = ()>>> {
     metrics::inc(&ctx.stats.connections_ws);
     let accepting: Accepting<S> = Box::pin(accept(ctx.clone(), w, up, peer));
     Box::pin(WsSession {
         ctx,
-        stage: Stage::Accepting(accepting, Some((r, buf, stop))),
+        stage: Stage::Accepting(accepting, Some((r, buf))),
     })
 }
 
@@ -112,7 +111,7 @@ struct WsSession<S> {
 
 enum Stage<S> {
     /// Answering the upgrade; the read side waits beside it.
-    Accepting(Accepting<S>, Option<(ReadHalf<S>, BytesMut, Stop)>),
+    Accepting(Accepting<S>, Option<(ReadHalf<S>, BytesMut)>),
     Running(Running<S>),
     Over,
 }
@@ -134,8 +133,8 @@ impl<S: Io> Future for WsSession<S> {
                 Poll::Ready(a) => a,
             };
             match (accepted, rest.take()) {
-                (Some((conn, w)), Some((r, buf, stop))) => {
-                    this.stage = Stage::Running(Running::new(conn, r, w, buf, stop));
+                (Some((conn, w)), Some((r, buf))) => {
+                    this.stage = Stage::Running(Running::new(conn, r, w, buf));
                 }
                 _ => {
                     this.stage = Stage::Over;
@@ -182,7 +181,6 @@ struct Running<S> {
     buf: BytesMut,
     dec: wsp::Decoder,
     dlim: DecodeLimits,
-    stop: Stop,
     out: Flusher,
     /// A request that waits (a token check), polled before anything else is read.
     wait: Option<Pin<Box<dyn Future<Output = bool>>>>,
@@ -192,7 +190,7 @@ struct Running<S> {
 }
 
 impl<S: Io> Running<S> {
-    fn new(conn: Rc<Conn>, r: ReadHalf<S>, w: WriteHalf<S>, buf: BytesMut, stop: Stop) -> Self {
+    fn new(conn: Rc<Conn>, r: ReadHalf<S>, w: WriteHalf<S>, buf: BytesMut) -> Self {
         let limits = &conn.ctx.limits;
         let dec = wsp::Decoder::new(
             Role::Server,
@@ -214,7 +212,6 @@ impl<S: Io> Running<S> {
             buf,
             dec,
             dlim,
-            stop,
             out: Flusher::new(false),
             wait: None,
             phase: Phase::Reading,
@@ -284,8 +281,9 @@ impl<S: Io> Running<S> {
     /// is over.
     fn read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         let conn = &self.conn;
-        // Once per wake-up, not per message: a shutdown is seen at the next one.
-        if self.stop.as_mut().poll(cx).is_ready() {
+        // Once per wake-up, not per message: a shutdown is seen at the next one. The shard's
+        // sweep sets the flag and wakes every connection (no shutdown future per connection).
+        if conn.ctx.stopping.get() {
             return Poll::Ready(Read::Stop);
         }
         loop {
