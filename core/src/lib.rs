@@ -37,6 +37,7 @@ pub mod cluster;
 pub mod config;
 pub mod history;
 pub mod ids;
+pub mod log;
 pub mod message;
 pub mod placement;
 pub mod presence;

@@ -1,0 +1,353 @@
+//! The shard log's decisions, as a sans-IO state machine (issue 16, first part): what to
+//! write where, when a batch is durable, how a crash is read back. No I/O happens here: the
+//! owner of a [`Log`] performs the [`Op`]s it hands out (glommio DMA files in the broker; an
+//! in-memory disk with injected faults in the simulation, `log/sim.rs`) and reports each
+//! completion. The record format and the recovery scan are in [`record`].
+//!
+//! - **Append and group commit.** Records accumulate in a batch; the batch is sealed with a
+//!   commit record, written in one block-aligned write (the segment's last partial block is
+//!   written again with the new bytes after it), and synced once. Every record of the batch is
+//!   durable when that sync completes, and not before: a publish is acknowledged then.
+//! - **Segments.** A batch never spans segments: one that would pass `segment_bytes` opens the
+//!   next segment first (a batch larger than a segment makes that segment larger).
+//! - **Failure.** A failed write or sync fails every record not yet durable, and the log: it
+//!   takes no more appends (after a failed fsync the kernel's view of the file cannot be
+//!   trusted), and the shard answers `StorageUnavailable` for its topics.
+//! - **Recovery.** Segments are scanned in order: valid records come back; invalid bytes
+//!   followed by a valid record are damage to synced data, reported (never skipped silently);
+//!   invalid bytes at the end of the last segment are a torn tail, cut (appends continue where
+//!   the valid data ends, once what was cut is overwritten with zeros and synced). A torn tail holds only
+//!   records that were never acknowledged: every acknowledged batch ends with a commit record
+//!   that was synced with it. Damage in the last segment closes it: appends go to a new one.
+//! - **Retention.** Whole segments are deleted ([`Log::delete_through`]) once nothing in them is
+//!   retained; the caller decides which (messages, bytes, age per topic).
+
+pub mod record;
+#[cfg(test)]
+mod sim;
+
+use std::collections::VecDeque;
+
+pub use record::{scan, Damage, FormatError, Kind, Record, Scan};
+
+/// A log's shape.
+#[derive(Clone, Copy, Debug)]
+pub struct LogConfig {
+    /// A segment is closed once a batch would take it past this size.
+    pub segment_bytes: u64,
+    /// The device's block size: writes start and end on multiples of it (O_DIRECT).
+    pub block_bytes: usize,
+}
+
+/// An I/O the log needs done next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create (or truncate) a segment.
+    Create {
+        /// The segment's id (its file name).
+        segment: u64,
+    },
+    /// Write bytes into a segment.
+    Write {
+        /// The segment's id.
+        segment: u64,
+        /// Where (a multiple of the block size).
+        offset: u64,
+        /// What (a multiple of the block size long).
+        data: Vec<u8>,
+    },
+    /// Make every write to a segment durable (fdatasync).
+    Sync {
+        /// The segment's id.
+        segment: u64,
+    },
+}
+
+/// What a completion changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing a caller waits for.
+    None,
+    /// Every record up to this ticket (inclusive) is durable.
+    Durable(u64),
+    /// The log failed: records after this ticket never will be durable.
+    Failed(u64),
+}
+
+/// Why an append is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// An earlier write or sync failed.
+    #[error("the log failed after an I/O error; it takes no more writes")]
+    Failed,
+    /// The record does not fit the format.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+}
+
+/// The batch being written: its remaining I/O, in order, one at a time.
+struct InFlight {
+    /// The last ticket in it.
+    upto: u64,
+    /// The last segment's valid length, and its last partial block, once it is durable.
+    end: u64,
+    tail: Vec<u8>,
+    ops: VecDeque<Op>,
+    /// An op was handed out and has not completed.
+    busy: bool,
+}
+
+/// The log's state (see the module docs).
+pub struct Log {
+    cfg: LogConfig,
+    /// Segments, oldest first; the last one takes appends.
+    segments: VecDeque<u64>,
+    /// Valid bytes in the last segment (0: not created yet).
+    end: u64,
+    /// The last segment's bytes from its last block boundary to `end`, written again in
+    /// front of the next batch.
+    tail: Vec<u8>,
+    /// Encoded records waiting for the next batch, and how many.
+    staged: Vec<u8>,
+    staged_records: u64,
+    next_ticket: u64,
+    durable: u64,
+    in_flight: Option<InFlight>,
+    failed: bool,
+    /// Open a new segment for the next batch that can (see `recover`).
+    roll_next: bool,
+}
+
+impl Log {
+    /// An empty log whose first segment is `first` (created by the first batch).
+    pub fn new(cfg: LogConfig, first: u64) -> Self {
+        Self::resume(cfg, VecDeque::from([first]), 0, Vec::new())
+    }
+
+    fn resume(cfg: LogConfig, segments: VecDeque<u64>, end: u64, tail: Vec<u8>) -> Self {
+        Log {
+            cfg,
+            segments,
+            end,
+            tail,
+            staged: Vec::new(),
+            staged_records: 0,
+            next_ticket: 1,
+            durable: 0,
+            in_flight: None,
+            failed: false,
+            roll_next: false,
+        }
+    }
+
+    /// Reads back a log from its segments' bytes (oldest first): the valid records, the
+    /// damage (per segment), and the log, ready to append after the last valid record.
+    pub fn recover(cfg: LogConfig, segments: Vec<(u64, Vec<u8>)>) -> (Log, Recovered) {
+        let mut rec = Recovered::default();
+        let mut ids = VecDeque::new();
+        let (mut end, mut tail) = (0, Vec::new());
+        let n = segments.len();
+        for (i, (id, bytes)) in segments.into_iter().enumerate() {
+            let s = scan(&bytes, i + 1 < n);
+            rec.damage.extend(s.damage.into_iter().map(|d| (id, d)));
+            rec.records.extend(
+                s.records
+                    .into_iter()
+                    .filter(|(_, r)| r.kind == Kind::Message)
+                    .map(|(at, r)| (id, at as u64, r)),
+            );
+            if i + 1 == n {
+                rec.cut = bytes.len() - s.end;
+                rec.uncommitted = s.uncommitted;
+                end = s.end as u64;
+                let from = s.end / cfg.block_bytes * cfg.block_bytes;
+                tail = bytes[from..s.end].to_vec();
+            }
+            ids.push_back(id);
+        }
+        let last = ids.back().copied();
+        if ids.is_empty() {
+            ids.push_back(0);
+        }
+        let mut log = Log::resume(cfg, ids, end, tail);
+        if rec.cut > 0 {
+            // The cut tail is overwritten with zeros, and synced, before anything else: stale
+            // records beyond the new end must never be read back, even after the next crash.
+            let segment = log.segments.back().copied().unwrap_or(0);
+            let offset = end - log.tail.len() as u64;
+            let mut data = log.tail.clone();
+            data.resize(
+                ((end + rec.cut as u64 - offset) as usize).next_multiple_of(cfg.block_bytes),
+                0,
+            );
+            log.in_flight = Some(InFlight {
+                upto: 0,
+                end,
+                tail: log.tail.clone(),
+                ops: VecDeque::from([
+                    Op::Write {
+                        segment,
+                        offset,
+                        data,
+                    },
+                    Op::Sync { segment },
+                ]),
+                busy: false,
+            });
+        }
+        // Damage in the open segment (a flipped bit, or a batch torn so that its commit reached
+        // the disk and an earlier block did not): appends go to a new segment, so this one is
+        // read as closed from then on, where nothing valid after bad bytes is ever cut as a tail.
+        log.roll_next = rec.damage.iter().any(|(s, _)| Some(*s) == last);
+        (log, rec)
+    }
+
+    /// Adds a record to the next batch; its ticket (durable once [`Progress::Durable`]
+    /// reaches it).
+    pub fn append(&mut self, r: &Record) -> Result<u64, AppendError> {
+        if self.failed {
+            return Err(AppendError::Failed);
+        }
+        r.encode(&mut self.staged)?;
+        self.staged_records += 1;
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        Ok(t)
+    }
+
+    /// Records appended and not yet durable.
+    pub fn pending(&self) -> u64 {
+        self.next_ticket - 1 - self.durable
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> impl Iterator<Item = u64> + '_ {
+        self.segments.iter().copied()
+    }
+
+    /// The next I/O to perform, if one is due: one at a time, each reported with
+    /// [`Log::complete`] before the next is handed out.
+    pub fn next_op(&mut self) -> Option<Op> {
+        if self.failed {
+            return None;
+        }
+        if self.in_flight.is_none() {
+            self.seal();
+        }
+        let f = self.in_flight.as_mut()?;
+        if f.busy {
+            return None;
+        }
+        let op = f.ops.front().cloned()?;
+        f.busy = true;
+        Some(op)
+    }
+
+    /// Reports the outcome of the op [`Log::next_op`] handed out last.
+    pub fn complete(&mut self, ok: bool) -> Progress {
+        let Some(f) = self.in_flight.as_mut().filter(|f| f.busy) else {
+            return Progress::None;
+        };
+        if !ok {
+            self.failed = true;
+            self.in_flight = None;
+            self.staged.clear();
+            self.staged_records = 0;
+            return Progress::Failed(self.durable);
+        }
+        f.busy = false;
+        f.ops.pop_front();
+        if !f.ops.is_empty() {
+            return Progress::None;
+        }
+        let Some(f) = self.in_flight.take() else {
+            return Progress::None;
+        };
+        if f.upto == 0 {
+            return Progress::None; // the wipe after recovery
+        }
+        self.end = f.end;
+        self.tail = f.tail;
+        self.durable = f.upto;
+        Progress::Durable(f.upto)
+    }
+
+    /// Forgets every segment up to `segment` (retention: nothing in them is kept), and names
+    /// them for the caller to delete; the last segment is never among them.
+    pub fn delete_through(&mut self, segment: u64) -> Vec<u64> {
+        let last = self.segments.back().copied();
+        let doomed: Vec<u64> = self
+            .segments
+            .iter()
+            .copied()
+            .filter(|&s| s <= segment && Some(s) != last)
+            .collect();
+        for &s in &doomed {
+            self.segments.retain(|&x| x != s);
+        }
+        doomed
+    }
+
+    /// Seals the staged records into a batch: a commit record, then [create,] write, sync.
+    fn seal(&mut self) {
+        if self.staged_records == 0 {
+            return;
+        }
+        let upto = self.next_ticket - 1;
+        let Some(mut segment) = self.segments.back().copied() else {
+            return;
+        };
+        let mut ops = VecDeque::new();
+        let batch_bytes = self.staged.len() as u64 + 64;
+        if self.end > 0 && (self.roll_next || self.end + batch_bytes > self.cfg.segment_bytes) {
+            self.roll_next = false;
+            segment += 1;
+            self.segments.push_back(segment);
+            self.end = 0;
+            self.tail.clear();
+        }
+        if self.end == 0 {
+            ops.push_back(Op::Create { segment });
+        }
+        let commit = Record::commit(self.staged_records, self.end, &self.staged);
+        if commit.encode(&mut self.staged).is_err() {
+            return; // a commit record's fields are fixed and small: it always encodes
+        }
+        let block = self.cfg.block_bytes;
+        let offset = self.end - self.tail.len() as u64;
+        let mut data = std::mem::take(&mut self.tail);
+        data.extend_from_slice(&self.staged);
+        let end = offset + data.len() as u64;
+        let from = (end as usize / block * block).saturating_sub(offset as usize);
+        let tail = data[from..].to_vec();
+        data.resize(data.len().next_multiple_of(block), 0);
+        self.staged.clear();
+        self.staged_records = 0;
+        ops.push_back(Op::Write {
+            segment,
+            offset,
+            data,
+        });
+        ops.push_back(Op::Sync { segment });
+        self.in_flight = Some(InFlight {
+            upto,
+            end,
+            tail,
+            ops,
+            busy: false,
+        });
+    }
+}
+
+/// What recovery read back.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Every valid message record: its segment, its offset, the record.
+    pub records: Vec<(u64, u64, Record)>,
+    /// Damage inside written data, by segment (never skipped silently).
+    pub damage: Vec<(u64, Damage)>,
+    /// Bytes cut from the end of the last segment (a torn tail).
+    pub cut: usize,
+    /// Records after the last commit record (written, never acknowledged).
+    pub uncommitted: usize,
+}
