@@ -16,7 +16,8 @@
 //! - **Recovery.** Segments are scanned in order: valid records come back; invalid bytes
 //!   followed by a valid record are damage to synced data, reported (never skipped silently);
 //!   invalid bytes at the end of the last segment are a torn tail, cut (appends continue where
-//!   the valid data ends, once what was cut is overwritten with zeros and synced). A torn tail holds only
+//!   the valid data ends, once what was cut is overwritten with zeros and synced). Whole
+//!   records after the last commit record are adopted: recovery writes their commit record. A torn tail holds only
 //!   records that were never acknowledged: every acknowledged batch ends with a commit record
 //!   that was synced with it. Damage in the last segment closes it: appends go to a new one.
 //! - **Retention.** Whole segments are deleted ([`Log::delete_through`]) once nothing in them is
@@ -70,6 +71,9 @@ pub enum Progress {
     None,
     /// Every record up to this ticket (inclusive) is durable.
     Durable(u64),
+    /// Recovery's own write is durable: the records it adopted (see [`Recovered::uncommitted`])
+    /// are committed now, and appends follow.
+    Recovered,
     /// The log failed: records after this ticket never will be durable.
     Failed(u64),
 }
@@ -146,9 +150,24 @@ impl Log {
         let mut rec = Recovered::default();
         let mut ids = VecDeque::new();
         let (mut end, mut tail) = (0, Vec::new());
+        let mut adopt = None;
         let n = segments.len();
         for (i, (id, bytes)) in segments.into_iter().enumerate() {
-            let s = scan(&bytes, i + 1 < n);
+            let open = i + 1 == n;
+            let s = scan(&bytes, !open);
+            if open && s.uncommitted > 0 {
+                // Records after the open segment's last commit record: a batch whose commit
+                // never reached the disk (never acknowledged), or whose commit record was
+                // damaged since. They are whole, so they are adopted: recovery writes a commit
+                // record for them, and a record that comes back is always in a committed batch.
+                rec.uncommitted = s.uncommitted;
+                let first = s.records[s.records.len() - s.uncommitted].0;
+                adopt = Some(Record::commit(
+                    s.uncommitted as u64,
+                    first as u64,
+                    &bytes[first..s.end],
+                ));
+            }
             rec.damage.extend(s.damage.into_iter().map(|d| (id, d)));
             rec.records.extend(
                 s.records
@@ -156,9 +175,8 @@ impl Log {
                     .filter(|(_, r)| r.kind == Kind::Message)
                     .map(|(at, r)| (id, at as u64, r)),
             );
-            if i + 1 == n {
+            if open {
                 rec.cut = bytes.len() - s.end;
-                rec.uncommitted = s.uncommitted;
                 end = s.end as u64;
                 let from = s.end / cfg.block_bytes * cfg.block_bytes;
                 tail = bytes[from..s.end].to_vec();
@@ -170,20 +188,28 @@ impl Log {
             ids.push_back(0);
         }
         let mut log = Log::resume(cfg, ids, end, tail);
-        if rec.cut > 0 {
-            // The cut tail is overwritten with zeros, and synced, before anything else: stale
-            // records beyond the new end must never be read back, even after the next crash.
+        let mut extra = Vec::new();
+        if let Some(c) = adopt {
+            // A commit record's fields are fixed and small: it always encodes.
+            let _ = c.encode(&mut extra);
+        }
+        if rec.cut > 0 || !extra.is_empty() {
+            // Before anything else, and synced: the adopted records' commit record, and zeros
+            // over the cut tail (stale records beyond the new end must never be read back,
+            // even after the next crash).
             let segment = log.segments.back().copied().unwrap_or(0);
             let offset = end - log.tail.len() as u64;
             let mut data = log.tail.clone();
-            data.resize(
-                ((end + rec.cut as u64 - offset) as usize).next_multiple_of(cfg.block_bytes),
-                0,
-            );
+            data.extend_from_slice(&extra);
+            let new_end = offset + data.len() as u64;
+            let from = (new_end as usize / cfg.block_bytes * cfg.block_bytes) - offset as usize;
+            let new_tail = data[from..].to_vec();
+            let cover = (end + rec.cut as u64 - offset) as usize;
+            data.resize(data.len().max(cover).next_multiple_of(cfg.block_bytes), 0);
             log.in_flight = Some(InFlight {
                 upto: 0,
-                end,
-                tail: log.tail.clone(),
+                end: new_end,
+                tail: new_tail,
                 ops: VecDeque::from([
                     Op::Write {
                         segment,
@@ -263,11 +289,11 @@ impl Log {
         let Some(f) = self.in_flight.take() else {
             return Progress::None;
         };
-        if f.upto == 0 {
-            return Progress::None; // the wipe after recovery
-        }
         self.end = f.end;
         self.tail = f.tail;
+        if f.upto == 0 {
+            return Progress::Recovered;
+        }
         self.durable = f.upto;
         Progress::Durable(f.upto)
     }
@@ -348,6 +374,8 @@ pub struct Recovered {
     pub damage: Vec<(u64, Damage)>,
     /// Bytes cut from the end of the last segment (a torn tail).
     pub cut: usize,
-    /// Records after the last commit record (written, never acknowledged).
+    /// Records after the open segment's last commit record (written, not known to be
+    /// acknowledged): the last ones in `records`, adopted. They are durable once the log
+    /// reports [`Progress::Recovered`]; until then they may still be lost.
     pub uncommitted: usize,
 }

@@ -355,7 +355,7 @@ mod tests {
             seq,
             timestamp_us: 1_700_000_000_000_000 + seq,
             publisher: b"p1".to_vec(),
-            key: if seq % 2 == 0 {
+            key: if seq & 1 == 0 {
                 b"k".to_vec()
             } else {
                 Vec::new()

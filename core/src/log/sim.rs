@@ -169,6 +169,7 @@ fn run(seed: u64, steps: usize, trace: bool) {
     // Appended records by ticket (this incarnation), and everything ever acknowledged.
     let mut appended: BTreeMap<u64, Record> = BTreeMap::new();
     let mut acked: Vec<Record> = Vec::new();
+    let mut adopted: Vec<Record> = Vec::new();
     let mut all: HashMap<(Vec<u8>, u64), Record> = HashMap::new();
     for step in 0..steps {
         match rng.below(10) {
@@ -191,6 +192,7 @@ fn run(seed: u64, steps: usize, trace: bool) {
                             acked.extend(std::mem::replace(&mut appended, rest).into_values());
                         }
                         Progress::Failed(_) => appended.clear(),
+                        Progress::Recovered => acked.append(&mut adopted),
                         Progress::None => {}
                     }
                     if trace {
@@ -224,6 +226,7 @@ fn run(seed: u64, steps: usize, trace: bool) {
                     }
                 }
                 check(seed, &rec, &acked, &all, disk.flips);
+                drop(std::mem::take(&mut adopted));
                 log = recovered;
                 appended.clear();
                 // Sequences go on after the highest record that came back (as the owner does).
@@ -236,6 +239,8 @@ fn run(seed: u64, steps: usize, trace: bool) {
                 // reported above; the survivors are the new baseline, and only they (and what
                 // is appended from now on) may ever be read back.
                 acked = rec.records.iter().map(|(_, _, r)| r.clone()).collect();
+                // Adopted records count once recovery's write is durable.
+                adopted = acked.split_off(acked.len() - rec.uncommitted);
                 all = rec
                     .records
                     .into_iter()
