@@ -505,5 +505,6 @@ mod tests {
         assert!(format!("{e:#}").contains("missing.pem"), "{e:#}");
         // All three files are needed.
         assert!(toml::from_str::<Settings>("[cluster.tls]\nca_file = \"a\"\n").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

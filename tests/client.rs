@@ -272,4 +272,5 @@ fn wss_with_a_custom_ca() {
         let (got, _, _) = collect(&mut c, 1).await;
         assert_eq!(got, [format!("{e}-{s} secret")]);
     });
+    let _ = std::fs::remove_dir_all(&dir);
 }

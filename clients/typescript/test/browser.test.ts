@@ -4,7 +4,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +38,7 @@ let broker: Broker;
 let server: http.Server;
 let pageUrl: string;
 let browser: BrowserContext;
+let profile: string | undefined;
 
 beforeAll(async () => {
   if (!existsSync(BUNDLE)) throw new Error(`no bundle at ${BUNDLE}: run \`npm run build\` first (\`npm test\` does)`);
@@ -57,7 +58,8 @@ beforeAll(async () => {
   const port = (server.address() as AddressInfo).port;
   pageUrl = `http://127.0.0.1:${port}/?ws=${encodeURIComponent(broker.ws)}`;
   // A fresh profile each run (playwright passes it as --user-data-dir).
-  browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'fanfare-chromium-')), {
+  profile = mkdtempSync(join(tmpdir(), 'fanfare-chromium-'));
+  browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -73,6 +75,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
   await new Promise((ok) => (server ? server.close(ok) : ok(undefined)));
   await broker?.kill9();
 });
