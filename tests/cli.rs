@@ -31,23 +31,6 @@ impl Node {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    /// The RSS once the server's periodic sweep has given back what idle connections no
-    /// longer need: polled until it has not fallen for longer than a sweep tick (1 s).
-    fn settled_rss_kib(&self) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(8);
-        let mut low = self.rss_kib();
-        let mut since = Instant::now();
-        while since.elapsed() < Duration::from_millis(1500) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            let now = self.rss_kib();
-            if now < low {
-                low = now;
-                since = Instant::now();
-            }
-        }
-        low
-    }
-
     fn interrupt(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
@@ -291,7 +274,7 @@ fn ten_thousand_idle_websockets() {
         conns.extend(batch);
     }
     let took = t0.elapsed();
-    let after = node.settled_rss_kib();
+    let after = node.rss_kib();
     let per_conn = (after.saturating_sub(before) * 1024) / N as u64;
     eprintln!("{N} idle subscribed WebSocket connections in {took:?}: server RSS {before} KiB -> {after} KiB, {per_conn} bytes per connection");
     assert!(per_conn < 4 * 1024, "{per_conn} bytes per idle connection");

@@ -499,6 +499,8 @@ pub(crate) enum Next {
 pub(crate) enum Taken {
     /// Frames to write are in the buffer.
     Frames,
+    /// One frame to write (not copied).
+    One(Frame),
     /// The connection is ending: its last bytes (maybe none) are in the buffer.
     Last,
     /// Nothing is queued; the waker is registered.
@@ -549,7 +551,7 @@ impl Conn {
     }
 
     /// Moves the next write's worth of queued frames into `buf` (as one HTTP chunk when
-    /// `chunked`); once the queue is empty and the connection is ending, its last bytes (with
+    /// `chunked`; a lone frame is handed over as it is); once the queue is empty and the connection is ending, its last bytes (with
     /// the chunked body's end); with nothing queued, registers `waker`.
     pub(crate) fn take_into(&self, buf: &mut Vec<u8>, chunked: bool, waker: &Waker) -> Taken {
         let mut out = self.out.borrow_mut();
@@ -571,6 +573,12 @@ impl Conn {
             return Taken::Last;
         }
         let (k, n) = out.next_write();
+        if k == 1 && !chunked {
+            if let Some(f) = out.frames.pop() {
+                out.bytes -= n;
+                return Taken::One(f);
+            }
+        }
         if chunked {
             chunk_head(buf, n);
         }

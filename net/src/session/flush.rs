@@ -2,9 +2,10 @@
 //! time (one HTTP chunk per write for chunked bodies), driven by the task that reads the
 //! connection (no writer task, no waiting buffer).
 //!
-//! Memory: a batch is copied into the shard's one write buffer and written from there, so a
-//! connection owns output bytes only while its socket refuses them (the rest of a write the
-//! kernel did not take); an idle connection holds none.
+//! Memory: a lone frame is written from its own (shared) buffer; several are copied into the
+//! shard's one write buffer and written from there. A connection owns output bytes only while
+//! its socket refuses them (the rest of a write the kernel did not take); an idle connection
+//! holds none.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -136,49 +137,56 @@ impl Flusher {
         conn: &Conn,
         w: &mut W,
     ) -> Turn {
-        WRITE_BUF.with(|b| {
+        let turn = WRITE_BUF.with(|b| {
             // Never borrowed across an await (only within this synchronous poll); `take_into`
             // touches only the connection's queue.
             let mut b = b.borrow_mut();
             b.clear();
-            match conn.take_into(&mut b, self.chunked, cx.waker()) {
-                Taken::Empty => return Turn::Idle,
-                Taken::Last => self.phase = Phase::Last,
-                Taken::Frames => {}
-            }
-            let total = b.len();
-            let mut at = 0;
-            let mut turn = Turn::Wrote(total);
-            while at < total {
-                match Pin::new(&mut *w).poll_write(cx, &b[at..]) {
-                    Poll::Ready(Ok(n)) if n > 0 => at += n,
-                    Poll::Ready(Ok(_)) => {
-                        turn = Turn::Failed(None);
-                        break;
-                    }
-                    Poll::Ready(Err(e)) => {
-                        turn = Turn::Failed(Some(e));
-                        break;
-                    }
-                    Poll::Pending => {
-                        self.rest = b[at..].to_vec();
-                        self.at = 0;
-                        self.batch = total;
-                        turn = Turn::Blocked;
-                        break;
-                    }
+            let turn = match conn.take_into(&mut b, self.chunked, cx.waker()) {
+                Taken::Empty => Turn::Idle,
+                // One frame (the usual fan-out wake-up): written from the shared buffer
+                // itself, no copy.
+                Taken::One(f) => self.write(cx, w, &f),
+                Taken::Last => {
+                    self.phase = Phase::Last;
+                    self.write(cx, w, &b)
                 }
-            }
+                Taken::Frames => self.write(cx, w, &b),
+            };
             if b.capacity() > 2 * WRITE_BATCH_BYTES_MAX {
                 *b = Vec::new();
             }
-            if matches!(turn, Turn::Wrote(_)) && self.phase == Phase::Last {
-                // The last bytes are out: flush and close next.
-                self.phase = Phase::Flushing;
-                // `rest` is empty, so the loop goes straight to flushing.
-            }
             turn
-        })
+        });
+        if matches!(turn, Turn::Wrote(_)) && self.phase == Phase::Last {
+            // The last bytes are out (`rest` is empty): flush and close next.
+            self.phase = Phase::Flushing;
+        }
+        turn
+    }
+
+    /// Writes `bytes`; what the socket does not take moves to `rest`.
+    fn write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+        bytes: &[u8],
+    ) -> Turn {
+        let mut at = 0;
+        while at < bytes.len() {
+            match Pin::new(&mut *w).poll_write(cx, &bytes[at..]) {
+                Poll::Ready(Ok(n)) if n > 0 => at += n,
+                Poll::Ready(Ok(_)) => return Turn::Failed(None),
+                Poll::Ready(Err(e)) => return Turn::Failed(Some(e)),
+                Poll::Pending => {
+                    self.rest = bytes[at..].to_vec();
+                    self.at = 0;
+                    self.batch = bytes.len();
+                    return Turn::Blocked;
+                }
+            }
+        }
+        Turn::Wrote(bytes.len())
     }
 
     fn fail(&mut self, conn: &Conn, e: Option<std::io::Error>) -> Poll<()> {
