@@ -43,6 +43,14 @@ enum Cmd {
         /// Largest message payload in bytes.
         #[arg(long)]
         max_message_bytes: Option<usize>,
+        /// Keep history on disk here (one log per shard; see docs/storage.md). Without it
+        /// (and without [storage] data_dir) history lives in memory only.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// With a data dir: acknowledge publishes after fdatasync (`always`, the default) or
+        /// after the write (`never`).
+        #[arg(long, requires = "data_dir")]
+        fsync: Option<String>,
         /// TLS certificate chain (PEM, leaf first): serves wss:// and https:// on the same port.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -459,6 +467,8 @@ fn run(cli: Cli) -> Result<()> {
             no_pin,
             history_messages,
             max_message_bytes,
+            data_dir,
+            fsync,
             tls_cert,
             tls_key,
             log_json,
@@ -484,6 +494,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             s.history_messages_max = history_messages.or(s.history_messages_max);
             s.message_bytes_max = max_message_bytes.or(s.message_bytes_max);
+            if data_dir.is_some() || fsync.is_some() {
+                let st = s.storage.get_or_insert_with(Default::default);
+                st.data_dir = data_dir.or(st.data_dir.take());
+                st.fsync = fsync.or(st.fsync.take());
+            }
             s.tls_cert_path = tls_cert.or(s.tls_cert_path);
             s.tls_key_path = tls_key.or(s.tls_key_path);
             let clustered = node_id.is_some()

@@ -53,6 +53,60 @@ pub struct Settings {
     pub tls_key_path: Option<std::path::PathBuf>,
     pub auth: Option<AuthSettings>,
     pub cluster: Option<ClusterSettings>,
+    pub storage: Option<StorageSettings>,
+}
+
+/// The `[storage]` table (docs/storage.md). Absent (and no `--data-dir`): history lives in
+/// memory only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct StorageSettings {
+    pub data_dir: Option<std::path::PathBuf>,
+    /// `always` (the default) or `never`.
+    pub fsync: Option<String>,
+    pub segment_bytes: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_age_secs: Option<u64>,
+    pub backlog_bytes_max: Option<usize>,
+}
+
+impl StorageSettings {
+    /// The engine's storage settings; None without a data dir.
+    pub fn storage_config(&self) -> Result<Option<fanfare_core::StorageConfig>> {
+        let Some(dir) = &self.data_dir else {
+            anyhow::ensure!(
+                self.fsync.is_none()
+                    && self.segment_bytes.is_none()
+                    && self.retention_bytes.is_none()
+                    && self.retention_age_secs.is_none()
+                    && self.backlog_bytes_max.is_none(),
+                "[storage] settings need a data_dir (or --data-dir)"
+            );
+            return Ok(None);
+        };
+        let mut c = fanfare_core::StorageConfig::new(dir);
+        c.fsync = match self.fsync.as_deref() {
+            None | Some("always") => fanfare_core::Fsync::Always,
+            Some("never") => fanfare_core::Fsync::Never,
+            Some(other) => {
+                anyhow::bail!("[storage] fsync must be \"always\" or \"never\", not {other:?}")
+            }
+        };
+        if let Some(v) = self.segment_bytes {
+            c.segment_bytes = v;
+        }
+        if let Some(v) = self.retention_bytes {
+            c.retention_bytes = v;
+        }
+        if let Some(v) = self.retention_age_secs {
+            c.retention_age = Duration::from_secs(v);
+        }
+        if let Some(v) = self.backlog_bytes_max {
+            c.backlog_bytes_max = v;
+        }
+        Ok(Some(c))
+    }
 }
 
 /// The `[cluster]` table (docs/cluster.md). Absent: a single node owning every topic.
@@ -316,6 +370,9 @@ impl Settings {
                 .link_frame_bytes_max
                 .max(c.engine.message_bytes_max + 64 * 1024);
             c.cluster = Some(cc);
+        }
+        if let Some(st) = &self.storage {
+            c.engine.storage = st.storage_config()?;
         }
         Ok(c)
     }

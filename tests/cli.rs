@@ -21,7 +21,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("fanfare runs");
-        let addr = listening_addr(&mut child, "");
+        let addr = common::listening_addr(&mut child, "");
         Node { child, addr }
     }
 
@@ -376,20 +376,6 @@ fn keygen_token_create_and_an_authenticated_node() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The address in the first line `fanfare serve` prints ("fanfare listening on ADDR (...)");
-/// `context` goes into the failure message.
-fn listening_addr(child: &mut Child, context: &str) -> SocketAddr {
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line.split_whitespace()
-        .nth(3)
-        .unwrap_or_else(|| panic!("an address in {line:?} {context}"))
-        .parse()
-        .expect("an address")
-}
-
 /// Starts `fanfare serve` (1 shard) under `sh` with `limits` applied first (e.g. `ulimit -n
 /// 96`), stderr to `log`; returns the child and its address.
 fn serve_limited(limits: &str, log: &std::path::Path) -> (Child, SocketAddr) {
@@ -403,7 +389,7 @@ fn serve_limited(limits: &str, log: &std::path::Path) -> (Child, SocketAddr) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("sh runs");
-    let addr = listening_addr(&mut child, &format!("(its log: {})", log.display()));
+    let addr = common::listening_addr(&mut child, &format!("(its log: {})", log.display()));
     (child, addr)
 }
 

@@ -336,6 +336,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Keeps history on disk in `dir` (one log per shard, publishes acknowledged after
+    /// fdatasync; docs/storage.md), with the storage defaults: set
+    /// [`Config::storage`] through [`BrokerBuilder::config`] for the rest.
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cfg.storage = Some(crate::config::StorageConfig::new(dir));
+        self
+    }
+
     /// History kept per topic: at most `messages` and `bytes` of payload.
     pub fn history(mut self, messages: usize, bytes: usize) -> Self {
         self.cfg.history_messages_max = messages;
@@ -386,6 +394,9 @@ impl BrokerBuilder {
         } else {
             Vec::new()
         };
+        if let Some(st) = &cfg.storage {
+            shard::check_layout(&st.data_dir, n).map_err(StartError::Config)?;
+        }
         let cfg = Arc::new(cfg);
         let mesh = MeshBuilder::full(n, cfg.mesh_channel_batches);
         let (report, reports) = std::sync::mpsc::channel();

@@ -1,5 +1,6 @@
 //! Engine settings. Every limit has a default suited to one machine serving the public.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Most shards one node runs.
@@ -75,6 +76,55 @@ pub struct Config {
     pub occupancy_interval: Duration,
     /// Most members one presence query returns.
     pub presence_page_max: usize,
+    /// Durable history: each shard keeps its owned topics' messages in a log on disk (None,
+    /// the default: history lives in memory only). See docs/storage.md.
+    pub storage: Option<StorageConfig>,
+}
+
+/// When a durable publish is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// After the fdatasync that covers it (group commit: one sync per batch per shard).
+    #[default]
+    Always,
+    /// After the write: a crash of the process keeps it, a power loss may not. The
+    /// acknowledgement says `written`, not `synced`.
+    Never,
+}
+
+/// Where and how a shard keeps its log (`--data-dir`, `[storage]`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StorageConfig {
+    /// The data directory: one sub-directory per shard (`shard-N/`), on a real filesystem
+    /// (O_DIRECT does not work on tmpfs).
+    pub data_dir: PathBuf,
+    /// When publishes are acknowledged.
+    pub fsync: Fsync,
+    /// A segment file is closed once a batch would take it past this size.
+    pub segment_bytes: u64,
+    /// Log bytes each shard keeps; past it the oldest whole segments are deleted.
+    pub retention_bytes: u64,
+    /// Segments whose newest message is older than this are deleted.
+    pub retention_age: Duration,
+    /// Bytes of publishes waiting for the next write on one shard (while the previous batch
+    /// is being written and synced); past it, publishes to that shard's topics are refused
+    /// with `Overloaded` until the disk catches up.
+    pub backlog_bytes_max: usize,
+}
+
+impl StorageConfig {
+    /// Defaults with the data directory `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: dir.into(),
+            fsync: Fsync::Always,
+            segment_bytes: 64 << 20,
+            retention_bytes: 1 << 30,
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+            backlog_bytes_max: 16 << 20,
+        }
+    }
 }
 
 impl Default for Config {
@@ -107,6 +157,7 @@ impl Default for Config {
             presence_events_per_second: 100,
             occupancy_interval: Duration::from_secs(1),
             presence_page_max: fanfare_proto::message::PRESENCE_PAGE_MAX,
+            storage: None,
         }
     }
 }
@@ -169,10 +220,27 @@ impl Config {
                 "presence_events_per_second and occupancy_interval must be positive",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err((*why).to_owned()),
-            None => Ok(()),
+        if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err((*why).to_owned());
         }
+        if let Some(s) = &self.storage {
+            if s.segment_bytes < 1 << 20 {
+                return Err("storage segment_bytes must be at least 1 MiB".to_owned());
+            }
+            if s.retention_bytes < s.segment_bytes {
+                return Err("storage retention_bytes must be at least segment_bytes".to_owned());
+            }
+            if s.backlog_bytes_max < self.message_bytes_max + 4096 {
+                return Err(
+                    "storage backlog_bytes_max must hold at least one message of message_bytes_max"
+                        .to_owned(),
+                );
+            }
+            if s.data_dir.as_os_str().is_empty() {
+                return Err("storage data_dir must not be empty".to_owned());
+            }
+        }
+        Ok(())
     }
 
     /// The number of shards to run: `shards`; when 0, one per CPU in `cpus` if given, else

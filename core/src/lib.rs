@@ -47,7 +47,8 @@ pub mod sink;
 pub mod stats;
 
 pub use broker::{Broker, BrokerBuilder, Subscription};
-pub use config::Config;
+pub use config::{Config, Fsync, StorageConfig};
+pub use fanfare_proto::Durability;
 pub use fanfare_proto::Start;
 pub use ids::{BadTopicName, Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 pub use message::{

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fanfare_proto::{ErrorCode, NameError};
+use fanfare_proto::{Durability, ErrorCode, NameError};
 use thiserror::Error;
 
 use crate::ids::{BadTopicName, Epoch, LocalTopicId, Seq, SubId};
@@ -76,6 +76,8 @@ pub struct Published {
     pub epoch: Epoch,
     /// The message's sequence.
     pub seq: Seq,
+    /// How the owner kept it when it answered.
+    pub durability: Durability,
 }
 
 /// What a library subscriber receives.
@@ -165,6 +167,19 @@ pub enum PublishError {
         /// Its reason.
         reason: String,
     },
+    /// The owning shard's log failed (an I/O error, the disk full): the message was not
+    /// stored, nor published. Topics of other shards go on working.
+    #[error("the topic's storage is unavailable (its log failed; see the broker's log)")]
+    StorageUnavailable,
+    /// The owning shard's disk is behind: more publishes wait for the next write than
+    /// `StorageConfig::backlog_bytes_max` allows. Retry shortly.
+    #[error("the topic's storage is {bytes} bytes behind, over the limit of {max}; retry")]
+    StorageBacklog {
+        /// Bytes waiting.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl PublishError {
@@ -177,6 +192,8 @@ impl PublishError {
             PublishError::ShuttingDown => ErrorCode::ShuttingDown,
             PublishError::Unavailable => ErrorCode::Unavailable,
             PublishError::Owner { code, .. } => *code,
+            PublishError::StorageUnavailable => ErrorCode::StorageUnavailable,
+            PublishError::StorageBacklog { .. } => ErrorCode::Overloaded,
         }
     }
 }

@@ -103,6 +103,33 @@ counters! {
         presence_events_skipped,
         /// Presence queries answered by this shard as owner.
         presence_queries,
+        /// Messages this shard's log made durable (written, and synced with `fsync = always`).
+        storage_records,
+        /// Batches written to this shard's log (one write and, with `fsync = always`, one
+        /// fdatasync each: group commit).
+        storage_batches,
+        /// Bytes written to this shard's log (block-aligned writes, commit records included).
+        storage_bytes_written,
+        /// Log bytes on disk now (gauge).
+        storage_bytes,
+        /// Segment files on disk now (gauge).
+        storage_segments,
+        /// Segments deleted by retention.
+        storage_segments_deleted,
+        /// Writes or syncs of this shard's log that failed; after one, the shard refuses
+        /// publishes with `StorageUnavailable` until it restarts.
+        storage_errors,
+        /// Publishes refused because the log failed (`StorageUnavailable`).
+        storage_refused,
+        /// Publishes refused because the log's backlog was full (`Overloaded`).
+        storage_backlog_refused,
+        /// Messages read back from the log at start-up.
+        storage_recovered,
+        /// Damaged records found at start-up (a CRC failed inside synced data): each gives
+        /// its topic (or, unnamed, every topic of the shard) a new epoch.
+        storage_damaged,
+        /// Bytes of a torn tail cut at start-up (a batch never acknowledged).
+        storage_cut_bytes,
     }
 }
 

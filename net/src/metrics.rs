@@ -324,6 +324,8 @@ impl Registry {
                         | "upstream_topics"
                         | "link_subscriptions"
                         | "presence_members"
+                        | "storage_bytes"
+                        | "storage_segments"
                 ) {
                     "gauge"
                 } else {

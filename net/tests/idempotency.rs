@@ -51,6 +51,7 @@ fn a_retried_websocket_publish_is_ordered_once() {
                     request_id,
                     epoch,
                     seq,
+                    ..
                 } => {
                     assert_eq!(request_id, id);
                     acks.push((epoch, seq));

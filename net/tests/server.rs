@@ -57,6 +57,8 @@ async fn publish(ws: &mut Ws, topic: &str, payload: &str) -> (u64, u64) {
                 request_id: 5,
                 epoch,
                 seq,
+                // No data dir: the owner keeps it in memory, and says so.
+                durability: fanfare_proto::Durability::Memory,
             } => return (epoch, seq),
             ServerMsg::Item(_) => {}
             other => panic!("expected an ack, got {other:?}"),

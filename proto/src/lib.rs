@@ -42,8 +42,9 @@ pub mod generated {
 }
 
 pub use message::{
-    ClientMsg, DecodeError, DecodeLimits, ErrorCode, ItemMsg, ItemRef, LinkItem, LinkMsg,
-    MemberMsg, PresenceAction, PresenceEventMsg, PresenceOpts, PresenceStateMsg, ServerMsg, Start,
+    ClientMsg, DecodeError, DecodeLimits, Durability, ErrorCode, ItemMsg, ItemRef, LinkItem,
+    LinkMsg, MemberMsg, PresenceAction, PresenceEventMsg, PresenceOpts, PresenceStateMsg,
+    ServerMsg, Start,
 };
 pub use names::{validate_name, Name, NameError, NAME_BYTES_MAX};
 

@@ -164,6 +164,8 @@ impl Arbitrary for S {
                 request_id: n(g),
                 epoch: n(g),
                 seq: n(g),
+
+                durability: fanfare_proto::Durability::from_u8(u8::arbitrary(g) % 3),
             },
             2 => ServerMsg::Subscribed {
                 request_id: n(g),
@@ -239,6 +241,8 @@ impl Arbitrary for L {
                 request_id: n(g),
                 epoch: n(g),
                 seq: n(g),
+
+                durability: fanfare_proto::Durability::from_u8(u8::arbitrary(g) % 3),
             },
             3 => LinkMsg::Interest {
                 request_id: n(g),

@@ -197,6 +197,7 @@ impl AsyncClient {
                         request_id,
                         epoch,
                         seq,
+                        ..
                     } if request_id == id => return Ok((epoch, seq)),
                     ServerMsg::Error {
                         request_id,

@@ -23,13 +23,14 @@
 //! - **Retention.** Whole segments are deleted ([`Log::delete_through`]) once nothing in them is
 //!   retained; the caller decides which (messages, bytes, age per topic).
 
+pub mod dma;
 pub mod record;
 #[cfg(test)]
 mod sim;
 
 use std::collections::VecDeque;
 
-pub use record::{scan, Damage, FormatError, Kind, Record, Scan};
+pub use record::{scan, Damage, FormatError, Kind, Record, RecordRef, Scan};
 
 /// A log's shape.
 #[derive(Clone, Copy, Debug)]
@@ -145,92 +146,25 @@ impl Log {
     }
 
     /// Reads back a log from its segments' bytes (oldest first): the valid records, the
-    /// damage (per segment), and the log, ready to append after the last valid record.
+    /// damage (per segment), and the log, ready to append after the last valid record. Holds
+    /// every segment at once: [`Recovery`] reads one at a time.
     pub fn recover(cfg: LogConfig, segments: Vec<(u64, Vec<u8>)>) -> (Log, Recovered) {
-        let mut rec = Recovered::default();
-        let mut ids = VecDeque::new();
-        let (mut end, mut tail) = (0, Vec::new());
-        let mut adopt = None;
+        let mut records = Vec::new();
+        let mut r = Recovery::new(cfg);
         let n = segments.len();
         for (i, (id, bytes)) in segments.into_iter().enumerate() {
-            let open = i + 1 == n;
-            let s = scan(&bytes, !open);
-            if open && s.uncommitted > 0 {
-                // Records after the open segment's last commit record: a batch whose commit
-                // never reached the disk (never acknowledged), or whose commit record was
-                // damaged since. They are whole, so they are adopted: recovery writes a commit
-                // record for them, and a record that comes back is always in a committed batch.
-                rec.uncommitted = s.uncommitted;
-                let first = s.records[s.records.len() - s.uncommitted].0;
-                adopt = Some(Record::commit(
-                    s.uncommitted as u64,
-                    first as u64,
-                    &bytes[first..s.end],
-                ));
-            }
-            rec.damage.extend(s.damage.into_iter().map(|d| (id, d)));
-            rec.records.extend(
-                s.records
-                    .into_iter()
-                    .filter(|(_, r)| r.kind == Kind::Message)
-                    .map(|(at, r)| (id, at as u64, r)),
-            );
-            if open {
-                rec.cut = bytes.len() - s.end;
-                end = s.end as u64;
-                let from = s.end / cfg.block_bytes * cfg.block_bytes;
-                tail = bytes[from..s.end].to_vec();
-            }
-            ids.push_back(id);
-        }
-        let last = ids.back().copied();
-        if ids.is_empty() {
-            ids.push_back(0);
-        }
-        let mut log = Log::resume(cfg, ids, end, tail);
-        let mut extra = Vec::new();
-        if let Some(c) = adopt {
-            // A commit record's fields are fixed and small: it always encodes.
-            let _ = c.encode(&mut extra);
-        }
-        if rec.cut > 0 || !extra.is_empty() {
-            // Before anything else, and synced: the adopted records' commit record, and zeros
-            // over the cut tail (stale records beyond the new end must never be read back,
-            // even after the next crash).
-            let segment = log.segments.back().copied().unwrap_or(0);
-            let offset = end - log.tail.len() as u64;
-            let mut data = log.tail.clone();
-            data.extend_from_slice(&extra);
-            let new_end = offset + data.len() as u64;
-            let from = (new_end as usize / cfg.block_bytes * cfg.block_bytes) - offset as usize;
-            let new_tail = data[from..].to_vec();
-            let cover = (end + rec.cut as u64 - offset) as usize;
-            data.resize(data.len().max(cover).next_multiple_of(cfg.block_bytes), 0);
-            log.in_flight = Some(InFlight {
-                upto: 0,
-                end: new_end,
-                tail: new_tail,
-                ops: VecDeque::from([
-                    Op::Write {
-                        segment,
-                        offset,
-                        data,
-                    },
-                    Op::Sync { segment },
-                ]),
-                busy: false,
+            r.segment(id, &bytes, i + 1 == n, |seg, at, rec| {
+                records.push((seg, at, rec))
             });
         }
-        // Damage in the open segment (a flipped bit, or a batch torn so that its commit reached
-        // the disk and an earlier block did not): appends go to a new segment, so this one is
-        // read as closed from then on, where nothing valid after bad bytes is ever cut as a tail.
-        log.roll_next = rec.damage.iter().any(|(s, _)| Some(*s) == last);
+        let (log, mut rec) = r.finish();
+        rec.records = records;
         (log, rec)
     }
 
     /// Adds a record to the next batch; its ticket (durable once [`Progress::Durable`]
     /// reaches it).
-    pub fn append(&mut self, r: &Record) -> Result<u64, AppendError> {
+    pub fn append(&mut self, r: RecordRef<'_>) -> Result<u64, AppendError> {
         if self.failed {
             return Err(AppendError::Failed);
         }
@@ -244,6 +178,21 @@ impl Log {
     /// Records appended and not yet durable.
     pub fn pending(&self) -> u64 {
         self.next_ticket - 1 - self.durable
+    }
+
+    /// Bytes staged for the next batch (the caller bounds it: see `StorageConfig`).
+    pub fn staged_bytes(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Whether an earlier I/O failed (no more appends).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The segment taking appends, and its valid bytes so far (durable ones).
+    pub fn head(&self) -> (u64, u64) {
+        (self.segments.back().copied().unwrap_or(0), self.end)
     }
 
     /// The segments, oldest first.
@@ -362,6 +311,135 @@ impl Log {
             ops,
             busy: false,
         });
+    }
+}
+
+/// Recovery one segment at a time (oldest first), so a shard with gigabytes of log holds one
+/// segment in memory while it reads them back. [`Log::recover`] is the all-at-once form.
+pub struct Recovery {
+    cfg: LogConfig,
+    ids: VecDeque<u64>,
+    rec: Recovered,
+    adopt: Option<Record>,
+    /// The open (last) segment's valid end, its last partial block, and the bytes it held
+    /// past its end (what the torn tail's wipe must cover).
+    end: u64,
+    tail: Vec<u8>,
+    last: Option<u64>,
+}
+
+impl Recovery {
+    /// Recovery of an empty log so far.
+    pub fn new(cfg: LogConfig) -> Self {
+        Recovery {
+            cfg,
+            ids: VecDeque::new(),
+            rec: Recovered::default(),
+            adopt: None,
+            end: 0,
+            tail: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Reads segment `id` (`open`: the last one, taking appends), calling `visit` with each
+    /// valid message record: its segment, its offset, the record. Zeros after the valid data
+    /// (blocks written whole, or wiped) are not a torn tail: nothing needs cutting there.
+    pub fn segment(
+        &mut self,
+        id: u64,
+        bytes: &[u8],
+        open: bool,
+        mut visit: impl FnMut(u64, u64, Record),
+    ) {
+        let s = scan(bytes, !open);
+        if open && s.uncommitted > 0 {
+            // Records after the open segment's last commit record: a batch whose commit
+            // never reached the disk (never acknowledged), or whose commit record was
+            // damaged since. They are whole, so they are adopted: recovery writes a commit
+            // record for them, and a record that comes back is always in a committed batch.
+            self.rec.uncommitted = s.uncommitted;
+            let first = s.records[s.records.len() - s.uncommitted].0;
+            self.adopt = Some(Record::commit(
+                s.uncommitted as u64,
+                first as u64,
+                &bytes[first..s.end],
+            ));
+        }
+        self.rec
+            .damage
+            .extend(s.damage.into_iter().map(|d| (id, d)));
+        for (at, r) in s.records {
+            if r.kind == Kind::Message {
+                visit(id, at as u64, r);
+            }
+        }
+        if open {
+            let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            self.rec.cut = used.saturating_sub(s.end);
+            self.end = s.end as u64;
+            let from = s.end / self.cfg.block_bytes * self.cfg.block_bytes;
+            self.tail = bytes[from..s.end].to_vec();
+        }
+        self.ids.push_back(id);
+        self.last = Some(id);
+    }
+
+    /// The log, ready to append after the last valid record (its first ops are recovery's own
+    /// write, when one is needed), and what was found.
+    pub fn finish(self) -> (Log, Recovered) {
+        let Recovery {
+            cfg,
+            mut ids,
+            mut rec,
+            adopt,
+            end,
+            tail,
+            last,
+        } = self;
+        if ids.is_empty() {
+            ids.push_back(0);
+        }
+        let mut log = Log::resume(cfg, ids, end, tail);
+        let mut extra = Vec::new();
+        if let Some(c) = adopt {
+            // A commit record's fields are fixed and small: it always encodes.
+            let _ = c.encode(&mut extra);
+        }
+        if rec.cut > 0 || !extra.is_empty() {
+            // Before anything else, and synced: the adopted records' commit record, and zeros
+            // over the cut tail (stale records beyond the new end must never be read back,
+            // even after the next crash).
+            let segment = log.segments.back().copied().unwrap_or(0);
+            let offset = end - log.tail.len() as u64;
+            let mut data = log.tail.clone();
+            data.extend_from_slice(&extra);
+            let new_end = offset + data.len() as u64;
+            let from = (new_end as usize / cfg.block_bytes * cfg.block_bytes) - offset as usize;
+            let new_tail = data[from..].to_vec();
+            let cover = (end + rec.cut as u64 - offset) as usize;
+            data.resize(data.len().max(cover).next_multiple_of(cfg.block_bytes), 0);
+            log.in_flight = Some(InFlight {
+                upto: 0,
+                end: new_end,
+                tail: new_tail,
+                ops: VecDeque::from([
+                    Op::Write {
+                        segment,
+                        offset,
+                        data,
+                    },
+                    Op::Sync { segment },
+                ]),
+                busy: false,
+            });
+        }
+        // Damage in the open segment (a flipped bit, or a batch torn so that its commit reached
+        // the disk and an earlier block did not): appends go to a new segment, so this one is
+        // read as closed from then on, where nothing valid after bad bytes is ever cut as a tail.
+        log.roll_next = rec.damage.iter().any(|(s, _)| Some(*s) == last);
+        rec.records.clear();
+        (log, rec)
     }
 }
 

@@ -77,6 +77,55 @@ impl Record {
         }
     }
 
+    /// The record's fields, borrowed (what [`RecordRef::encode`] writes).
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            kind: self.kind,
+            topic: &self.topic,
+            epoch: self.epoch,
+            seq: self.seq,
+            timestamp_us: self.timestamp_us,
+            publisher: &self.publisher,
+            key: &self.key,
+            payload: &self.payload,
+        }
+    }
+
+    /// Bytes the record takes on disk, padding included.
+    pub fn encoded_len(&self) -> usize {
+        self.as_ref().encoded_len()
+    }
+
+    /// Appends the record's bytes to `out`. Field lengths past the format's limits are an
+    /// error (nothing is appended).
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        self.as_ref().encode(out)
+    }
+}
+
+/// A record's fields borrowed from wherever they live (a publish appends one without copying
+/// its names and payload into a [`Record`] first).
+#[derive(Clone, Copy, Debug)]
+pub struct RecordRef<'a> {
+    /// A message or a commit.
+    pub kind: Kind,
+    /// `ns/topic` (empty for a commit).
+    pub topic: &'a [u8],
+    /// The topic's epoch.
+    pub epoch: u64,
+    /// The message's sequence (for a commit: the records in its batch).
+    pub seq: u64,
+    /// Publication time, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Who published it (empty: unknown).
+    pub publisher: &'a [u8],
+    /// The publisher's idempotency key (empty: none).
+    pub key: &'a [u8],
+    /// The message.
+    pub payload: &'a [u8],
+}
+
+impl RecordRef<'_> {
     fn body_len(&self) -> usize {
         self.topic.len() + self.publisher.len() + self.key.len() + self.payload.len()
     }
@@ -98,6 +147,7 @@ impl Record {
             return Err(FormatError::TooLarge);
         }
         let start = out.len();
+        out.reserve(self.encoded_len());
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.extend_from_slice(&[0; 4]); // header CRC, below
                                         // The casts are within range: checked above.
@@ -110,20 +160,20 @@ impl Record {
         out.extend_from_slice(&self.timestamp_us.to_le_bytes());
         out.extend_from_slice(&(self.publisher.len() as u16).to_le_bytes());
         out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
-        let mut bcrc = crc32c::crc32c(&self.topic);
-        bcrc = crc32c::crc32c_append(bcrc, &self.publisher);
-        bcrc = crc32c::crc32c_append(bcrc, &self.key);
-        bcrc = crc32c::crc32c_append(bcrc, &self.payload);
+        let mut bcrc = crc32c::crc32c(self.topic);
+        bcrc = crc32c::crc32c_append(bcrc, self.publisher);
+        bcrc = crc32c::crc32c_append(bcrc, self.key);
+        bcrc = crc32c::crc32c_append(bcrc, self.payload);
         out.extend_from_slice(&bcrc.to_le_bytes());
         let hcrc = crc32c::crc32c_append(
             crc32c::crc32c(&out[start + 8..start + HEADER_BYTES]),
-            &self.topic,
+            self.topic,
         );
         out[start + 4..start + 8].copy_from_slice(&hcrc.to_le_bytes());
-        out.extend_from_slice(&self.topic);
-        out.extend_from_slice(&self.publisher);
-        out.extend_from_slice(&self.key);
-        out.extend_from_slice(&self.payload);
+        out.extend_from_slice(self.topic);
+        out.extend_from_slice(self.publisher);
+        out.extend_from_slice(self.key);
+        out.extend_from_slice(self.payload);
         out.resize(start + self.encoded_len(), 0);
         Ok(())
     }

@@ -178,7 +178,7 @@ fn run(seed: u64, steps: usize, trace: bool) {
                 let seq = next_seq.entry(topic).or_insert(1);
                 let r = record(&mut rng, topic, *seq);
                 *seq += 1;
-                if let Ok(t) = log.append(&r) {
+                if let Ok(t) = log.append(r.as_ref()) {
                     all.insert((r.topic.clone(), r.seq), r.clone());
                     appended.insert(t, r);
                 }

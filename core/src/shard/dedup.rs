@@ -83,6 +83,7 @@ mod tests {
         Published {
             epoch: Epoch(1),
             seq: Seq(seq),
+            durability: fanfare_proto::Durability::Memory,
         }
     }
 

@@ -19,6 +19,7 @@
 //! [`ClusterPort`] (`port.rs`).
 
 mod dedup;
+mod disk;
 mod handle;
 mod mesh;
 mod owner;
@@ -28,6 +29,7 @@ mod presence;
 mod router;
 mod run;
 mod state;
+mod store;
 #[cfg(test)]
 mod tests;
 mod upstream;
@@ -38,3 +40,4 @@ pub use port::ClusterPort;
 pub use run::ShardHook;
 pub(crate) use run::{run, Boot, Cmd, Ctl};
 pub use state::FetchCallback;
+pub(crate) use store::check_layout;

@@ -5,12 +5,13 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fanfare_proto::Start;
+use fanfare_proto::{Durability, Start};
 
 use crate::history::History;
 use crate::ids::{Epoch, Seq, ShardId, TopicKey};
 use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
 use crate::shard::dedup::Dedup;
+use crate::shard::disk::{Answer, Ordered};
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{resolve_start, OwnerReply};
 use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
@@ -60,6 +61,7 @@ impl State {
                 interested: Vec::new(),
                 dedup: Dedup::default(),
                 roster: None,
+                pending: 0,
             };
             self.owned.insert(key.clone(), t);
             ShardStats::set(&self.stats.topics, self.owned.len() as u64);
@@ -69,17 +71,22 @@ impl State {
 
     /// Orders a message of a topic this shard owns: the next sequence, history, and one item
     /// to each interested shard. A repeated idempotency key (same publisher, within the
-    /// window) is answered with the original position and orders nothing.
+    /// window) is answered with the original position and orders nothing. With a data dir
+    /// the message is appended to the shard's log instead, and all of that happens once it is
+    /// durable (`store.rs`): the caller hands its answer channel to
+    /// [`State::answer_when_stored`].
     pub(crate) fn owner_publish(
         &mut self,
         key: TopicKey,
         payload: Bytes,
         meta: PublishMeta,
-    ) -> Result<Published, PublishError> {
+    ) -> Result<Ordered, PublishError> {
         debug_assert_eq!(self.owner_of(&key), self.id);
         let max = self.cfg.topics_per_shard_max;
         let (window, keys_max) = (self.cfg.idempotency_window, self.cfg.idempotency_keys_max);
         let now = Instant::now();
+        self.store_check()?;
+        let durable = self.store.is_some();
         let mut targets = std::mem::take(&mut self.scratch_shards);
         let Some(topic) = self.owned_topic(&key) else {
             self.scratch_shards = targets;
@@ -89,17 +96,30 @@ impl State {
             if let Some(original) = topic.dedup.get(&meta.publisher, k, now, window) {
                 self.scratch_shards = targets;
                 ShardStats::inc(&self.stats.idempotent_repeats);
-                return Ok(original);
+                return Ok(Ordered::Done(original));
             }
         }
         let mut msg = Message::new(topic.epoch, topic.next_seq, payload, meta.publisher.clone());
         msg.published_at = now;
         topic.next_seq = Seq(topic.next_seq.0 + 1);
+        if durable {
+            topic.pending += 1;
+            self.scratch_shards = targets;
+            if let Err(e) = self.store_append(key.clone(), msg, meta.idempotency_key) {
+                if let Some(t) = self.owned.get_mut(&key) {
+                    t.pending -= 1;
+                    t.next_seq = Seq(t.next_seq.0 - 1);
+                }
+                return Err(e);
+            }
+            return Ok(Ordered::Stored);
+        }
         topic.history.push(now, msg.clone());
         targets.extend_from_slice(&topic.interested);
         let published = Published {
             epoch: msg.epoch,
             seq: msg.seq,
+            durability: Durability::Memory,
         };
         if let Some(k) = meta.idempotency_key {
             let evicted = topic
@@ -108,9 +128,42 @@ impl State {
             ShardStats::add(&self.stats.idempotency_keys_evicted, evicted as u64);
         }
         ShardStats::inc(&self.stats.publishes);
-        for &to in &targets {
+        self.fan_out(&key, &msg, &targets, now);
+        targets.clear();
+        self.scratch_shards = targets;
+        Ok(Ordered::Done(published))
+    }
+
+    /// Orders a publish and sends its answer to `answer`: now, or once it is durable.
+    pub(crate) fn owner_publish_to(
+        &mut self,
+        key: TopicKey,
+        payload: Bytes,
+        meta: PublishMeta,
+        answer: Answer,
+    ) {
+        match self.owner_publish(key, payload, meta) {
+            Ok(Ordered::Done(p)) => {
+                let _ = answer.try_send(Ok(p));
+            }
+            Ok(Ordered::Stored) => self.answer_when_stored(answer),
+            Err(e) => {
+                let _ = answer.try_send(Err(e));
+            }
+        }
+    }
+
+    /// One item of an ordered message to each shard in `targets` (this one included).
+    pub(crate) fn fan_out(
+        &mut self,
+        key: &TopicKey,
+        msg: &Message,
+        targets: &[ShardId],
+        now: Instant,
+    ) {
+        for &to in targets {
             if to == self.id {
-                self.deliver_live(&key, &msg, now);
+                self.deliver_live(key, msg, now);
             } else {
                 self.send(
                     to,
@@ -121,9 +174,6 @@ impl State {
                 );
             }
         }
-        targets.clear();
-        self.scratch_shards = targets;
-        Ok(published)
     }
 
     pub(crate) fn owner_subscribe(
@@ -153,9 +203,11 @@ impl State {
         let Some(topic) = self.owned_topic(key) else {
             return Err(SubscribeError::TopicLimit { max });
         };
+        // Messages still waiting for the disk are not there yet: a subscriber starting now
+        // gets them live, once they are durable.
         let (disc, first) = resolve_start(
             topic.epoch,
-            topic.next_seq,
+            Seq(topic.next_seq.0 - u64::from(topic.pending)),
             topic.history.first_seq(),
             start,
         )?;
@@ -181,6 +233,7 @@ impl State {
             return;
         }
         self.last_sweep = now;
+        self.store_retention();
         let age = self.cfg.history_age_max;
         let before = self.owned.len();
         let view = self.view.clone();
@@ -191,7 +244,10 @@ impl State {
             let moved = view
                 .as_ref()
                 .is_some_and(|v| v.this.is_none() || v.owner(k) != v.this);
-            !(t.interested.is_empty() && t.roster.is_none() && (t.history.is_empty() || moved))
+            !(t.interested.is_empty()
+                && t.roster.is_none()
+                && t.pending == 0
+                && (t.history.is_empty() || moved))
         });
         let expired = before - self.owned.len();
         if expired > 0 {
@@ -221,7 +277,7 @@ impl State {
                 namespace: k.namespace().to_owned(),
                 topic: k.topic().to_owned(),
                 epoch: t.epoch.0,
-                last_seq: t.next_seq.0.saturating_sub(1),
+                last_seq: t.next_seq.0.saturating_sub(1 + u64::from(t.pending)),
                 history_messages: t.history.len(),
                 history_bytes: t.history.bytes(),
                 subscriber_shards: t.interested.len(),

@@ -15,6 +15,7 @@ use crate::message::{
     CloseReason, Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
 };
 use crate::presence::{PresenceAction, PresenceEvent, PresenceOptions};
+use crate::shard::disk::Ordered;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{Gap, OwnerReply};
 use crate::shard::state::{Home, LocalTopic, Phase, State, Subscriber};
@@ -74,9 +75,14 @@ impl State {
         }
         let owner = self.owner_of(&key);
         if owner == self.id {
-            return self
-                .owner_publish(key, payload, meta)
-                .map(PublishStarted::Done);
+            return match self.owner_publish(key, payload, meta)? {
+                Ordered::Done(p) => Ok(PublishStarted::Done(p)),
+                Ordered::Stored => {
+                    let (answer, rx) = flume::bounded(1);
+                    self.answer_when_stored(answer);
+                    Ok(PublishStarted::Waiting(rx))
+                }
+            };
         }
         let (reply, rx) = flume::bounded(1);
         self.send(

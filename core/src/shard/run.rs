@@ -20,6 +20,7 @@ use crate::presence::PresenceOptions;
 use crate::shard::handle::ShardHandle;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::state::State;
+use crate::shard::store;
 use crate::sink::Sink;
 use crate::stats::ShardStats;
 
@@ -107,6 +108,17 @@ pub(crate) async fn run(boot: Boot) {
         stats.clone(),
     )));
     let senders = Rc::new(senders);
+    // With a data dir: read the shard's log back before anything is served.
+    let store = match &cfg.storage {
+        Some(sc) => match store::open(&state, sc).await {
+            Ok(dev) => Some(glommio::spawn_local(store::store_loop(state.clone(), dev))),
+            Err(e) => {
+                let _ = report.send(Err(format!("shard {}: {e}", id.0)));
+                return;
+            }
+        },
+        None => None,
+    };
 
     let flushers: Vec<_> = (0..shards)
         .filter(|p| *p != id.0)
@@ -139,12 +151,11 @@ pub(crate) async fn run(boot: Boot) {
                 meta,
                 reply,
             } => {
-                let r = if st.closing {
-                    Err(PublishError::ShuttingDown)
+                if st.closing {
+                    let _ = reply.try_send(Err(PublishError::ShuttingDown));
                 } else {
-                    st.owner_publish(key, payload, meta)
-                };
-                let _ = reply.try_send(r);
+                    st.owner_publish_to(key, payload, meta, reply);
+                }
             }
             Cmd::Subscribe {
                 key,
@@ -186,6 +197,19 @@ pub(crate) async fn run(boot: Boot) {
     while state.borrow().fins + 1 < usize::from(shards) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
+    // Publishes waiting for the disk are answered (and delivered) before subscribers close.
+    if let Some(s) = state.borrow_mut().store.as_mut() {
+        s.wake();
+    }
+    while state
+        .borrow()
+        .store
+        .as_ref()
+        .is_some_and(|s| s.waiting() > 0)
+        && Instant::now() < deadline
+    {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
     {
         let mut st = state.borrow_mut();
         st.shutdown.fire();
@@ -213,6 +237,12 @@ pub(crate) async fn run(boot: Boot) {
     for r in receivers {
         r.await;
     }
+    if let Some(s) = store {
+        // It ends once nothing waits for the disk; a disk that hangs past the drain
+        // deadline is abandoned (what waits was never acknowledged).
+        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100);
+        futures_lite::future::or(s, glommio::timer::sleep(left)).await;
+    }
     drop(ticker);
 }
 
@@ -225,10 +255,7 @@ impl State {
                 payload,
                 meta,
                 reply,
-            } => {
-                let r = self.owner_publish(key, payload, meta);
-                let _ = reply.try_send(r);
-            }
+            } => self.owner_publish_to(key, payload, meta, reply),
             MeshMsg::Subscribe {
                 key,
                 start,

@@ -21,6 +21,7 @@ use crate::message::SubscribeError;
 use crate::placement::shard_for;
 use crate::presence::{Roster, SubPresence};
 use crate::shard::dedup::Dedup;
+use crate::shard::disk::Store;
 use crate::shard::mesh::{MeshMsg, Outboxes, Pushed};
 use crate::signal::Signal;
 use crate::sink::Sink;
@@ -51,6 +52,9 @@ pub(crate) struct OwnedTopic {
     pub dedup: Dedup,
     /// Its presence (None while nobody is subscribed anywhere).
     pub roster: Option<Box<Roster>>,
+    /// Its messages ordered and waiting for the disk (the last `pending` sequences before
+    /// `next_seq`; always 0 without a data dir).
+    pub pending: u32,
 }
 
 /// Where a local subscriber stands with its owner.
@@ -136,6 +140,8 @@ pub(crate) struct State {
     pub member_ids: ahash::RandomState,
     /// Owned topics with presence announcements held back by a rate limit.
     pub presence_pending: AHashSet<TopicKey>,
+    /// The shard's log (None: history in memory only).
+    pub store: Option<Store>,
 }
 
 impl State {
@@ -167,6 +173,7 @@ impl State {
             up_reqs: AHashMap::new(),
             member_ids: ahash::RandomState::new(),
             presence_pending: AHashSet::new(),
+            store: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /v1/topics/{ns}/{topic}` | publishes the body; `200 {"epoch":E,"seq":S}` |
+//! | `POST /v1/topics/{ns}/{topic}` | publishes the body; `200 {"epoch":E,"seq":S,"durability":D}` |
 //! | `GET /v1/topics/{ns}/{topic}/presence` | `200 {"occupancy":N,"members_total":M,"members":[...],"next_after":"ID"}` (see `presence.rs`) |
 //! | `GET /v1/topics/{ns}/{topic}` | streams the subscription: SSE with `Accept: text/event-stream`, else length-prefixed `ServerMessage` frames (`application/x-fanfare-frames`) |
 //! | `GET /v1/admin/...` | the admin API ([`admin`]) |
@@ -320,7 +320,12 @@ pub(crate) async fn publish(
             metrics::inc(&ctx.stats.publishes);
             Reply::json(
                 200,
-                format!("{{\"epoch\":{},\"seq\":{}}}", p.epoch.0, p.seq.0),
+                format!(
+                    "{{\"epoch\":{},\"seq\":{},\"durability\":\"{}\"}}",
+                    p.epoch.0,
+                    p.seq.0,
+                    p.durability.as_str()
+                ),
             )
         }
         Err(e) => Reply::error(publish_status(&e), &e.to_string()),

@@ -100,7 +100,7 @@ pub(crate) fn publish_status(e: &PublishError) -> u16 {
     match e {
         PublishError::InvalidName { .. } => 400,
         PublishError::TooLarge { .. } => 413,
-        PublishError::TopicLimit { .. } => 429,
+        PublishError::TopicLimit { .. } | PublishError::StorageBacklog { .. } => 429,
         _ => 503,
     }
 }

@@ -414,11 +414,13 @@ fn on_message(links: &Links, link: &Link, msg: LinkMsg) -> Result<(), LinkEnd> {
             request_id,
             epoch,
             seq,
+            durability,
         } => {
             if let Some(r) = link.publishes.borrow_mut().remove(&request_id) {
                 let _ = r.try_send(Ok(Published {
                     epoch: Epoch(epoch),
                     seq: Seq(seq),
+                    durability,
                 }));
             }
         }

@@ -411,6 +411,7 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
                         request_id,
                         epoch: p.epoch.0,
                         seq: p.seq.0,
+                        durability: p.durability,
                     }),
                     Err(e) => c.error(request_id, e.code(), e.to_string()),
                 }

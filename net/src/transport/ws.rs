@@ -348,6 +348,7 @@ fn answer_publish(conn: &Conn, request_id: u64, r: Result<Published, PublishErro
                 request_id,
                 epoch: p.epoch.0,
                 seq: p.seq.0,
+                durability: p.durability,
             }
         }
         Err(e) => ServerMsg::Error {

@@ -107,10 +107,10 @@ pub struct FromUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 16;
+pub const ENUM_MAX_ERROR_CODE: u16 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::InvalidName,
@@ -128,6 +128,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::InvalidResume,
   ErrorCode::RateLimited,
   ErrorCode::Unavailable,
+  ErrorCode::StorageUnavailable,
 ];
 
 /// Machine-readable error codes. Numbers are stable.
@@ -153,9 +154,10 @@ impl ErrorCode {
   pub const InvalidResume: Self = Self(14);
   pub const RateLimited: Self = Self(15);
   pub const Unavailable: Self = Self(16);
+  pub const StorageUnavailable: Self = Self(17);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 16;
+  pub const ENUM_MAX: u16 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -174,6 +176,7 @@ impl ErrorCode {
     Self::InvalidResume,
     Self::RateLimited,
     Self::Unavailable,
+    Self::StorageUnavailable,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -195,6 +198,7 @@ impl ErrorCode {
       Self::InvalidResume => Some("InvalidResume"),
       Self::RateLimited => Some("RateLimited"),
       Self::Unavailable => Some("Unavailable"),
+      Self::StorageUnavailable => Some("StorageUnavailable"),
       _ => None,
     }
   }
@@ -249,6 +253,95 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_DURABILITY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_DURABILITY: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_DURABILITY: [Durability; 3] = [
+  Durability::Memory,
+  Durability::Written,
+  Durability::Synced,
+];
+
+/// How far a publish was kept when it was acknowledged. Numbers are stable.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Durability(pub u8);
+#[allow(non_upper_case_globals)]
+impl Durability {
+  pub const Memory: Self = Self(0);
+  pub const Written: Self = Self(1);
+  pub const Synced: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Memory,
+    Self::Written,
+    Self::Synced,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Memory => Some("Memory"),
+      Self::Written => Some("Written"),
+      Self::Synced => Some("Synced"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Durability {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Durability {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Durability {
+    type Output = Durability;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Durability {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Durability {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Durability {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_PRESENCE_ACTION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
@@ -2801,6 +2894,7 @@ impl<'a> PublishAck<'a> {
   pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
   pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DURABILITY: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2815,6 +2909,7 @@ impl<'a> PublishAck<'a> {
     builder.add_seq(args.seq);
     builder.add_epoch(args.epoch);
     builder.add_request_id(args.request_id);
+    builder.add_durability(args.durability);
     builder.finish()
   }
 
@@ -2840,6 +2935,13 @@ impl<'a> PublishAck<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(PublishAck::VT_SEQ, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn durability(&self) -> Durability {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Durability>(PublishAck::VT_DURABILITY, Some(Durability::Memory)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PublishAck<'_> {
@@ -2851,6 +2953,7 @@ impl ::flatbuffers::Verifiable for PublishAck<'_> {
      .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
      .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<Durability>("durability", Self::VT_DURABILITY, false)?
      .finish();
     Ok(())
   }
@@ -2859,6 +2962,7 @@ pub struct PublishAckArgs {
     pub request_id: u64,
     pub epoch: u64,
     pub seq: u64,
+    pub durability: Durability,
 }
 impl<'a> Default for PublishAckArgs {
   #[inline]
@@ -2867,6 +2971,7 @@ impl<'a> Default for PublishAckArgs {
       request_id: 0,
       epoch: 0,
       seq: 0,
+      durability: Durability::Memory,
     }
   }
 }
@@ -2889,6 +2994,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PublishAckBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(PublishAck::VT_SEQ, seq, 0);
   }
   #[inline]
+  pub fn add_durability(&mut self, durability: Durability) {
+    self.fbb_.push_slot::<Durability>(PublishAck::VT_DURABILITY, durability, Durability::Memory);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PublishAckBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PublishAckBuilder {
@@ -2909,6 +3018,7 @@ impl ::core::fmt::Debug for PublishAck<'_> {
       ds.field("request_id", &self.request_id());
       ds.field("epoch", &self.epoch());
       ds.field("seq", &self.seq());
+      ds.field("durability", &self.durability());
       ds.finish()
   }
 }
@@ -5299,6 +5409,7 @@ impl<'a> LinkPublishAck<'a> {
   pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
   pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DURABILITY: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5313,6 +5424,7 @@ impl<'a> LinkPublishAck<'a> {
     builder.add_seq(args.seq);
     builder.add_epoch(args.epoch);
     builder.add_request_id(args.request_id);
+    builder.add_durability(args.durability);
     builder.finish()
   }
 
@@ -5338,6 +5450,13 @@ impl<'a> LinkPublishAck<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(LinkPublishAck::VT_SEQ, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn durability(&self) -> Durability {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Durability>(LinkPublishAck::VT_DURABILITY, Some(Durability::Memory)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LinkPublishAck<'_> {
@@ -5349,6 +5468,7 @@ impl ::flatbuffers::Verifiable for LinkPublishAck<'_> {
      .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
      .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<Durability>("durability", Self::VT_DURABILITY, false)?
      .finish();
     Ok(())
   }
@@ -5357,6 +5477,7 @@ pub struct LinkPublishAckArgs {
     pub request_id: u64,
     pub epoch: u64,
     pub seq: u64,
+    pub durability: Durability,
 }
 impl<'a> Default for LinkPublishAckArgs {
   #[inline]
@@ -5365,6 +5486,7 @@ impl<'a> Default for LinkPublishAckArgs {
       request_id: 0,
       epoch: 0,
       seq: 0,
+      durability: Durability::Memory,
     }
   }
 }
@@ -5387,6 +5509,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPublishAckBuilder<'a, 'b,
     self.fbb_.push_slot::<u64>(LinkPublishAck::VT_SEQ, seq, 0);
   }
   #[inline]
+  pub fn add_durability(&mut self, durability: Durability) {
+    self.fbb_.push_slot::<Durability>(LinkPublishAck::VT_DURABILITY, durability, Durability::Memory);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPublishAckBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     LinkPublishAckBuilder {
@@ -5407,6 +5533,7 @@ impl ::core::fmt::Debug for LinkPublishAck<'_> {
       ds.field("request_id", &self.request_id());
       ds.field("epoch", &self.epoch());
       ds.field("seq", &self.seq());
+      ds.field("durability", &self.durability());
       ds.finish()
   }
 }

@@ -171,13 +171,16 @@ pub enum ErrorCode {
     RateLimited = 15,
     /// The topic's owner is unreachable (a cluster failover is under way): retry.
     Unavailable = 16,
+    /// The topic's owner could not store the message (disk full, an I/O error): it was not
+    /// published. Other topics go on working.
+    StorageUnavailable = 17,
 }
 
 impl ErrorCode {
     /// Maps a wire number to a code; numbers this build does not know become `Unknown`.
     pub fn from_u16(n: u16) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 17] = [
+        const ALL: [ErrorCode; 18] = [
             Unknown,
             BadRequest,
             InvalidName,
@@ -195,12 +198,52 @@ impl ErrorCode {
             InvalidResume,
             RateLimited,
             Unavailable,
+            StorageUnavailable,
         ];
         ALL.get(usize::from(n)).copied().unwrap_or(Unknown)
     }
 
     pub(super) fn wire(self) -> fb::ErrorCode {
         fb::ErrorCode(self as u16)
+    }
+}
+
+/// How far a publish was kept when it was acknowledged (the schema's `Durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Durability {
+    /// In the owner's memory only (the broker has no data dir).
+    #[default]
+    Memory = 0,
+    /// Written to the owner's log, not synced (`fsync = "never"`): a crash of the process
+    /// keeps it, a power loss may not.
+    Written = 1,
+    /// Written and synced (fdatasync) before the acknowledgement.
+    Synced = 2,
+}
+
+impl Durability {
+    /// Maps a wire number; numbers this build does not know read as `Memory` (the weakest
+    /// promise).
+    pub fn from_u8(n: u8) -> Self {
+        match n {
+            1 => Durability::Written,
+            2 => Durability::Synced,
+            _ => Durability::Memory,
+        }
+    }
+
+    /// Its name in JSON answers and logs: `memory`, `written` or `synced`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Memory => "memory",
+            Durability::Written => "written",
+            Durability::Synced => "synced",
+        }
+    }
+
+    pub(super) fn wire(self) -> fb::Durability {
+        fb::Durability(self as u8)
     }
 }
 

@@ -58,6 +58,8 @@ pub enum LinkMsg {
         epoch: u64,
         /// Sequence.
         seq: u64,
+        /// How the owner kept it (acknowledged after a sync, a write, or in memory).
+        durability: Durability,
     },
     /// Add (or drop) a router shard's interest in a topic.
     Interest {
@@ -206,6 +208,7 @@ impl LinkMsg {
                     request_id: a.request_id(),
                     epoch: a.epoch(),
                     seq: a.seq(),
+                    durability: Durability::from_u8(a.durability().0),
                 }
             }
             fb::LinkBody::LinkInterest => {
@@ -397,6 +400,7 @@ impl LinkMsg {
                 request_id,
                 epoch,
                 seq,
+                durability,
             } => (
                 fb::LinkBody::LinkPublishAck,
                 fb::LinkPublishAck::create(
@@ -405,6 +409,7 @@ impl LinkMsg {
                         request_id: *request_id,
                         epoch: *epoch,
                         seq: *seq,
+                        durability: durability.wire(),
                     },
                 )
                 .as_union_value(),

@@ -17,7 +17,7 @@ mod server;
 
 pub use client::ClientMsg;
 pub use common::{
-    DecodeError, DecodeLimits, ErrorCode, Start, BATCH_ITEMS_MAX_DEFAULT,
+    DecodeError, DecodeLimits, Durability, ErrorCode, Start, BATCH_ITEMS_MAX_DEFAULT,
     IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, PAYLOAD_BYTES_MAX_DEFAULT, TEXT_BYTES_MAX,
     TOKEN_BYTES_MAX,
 };

@@ -46,6 +46,8 @@ pub enum ServerMsg {
         epoch: u64,
         /// The message's sequence.
         seq: u64,
+        /// How the owner kept it (acknowledged after a sync, a write, or in memory).
+        durability: Durability,
     },
     /// A subscription is live.
     Subscribed {
@@ -246,6 +248,7 @@ impl ServerMsg {
                     request_id: a.request_id(),
                     epoch: a.epoch(),
                     seq: a.seq(),
+                    durability: Durability::from_u8(a.durability().0),
                 }
             }
             fb::ServerBody::Subscribed => {
@@ -399,6 +402,7 @@ impl ServerMsg {
                 request_id,
                 epoch,
                 seq,
+                durability,
             } => (
                 fb::ServerBody::PublishAck,
                 fb::PublishAck::create(
@@ -407,6 +411,7 @@ impl ServerMsg {
                         request_id: *request_id,
                         epoch: *epoch,
                         seq: *seq,
+                        durability: durability.wire(),
                     },
                 )
                 .as_union_value(),

@@ -5,6 +5,7 @@
 export { ClientBody } from './wire/client-body.js';
 export { ClientMessage } from './wire/client-message.js';
 export { Discontinuity } from './wire/discontinuity.js';
+export { Durability } from './wire/durability.js';
 export { Error } from './wire/error.js';
 export { ErrorCode } from './wire/error-code.js';
 export { From } from './wire/from.js';

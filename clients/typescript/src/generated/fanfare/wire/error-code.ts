@@ -22,5 +22,6 @@ export enum ErrorCode {
   ShuttingDown = 13,
   InvalidResume = 14,
   RateLimited = 15,
-  Unavailable = 16
+  Unavailable = 16,
+  StorageUnavailable = 17
 }

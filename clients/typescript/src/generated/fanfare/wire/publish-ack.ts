@@ -4,6 +4,9 @@
 
 import * as flatbuffers from 'flatbuffers';
 
+import { Durability } from '../../fanfare/wire/durability.js';
+
+
 export class PublishAck {
   bb: flatbuffers.ByteBuffer|null = null;
   bb_pos = 0;
@@ -37,8 +40,13 @@ seq():bigint {
   return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
 }
 
+durability():Durability {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? this.bb!.readUint8(this.bb_pos + offset) : Durability.Memory;
+}
+
 static startPublishAck(builder:flatbuffers.Builder) {
-  builder.startObject(3);
+  builder.startObject(4);
 }
 
 static addRequestId(builder:flatbuffers.Builder, requestId:bigint) {
@@ -53,16 +61,21 @@ static addSeq(builder:flatbuffers.Builder, seq:bigint) {
   builder.addFieldInt64(2, seq, BigInt('0'));
 }
 
+static addDurability(builder:flatbuffers.Builder, durability:Durability) {
+  builder.addFieldInt8(3, durability, Durability.Memory);
+}
+
 static endPublishAck(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createPublishAck(builder:flatbuffers.Builder, requestId:bigint, epoch:bigint, seq:bigint):flatbuffers.Offset {
+static createPublishAck(builder:flatbuffers.Builder, requestId:bigint, epoch:bigint, seq:bigint, durability:Durability):flatbuffers.Offset {
   PublishAck.startPublishAck(builder);
   PublishAck.addRequestId(builder, requestId);
   PublishAck.addEpoch(builder, epoch);
   PublishAck.addSeq(builder, seq);
+  PublishAck.addDurability(builder, durability);
   return PublishAck.endPublishAck(builder);
 }
 }

@@ -1,0 +1,168 @@
+//! The log's device on disk: a shard's directory of segment files, written through glommio's
+//! DMA (O_DIRECT) files. It performs the [`Op`]s a [`Log`](super::Log) hands out; it decides
+//! nothing itself.
+//!
+//! A segment is `<dir>/<id, 20 digits>.seg`. Creating one reserves `segment_bytes` of disk
+//! (`fallocate` keeping the size, so the file's length is what was written) and syncs the
+//! directory, so the new file's name is as durable as the records synced into it. Writes are
+//! block-aligned (the log pads them) and copied once into a DMA buffer.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::Op;
+
+/// Suffix of segment file names.
+const SUFFIX: &str = ".seg";
+/// Bytes read at a time at recovery.
+const READ_CHUNK: usize = 4 << 20;
+
+/// A shard's segment files (see the module docs).
+pub struct Segments {
+    dir: PathBuf,
+    reserve: u64,
+    /// The segment taking writes, open.
+    open: Option<(u64, DmaFile)>,
+}
+
+impl Segments {
+    /// The device for the segments in `dir` (created if missing); new segments reserve
+    /// `reserve` bytes of disk.
+    pub fn new(dir: impl Into<PathBuf>, reserve: u64) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Segments {
+            dir,
+            reserve,
+            open: None,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}{SUFFIX}"))
+    }
+
+    /// The segments present, oldest first. Other files are left alone; a file that looks like
+    /// a segment but does not parse is an error (a person should look at it).
+    pub fn list(&self) -> io::Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(stem) = name.strip_suffix(SUFFIX) else {
+                continue;
+            };
+            let id = stem.parse::<u64>().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a segment name", self.dir.join(name).display()),
+                )
+            })?;
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// A segment's bytes, whole.
+    pub async fn read(&self, id: u64) -> io::Result<Vec<u8>> {
+        let f = DmaFile::open(self.path(id)).await?;
+        let len = f.file_size().await?;
+        let mut out = Vec::with_capacity(len as usize);
+        let mut at = 0u64;
+        while at < len {
+            let want = READ_CHUNK.min((len - at) as usize);
+            let r = f.read_at(at, want).await?;
+            if r.is_empty() {
+                break; // the file shrank under us: what was read is what there is
+            }
+            out.extend_from_slice(&r);
+            at += r.len() as u64;
+        }
+        f.close().await?;
+        Ok(out)
+    }
+
+    /// Performs one op of the log.
+    pub async fn perform(&mut self, op: &Op) -> io::Result<()> {
+        match op {
+            Op::Create { segment } => {
+                self.close().await?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .dma_open(self.path(*segment))
+                    .await?;
+                // Reserving room is an optimisation (fewer extent updates per sync); a
+                // filesystem without fallocate still works.
+                let _ = f.pre_allocate(self.reserve, true).await;
+                glommio::io::Directory::open(&self.dir)
+                    .await?
+                    .sync()
+                    .await?;
+                self.open = Some((*segment, f));
+                Ok(())
+            }
+            Op::Write {
+                segment,
+                offset,
+                data,
+            } => {
+                let f = self.file(*segment).await?;
+                let mut buf = f.alloc_dma_buffer(data.len());
+                buf.as_bytes_mut().copy_from_slice(data);
+                let n = f.write_at(buf, *offset).await?;
+                if n != data.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write: {n} of {} bytes", data.len()),
+                    ));
+                }
+                Ok(())
+            }
+            Op::Sync { segment } => Ok(self.file(*segment).await?.fdatasync().await?),
+        }
+    }
+
+    /// The open file of `segment`, opened for writing if it is not the one open.
+    async fn file(&mut self, segment: u64) -> io::Result<&DmaFile> {
+        if self.open.as_ref().is_none_or(|(id, _)| *id != segment) {
+            self.close().await?;
+            let f = OpenOptions::new()
+                .write(true)
+                .dma_open(self.path(segment))
+                .await?;
+            self.open = Some((segment, f));
+        }
+        match &self.open {
+            Some((_, f)) => Ok(f),
+            None => Err(io::Error::other("segment not open")),
+        }
+    }
+
+    /// Deletes a segment (retention).
+    pub fn remove(&mut self, id: u64) -> io::Result<()> {
+        if self.open.as_ref().is_some_and(|(s, _)| *s == id) {
+            // Never the segment taking appends (the log does not name it); dropping the
+            // handle closes it.
+            self.open = None;
+        }
+        std::fs::remove_file(self.path(id))
+    }
+
+    /// Closes the open segment.
+    pub async fn close(&mut self) -> io::Result<()> {
+        if let Some((_, f)) = self.open.take() {
+            f.close().await?;
+        }
+        Ok(())
+    }
+}

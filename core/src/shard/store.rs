@@ -1,0 +1,554 @@
+//! The owner's durable side (with a data dir): each shard appends its owned topics' messages
+//! to its own log (`crate::log`), and a message reaches history, subscribers and its publisher
+//! only once the log says it is durable. See docs/storage.md.
+//!
+//! - `owner_publish` orders a message (its sequence), appends its record and parks it in
+//!   [`Store::waiting`]; `store_loop` performs the log's I/O (one write and one fdatasync per
+//!   batch: every publish that arrived while the previous batch was on its way shares the next
+//!   one) and hands each completion to [`State::store_done`], which releases what became
+//!   durable, in order: history, fan-out, acknowledgement.
+//! - Delivering only what is durable is what lets a topic keep its epoch across a restart: no
+//!   subscriber ever saw a message that a crash could take back and a later publish could
+//!   reuse the sequence of.
+//! - A failed write or sync fails every waiting publish (`StorageUnavailable`) and the log;
+//!   the shard goes on serving subscriptions and other shards' topics, and refuses publishes
+//!   to its own until it restarts (after a failed fsync the kernel's copy cannot be trusted).
+//! - Start-up reads the log back (`recover`): every topic returns with its epoch, sequence,
+//!   history and recent idempotency keys; damage gives the topics concerned a new epoch.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use ahash::AHashSet;
+use bytes::Bytes;
+use fanfare_proto::Durability;
+
+use crate::config::{Fsync, StorageConfig};
+use crate::history::History;
+use crate::ids::{Epoch, Seq, TopicKey};
+use crate::log::dma::Segments;
+use crate::log::{Damage, LogConfig, Op, Progress, Record, Recovery};
+use crate::message::{Message, PublishError, Published};
+use crate::shard::dedup::Dedup;
+use crate::shard::disk::{Answer, SegInfo, Store, Waiting};
+use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
+use crate::stats::ShardStats;
+
+/// Writes are aligned to this (a multiple of every O_DIRECT alignment seen: 512 or 4096).
+const BLOCK_BYTES: usize = 4096;
+
+impl State {
+    /// Appends an ordered message to the log (see the module docs). `topic` is already
+    /// known to exist.
+    pub(crate) fn store_append(
+        &mut self,
+        key: TopicKey,
+        msg: Message,
+        idempotency_key: Option<Arc<str>>,
+    ) -> Result<(), PublishError> {
+        let Some(store) = self.store.as_mut() else {
+            return Err(PublishError::StorageUnavailable);
+        };
+        let publisher = msg.publisher_id.as_deref().unwrap_or("");
+        let ticket = store
+            .log
+            .append(crate::log::RecordRef {
+                kind: crate::log::Kind::Message,
+                topic: key.as_str().as_bytes(),
+                epoch: msg.epoch.0,
+                seq: msg.seq.0,
+                timestamp_us: wall_clock_micros(),
+                publisher: publisher.as_bytes(),
+                key: idempotency_key.as_deref().unwrap_or("").as_bytes(),
+                payload: &msg.payload,
+            })
+            .map_err(|_| PublishError::StorageUnavailable)?;
+        store.waiting.push_back(Waiting {
+            ticket,
+            key,
+            msg,
+            idempotency_key,
+            answer: None,
+        });
+        store.wake();
+        Ok(())
+    }
+
+    /// Refuses a publish the log cannot take now: failed, or its backlog full.
+    pub(crate) fn store_check(&self) -> Result<(), PublishError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if store.log.is_failed() {
+            ShardStats::inc(&self.stats.storage_refused);
+            return Err(PublishError::StorageUnavailable);
+        }
+        let bytes = store.log.staged_bytes();
+        if bytes >= store.cfg.backlog_bytes_max {
+            ShardStats::inc(&self.stats.storage_backlog_refused);
+            return Err(PublishError::StorageBacklog {
+                bytes,
+                max: store.cfg.backlog_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends the answer to the publish just appended ([`Ordered::Stored`]) to `answer` once
+    /// it is durable.
+    pub(crate) fn answer_when_stored(&mut self, answer: Answer) {
+        if let Some(w) = self.store.as_mut().and_then(|s| s.waiting.back_mut()) {
+            w.answer = Some(answer);
+        }
+    }
+
+    /// Takes the outcome of the op `store_loop` performed.
+    fn store_done(&mut self, op: &Op, r: std::io::Result<()>) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if let Err(e) = &r {
+            ShardStats::inc(&self.stats.storage_errors);
+            tracing::error!(
+                shard = self.id.0,
+                op = ?OpName(op),
+                error = %e,
+                "the shard's log failed: publishes to its topics are refused until it restarts"
+            );
+        } else if let Op::Write { data, .. } = op {
+            ShardStats::inc(&self.stats.storage_batches);
+            ShardStats::add(&self.stats.storage_bytes_written, data.len() as u64);
+        }
+        match store.log.complete(r.is_ok()) {
+            Progress::None => {}
+            Progress::Recovered => {
+                tracing::info!(shard = self.id.0, "the log's recovery write is durable");
+            }
+            Progress::Durable(t) => {
+                let (segment, end) = store.log.head();
+                let now_us = wall_clock_micros();
+                match store.segs.back_mut() {
+                    Some(s) if s.id == segment => {
+                        s.bytes = end;
+                        s.newest_us = now_us;
+                    }
+                    _ => store.segs.push_back(SegInfo {
+                        id: segment,
+                        bytes: end,
+                        newest_us: now_us,
+                    }),
+                }
+                self.store_gauges();
+                self.release(t);
+            }
+            Progress::Failed(_) => self.fail_waiting(),
+        }
+    }
+
+    /// History, fan-out and answers for every waiting publish up to ticket `upto`.
+    fn release(&mut self, upto: u64) {
+        let now = Instant::now();
+        let keys_max = self.cfg.idempotency_keys_max;
+        let mut targets = std::mem::take(&mut self.scratch_shards);
+        while let Some(w) = self
+            .store
+            .as_mut()
+            .and_then(|s| {
+                s.waiting
+                    .front()
+                    .is_some_and(|w| w.ticket <= upto)
+                    .then(|| s.waiting.pop_front())
+            })
+            .flatten()
+        {
+            let durability = self
+                .store
+                .as_ref()
+                .map_or(Durability::Memory, |s| s.durability);
+            let published = Published {
+                epoch: w.msg.epoch,
+                seq: w.msg.seq,
+                durability,
+            };
+            ShardStats::inc(&self.stats.storage_records);
+            if let Some(topic) = self.owned.get_mut(&w.key) {
+                topic.pending = topic.pending.saturating_sub(1);
+                topic.history.push(now, w.msg.clone());
+                if let Some(k) = w.idempotency_key {
+                    let evicted =
+                        topic
+                            .dedup
+                            .insert(w.msg.publisher_id.clone(), k, published, now, keys_max);
+                    ShardStats::add(&self.stats.idempotency_keys_evicted, evicted as u64);
+                }
+                targets.extend_from_slice(&topic.interested);
+            }
+            ShardStats::inc(&self.stats.publishes);
+            self.fan_out(&w.key, &w.msg, &targets, now);
+            targets.clear();
+            if let Some(a) = w.answer {
+                let _ = a.try_send(Ok(published));
+            }
+        }
+        self.scratch_shards = targets;
+    }
+
+    /// The log failed: every waiting publish is refused, and its sequence given back (they
+    /// are the last ones of their topics, and nobody saw them).
+    fn fail_waiting(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let failed: Vec<Waiting> = store.waiting.drain(..).collect();
+        for w in failed.into_iter().rev() {
+            if let Some(t) = self.owned.get_mut(&w.key) {
+                t.pending = t.pending.saturating_sub(1);
+                t.next_seq = Seq(t.next_seq.0.saturating_sub(1).max(1));
+            }
+            ShardStats::inc(&self.stats.storage_refused);
+            if let Some(a) = w.answer {
+                let _ = a.try_send(Err(PublishError::StorageUnavailable));
+            }
+        }
+    }
+
+    /// Retention (from the sweep): the oldest whole segments go while the log is over its
+    /// byte limit, or while their newest message is older than the age limit. The segment
+    /// taking appends stays.
+    pub(crate) fn store_retention(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let cutoff = wall_clock_micros().saturating_sub(store.cfg.retention_age.as_micros() as u64);
+        let mut total: u64 = store.segs.iter().map(|s| s.bytes).sum();
+        let mut through = None;
+        while store.segs.len() > 1 {
+            let Some(old) = store.segs.front() else { break };
+            if total <= store.cfg.retention_bytes && old.newest_us >= cutoff {
+                break;
+            }
+            total -= old.bytes;
+            through = Some(old.id);
+            store.segs.pop_front();
+        }
+        if let Some(id) = through {
+            let doomed = store.log.delete_through(id);
+            ShardStats::add(&self.stats.storage_segments_deleted, doomed.len() as u64);
+            store.doomed.extend(doomed);
+            store.wake();
+            self.store_gauges();
+        }
+    }
+
+    fn store_gauges(&self) {
+        if let Some(s) = &self.store {
+            ShardStats::set(&self.stats.storage_segments, s.segs.len() as u64);
+            ShardStats::set(
+                &self.stats.storage_bytes,
+                s.segs.iter().map(|s| s.bytes).sum(),
+            );
+        }
+    }
+
+    /// Takes one message record read back at start-up into its topic.
+    fn recover_record(
+        &mut self,
+        r: Record,
+        now: Instant,
+        now_us: u64,
+        renew: &mut AHashSet<TopicKey>,
+    ) {
+        let Ok(name) = std::str::from_utf8(&r.topic) else {
+            return;
+        };
+        let Some((ns, topic)) = name.split_once('/') else {
+            return;
+        };
+        let Ok(key) = TopicKey::parse(ns, topic, self.cfg.name_bytes_max) else {
+            return;
+        };
+        self.last_epoch = self.last_epoch.max(r.epoch);
+        let (count, bytes) = (self.cfg.history_messages_max, self.cfg.history_bytes_max);
+        let t = self.owned.entry(key.clone()).or_insert_with(|| OwnedTopic {
+            epoch: Epoch(r.epoch),
+            next_seq: Seq(r.seq),
+            history: History::new(count, bytes),
+            interested: Vec::new(),
+            dedup: Dedup::default(),
+            roster: None,
+            pending: 0,
+        });
+        if r.epoch != t.epoch.0 || r.seq != t.next_seq.0 {
+            if r.epoch == t.epoch.0 {
+                // A hole inside an epoch: a record is missing that the log did not report as
+                // damaged (it never should be). The topic is told as if it were damage.
+                tracing::warn!(topic = %key, epoch = r.epoch, expected = t.next_seq.0, found = r.seq, "a gap in the log");
+                renew.insert(key.clone());
+            }
+            t.epoch = Epoch(r.epoch);
+            t.history = History::new(count, bytes);
+            t.dedup = Dedup::default();
+        }
+        t.next_seq = Seq(r.seq + 1);
+        let age = Duration::from_micros(now_us.saturating_sub(r.timestamp_us));
+        let at = now.checked_sub(age).unwrap_or(now);
+        let publisher: Option<Arc<str>> =
+            (!r.publisher.is_empty()).then(|| String::from_utf8_lossy(&r.publisher).into());
+        let mut msg = Message::new(
+            t.epoch,
+            Seq(r.seq),
+            Bytes::from(r.payload),
+            publisher.clone(),
+        );
+        msg.published_at = at;
+        if !r.key.is_empty() && age < self.cfg.idempotency_window {
+            let p = Published {
+                epoch: t.epoch,
+                seq: msg.seq,
+                durability: Durability::Synced,
+            };
+            let k: Arc<str> = String::from_utf8_lossy(&r.key).into();
+            t.dedup
+                .insert(publisher, k, p, at, self.cfg.idempotency_keys_max);
+        }
+        t.history.push(at, msg);
+        ShardStats::inc(&self.stats.storage_recovered);
+    }
+
+    /// Gives each damaged topic a new epoch (subscribers resuming in the old one get a
+    /// discontinuity), after recovery read everything.
+    fn renew_epochs(&mut self, renew: AHashSet<TopicKey>) {
+        let (count, bytes) = (self.cfg.history_messages_max, self.cfg.history_bytes_max);
+        for key in renew {
+            self.last_epoch += 1;
+            let epoch = Epoch(self.last_epoch);
+            let t = self.owned.entry(key.clone()).or_insert_with(|| OwnedTopic {
+                epoch,
+                next_seq: Seq(1),
+                history: History::new(count, bytes),
+                interested: Vec::new(),
+                dedup: Dedup::default(),
+                roster: None,
+                pending: 0,
+            });
+            tracing::error!(
+                shard = self.id.0,
+                topic = %key,
+                old_epoch = t.epoch.0,
+                new_epoch = epoch.0,
+                "damaged records in the log: the topic starts a new epoch (subscribers are told of the loss)"
+            );
+            t.epoch = epoch;
+            t.next_seq = Seq(1);
+            t.history = History::new(count, bytes);
+            t.dedup = Dedup::default();
+        }
+    }
+}
+
+/// The name of an op, for logs.
+struct OpName<'a>(&'a Op);
+
+impl std::fmt::Debug for OpName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Op::Create { segment } => write!(f, "create segment {segment}"),
+            Op::Write {
+                segment, offset, ..
+            } => write!(f, "write segment {segment} at {offset}"),
+            Op::Sync { segment } => write!(f, "sync segment {segment}"),
+        }
+    }
+}
+
+/// Opens the shard's log in `cfg.data_dir/shard-N`, reads it back into `state`'s topics, and
+/// returns the device for [`store_loop`]. An error names the file and what is wrong.
+pub(crate) async fn open(
+    state: &Rc<RefCell<State>>,
+    cfg: &StorageConfig,
+) -> Result<Segments, String> {
+    let id = state.borrow().id;
+    let dir = cfg.data_dir.join(format!("shard-{}", id.0));
+    let dev = Segments::new(&dir, cfg.segment_bytes)
+        .map_err(|e| format!("cannot open the data dir {}: {e}", dir.display()))?;
+    let ids = dev
+        .list()
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let log_cfg = LogConfig {
+        segment_bytes: cfg.segment_bytes,
+        block_bytes: BLOCK_BYTES,
+    };
+    let mut rec = Recovery::new(log_cfg);
+    let mut segs = VecDeque::new();
+    let mut renew = AHashSet::new();
+    let (now, now_us) = (Instant::now(), wall_clock_micros());
+    for (i, &seg) in ids.iter().enumerate() {
+        let bytes = dev
+            .read(seg)
+            .await
+            .map_err(|e| format!("cannot read segment {seg} in {}: {e}", dir.display()))?;
+        let mut newest_us = 0;
+        let mut st = state.borrow_mut();
+        rec.segment(seg, &bytes, i + 1 == ids.len(), |_, _, r| {
+            newest_us = newest_us.max(r.timestamp_us);
+            st.recover_record(r, now, now_us, &mut renew);
+        });
+        segs.push_back(SegInfo {
+            id: seg,
+            bytes: bytes.len() as u64,
+            newest_us: if newest_us == 0 { now_us } else { newest_us },
+        });
+    }
+    let (log, found) = rec.finish();
+    let mut st = state.borrow_mut();
+    if !found.damage.is_empty() {
+        ShardStats::add(&st.stats.storage_damaged, found.damage.len() as u64);
+        let mut unnamed = false;
+        for (seg, d) in &found.damage {
+            match d {
+                Damage::Message { topic, epoch, seq } => {
+                    let name = String::from_utf8_lossy(topic);
+                    tracing::error!(shard = id.0, segment = seg, topic = %name, epoch, seq, "a damaged record in the log (its checksum fails)");
+                    if let Some((ns, t)) = name.split_once('/') {
+                        match TopicKey::parse(ns, t, st.cfg.name_bytes_max) {
+                            Ok(k) => {
+                                renew.insert(k);
+                            }
+                            Err(_) => unnamed = true,
+                        }
+                    } else {
+                        unnamed = true;
+                    }
+                }
+                Damage::Unknown { from, to } => {
+                    tracing::error!(
+                        shard = id.0,
+                        segment = seg,
+                        from,
+                        to,
+                        "damaged bytes in the log: records of unknown topics are lost"
+                    );
+                    unnamed = true;
+                }
+            }
+        }
+        if unnamed {
+            // Nothing says whose records were lost: every topic of the shard is told.
+            renew.extend(st.owned.keys().cloned());
+        }
+    }
+    if found.cut > 0 {
+        ShardStats::add(&st.stats.storage_cut_bytes, found.cut as u64);
+        tracing::warn!(
+            shard = id.0,
+            bytes = found.cut,
+            "cut a torn tail from the log (a batch that was never acknowledged)"
+        );
+    }
+    st.renew_epochs(renew);
+    ShardStats::set(&st.stats.topics, st.owned.len() as u64);
+    let recovered = st
+        .stats
+        .storage_recovered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(shard = id.0, dir = %dir.display(), segments = ids.len(), messages = recovered, topics = st.owned.len(), "log read back");
+    st.store = Some(Store {
+        log,
+        cfg: cfg.clone(),
+        waiting: VecDeque::new(),
+        waker: None,
+        segs,
+        doomed: VecDeque::new(),
+        durability: match cfg.fsync {
+            Fsync::Always => Durability::Synced,
+            Fsync::Never => Durability::Written,
+        },
+    });
+    st.store_gauges();
+    Ok(dev)
+}
+
+/// Work for [`store_loop`].
+enum Work {
+    Op(Op),
+    Delete(u64),
+    Stop,
+}
+
+/// Performs the shard's log I/O, one op at a time, until the shard stops and nothing waits.
+pub(crate) async fn store_loop(state: Rc<RefCell<State>>, mut dev: Segments) {
+    loop {
+        let work = std::future::poll_fn(|cx| {
+            let mut st = state.borrow_mut();
+            let closing = st.closing;
+            let Some(store) = st.store.as_mut() else {
+                return Poll::Ready(Work::Stop);
+            };
+            if let Some(op) = store.log.next_op() {
+                return Poll::Ready(Work::Op(op));
+            }
+            if let Some(seg) = store.doomed.pop_front() {
+                return Poll::Ready(Work::Delete(seg));
+            }
+            if closing && store.waiting.is_empty() {
+                return Poll::Ready(Work::Stop);
+            }
+            store.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        match work {
+            Work::Stop => break,
+            Work::Delete(seg) => {
+                if let Err(e) = dev.remove(seg) {
+                    tracing::warn!(segment = seg, dir = %dev.dir().display(), error = %e, "cannot delete a segment retention gave up");
+                }
+            }
+            Work::Op(op) => {
+                let skip = matches!(op, Op::Sync { .. })
+                    && state
+                        .borrow()
+                        .store
+                        .as_ref()
+                        .is_some_and(|s| s.cfg.fsync == Fsync::Never);
+                let r = if skip { Ok(()) } else { dev.perform(&op).await };
+                state.borrow_mut().store_done(&op, r);
+            }
+        }
+    }
+    let _ = dev.close().await;
+}
+
+/// The file in a data dir that records how many shards wrote it.
+const LAYOUT_FILE: &str = "fanfare-layout";
+
+/// Checks that the data dir `dir` was written by a broker with `shards` shards (a topic's log
+/// is its owning shard's, and placement depends on the count), creating the dir and its
+/// layout file when new. The error says what to do.
+pub(crate) fn check_layout(dir: &std::path::Path, shards: usize) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+    let path = dir.join(LAYOUT_FILE);
+    let want = format!("shards = {shards}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => Err(format!(
+            "the data dir {} was written by a broker with {} (this one runs {shards}): topics \
+             are placed by shard, so start with that many shards (--shards), or use another \
+             data dir",
+            dir.display(),
+            have.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let written = std::fs::write(&path, &want)
+                .and_then(|()| std::fs::File::open(&path)?.sync_all())
+                .and_then(|()| std::fs::File::open(dir)?.sync_all());
+            written.map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}

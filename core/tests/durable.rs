@@ -1,0 +1,356 @@
+//! Durable history end to end: real shards writing their logs through glommio's DMA files in
+//! a directory under `target/` (O_DIRECT needs a real filesystem), stopped and started again.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fanfare_core::{
+    Broker, Config, Durability, Epoch, Event, PublishError, Seq, Start, StatsSnapshot,
+    StorageConfig,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh data dir under `target/tmp`, removed when the test ends.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> Self {
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("durable-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        DataDir(p)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start(dir: &DataDir, shards: usize) -> Broker {
+    Broker::builder()
+        .shards(shards)
+        .data_dir(&dir.0)
+        .start()
+        .expect("broker starts")
+}
+
+fn total(b: &Broker) -> StatsSnapshot {
+    b.stats_total()
+}
+
+/// Every item (and nothing else) the subscription delivers until `n` items arrived.
+fn items(sub: &mut fanfare_core::Subscription, n: usize) -> Vec<(Epoch, Seq, Vec<u8>)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match sub.next_timeout(WAIT) {
+            Ok(Some(Event::Item(m))) => out.push((m.epoch, m.seq, m.payload.to_vec())),
+            Ok(Some(Event::Heartbeat { .. })) => {}
+            other => panic!("after {} items: expected an item, got {other:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// The segment files of a data dir.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).expect("data dir") {
+        let shard = shard.expect("entry").path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&shard).expect("shard dir") {
+            let f = f.expect("entry").path();
+            if f.extension().is_some_and(|e| e == "seg") {
+                out.push(f);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn acknowledged_messages_survive_a_restart_with_their_epoch() {
+    let dir = DataDir::new("restart");
+    let b = start(&dir, 2);
+    let mut acks = Vec::new();
+    for i in 0..50 {
+        let p = b
+            .publish_blocking("ns", "t", format!("m{i}"))
+            .expect("publish");
+        assert_eq!(
+            p.durability,
+            Durability::Synced,
+            "acknowledged after fdatasync"
+        );
+        acks.push(p);
+    }
+    let epoch = acks[0].epoch;
+    assert!(acks.iter().all(|p| p.epoch == epoch));
+    assert_eq!(acks.last().map(|p| p.seq), Some(Seq(50)));
+    let s = total(&b);
+    assert_eq!(s.storage_records, 50);
+    assert!(s.storage_batches >= 1 && s.storage_batches <= 50);
+    b.shutdown();
+    drop(b);
+
+    let b = start(&dir, 2);
+    assert_eq!(total(&b).storage_recovered, 50);
+    // Resume from the first sequence: every message, same epoch, no discontinuity.
+    let mut sub = b
+        .subscribe_blocking(
+            "ns",
+            "t",
+            Start::At {
+                epoch: epoch.0,
+                seq: 1,
+            },
+        )
+        .expect("subscribe");
+    let got = items(&mut sub, 50);
+    for (i, (e, s, p)) in got.iter().enumerate() {
+        assert_eq!((*e, *s), (epoch, Seq(i as u64 + 1)));
+        assert_eq!(p, format!("m{i}").as_bytes());
+    }
+    // The topic goes on where it was.
+    let p = b.publish_blocking("ns", "t", "after").expect("publish");
+    assert_eq!((p.epoch, p.seq), (epoch, Seq(51)));
+    assert_eq!(items(&mut sub, 1)[0].1, Seq(51));
+    drop(sub);
+    b.shutdown();
+}
+
+#[test]
+fn many_publishers_share_a_sync_and_every_one_is_answered() {
+    let dir = DataDir::new("group");
+    let b = start(&dir, 1);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let p = b
+                        .publish_blocking("ns", &format!("t{}", t % 3), format!("{t}-{i}"))
+                        .expect("publish");
+                    assert_eq!(p.durability, Durability::Synced);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("publisher");
+    }
+    let s = total(&b);
+    assert_eq!(s.storage_records, 800);
+    assert!(
+        s.storage_batches < 800,
+        "group commit: {} batches for 800 records from 8 publishers",
+        s.storage_batches
+    );
+    b.shutdown();
+    drop(b);
+    let b = start(&dir, 1);
+    assert_eq!(total(&b).storage_recovered, 800);
+    b.shutdown();
+}
+
+#[test]
+fn a_flipped_bit_gives_the_topic_a_new_epoch_and_subscribers_a_discontinuity() {
+    let dir = DataDir::new("flip");
+    let b = start(&dir, 1);
+    let mut epoch = Epoch(0);
+    for i in 0..20 {
+        epoch = b
+            .publish_blocking("ns", "flip", format!("payload-{i:04}"))
+            .expect("publish")
+            .epoch;
+    }
+    let other_epoch = b
+        .publish_blocking("ns", "other", "fine")
+        .expect("publish")
+        .epoch;
+    b.shutdown();
+    drop(b);
+
+    // Flip one bit inside the fifth message's payload.
+    let seg = segments(&dir.0).pop().expect("a segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"payload-0004")
+        .expect("the record");
+    bytes[at + 3] ^= 0x10;
+    std::fs::write(&seg, &bytes).expect("write");
+
+    let b = start(&dir, 1);
+    let s = total(&b);
+    assert_eq!(s.storage_damaged, 1, "the damage is counted");
+    let mut sub = b
+        .subscribe_blocking(
+            "ns",
+            "flip",
+            Start::At {
+                epoch: epoch.0,
+                seq: 1,
+            },
+        )
+        .expect("subscribe");
+    match sub.next_timeout(WAIT) {
+        Ok(Some(Event::Discontinuity { new_epoch, .. })) => {
+            assert!(
+                new_epoch > epoch,
+                "a new epoch: {new_epoch:?} after {epoch:?}"
+            )
+        }
+        other => panic!("expected a discontinuity, got {other:?}"),
+    }
+    // The undamaged topic keeps its epoch and message.
+    let mut other = b
+        .subscribe_blocking(
+            "ns",
+            "other",
+            Start::At {
+                epoch: other_epoch.0,
+                seq: 1,
+            },
+        )
+        .expect("subscribe");
+    let got = items(&mut other, 1);
+    assert_eq!(got[0].2, b"fine");
+    drop((sub, other));
+    b.shutdown();
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_what_came_before_it_is_served() {
+    let dir = DataDir::new("torn");
+    let b = start(&dir, 1);
+    let mut epoch = Epoch(0);
+    for i in 0..10 {
+        epoch = b
+            .publish_blocking("ns", "torn", format!("m{i}"))
+            .expect("publish")
+            .epoch;
+    }
+    b.shutdown();
+    drop(b);
+
+    // Half a record after the valid data: what a crash in the middle of a write leaves.
+    let seg = segments(&dir.0).pop().expect("a segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let end = end.next_multiple_of(8);
+    let mut rec = Vec::new();
+    fanfare_core::log::Record {
+        kind: fanfare_core::log::Kind::Message,
+        topic: b"ns/torn".to_vec(),
+        epoch: epoch.0,
+        seq: 11,
+        timestamp_us: 1,
+        publisher: Vec::new(),
+        key: Vec::new(),
+        payload: vec![7; 300],
+    }
+    .encode(&mut rec)
+    .expect("encode");
+    bytes.resize(end.max(bytes.len()), 0);
+    bytes.truncate(end);
+    bytes.extend_from_slice(&rec[..rec.len() / 2]);
+    std::fs::write(&seg, &bytes).expect("write");
+
+    let b = start(&dir, 1);
+    let s = total(&b);
+    assert!(s.storage_cut_bytes > 0, "the tail is cut");
+    assert_eq!(s.storage_damaged, 0, "a torn tail is not damage");
+    let mut sub = b
+        .subscribe_blocking(
+            "ns",
+            "torn",
+            Start::At {
+                epoch: epoch.0,
+                seq: 1,
+            },
+        )
+        .expect("subscribe");
+    let got = items(&mut sub, 10);
+    assert_eq!(got.last().map(|g| (g.0, g.1)), Some((epoch, Seq(10))));
+    let p = b.publish_blocking("ns", "torn", "next").expect("publish");
+    assert_eq!((p.epoch, p.seq), (epoch, Seq(11)));
+    drop(sub);
+    b.shutdown();
+    drop(b);
+    // The cut stays cut after another restart.
+    let b = start(&dir, 1);
+    assert_eq!(total(&b).storage_cut_bytes, 0);
+    assert_eq!(total(&b).storage_recovered, 11);
+    b.shutdown();
+}
+
+#[test]
+fn retention_deletes_whole_old_segments() {
+    let dir = DataDir::new("retention");
+    let mut cfg = Config::default();
+    cfg.shards = 1;
+    let mut st = StorageConfig::new(&dir.0);
+    st.segment_bytes = 1 << 20;
+    st.retention_bytes = 2 << 20;
+    cfg.storage = Some(st);
+    let b = Broker::builder().config(cfg).start().expect("start");
+    let payload = vec![b'x'; 64 << 10];
+    for _ in 0..80 {
+        b.publish_blocking("ns", "big", payload.clone())
+            .expect("publish");
+    }
+    // 5 MiB written into 1 MiB segments with 2 MiB retained: the sweep (once a second)
+    // deletes the oldest.
+    let deadline = std::time::Instant::now() + WAIT;
+    while total(&b).storage_segments_deleted == 0 {
+        assert!(std::time::Instant::now() < deadline, "no segment deleted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = total(&b);
+    assert!(s.storage_bytes <= 3 << 20, "{} bytes kept", s.storage_bytes);
+    // The files go right after (the shard's storage task deletes them).
+    while segments(&dir.0).len() as u64 != s.storage_segments {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} files on disk, {} segments kept",
+            segments(&dir.0).len(),
+            s.storage_segments
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.shutdown();
+}
+
+#[test]
+fn a_data_dir_refuses_another_shard_count() {
+    let dir = DataDir::new("layout");
+    let b = start(&dir, 2);
+    b.publish_blocking("ns", "t", "x").expect("publish");
+    b.shutdown();
+    drop(b);
+    let err = Broker::builder()
+        .shards(1)
+        .data_dir(&dir.0)
+        .start()
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("shards = 2"), "{err}");
+}
+
+#[test]
+fn without_a_data_dir_acknowledgements_say_memory() {
+    let b = Broker::builder().shards(1).start().expect("start");
+    let p = b.publish_blocking("ns", "t", "x").expect("publish");
+    assert_eq!(p.durability, Durability::Memory);
+    assert!(!matches!(
+        b.publish_blocking("ns", "t", vec![0; 2 << 20]),
+        Ok(_) | Err(PublishError::StorageUnavailable)
+    ));
+    b.shutdown();
+}
