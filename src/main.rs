@@ -648,6 +648,14 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;
+    // A log write past the file-size limit (`ulimit -f`) then fails with EFBIG, which the
+    // shard reports as a storage error (StorageUnavailable), instead of SIGXFSZ killing the
+    // process.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .context("cannot install the SIGXFSZ handler")?;
     let shards = cfg.engine.shard_count();
     let pinned = cfg.engine.pin;
     let cfg_tls = cfg.tls.is_some();

@@ -126,3 +126,66 @@ fn acknowledged_publishes_survive_kill_9() {
     drop(node);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A log that cannot be written (here: past the file-size limit, `ulimit -f`, as a full disk
+/// would be) refuses publishes to its shard's topics with `StorageUnavailable` and a metric;
+/// the broker goes on serving, other shards' topics included.
+#[test]
+fn a_failed_disk_refuses_publishes_and_the_broker_keeps_serving() {
+    let data: PathBuf =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let bin = env!("CARGO_BIN_EXE_fanfare");
+    // 128 KiB per file: a few dozen 4 KiB messages fit in a segment.
+    let script = format!(
+        "ulimit -f 128; exec {bin} serve --no-pin --shards 2 --listen 127.0.0.1:0 --data-dir {}",
+        data.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh runs");
+    let addr = common::listening_addr(&mut child, "");
+    let node = Serve(child);
+    let body = "x".repeat(4096);
+    let mut refused = None;
+    for i in 0..200 {
+        let (status, text) = http_publish(addr, "/v1/topics/ns/full", &body);
+        if status.contains("503") {
+            refused = Some((i, text));
+            break;
+        }
+        assert!(status.contains("200"), "publish {i}: {status} {text}");
+    }
+    let (n, text) = refused.expect("the file-size limit is reached within 200 publishes");
+    assert!(n > 0, "some publishes fit before the limit");
+    assert!(text.contains("storage is unavailable"), "{text}");
+    // Refused again, at once: the log failed and stays failed until a restart.
+    let (status, _) = http_publish(addr, "/v1/topics/ns/full", "small");
+    assert!(status.contains("503"), "{status}");
+    // The broker serves on: its health, its metrics, and a topic of the other shard.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).expect("metrics");
+    let errors: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("fanfare_engine_storage_errors_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(errors >= 1, "storage_errors counted: {metrics}");
+    let other = (0..64).map(|i| format!("other-{i}")).find(|t| {
+        let (status, _) = http_publish(addr, &format!("/v1/topics/ns/{t}"), "small");
+        status.contains("200")
+    });
+    assert!(
+        other.is_some(),
+        "a topic on the other shard still takes publishes"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&data);
+}
