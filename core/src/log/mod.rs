@@ -24,6 +24,8 @@
 //!   retained; the caller decides which (messages, bytes, age per topic).
 
 pub mod dma;
+#[cfg(test)]
+mod model;
 pub mod record;
 #[cfg(test)]
 mod sim;
