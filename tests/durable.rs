@@ -20,8 +20,10 @@ impl Drop for Serve {
 }
 
 fn serve(data: &Path) -> (Serve, SocketAddr) {
+    // Five messages of history in memory: a resume further back reads from disk (and, with
+    // two shards, may cross to the owning shard).
     let mut child = common::serve_command()
-        .arg("--data-dir")
+        .args(["--history-messages", "5", "--data-dir"])
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -118,4 +118,7 @@ pub struct Replay {
     pub gap: Option<(Seq, Seq, Epoch)>,
     /// History from `start` on, in order.
     pub items: Vec<Message>,
+    /// `items` is one page read from the owner's disk: ask again from where it ends for the
+    /// rest.
+    pub more: bool,
 }

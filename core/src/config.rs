@@ -224,8 +224,11 @@ impl Config {
             return Err((*why).to_owned());
         }
         if let Some(s) = &self.storage {
-            if s.segment_bytes < 1 << 20 {
-                return Err("storage segment_bytes must be at least 1 MiB".to_owned());
+            if !(1 << 20..=2 << 30).contains(&s.segment_bytes) {
+                return Err("storage segment_bytes must be 1 MiB..=2 GiB".to_owned());
+            }
+            if s.backlog_bytes_max > 1 << 30 {
+                return Err("storage backlog_bytes_max must be at most 1 GiB".to_owned());
             }
             if s.retention_bytes < s.segment_bytes {
                 return Err("storage retention_bytes must be at least segment_bytes".to_owned());

@@ -130,6 +130,15 @@ counters! {
         storage_damaged,
         /// Bytes of a torn tail cut at start-up (a batch never acknowledged).
         storage_cut_bytes,
+        /// Catch-up reads from the log (one page each).
+        storage_reads,
+        /// Messages read back from the log for catch-up.
+        storage_read_messages,
+        /// Catch-up reads that failed (a discontinuity told the subscriber).
+        storage_read_errors,
+        /// Catch-up reads answered from memory because `DISK_READS_MAX` were queued (with a
+        /// discontinuity over what only the disk held).
+        storage_reads_shed,
     }
 }
 

@@ -354,3 +354,127 @@ fn without_a_data_dir_acknowledgements_say_memory() {
     ));
     b.shutdown();
 }
+
+#[test]
+fn a_subscriber_behind_the_memory_history_catches_up_from_disk() {
+    let dir = DataDir::new("catchup");
+    let mut cfg = Config::default();
+    cfg.shards = 1;
+    cfg.history_messages_max = 16; // memory holds the last 16; the disk everything
+    cfg.storage = Some(StorageConfig::new(&dir.0));
+    let b = Broker::builder()
+        .config(cfg.clone())
+        .start()
+        .expect("start");
+    const N: u64 = 2500; // more than two pages of DISK_PAGE_MESSAGES
+    let mut epoch = Epoch(0);
+    for i in 0..N {
+        epoch = b
+            .publish_blocking("ns", "deep", format!("m{i}"))
+            .expect("publish")
+            .epoch;
+    }
+    let check = |b: &Broker| {
+        let mut sub = b
+            .subscribe_blocking(
+                "ns",
+                "deep",
+                Start::At {
+                    epoch: epoch.0,
+                    seq: 1,
+                },
+            )
+            .expect("subscribe");
+        let got = items(&mut sub, N as usize);
+        for (i, (e, s, p)) in got.iter().enumerate() {
+            assert_eq!((*e, *s), (epoch, Seq(i as u64 + 1)), "in order, no gap");
+            assert_eq!(p, format!("m{i}").as_bytes());
+        }
+        // Then live, in order after the catch-up.
+        let p = b.publish_blocking("ns", "deep", "live").expect("publish");
+        let live = items(&mut sub, 1);
+        assert_eq!((live[0].1, &live[0].2[..]), (p.seq, &b"live"[..]));
+    };
+    check(&b);
+    let s = total(&b);
+    assert!(s.storage_reads >= 3, "{} pages read", s.storage_reads);
+    assert!(s.storage_read_messages >= N - 16);
+    assert_eq!(s.discontinuities, 0);
+    b.shutdown();
+    drop(b);
+    // The same after a restart (the index is rebuilt from the log).
+    let b = Broker::builder().config(cfg).start().expect("start");
+    let mut sub = b
+        .subscribe_blocking(
+            "ns",
+            "deep",
+            Start::At {
+                epoch: epoch.0,
+                seq: 1,
+            },
+        )
+        .expect("subscribe");
+    let got = items(&mut sub, N as usize + 1);
+    assert_eq!(got.last().map(|g| g.1), Some(Seq(N + 1)));
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, g)| g.1 == Seq(i as u64 + 1)));
+    drop(sub);
+    b.shutdown();
+}
+
+/// Forwards items (seq) and discontinuities to the test thread, from a shard's own thread.
+struct Forward(std::sync::mpsc::Sender<Result<u64, String>>);
+
+impl fanfare_core::Sink for Forward {
+    fn offer(&self, _sub: fanfare_core::SubId, o: fanfare_core::Offer<'_>) -> fanfare_core::Accept {
+        match o {
+            fanfare_core::Offer::Item(d) => {
+                let _ = self.0.send(Ok(d.message.seq.0));
+            }
+            fanfare_core::Offer::Discontinuity { .. } | fanfare_core::Offer::Closed(_) => {
+                let _ = self.0.send(Err(format!("{o:?}")));
+            }
+            _ => {}
+        }
+        fanfare_core::Accept::Queued
+    }
+}
+
+#[test]
+fn a_subscriber_on_another_shard_catches_up_from_the_owners_disk() {
+    let dir = DataDir::new("catchup-mesh");
+    let mut cfg = Config::default();
+    cfg.shards = 2;
+    cfg.history_messages_max = 8;
+    cfg.storage = Some(StorageConfig::new(&dir.0));
+    let b = Broker::builder().config(cfg).start().expect("start");
+    let owner = b.owner_shard("ns", "far").expect("owner");
+    let mut epoch = Epoch(0);
+    for i in 0..1500 {
+        epoch = b
+            .publish_blocking("ns", "far", format!("m{i}"))
+            .expect("publish")
+            .epoch;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    b.run_on(1 - owner, move |h| {
+        let key = h.topic_key("ns", "far").expect("key");
+        let at = Start::At {
+            epoch: epoch.0,
+            seq: 1,
+        };
+        h.subscribe(key, at, std::rc::Rc::new(Forward(tx)))
+            .expect("subscribe");
+    })
+    .expect("run on the other shard");
+    for want in 1..=1500u64 {
+        match rx.recv_timeout(WAIT) {
+            Ok(Ok(seq)) => assert_eq!(seq, want, "in order, no gap"),
+            other => panic!("at {want}: {other:?}"),
+        }
+    }
+    assert!(total(&b).storage_reads >= 2);
+    b.shutdown();
+}

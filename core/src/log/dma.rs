@@ -90,6 +90,15 @@ impl Segments {
         Ok(out)
     }
 
+    /// `len` bytes of segment `id` from `offset` (fewer at the end of the file): a catch-up
+    /// read, on its own file handle (the segment may be the one taking writes).
+    pub async fn read_span(dir: &Path, id: u64, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let f = DmaFile::open(dir.join(format!("{id:020}{SUFFIX}"))).await?;
+        let r = f.read_at(offset, len).await;
+        let _ = f.close().await;
+        Ok(r?.to_vec())
+    }
+
     /// Performs one op of the log.
     pub async fn perform(&mut self, op: &Op) -> io::Result<()> {
         match op {

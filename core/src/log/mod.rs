@@ -32,7 +32,7 @@ mod sim;
 
 use std::collections::VecDeque;
 
-pub use record::{scan, Damage, FormatError, Kind, Record, RecordRef, Scan};
+pub use record::{decode_at, scan, Damage, FormatError, Kind, Record, RecordRef, Scan};
 
 /// A log's shape.
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +96,9 @@ pub enum AppendError {
 struct InFlight {
     /// The last ticket in it.
     upto: u64,
+    /// Its segment, and where its first record starts there.
+    segment: u64,
+    base: u64,
     /// The last segment's valid length, and its last partial block, once it is durable.
     end: u64,
     tail: Vec<u8>,
@@ -123,6 +126,8 @@ pub struct Log {
     failed: bool,
     /// Open a new segment for the next batch that can (see `recover`).
     roll_next: bool,
+    /// The last batch made durable: its segment, and where its first record starts.
+    last_batch: (u64, u64),
 }
 
 impl Log {
@@ -144,6 +149,7 @@ impl Log {
             in_flight: None,
             failed: false,
             roll_next: false,
+            last_batch: (0, 0),
         }
     }
 
@@ -175,6 +181,13 @@ impl Log {
         let t = self.next_ticket;
         self.next_ticket += 1;
         Ok(t)
+    }
+
+    /// Where the batch [`Progress::Durable`] reported last lies: its segment, and the offset
+    /// of its first record. A record's place is that offset plus [`Log::staged_bytes`] as it
+    /// was just before the record was appended.
+    pub fn durable_batch(&self) -> (u64, u64) {
+        self.last_batch
     }
 
     /// Records appended and not yet durable.
@@ -246,6 +259,7 @@ impl Log {
             return Progress::Recovered;
         }
         self.durable = f.upto;
+        self.last_batch = (f.segment, f.base);
         Progress::Durable(f.upto)
     }
 
@@ -308,6 +322,8 @@ impl Log {
         ops.push_back(Op::Sync { segment });
         self.in_flight = Some(InFlight {
             upto,
+            segment,
+            base: self.end,
             end,
             tail,
             ops,
@@ -423,6 +439,8 @@ impl Recovery {
             data.resize(data.len().max(cover).next_multiple_of(cfg.block_bytes), 0);
             log.in_flight = Some(InFlight {
                 upto: 0,
+                segment,
+                base: end,
                 end: new_end,
                 tail: new_tail,
                 ops: VecDeque::from([

@@ -268,6 +268,15 @@ fn read_at(b: &[u8], at: usize) -> At {
     }
 }
 
+/// The record starting at byte `at` of `b`, if a whole valid one starts there (both checksums
+/// pass): how catch-up reads a record it has the place of.
+pub fn decode_at(b: &[u8], at: usize) -> Option<Record> {
+    match read_at(b, at) {
+        At::Valid(r, _) => Some(r),
+        _ => None,
+    }
+}
+
 /// Damage found inside written data: records that were there and cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Damage {

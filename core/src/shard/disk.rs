@@ -7,10 +7,23 @@ use std::task::Waker;
 
 use fanfare_proto::Durability;
 
+use crate::cluster::Replay;
 use crate::config::StorageConfig;
-use crate::ids::TopicKey;
+use crate::ids::{Epoch, Seq, ShardId, SubId, TopicKey};
 use crate::log::Log;
-use crate::message::{Message, PublishError, Published};
+use crate::message::{Message, PublishError, Published, SubscribeError};
+use crate::shard::position::{Gap, OwnerReply};
+
+/// Called with the answer to a fetch, on the asking shard (must not call into the shard).
+pub type FetchCallback = Box<dyn FnOnce(Result<Replay, SubscribeError>)>;
+
+/// Messages one catch-up read from disk returns at most (the subscriber asks again for more).
+pub(crate) const DISK_PAGE_MESSAGES: usize = 1000;
+/// Bytes one catch-up read spans at most (at least one record).
+pub(crate) const DISK_PAGE_BYTES: u64 = 4 << 20;
+/// Catch-up reads queued on one shard; past it, a request is answered from memory with a
+/// discontinuity over the part only the disk holds (counted in `storage_reads_shed`).
+pub(crate) const DISK_READS_MAX: usize = 4096;
 
 /// Where the publisher's answer goes.
 pub(crate) type Answer = flume::Sender<Result<Published, PublishError>>;
@@ -22,6 +35,119 @@ pub(crate) struct Waiting {
     pub msg: Message,
     pub idempotency_key: Option<Arc<str>>,
     pub answer: Option<Answer>,
+    /// Where its record starts in the staged batch, and its length on disk.
+    pub at: u64,
+    pub len: u32,
+}
+
+/// Where one record is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub segment: u64,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Where a topic's records of its current epoch are on disk, by sequence (16 bytes per
+/// retained record; empty, and allocation-free, without a data dir).
+#[derive(Default)]
+pub(crate) struct DiskIndex {
+    epoch: Epoch,
+    /// The sequence of `locs[0]`.
+    first: Seq,
+    locs: VecDeque<Loc>,
+}
+
+impl DiskIndex {
+    /// Records that `(epoch, seq)` is at `loc`; a new epoch, or a sequence that does not
+    /// follow, starts the index over.
+    pub(crate) fn push(&mut self, epoch: Epoch, seq: Seq, loc: Loc) {
+        if epoch != self.epoch || self.first.0 + self.locs.len() as u64 != seq.0 {
+            self.epoch = epoch;
+            self.first = seq;
+            self.locs.clear();
+        }
+        self.locs.push_back(loc);
+    }
+
+    /// The oldest sequence on disk in `epoch`.
+    pub(crate) fn first_seq(&self, epoch: Epoch) -> Option<Seq> {
+        (self.epoch == epoch && !self.locs.is_empty()).then_some(self.first)
+    }
+
+    /// Places of the records from `from` on, up to `upto` (exclusive), within one page.
+    pub(crate) fn page(&self, from: Seq, upto: Seq) -> Vec<Loc> {
+        let skip = from.0.saturating_sub(self.first.0) as usize;
+        let want = upto.0.saturating_sub(from.0) as usize;
+        let mut out: Vec<Loc> = Vec::new();
+        let mut span = 0u64;
+        for loc in self
+            .locs
+            .iter()
+            .skip(skip)
+            .take(want.min(DISK_PAGE_MESSAGES))
+        {
+            span += u64::from(loc.len);
+            if !out.is_empty() && span > DISK_PAGE_BYTES {
+                break;
+            }
+            out.push(*loc);
+        }
+        out
+    }
+
+    /// Forgets records in segments up to `segment` (deleted by retention).
+    pub(crate) fn forget_through(&mut self, segment: u64) {
+        while self.locs.front().is_some_and(|l| l.segment <= segment) {
+            self.locs.pop_front();
+            self.first = Seq(self.first.0 + 1);
+        }
+        if self.locs.is_empty() && self.locs.capacity() > 0 {
+            self.locs = VecDeque::new();
+        }
+    }
+
+    /// Whether nothing is indexed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.locs.is_empty()
+    }
+}
+
+/// Where the owner's answer to a subscribe or fetch goes once it is ready (at once, or after
+/// a read from disk).
+pub(crate) enum ReplyTo {
+    /// A subscriber on this shard.
+    Sub(SubId),
+    /// A subscriber on another shard of this node.
+    Shard { to: ShardId, sub: SubId },
+    /// A fetch from another shard.
+    Fetch { to: ShardId, token: u64 },
+    /// A fetch on this shard.
+    Callback(FetchCallback),
+}
+
+/// The owner's answer to a subscribe or fetch, before it is sent.
+pub(crate) enum Fetched {
+    /// From memory.
+    Ready(OwnerReply),
+    /// The start is only on disk: read this page first.
+    Disk {
+        epoch: Epoch,
+        from: Seq,
+        locs: Vec<Loc>,
+        disc: Option<Gap>,
+    },
+}
+
+/// A catch-up read from disk waiting for `read_loop`.
+pub(crate) struct DiskRead {
+    pub to: ReplyTo,
+    pub key: TopicKey,
+    pub epoch: Epoch,
+    /// The first sequence wanted, where it is on disk, and the discontinuity before it.
+    pub from: Seq,
+    pub locs: Vec<Loc>,
+    pub disc: Option<Gap>,
 }
 
 /// One segment as retention sees it.
@@ -44,6 +170,9 @@ pub(crate) struct Store {
     pub doomed: VecDeque<u64>,
     /// What an acknowledgement promises.
     pub durability: Durability,
+    /// Catch-up reads waiting for `read_loop`, and its waker.
+    pub reads: VecDeque<DiskRead>,
+    pub read_waker: Option<Waker>,
 }
 
 /// How a publish was ordered.
@@ -60,6 +189,18 @@ impl Store {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+
+    /// Queues a catch-up read; gives it back when [`DISK_READS_MAX`] are queued.
+    pub(crate) fn read(&mut self, r: DiskRead) -> Result<(), DiskRead> {
+        if self.reads.len() >= DISK_READS_MAX {
+            return Err(r);
+        }
+        self.reads.push_back(r);
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+        Ok(())
     }
 
     /// Publishes waiting for the disk.

@@ -18,6 +18,7 @@
 //! shutdown. The embedder's API is [`ShardHandle`] (`handle.rs`); node links use
 //! [`ClusterPort`] (`port.rs`).
 
+mod catchup;
 mod dedup;
 mod disk;
 mod handle;
@@ -34,10 +35,10 @@ mod store;
 mod tests;
 mod upstream;
 
+pub use disk::FetchCallback;
 pub use handle::{Hold, PendingPublish, ShardHandle, StartedPublish};
 pub use owner::OwnedTopicInfo;
 pub use port::ClusterPort;
 pub use run::ShardHook;
 pub(crate) use run::{run, Boot, Cmd, Ctl};
-pub use state::FetchCallback;
 pub(crate) use store::check_layout;

@@ -11,7 +11,7 @@ use crate::history::History;
 use crate::ids::{Epoch, Seq, ShardId, TopicKey};
 use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
 use crate::shard::dedup::Dedup;
-use crate::shard::disk::{Answer, Ordered};
+use crate::shard::disk::{Answer, DiskIndex, Fetched, Ordered, ReplyTo};
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{resolve_start, OwnerReply};
 use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
@@ -62,6 +62,7 @@ impl State {
                 dedup: Dedup::default(),
                 roster: None,
                 pending: 0,
+                on_disk: DiskIndex::default(),
             };
             self.owned.insert(key.clone(), t);
             ShardStats::set(&self.stats.topics, self.owned.len() as u64);
@@ -176,28 +177,34 @@ impl State {
         }
     }
 
+    /// A subscribe from shard `from`: adds its interest and answers where the subscriber
+    /// starts, to `to` (at once, or after a read from disk).
     pub(crate) fn owner_subscribe(
         &mut self,
         key: &TopicKey,
         start: Start,
         from: ShardId,
-    ) -> Result<OwnerReply, SubscribeError> {
-        let reply = self.owner_fetch(key, start)?;
-        if let Some(topic) = self.owned.get_mut(key) {
-            if !topic.interested.contains(&from) {
-                topic.interested.push(from);
+        to: ReplyTo,
+    ) {
+        let reply = self.owner_fetch(key, start);
+        if reply.is_ok() {
+            if let Some(topic) = self.owned.get_mut(key) {
+                if !topic.interested.contains(&from) {
+                    topic.interested.push(from);
+                }
             }
         }
-        Ok(reply)
+        self.answer_owner(key, reply, to);
     }
 
     /// Where a subscriber starting at `start` begins, and the history it gets (the topic is
-    /// created if new).
+    /// created if new): from memory, or, when only the disk still holds the start, the
+    /// places of the first page to read ([`Fetched::Disk`]).
     pub(crate) fn owner_fetch(
         &mut self,
         key: &TopicKey,
         start: Start,
-    ) -> Result<OwnerReply, SubscribeError> {
+    ) -> Result<Fetched, SubscribeError> {
         debug_assert_eq!(self.owner_of(key), self.id);
         let max = self.cfg.topics_per_shard_max;
         let Some(topic) = self.owned_topic(key) else {
@@ -205,18 +212,29 @@ impl State {
         };
         // Messages still waiting for the disk are not there yet: a subscriber starting now
         // gets them live, once they are durable.
-        let (disc, first) = resolve_start(
-            topic.epoch,
-            Seq(topic.next_seq.0 - u64::from(topic.pending)),
-            topic.history.first_seq(),
-            start,
-        )?;
-        Ok(OwnerReply {
+        let next = Seq(topic.next_seq.0 - u64::from(topic.pending));
+        let in_memory = topic.history.first_seq();
+        let oldest = match (topic.on_disk.first_seq(topic.epoch), in_memory) {
+            (Some(d), Some(m)) => Some(d.min(m)),
+            (d, m) => d.or(m),
+        };
+        let (disc, first) = resolve_start(topic.epoch, next, oldest, start)?;
+        let memory_from = in_memory.unwrap_or(next);
+        if first < memory_from {
+            return Ok(Fetched::Disk {
+                epoch: topic.epoch,
+                from: first,
+                locs: topic.on_disk.page(first, memory_from),
+                disc,
+            });
+        }
+        Ok(Fetched::Ready(OwnerReply {
             epoch: topic.epoch,
             start: first,
             disc,
             replay: topic.history.since(first).cloned().collect(),
-        })
+            more: false,
+        }))
     }
 
     pub(crate) fn owner_uninterest(&mut self, key: &TopicKey, from: ShardId) {
@@ -247,7 +265,7 @@ impl State {
             !(t.interested.is_empty()
                 && t.roster.is_none()
                 && t.pending == 0
-                && (t.history.is_empty() || moved))
+                && ((t.history.is_empty() && t.on_disk.is_empty()) || moved))
         });
         let expired = before - self.owned.len();
         if expired > 0 {

@@ -26,6 +26,8 @@ pub(crate) struct OwnerReply {
     pub disc: Option<Gap>,
     /// History from `start` on.
     pub replay: Vec<Message>,
+    /// `replay` is one page read from disk: more follows, ask again from where it ends.
+    pub more: bool,
 }
 
 impl From<OwnerReply> for Replay {
@@ -35,6 +37,7 @@ impl From<OwnerReply> for Replay {
             start: r.start,
             gap: r.disc.map(|g| (g.last_seq, g.new_seq, g.new_epoch)),
             items: r.replay,
+            more: r.more,
         }
     }
 }
@@ -50,6 +53,7 @@ impl From<Replay> for OwnerReply {
                 new_epoch,
             }),
             replay: r.items,
+            more: r.more,
         }
     }
 }

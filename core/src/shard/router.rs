@@ -15,7 +15,7 @@ use crate::message::{
     CloseReason, Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
 };
 use crate::presence::{PresenceAction, PresenceEvent, PresenceOptions};
-use crate::shard::disk::Ordered;
+use crate::shard::disk::{Ordered, ReplyTo};
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{Gap, OwnerReply};
 use crate::shard::state::{Home, LocalTopic, Phase, State, Subscriber};
@@ -185,6 +185,7 @@ impl State {
                         start: next,
                         disc: None,
                         replay: Vec::new(),
+                        more: false,
                     };
                     self.on_subscribe_reply(sub, Ok(reply));
                     return;
@@ -205,8 +206,7 @@ impl State {
         }
         let owner = self.owner_of(&key);
         if owner == self.id {
-            let reply = self.owner_subscribe(&key, start, self.id);
-            self.on_subscribe_reply(sub, reply);
+            self.owner_subscribe(&key, start, self.id, ReplyTo::Sub(sub));
         } else {
             let from = self.id;
             self.send(
@@ -313,10 +313,15 @@ impl State {
                 }
             }
         }
+        // A page read from disk: ask for the next one right away (live items are skipped
+        // meanwhile; the last answer, from memory, is in order with them).
+        let again = reply.more && s.phase == Phase::Live;
         ShardStats::add(&self.stats.replayed, replayed);
         ShardStats::add(&self.stats.deliveries, replayed);
         if gone {
             self.remove_sub(sub, None);
+        } else if again {
+            self.catch_up(sub);
         }
     }
 

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{CloseReason, PublishError, PublishMeta, Published, SubscribeError};
 use crate::presence::PresenceOptions;
+use crate::shard::disk::ReplyTo;
 use crate::shard::handle::ShardHandle;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::state::State;
@@ -111,7 +112,11 @@ pub(crate) async fn run(boot: Boot) {
     // With a data dir: read the shard's log back before anything is served.
     let store = match &cfg.storage {
         Some(sc) => match store::open(&state, sc).await {
-            Ok(dev) => Some(glommio::spawn_local(store::store_loop(state.clone(), dev))),
+            Ok(dev) => {
+                let dir = dev.dir().to_path_buf();
+                glommio::spawn_local(crate::shard::catchup::read_loop(state.clone(), dir)).detach();
+                Some(glommio::spawn_local(store::store_loop(state.clone(), dev)))
+            }
             Err(e) => {
                 let _ = report.send(Err(format!("shard {}: {e}", id.0)));
                 return;
@@ -262,8 +267,7 @@ impl State {
                 from,
                 sub,
             } => {
-                let reply = self.owner_subscribe(&key, start, from);
-                self.send(from, MeshMsg::SubscribeReply { sub, reply });
+                self.owner_subscribe(&key, start, from, ReplyTo::Shard { to: from, sub });
             }
             MeshMsg::Uninterest { key, from } => self.owner_uninterest(&key, from),
             MeshMsg::SubscribeReply { sub, reply } => self.on_subscribe_reply(sub, reply),
@@ -275,7 +279,7 @@ impl State {
                 token,
             } => {
                 let reply = self.owner_fetch(&key, start);
-                self.send(from, MeshMsg::FetchReply { token, reply });
+                self.answer_owner(&key, reply, ReplyTo::Fetch { to: from, token });
             }
             MeshMsg::FetchReply { token, reply } => {
                 if let Some(cb) = self.fetch_waiters.remove(&token) {

@@ -13,22 +13,20 @@ use std::time::Instant;
 use ahash::{AHashMap, AHashSet};
 use fanfare_proto::Start;
 
-use crate::cluster::{NodeKey, Replay, SharedView, Upstream};
+use crate::cluster::{NodeKey, SharedView, Upstream};
 use crate::config::Config;
 use crate::history::History;
 use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
-use crate::message::SubscribeError;
 use crate::placement::shard_for;
 use crate::presence::{Roster, SubPresence};
 use crate::shard::dedup::Dedup;
-use crate::shard::disk::Store;
+use crate::shard::disk::{DiskIndex, Store};
 use crate::shard::mesh::{MeshMsg, Outboxes, Pushed};
 use crate::signal::Signal;
 use crate::sink::Sink;
 use crate::stats::ShardStats;
 
-/// Called with the answer to a fetch, on the asking shard (must not call into the shard).
-pub type FetchCallback = Box<dyn FnOnce(Result<Replay, SubscribeError>)>;
+pub use crate::shard::disk::FetchCallback;
 
 /// Where a local topic's owner is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +53,8 @@ pub(crate) struct OwnedTopic {
     /// Its messages ordered and waiting for the disk (the last `pending` sequences before
     /// `next_seq`; always 0 without a data dir).
     pub pending: u32,
+    /// Where its retained records are on disk (empty without a data dir).
+    pub on_disk: DiskIndex,
 }
 
 /// Where a local subscriber stands with its owner.

@@ -34,7 +34,7 @@ use crate::log::dma::Segments;
 use crate::log::{Damage, LogConfig, Op, Progress, Record, Recovery};
 use crate::message::{Message, PublishError, Published};
 use crate::shard::dedup::Dedup;
-use crate::shard::disk::{Answer, SegInfo, Store, Waiting};
+use crate::shard::disk::{Answer, DiskIndex, Loc, SegInfo, Store, Waiting};
 use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
 use crate::stats::ShardStats;
 
@@ -54,18 +54,21 @@ impl State {
             return Err(PublishError::StorageUnavailable);
         };
         let publisher = msg.publisher_id.as_deref().unwrap_or("");
+        let at = store.log.staged_bytes() as u64;
+        let rec = crate::log::RecordRef {
+            kind: crate::log::Kind::Message,
+            topic: key.as_str().as_bytes(),
+            epoch: msg.epoch.0,
+            seq: msg.seq.0,
+            timestamp_us: wall_clock_micros(),
+            publisher: publisher.as_bytes(),
+            key: idempotency_key.as_deref().unwrap_or("").as_bytes(),
+            payload: &msg.payload,
+        };
+        let len = rec.encoded_len() as u32;
         let ticket = store
             .log
-            .append(crate::log::RecordRef {
-                kind: crate::log::Kind::Message,
-                topic: key.as_str().as_bytes(),
-                epoch: msg.epoch.0,
-                seq: msg.seq.0,
-                timestamp_us: wall_clock_micros(),
-                publisher: publisher.as_bytes(),
-                key: idempotency_key.as_deref().unwrap_or("").as_bytes(),
-                payload: &msg.payload,
-            })
+            .append(rec)
             .map_err(|_| PublishError::StorageUnavailable)?;
         store.waiting.push_back(Waiting {
             ticket,
@@ -73,6 +76,8 @@ impl State {
             msg,
             idempotency_key,
             answer: None,
+            at,
+            len,
         });
         store.wake();
         Ok(())
@@ -153,6 +158,10 @@ impl State {
     fn release(&mut self, upto: u64) {
         let now = Instant::now();
         let keys_max = self.cfg.idempotency_keys_max;
+        let (segment, base) = self
+            .store
+            .as_ref()
+            .map_or((0, 0), |s| s.log.durable_batch());
         let mut targets = std::mem::take(&mut self.scratch_shards);
         while let Some(w) = self
             .store
@@ -178,6 +187,14 @@ impl State {
             if let Some(topic) = self.owned.get_mut(&w.key) {
                 topic.pending = topic.pending.saturating_sub(1);
                 topic.history.push(now, w.msg.clone());
+                // Offsets fit 32 bits: a segment ends once a batch would pass segment_bytes
+                // (validated to fit), and one batch is at most the backlog limit past it.
+                let loc = Loc {
+                    segment,
+                    offset: (base + w.at) as u32,
+                    len: w.len,
+                };
+                topic.on_disk.push(w.msg.epoch, w.msg.seq, loc);
                 if let Some(k) = w.idempotency_key {
                     let evicted =
                         topic
@@ -237,6 +254,12 @@ impl State {
         }
         if let Some(id) = through {
             let doomed = store.log.delete_through(id);
+            for t in self.owned.values_mut() {
+                t.on_disk.forget_through(id);
+            }
+            let Some(store) = self.store.as_mut() else {
+                return;
+            };
             ShardStats::add(&self.stats.storage_segments_deleted, doomed.len() as u64);
             store.doomed.extend(doomed);
             store.wake();
@@ -258,6 +281,7 @@ impl State {
     fn recover_record(
         &mut self,
         r: Record,
+        loc: Loc,
         now: Instant,
         now_us: u64,
         renew: &mut AHashSet<TopicKey>,
@@ -281,6 +305,7 @@ impl State {
             dedup: Dedup::default(),
             roster: None,
             pending: 0,
+            on_disk: DiskIndex::default(),
         });
         if r.epoch != t.epoch.0 || r.seq != t.next_seq.0 {
             if r.epoch == t.epoch.0 {
@@ -294,6 +319,7 @@ impl State {
             t.dedup = Dedup::default();
         }
         t.next_seq = Seq(r.seq + 1);
+        t.on_disk.push(t.epoch, Seq(r.seq), loc);
         let age = Duration::from_micros(now_us.saturating_sub(r.timestamp_us));
         let at = now.checked_sub(age).unwrap_or(now);
         let publisher: Option<Arc<str>> =
@@ -334,6 +360,7 @@ impl State {
                 dedup: Dedup::default(),
                 roster: None,
                 pending: 0,
+                on_disk: DiskIndex::default(),
             });
             tracing::error!(
                 shard = self.id.0,
@@ -346,6 +373,7 @@ impl State {
             t.next_seq = Seq(1);
             t.history = History::new(count, bytes);
             t.dedup = Dedup::default();
+            t.on_disk = DiskIndex::default();
         }
     }
 }
@@ -393,9 +421,15 @@ pub(crate) async fn open(
             .map_err(|e| format!("cannot read segment {seg} in {}: {e}", dir.display()))?;
         let mut newest_us = 0;
         let mut st = state.borrow_mut();
-        rec.segment(seg, &bytes, i + 1 == ids.len(), |_, _, r| {
+        rec.segment(seg, &bytes, i + 1 == ids.len(), |seg, at, r| {
+            // Offsets fit 32 bits (see `release`); the record's length is its encoded one.
+            let loc = Loc {
+                segment: seg,
+                offset: at as u32,
+                len: r.encoded_len() as u32,
+            };
             newest_us = newest_us.max(r.timestamp_us);
-            st.recover_record(r, now, now_us, &mut renew);
+            st.recover_record(r, loc, now, now_us, &mut renew);
         });
         segs.push_back(SegInfo {
             id: seg,
@@ -467,6 +501,8 @@ pub(crate) async fn open(
             Fsync::Always => Durability::Synced,
             Fsync::Never => Durability::Written,
         },
+        reads: VecDeque::new(),
+        read_waker: None,
     });
     st.store_gauges();
     Ok(dev)

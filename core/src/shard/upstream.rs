@@ -13,6 +13,7 @@ use fanfare_proto::Start;
 use crate::cluster::{NodeKey, Replay, SharedView};
 use crate::ids::{Seq, SubId, TopicKey};
 use crate::message::{CloseReason, Message, SubscribeError};
+use crate::shard::disk::ReplyTo;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::OwnerReply;
 use crate::shard::state::{FetchCallback, Home, Phase, State};
@@ -109,7 +110,7 @@ impl State {
         let owner = self.owner_of(&key);
         if owner == self.id {
             let r = self.owner_fetch(&key, start);
-            cb(r.map(Replay::from));
+            self.answer_owner(&key, r, ReplyTo::Callback(cb));
         } else {
             let token = self.fresh_id();
             self.fetch_waiters.insert(token, cb);

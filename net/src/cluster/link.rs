@@ -504,6 +504,8 @@ fn on_message(links: &Links, link: &Link, msg: LinkMsg) -> Result<(), LinkEnd> {
                     start: Seq(next_seq),
                     gap: p.gap,
                     items: p.items,
+                    // The storage node pages through its disk before it answers `Subscribed`.
+                    more: false,
                 }),
             );
         }

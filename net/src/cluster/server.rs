@@ -16,8 +16,8 @@ use ahash::AHashMap;
 use fanfare_core::cluster::Replay;
 use fanfare_core::presence::PresenceDelta;
 use fanfare_core::{
-    Accept, CloseReason, ClusterPort, MemberId, Message, Offer, PresenceQuery, PublishMeta, Sink,
-    Start, SubId, SubscribeError, TopicKey,
+    Accept, CloseReason, ClusterPort, MemberId, Message, Offer, PresenceQuery, PublishMeta, Seq,
+    Sink, Start, SubId, SubscribeError, TopicKey,
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{LinkItem, LinkMsg};
@@ -108,12 +108,22 @@ impl LinkConn {
     }
 
     /// Sends the answer to request `id`: discontinuity, replay batches, then `Subscribed`.
-    fn answer(&self, id: u64, key: &TopicKey, r: Result<Replay, SubscribeError>) {
+    /// An answer read from the owner's disk comes in pages (`more`): each page's items go
+    /// out and the next page is fetched, so the router gets one answer whose items run from
+    /// the first page's start (`first`) to the head.
+    fn answer(
+        self: &Rc<Self>,
+        id: u64,
+        key: &TopicKey,
+        r: Result<Replay, SubscribeError>,
+        first: Option<Seq>,
+    ) {
         let r = match r {
             Ok(r) => r,
             Err(e) => return self.error(id, e.code(), e.to_string()),
         };
-        if let Some((last, new, epoch)) = r.gap {
+        let first_page = first.is_none();
+        if let Some((last, new, epoch)) = r.gap.filter(|_| first_page) {
             self.push(&LinkMsg::Discontinuity {
                 request_id: id,
                 namespace: key.namespace_name(),
@@ -123,23 +133,53 @@ impl LinkConn {
                 new_epoch: epoch.0,
             });
         }
-        let mut batch: Vec<LinkItem> = Vec::new();
-        let mut bytes = 0;
-        for m in &r.items {
-            bytes += m.payload.len();
-            batch.push(link_item(m));
-            if batch.len() >= REPLAY_BATCH_ITEMS || bytes >= REPLAY_BATCH_BYTES {
-                self.push(&batch_msg(id, key, r.epoch.0, std::mem::take(&mut batch)));
-                bytes = 0;
+        // A later page that is a gap (a record that did not read back): the answer ends
+        // here, and the router's next live item shows it the gap to ask about.
+        let stop = !first_page && r.gap.is_some();
+        if !stop {
+            let mut batch: Vec<LinkItem> = Vec::new();
+            let mut bytes = 0;
+            for m in &r.items {
+                bytes += m.payload.len();
+                batch.push(link_item(m));
+                if batch.len() >= REPLAY_BATCH_ITEMS || bytes >= REPLAY_BATCH_BYTES {
+                    self.push(&batch_msg(id, key, r.epoch.0, std::mem::take(&mut batch)));
+                    bytes = 0;
+                }
+            }
+            if !batch.is_empty() {
+                self.push(&batch_msg(id, key, r.epoch.0, batch));
             }
         }
-        if !batch.is_empty() {
-            self.push(&batch_msg(id, key, r.epoch.0, batch));
+        let first = first.unwrap_or(r.start);
+        if r.more && !stop {
+            let next = Start::At {
+                epoch: r.epoch.0,
+                seq: r.start.0 + r.items.len() as u64,
+            };
+            self.fetches.set(self.fetches.get() + 1);
+            let c = self.clone();
+            let k = key.clone();
+            let asked = self.srv.shard.fetch_here(
+                key.clone(),
+                next,
+                Box::new(move |r| {
+                    c.fetches.set(c.fetches.get() - 1);
+                    c.answer(id, &k, r, Some(first));
+                }),
+            );
+            match asked {
+                Ok(()) => return,
+                Err(e) => {
+                    self.fetches.set(self.fetches.get() - 1);
+                    return self.error(id, e.code(), e.to_string());
+                }
+            }
         }
         self.push(&LinkMsg::Subscribed {
             request_id: id,
             epoch: r.epoch.0,
-            next_seq: r.start.0,
+            next_seq: first.0,
         });
     }
 
@@ -467,7 +507,7 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
                 from,
                 Box::new(move |r| {
                     c.fetches.set(c.fetches.get() - 1);
-                    c.answer(request_id, &cb_key, r);
+                    c.answer(request_id, &cb_key, r, None);
                 }),
             );
             if let Err(e) = r {
