@@ -265,7 +265,10 @@ impl State {
             !(t.interested.is_empty()
                 && t.roster.is_none()
                 && t.pending == 0
-                && ((t.history.is_empty() && t.on_disk.is_empty()) || moved))
+                // Records on disk keep a topic (retention decides when they go): a storage
+                // node serves them again when it owns the topic again.
+                && t.on_disk.is_empty()
+                && (t.history.is_empty() || moved))
         });
         let expired = before - self.owned.len();
         if expired > 0 {

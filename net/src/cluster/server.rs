@@ -157,24 +157,30 @@ impl LinkConn {
                 epoch: r.epoch.0,
                 seq: r.start.0 + r.items.len() as u64,
             };
+            // This runs inside the shard (a fetch callback must not call into it): the next
+            // page is asked for from a task of its own, once the shard is free.
             self.fetches.set(self.fetches.get() + 1);
             let c = self.clone();
             let k = key.clone();
-            let asked = self.srv.shard.fetch_here(
-                key.clone(),
-                next,
-                Box::new(move |r| {
+            glommio::spawn_local(async move {
+                futures_lite::future::yield_now().await;
+                let c2 = c.clone();
+                let k2 = k.clone();
+                let asked = c.srv.shard.fetch_here(
+                    k,
+                    next,
+                    Box::new(move |r| {
+                        c2.fetches.set(c2.fetches.get() - 1);
+                        c2.answer(id, &k2, r, Some(first));
+                    }),
+                );
+                if let Err(e) = asked {
                     c.fetches.set(c.fetches.get() - 1);
-                    c.answer(id, &k, r, Some(first));
-                }),
-            );
-            match asked {
-                Ok(()) => return,
-                Err(e) => {
-                    self.fetches.set(self.fetches.get() - 1);
-                    return self.error(id, e.code(), e.to_string());
+                    c.error(id, e.code(), e.to_string());
                 }
-            }
+            })
+            .detach();
+            return;
         }
         self.push(&LinkMsg::Subscribed {
             request_id: id,
