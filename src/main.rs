@@ -347,6 +347,10 @@ struct BenchArgs {
     /// Give every publish a unique idempotency key (measures the owner's key window).
     #[arg(long)]
     idempotency_keys: bool,
+    /// Stored publishes: JetStream (file storage) on nats://, XADD on redis://; a Fanfare
+    /// broker stores when it runs with --data-dir.
+    #[arg(long)]
+    durable: bool,
     /// The broker's process id (same machine): report its CPU time inside the measured window.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -411,6 +415,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         hdr_log: a.hdr_log,
         idempotency_keys: a.idempotency_keys,
         broker_pid: a.broker_pid,
+        durable: a.durable,
     };
     let progress = std::sync::Arc::new(fanfare_bench::Progress::default());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -138,9 +138,9 @@ fn a_failed_disk_refuses_publishes_and_the_broker_keeps_serving() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-full-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let bin = env!("CARGO_BIN_EXE_fanfare");
-    // 128 KiB per file: a few dozen 4 KiB messages fit in a segment.
+    // 4 MiB per file: a few dozen 64 KiB messages fit in a segment.
     let script = format!(
-        "ulimit -f 128; exec {bin} serve --no-pin --shards 2 --listen 127.0.0.1:0 --data-dir {}",
+        "ulimit -f 4096; exec {bin} serve --no-pin --shards 2 --listen 127.0.0.1:0 --data-dir {}",
         data.display()
     );
     let mut child = Command::new("sh")
@@ -151,7 +151,7 @@ fn a_failed_disk_refuses_publishes_and_the_broker_keeps_serving() {
         .expect("sh runs");
     let addr = common::listening_addr(&mut child, "");
     let node = Serve(child);
-    let body = "x".repeat(4096);
+    let body = "x".repeat(64 << 10);
     let mut refused = None;
     for i in 0..200 {
         let (status, text) = http_publish(addr, "/v1/topics/ns/full", &body);

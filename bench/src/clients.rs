@@ -59,8 +59,18 @@ impl Pub {
     pub(crate) async fn open(t: &Target, s: &Scenario, acks: Rc<Acks>) -> Result<Pub, BenchError> {
         let token = s.token.as_deref();
         Ok(match (t.kind, s.transport) {
-            (Kind::Redis, _) => Pub::Redis(redis::RedisPub::connect(&t.http1, acks).await?),
-            (Kind::Nats, _) => Pub::Nats(nats::NatsPub::connect(&t.http1, s.window, acks).await?),
+            (Kind::Redis, _) => {
+                Pub::Redis(redis::RedisPub::connect(&t.http1, s.durable, acks).await?)
+            }
+            (Kind::Nats, _) => Pub::Nats(
+                nats::NatsPub::connect(
+                    &t.http1,
+                    s.window,
+                    s.durable.then_some(s.namespace.as_str()),
+                    acks,
+                )
+                .await?,
+            ),
             (Kind::Fanfare, Transport::H2) => {
                 Pub::H2(fanfare::H2Pub::connect(&t.h2, token, acks).await?)
             }

@@ -148,9 +148,13 @@ impl NatsSub {
     }
 }
 
-/// A publisher: `PUB`s, with a `PING` after every batch (or when the window is full).
+/// A publisher: `PUB`s, with a `PING` after every batch (or when the window is full); or,
+/// with JetStream, `PUB`s with a reply subject, each acknowledged by its own PubAck.
 pub(crate) struct NatsPub {
     w: WriteHalf<Stream>,
+    /// JetStream: the reply subject of every publish, and the intended times of the
+    /// publishes awaiting their PubAck, oldest first.
+    js: Option<(String, Rc<RefCell<VecDeque<u64>>>)>,
     /// Intended times of the messages sent since the last `PING`.
     pending: Vec<u64>,
     /// Batches awaiting their `PONG`, oldest first.
@@ -162,15 +166,35 @@ pub(crate) struct NatsPub {
 }
 
 impl NatsPub {
-    pub async fn connect(d: &Dialer, window: usize, acks: Rc<Acks>) -> Result<NatsPub, BenchError> {
-        let (stream, buf, _) = connect(d).await?;
+    /// `jetstream`: the namespace whose subjects (`<ns>.>`) the stream `BENCH` stores.
+    pub async fn connect(
+        d: &Dialer,
+        window: usize,
+        jetstream: Option<&str>,
+        acks: Rc<Acks>,
+    ) -> Result<NatsPub, BenchError> {
+        let (mut stream, mut buf, mut chunk) = connect(d).await?;
+        let js = match jetstream {
+            Some(ns) => {
+                let inbox = stream_create(&mut stream, &mut buf, &mut chunk, ns).await?;
+                Some((format!("{inbox}.a"), Rc::new(RefCell::new(VecDeque::new()))))
+            }
+            None => None,
+        };
         let (r, w) = futures_lite::io::split(stream);
         let batches = Rc::new(RefCell::new(VecDeque::new()));
         let pong_owed = Rc::new(Cell::new(0));
-        let reader =
-            glommio::spawn_local(replies(r, buf, batches.clone(), pong_owed.clone(), acks));
+        let reader = glommio::spawn_local(replies(
+            r,
+            buf,
+            batches.clone(),
+            pong_owed.clone(),
+            js.as_ref().map(|(_, q)| q.clone()),
+            acks,
+        ));
         Ok(NatsPub {
             w,
+            js,
             pending: Vec::new(),
             batches,
             pong_owed,
@@ -185,6 +209,13 @@ impl NatsPub {
         use std::io::Write as _;
         for _ in 0..self.pong_owed.replace(0) {
             self.out.extend_from_slice(b"PONG\r\n");
+        }
+        if let Some((reply, sent)) = &self.js {
+            let _ = write!(self.out, "PUB {subject} {reply} {}\r\n", payload.len());
+            self.out.extend_from_slice(payload);
+            self.out.extend_from_slice(b"\r\n");
+            sent.borrow_mut().push_back(intended);
+            return;
         }
         let _ = write!(self.out, "PUB {subject} {}\r\n", payload.len());
         self.out.extend_from_slice(payload);
@@ -211,7 +242,7 @@ impl NatsPub {
     /// Asks for the acknowledgement of everything sent (before waiting on a full window, and
     /// at the end), and writes.
     pub async fn flush(&mut self) -> Result<(), BenchError> {
-        if !self.pending.is_empty() {
+        if self.js.is_none() && !self.pending.is_empty() {
             self.batches
                 .borrow_mut()
                 .push_back(std::mem::take(&mut self.pending));
@@ -221,16 +252,81 @@ impl NatsPub {
     }
 }
 
+/// Subscribes to a fresh reply inbox and creates the JetStream stream `BENCH` (file storage,
+/// subjects `<ns>.>`; creating it again with the same settings succeeds); returns the inbox.
+async fn stream_create(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    chunk: &mut Vec<u8>,
+    ns: &str,
+) -> Result<String, BenchError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let inbox = format!(
+        "_INBOX.fb{}x{}x{}",
+        std::process::id(),
+        crate::clock::now_ns(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let cfg = format!(
+        "{{\"name\":\"BENCH\",\"subjects\":[\"{ns}.>\"],\"storage\":\"file\",\"retention\":\"limits\",\"num_replicas\":1}}"
+    );
+    write_all(
+        stream,
+        format!(
+            "SUB {inbox}.* 1\r\nPUB $JS.API.STREAM.CREATE.BENCH {inbox}.c {}\r\n{cfg}\r\n",
+            cfg.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    loop {
+        while let Some(op) = parse(buf)? {
+            match op {
+                Op::Msg(p) => {
+                    let text = String::from_utf8_lossy(&p);
+                    if text.contains("\"error\"") {
+                        return Err(BenchError::Connection(format!(
+                            "JetStream refused the stream (is the server run with -js?): {text}"
+                        )));
+                    }
+                    return Ok(inbox);
+                }
+                Op::Err(e) => return Err(BenchError::Connection(format!("NATS: {e}"))),
+                _ => {}
+            }
+        }
+        if read_more(stream, buf, chunk).await? == 0 {
+            return Err(BenchError::Connection(
+                "NATS closed while creating the stream".into(),
+            ));
+        }
+    }
+}
+
 async fn replies(
     r: ReadHalf<Stream>,
     buf: BytesMut,
     batches: Rc<RefCell<VecDeque<Vec<u64>>>>,
     pong_owed: Rc<Cell<usize>>,
+    js: Option<Rc<RefCell<VecDeque<u64>>>>,
     acks: Rc<Acks>,
 ) {
     let on_acks = acks.clone();
     crate::replies::read_replies(r, buf, acks, "NATS", parse, |op| {
         match op {
+            // A PubAck: `{"stream":..,"seq":..}`, or `{"error":..}`.
+            Op::Msg(p) if js.is_some() => {
+                if p.windows(7).any(|w| w == b"\"error\"") {
+                    return Err(BenchError::Connection(format!(
+                        "JetStream refused a publish: {}",
+                        String::from_utf8_lossy(&p)
+                    )));
+                }
+                if let Some(t) = js.as_ref().and_then(|q| q.borrow_mut().pop_front()) {
+                    on_acks.ack(t);
+                }
+            }
             Op::Pong => {
                 if let Some(b) = batches.borrow_mut().pop_front() {
                     for t in b {

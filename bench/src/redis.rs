@@ -172,6 +172,8 @@ impl RedisSub {
 
 /// A publisher pipelining `PUBLISH`.
 pub(crate) struct RedisPub {
+    /// `XADD` to a stream instead of `PUBLISH` (the scenario's `durable`).
+    durable: bool,
     w: WriteHalf<Stream>,
     sent: Rc<RefCell<VecDeque<u64>>>,
     out: Vec<u8>,
@@ -179,12 +181,17 @@ pub(crate) struct RedisPub {
 }
 
 impl RedisPub {
-    pub async fn connect(d: &Dialer, acks: Rc<Acks>) -> Result<RedisPub, BenchError> {
+    pub async fn connect(
+        d: &Dialer,
+        durable: bool,
+        acks: Rc<Acks>,
+    ) -> Result<RedisPub, BenchError> {
         let stream = d.connect().await?;
         let (r, w) = futures_lite::io::split(stream);
         let sent = Rc::new(RefCell::new(VecDeque::new()));
         let reader = glommio::spawn_local(replies(r, sent.clone(), acks));
         Ok(RedisPub {
+            durable,
             w,
             sent,
             out: Vec::new(),
@@ -194,7 +201,15 @@ impl RedisPub {
 
     /// Appends a publish to the pending write.
     pub fn push(&mut self, channel: &str, payload: &[u8], intended: u64) {
-        command(&mut self.out, &[b"PUBLISH", channel.as_bytes(), payload]);
+        if self.durable {
+            // The stream grows without a cap: a run's messages are its retention.
+            command(
+                &mut self.out,
+                &[b"XADD", channel.as_bytes(), b"*", b"p", payload],
+            );
+        } else {
+            command(&mut self.out, &[b"PUBLISH", channel.as_bytes(), payload]);
+        }
         self.sent.borrow_mut().push_back(intended);
     }
 
@@ -213,12 +228,13 @@ async fn replies(r: ReadHalf<Stream>, sent: Rc<RefCell<VecDeque<u64>>>, acks: Rc
     let on_acks = acks.clone();
     crate::replies::read_replies(r, BytesMut::new(), acks, "Redis", parse, |v| {
         match v {
-            Resp::Int(_) => {
+            // PUBLISH answers the receiver count, XADD the new entry's id.
+            Resp::Int(_) | Resp::Bulk(Some(_)) => {
                 if let Some(t) = sent.borrow_mut().pop_front() {
                     on_acks.ack(t);
                 }
             }
-            Resp::Error(e) => return Err(BenchError::Connection(format!("PUBLISH refused: {e}"))),
+            Resp::Error(e) => return Err(BenchError::Connection(format!("publish refused: {e}"))),
             _ => {}
         }
         Ok(())

@@ -41,7 +41,13 @@ impl Acks {
         self.in_flight.set(self.in_flight.get().saturating_sub(1));
         let (from, to) = self.window.get();
         if intended >= from && intended < to {
-            self.tally.borrow_mut().published += 1;
+            let mut t = self.tally.borrow_mut();
+            t.published += 1;
+            let took = crate::clock::now_ns().saturating_sub(intended).max(1);
+            let _ = t
+                .ack_latency
+                .record(took.min(crate::report::LATENCY_NS_MAX));
+            drop(t);
             self.progress.published.fetch_add(1, Ordering::Relaxed);
         }
         self.wake();

@@ -45,6 +45,8 @@ pub struct Report {
     pub bytes_per_sec: f64,
     /// End-to-end latency, from intended send time to receipt.
     pub latency_us: Percentiles,
+    /// Publish acknowledgement latency, from intended send time to the broker's ack.
+    pub ack_latency_us: Percentiles,
     /// Messages missing in a subscription's broker sequence without a discontinuity.
     pub gaps: u64,
     /// Messages received twice.
@@ -76,9 +78,11 @@ impl Report {
     /// One JSON object.
     pub fn to_json(&self) -> String {
         let l = &self.latency_us;
+        let a = &self.ack_latency_us;
         format!(
             "{{\"target\":\"{}\",\"published\":{},\"delivered\":{},\"seconds\":{:.3},\"delivered_per_sec\":{:.1},\"bytes_per_sec\":{:.1},\
 \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
+\"ack_latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
 \"gaps\":{},\"duplicates\":{},\"reorders\":{},\"discontinuities\":{},\"connect_seconds\":{:.3},\
 \"generator_cpu_seconds\":{:.3},\"generator_cpu_share\":{:.3},\"generator_saturated\":{},\
 \"broker_cpu_seconds_window\":{},\"window_seconds\":{:.3}}}",
@@ -93,6 +97,11 @@ impl Report {
             l.p99,
             l.p999,
             l.max,
+            a.p50,
+            a.p90,
+            a.p99,
+            a.p999,
+            a.max,
             self.gaps,
             self.duplicates,
             self.reorders,
@@ -130,6 +139,13 @@ gaps {}  duplicates {}  reorders {}  discontinuities {}\nconnect          {:.2} 
             self.generator_cpu_seconds,
             self.generator_cpu_share * 100.0
         );
+        let a = &self.ack_latency_us;
+        if self.published > 0 {
+            t.push_str(&format!(
+                "ack latency (us) p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}\n",
+                a.p50, a.p90, a.p99, a.p999, a.max
+            ));
+        }
         if let Some(c) = self.broker_cpu_seconds {
             let per = if c > 0.0 {
                 self.delivered as f64 / c
@@ -211,6 +227,7 @@ pub(crate) struct Tally {
     pub(crate) reorders: u64,
     pub(crate) discontinuities: u64,
     pub(crate) latency: Histogram<u64>,
+    pub(crate) ack_latency: Histogram<u64>,
 }
 
 pub(crate) fn latency_histogram() -> Histogram<u64> {
@@ -229,6 +246,7 @@ impl Tally {
             reorders: 0,
             discontinuities: 0,
             latency: latency_histogram(),
+            ack_latency: latency_histogram(),
         }
     }
 
@@ -241,5 +259,6 @@ impl Tally {
         self.reorders += o.reorders;
         self.discontinuities += o.discontinuities;
         let _ = self.latency.add(&o.latency);
+        let _ = self.ack_latency.add(&o.ack_latency);
     }
 }

@@ -107,6 +107,7 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
     }
     let secs = s.duration.as_secs_f64();
     let q = |p: f64| total.latency.value_at_quantile(p) as f64 / 1000.0;
+    let qa = |p: f64| total.ack_latency.value_at_quantile(p) as f64 / 1000.0;
     Ok(Report {
         target: s.url.clone(),
         published: total.published,
@@ -120,6 +121,13 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
             p99: q(0.99),
             p999: q(0.999),
             max: total.latency.max() as f64 / 1000.0,
+        },
+        ack_latency_us: Percentiles {
+            p50: qa(0.5),
+            p90: qa(0.9),
+            p99: qa(0.99),
+            p999: qa(0.999),
+            max: total.ack_latency.max() as f64 / 1000.0,
         },
         gaps: total.gaps,
         duplicates: total.duplicates,

@@ -84,6 +84,11 @@ pub struct Scenario {
     /// The broker's process id, on this machine: its CPU time is read at the measured
     /// window's edges and reported beside the deliveries counted in the same window.
     pub broker_pid: Option<u32>,
+    /// Publishes are stored: NATS publishes to JetStream (a stream `BENCH` with file storage
+    /// over `<namespace>.>`, created if missing; each message acknowledged by its PubAck),
+    /// Redis appends with `XADD` (its persistence is the server's `appendfsync`); Fanfare's
+    /// publishes are stored when the broker runs with `--data-dir` (nothing changes here).
+    pub durable: bool,
 }
 
 impl Default for Scenario {
@@ -109,6 +114,7 @@ impl Default for Scenario {
             hdr_log: None,
             idempotency_keys: false,
             broker_pid: None,
+            durable: false,
         }
     }
 }

@@ -401,7 +401,7 @@ pub(crate) async fn open(
 ) -> Result<Segments, String> {
     let id = state.borrow().id;
     let dir = cfg.data_dir.join(format!("shard-{}", id.0));
-    let dev = Segments::new(&dir, cfg.segment_bytes)
+    let dev = Segments::new(&dir, cfg.segment_bytes, cfg.fsync == Fsync::Always)
         .map_err(|e| format!("cannot open the data dir {}: {e}", dir.display()))?;
     let ids = dev
         .list()
