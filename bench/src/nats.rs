@@ -257,7 +257,7 @@ impl NatsPub {
 async fn stream_create(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    chunk: &mut Vec<u8>,
+    chunk: &mut [u8],
     ns: &str,
 ) -> Result<String, BenchError> {
     use std::sync::atomic::{AtomicU64, Ordering};
