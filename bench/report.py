@@ -3,9 +3,10 @@
 
     python3 bench/report.py compare RESULTS.jsonl [IPERF_BYTES_PER_S] [BROKER_CPUS] [GEN_CPUS] [NCPU]
     python3 bench/report.py ab RESULTS.jsonl
+    python3 bench/report.py durable RESULTS.jsonl
 
 `compare` reads bench/compare.sh's JSON lines (one per broker and scenario), `ab` reads
-bench/ab.sh's (one per build, scenario and repetition). Raw results worth keeping go to
+bench/ab.sh's (one per build, scenario and repetition), `durable` bench/durable.sh's. Raw results worth keeping go to
 bench/results/, and docs/benchmarks.md quotes this script's output for them.
 """
 import collections
@@ -100,7 +101,62 @@ def ab(args):
         print(f"| {sc} | {ma:,.0f} ({min(a):,.0f}-{max(a):,.0f}) | {mb:,.0f} ({min(n):,.0f}-{max(n):,.0f}) | {mb/ma:.2f} |")
 
 
+def durable(args):
+    """Acknowledged publishes per second and ack latency per broker and publisher count, the
+    disk's sync latency, and the catch-up read rate."""
+    rows = [json.loads(l) for l in open(args[0])]
+    runs = collections.OrderedDict()
+    for r in rows:
+        if "published" in r:
+            runs.setdefault(r["scenario"], collections.OrderedDict()).setdefault(r["broker"], []).append(r)
+
+    def span(values, fmt):
+        m = statistics.median(values)
+        return (fmt(m) if len(values) == 1 else f"{fmt(m)} ({fmt(min(values))}-{fmt(max(values))})"), m
+
+    num = lambda v: f"{v:,.0f}"
+    print("Acknowledged publishes per second (each publisher waits for its ack), median of the runs "
+          "(min-max); ack latency from send to acknowledgement; broker CPU inside the measured window.\n")
+    print("| scenario | broker | runs | acked/s | ack p50 us | ack p99 us | acked/CPU-s |")
+    print("|---|---|---|---|---|---|---|")
+    med = {}
+    for sc, brokers in runs.items():
+        for b, rs in brokers.items():
+            ok = [r for r in rs if r.get("seconds") and r.get("published", 0) > 0]
+            if not ok:
+                print(f"| {sc} | {b} | 0 | failed | | | |")
+                continue
+            rate, m = span([r["published"] / r["seconds"] for r in ok], num)
+            p50, _ = span([r["ack_latency_us"]["p50"] for r in ok], num)
+            p99, _ = span([r["ack_latency_us"]["p99"] for r in ok], num)
+            cpu = [r["published"] / r["broker_cpu_seconds_window"] for r in ok if r.get("broker_cpu_seconds_window")]
+            per = span(cpu, num)[0] if cpu else ""
+            med[(sc, b)] = m
+            print(f"| {sc} | {b} | {len(ok)} | {rate} | {p50} | {p99} | {per} |")
+    ratios = []
+    for sc, brokers in runs.items():
+        f = med.get((sc, "fanfare"))
+        for peer in ("nats", "redis"):
+            if f and med.get((sc, peer)):
+                ratios.append(f"| {sc} | {peer} | {f / med[(sc, peer)]:.2f}x |")
+    if ratios:
+        print("\nFanfare's acknowledged publishes per second relative to each peer (medians):\n")
+        print("| scenario | peer | Fanfare / peer |")
+        print("|---|---|---|")
+        print("\n".join(ratios))
+    for r in rows:
+        if r.get("scenario") == "disk sync latency":
+            print(f"\nThe disk under {r['dir']} (bench/synclat.py, 4 KiB, 2,000 each): append + fdatasync "
+                  f"p50 {r['append_fdatasync']['p50_us']:.0f} us (p99 {r['append_fdatasync']['p99_us']:.0f}); "
+                  f"overwrite + fdatasync p50 {r['overwrite_fdatasync']['p50_us']:.0f} us "
+                  f"(p99 {r['overwrite_fdatasync']['p99_us']:.0f}); O_DIRECT|O_DSYNC write p50 "
+                  f"{r['odirect_odsync_write']['p50_us']:.0f} us (p99 {r['odirect_odsync_write']['p99_us']:.0f}).")
+        if r.get("scenario") == "catch-up from disk":
+            print(f"\nCatch-up from disk: {r['messages']:,} messages behind, read back by one `fanfare sub` in "
+                  f"{r['seconds']:.1f} s: {r['messages'] / r['seconds']:,.0f} messages/s.")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("compare", "ab"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("compare", "ab", "durable"):
         sys.exit(__doc__)
-    {"compare": compare, "ab": ab}[sys.argv[1]](sys.argv[2:] + [""] * 4)
+    {"compare": compare, "ab": ab, "durable": durable}[sys.argv[1]](sys.argv[2:] + [""] * 4)
