@@ -3,8 +3,8 @@
 # batch durable), NATS JetStream (file storage, `sync_interval: always`) and Redis Streams
 # (`XADD`, `appendonly yes`, `appendfsync always`), every broker's data on the same disk
 # (DATA, default target/bench-durable: a real filesystem, not tmpfs). Then the disk's own
-# sync latency, and Fanfare's catch-up read rate from disk for a subscriber as far behind as
-# LOAD seconds (default 20) of publishing at full speed stored (about a million messages here).
+# sync latency, and Fanfare's catch-up read rate from disk for a subscriber CATCHUP messages
+# behind (default 1,000,000, published at 100,000/s).
 #
 #   bench/durable.sh > /tmp/durable.md
 #
@@ -15,7 +15,7 @@
 # `sync_interval: always` needs 2.10 or later and Debian's is 2.9. Not part of CI.
 #
 # Environment: BROKER_CPUS, GEN_CPUS, DURATION (s, default 5), REPS, ONLY (a regex over
-# scenario names), BROKERS (default "fanfare nats redis"), LOAD, RESULTS (default
+# scenario names), BROKERS (default "fanfare nats redis"), CATCHUP, RESULTS (default
 # /tmp/fanfare-durable.jsonl; keep the ones docs/benchmarks.md quotes in bench/results/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ DURATION=${DURATION:-5}
 REPS=${REPS:-3}
 ONLY=${ONLY:-.}
 BROKERS=${BROKERS:-"fanfare nats redis"}
-LOAD=${LOAD:-20}
+CATCHUP=${CATCHUP:-1000000}
 DATA=${DATA:-$PWD/target/bench-durable}
 results=${RESULTS:-/tmp/fanfare-durable.jsonl}
 : > "$results"
@@ -91,17 +91,19 @@ done
 # The disk under DATA: what one sync costs without any broker.
 python3 bench/synclat.py "$DATA" >> "$results"
 
-# Catch-up from disk: LOAD seconds of publishes stored, then one subscriber from the first
-# sequence (Fanfare keeps 1,000 in memory by default: the rest is read from the log). The
-# subscriber is `fanfare sub` printing every message to a pipe.
+# Catch-up from disk: CATCHUP messages stored, then one subscriber from the first sequence
+# (Fanfare keeps 1,000 in memory by default: the rest is read from the log). The subscriber
+# is `fanfare sub` printing every message to a pipe.
 if [[ "catch-up" =~ $ONLY ]] && [[ " $BROKERS " =~ " fanfare " ]]; then
   start_broker fanfare
   taskset -c "$GEN_CPUS" "$bin" bench --url "$url" --json --publishers 4 --subscribers 0 \
-    --topics 1 --payload 128 --rate 0 --window 256 --duration "$LOAD" --warmup 0 >/dev/null 2>&1 || true
+    --topics 1 --payload 128 --rate 100000 --window 256 --duration $((CATCHUP / 100000)) \
+    --warmup 0 >/dev/null 2>&1 || true
   last=$("$bin" sub bench t0 --from last:1 --count 1 --url "$url" | cut -d' ' -f1)
   epoch=${last%-*} behind=${last#*-}
   t0=$(date +%s.%N)
-  n=$(taskset -c "$GEN_CPUS" "$bin" sub bench t0 --from "$epoch-1" --count "$behind" --url "$url" | wc -l)
+  n=$(timeout 600 taskset -c "$GEN_CPUS" "$bin" sub bench t0 --from "$epoch-1" --count "$behind" \
+        --url "$url" | wc -l || true)
   t1=$(date +%s.%N)
   stop_broker
   python3 -c 'import json,sys; print(json.dumps(dict(scenario="catch-up from disk", broker="fanfare", messages=int(sys.argv[1]), seconds=float(sys.argv[3])-float(sys.argv[2]))))' \

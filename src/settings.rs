@@ -68,6 +68,8 @@ pub struct StorageSettings {
     pub segment_bytes: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub retention_age_secs: Option<u64>,
+    pub topic_retention_messages: Option<u64>,
+    pub topic_retention_bytes: Option<u64>,
     pub backlog_bytes_max: Option<usize>,
 }
 
@@ -80,6 +82,8 @@ impl StorageSettings {
                     && self.segment_bytes.is_none()
                     && self.retention_bytes.is_none()
                     && self.retention_age_secs.is_none()
+                    && self.topic_retention_messages.is_none()
+                    && self.topic_retention_bytes.is_none()
                     && self.backlog_bytes_max.is_none(),
                 "[storage] settings need a data_dir (or --data-dir)"
             );
@@ -101,6 +105,12 @@ impl StorageSettings {
         }
         if let Some(v) = self.retention_age_secs {
             c.retention_age = Duration::from_secs(v);
+        }
+        if let Some(v) = self.topic_retention_messages {
+            c.topic_retention_messages = v;
+        }
+        if let Some(v) = self.topic_retention_bytes {
+            c.topic_retention_bytes = v;
         }
         if let Some(v) = self.backlog_bytes_max {
             c.backlog_bytes_max = v;

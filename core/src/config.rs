@@ -105,8 +105,14 @@ pub struct StorageConfig {
     pub segment_bytes: u64,
     /// Log bytes each shard keeps; past it the oldest whole segments are deleted.
     pub retention_bytes: u64,
-    /// Segments whose newest message is older than this are deleted.
+    /// Messages older than this are not kept: a topic forgets them, and segments whose
+    /// newest message is older are deleted.
     pub retention_age: Duration,
+    /// Messages each topic keeps on disk at most (its oldest beyond go); a segment is deleted
+    /// once no topic keeps anything in it.
+    pub topic_retention_messages: u64,
+    /// Record bytes each topic keeps on disk at most.
+    pub topic_retention_bytes: u64,
     /// Bytes of publishes waiting for the next write on one shard (while the previous batch
     /// is being written and synced); past it, publishes to that shard's topics are refused
     /// with `Overloaded` until the disk catches up.
@@ -122,6 +128,8 @@ impl StorageConfig {
             segment_bytes: 64 << 20,
             retention_bytes: 1 << 30,
             retention_age: Duration::from_secs(7 * 24 * 3600),
+            topic_retention_messages: 10_000_000,
+            topic_retention_bytes: 256 << 20,
             backlog_bytes_max: 16 << 20,
         }
     }

@@ -478,3 +478,87 @@ fn a_subscriber_on_another_shard_catches_up_from_the_owners_disk() {
     assert!(total(&b).storage_reads >= 2);
     b.shutdown();
 }
+
+#[test]
+fn fsync_never_acknowledges_written_and_still_recovers_after_a_clean_stop() {
+    let dir = DataDir::new("never");
+    let mut cfg = Config::default();
+    cfg.shards = 1;
+    let mut st = StorageConfig::new(&dir.0);
+    st.fsync = fanfare_core::Fsync::Never;
+    cfg.storage = Some(st);
+    let b = Broker::builder()
+        .config(cfg.clone())
+        .start()
+        .expect("start");
+    let p = b.publish_blocking("ns", "t", "w").expect("publish");
+    assert_eq!(
+        p.durability,
+        Durability::Written,
+        "the ack says it was not synced"
+    );
+    b.shutdown();
+    drop(b);
+    let b = Broker::builder().config(cfg).start().expect("start");
+    assert_eq!(total(&b).storage_recovered, 1);
+    b.shutdown();
+}
+
+#[test]
+fn a_topic_keeps_its_last_messages_and_segments_nobody_keeps_are_deleted() {
+    let dir = DataDir::new("topic-retention");
+    let mut cfg = Config::default();
+    cfg.shards = 1;
+    cfg.history_messages_max = 4;
+    let mut st = StorageConfig::new(&dir.0);
+    st.segment_bytes = 1 << 20;
+    st.topic_retention_messages = 20;
+    cfg.storage = Some(st);
+    let b = Broker::builder().config(cfg).start().expect("start");
+    let payload = vec![b'x'; 64 << 10]; // 16 per 1 MiB segment
+    let mut epoch = Epoch(0);
+    for _ in 0..100 {
+        epoch = b
+            .publish_blocking("ns", "kept", payload.clone())
+            .expect("publish")
+            .epoch;
+    }
+    // The topic keeps its last 20 (messages 81..=100, in the last two or three segments):
+    // every older segment goes at the next sweep.
+    let deadline = std::time::Instant::now() + WAIT;
+    while total(&b).storage_segments > 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old segments kept: {:?}",
+            total(&b)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut sub = b
+        .subscribe_blocking(
+            "ns",
+            "kept",
+            Start::At {
+                epoch: epoch.0,
+                seq: 1,
+            },
+        )
+        .expect("subscribe");
+    match sub.next_timeout(WAIT) {
+        Ok(Some(Event::Discontinuity {
+            new_seq, new_epoch, ..
+        })) => {
+            assert_eq!(
+                (new_epoch, new_seq),
+                (epoch, Seq(81)),
+                "told: 1..=80 are gone"
+            )
+        }
+        other => panic!("expected a discontinuity, got {other:?}"),
+    }
+    let got = items(&mut sub, 20);
+    assert_eq!(got.first().map(|g| g.1), Some(Seq(81)));
+    assert_eq!(got.last().map(|g| g.1), Some(Seq(100)));
+    drop(sub);
+    b.shutdown();
+}

@@ -87,6 +87,25 @@ impl Segments {
         Ok(ids)
     }
 
+    /// Checks that the directory takes O_DIRECT files (tmpfs does not): creates, writes one
+    /// block to, and removes a probe file.
+    pub async fn probe(&self) -> io::Result<()> {
+        let path = self.dir.join(".probe");
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(self.flags())
+            .dma_open(&path)
+            .await?;
+        let mut buf = f.alloc_dma_buffer(4096);
+        buf.as_bytes_mut().fill(0);
+        let written = f.write_at(buf, 0).await;
+        let _ = f.close().await;
+        let _ = std::fs::remove_file(&path);
+        written.map(|_| ()).map_err(Into::into)
+    }
+
     /// A segment's bytes, whole.
     pub async fn read(&self, id: u64) -> io::Result<Vec<u8>> {
         let f = DmaFile::open(self.path(id)).await?;

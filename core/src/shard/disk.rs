@@ -46,9 +46,11 @@ pub(crate) struct Loc {
     pub segment: u64,
     pub offset: u32,
     pub len: u32,
+    /// When it was published (seconds since the Unix epoch), for retention by age.
+    pub at_s: u32,
 }
 
-/// Where a topic's records of its current epoch are on disk, by sequence (16 bytes per
+/// Where a topic's records of its current epoch are on disk, by sequence (24 bytes per
 /// retained record; empty, and allocation-free, without a data dir).
 #[derive(Default)]
 pub(crate) struct DiskIndex {
@@ -56,6 +58,8 @@ pub(crate) struct DiskIndex {
     /// The sequence of `locs[0]`.
     first: Seq,
     locs: VecDeque<Loc>,
+    /// Record bytes indexed.
+    bytes: u64,
 }
 
 impl DiskIndex {
@@ -66,8 +70,31 @@ impl DiskIndex {
             self.epoch = epoch;
             self.first = seq;
             self.locs.clear();
+            self.bytes = 0;
         }
+        self.bytes += u64::from(loc.len);
         self.locs.push_back(loc);
+    }
+
+    /// Per-topic retention: forgets the oldest records while more than `messages` or `bytes`
+    /// are indexed, or while the oldest was published before `cutoff_s`.
+    pub(crate) fn trim(&mut self, messages: u64, bytes: u64, cutoff_s: u32) {
+        while let Some(l) = self.locs.front() {
+            if self.locs.len() as u64 <= messages && self.bytes <= bytes && l.at_s >= cutoff_s {
+                break;
+            }
+            self.bytes -= u64::from(l.len);
+            self.locs.pop_front();
+            self.first = Seq(self.first.0 + 1);
+        }
+        if self.locs.is_empty() && self.locs.capacity() > 0 {
+            self.locs = VecDeque::new();
+        }
+    }
+
+    /// The oldest segment a retained record is in.
+    pub(crate) fn oldest_segment(&self) -> Option<u64> {
+        self.locs.front().map(|l| l.segment)
     }
 
     /// The oldest sequence on disk in `epoch`.
@@ -98,7 +125,8 @@ impl DiskIndex {
 
     /// Forgets records in segments up to `segment` (deleted by retention).
     pub(crate) fn forget_through(&mut self, segment: u64) {
-        while self.locs.front().is_some_and(|l| l.segment <= segment) {
+        while let Some(l) = self.locs.front().filter(|l| l.segment <= segment) {
+            self.bytes -= u64::from(l.len);
             self.locs.pop_front();
             self.first = Seq(self.first.0 + 1);
         }

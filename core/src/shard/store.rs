@@ -162,6 +162,7 @@ impl State {
             .store
             .as_ref()
             .map_or((0, 0), |s| s.log.durable_batch());
+        let now_s = (wall_clock_micros() / 1_000_000) as u32;
         let mut targets = std::mem::take(&mut self.scratch_shards);
         while let Some(w) = self
             .store
@@ -193,6 +194,7 @@ impl State {
                     segment,
                     offset: (base + w.at) as u32,
                     len: w.len,
+                    at_s: now_s,
                 };
                 topic.on_disk.push(w.msg.epoch, w.msg.seq, loc);
                 if let Some(k) = w.idempotency_key {
@@ -240,12 +242,26 @@ impl State {
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        let cutoff = wall_clock_micros().saturating_sub(store.cfg.retention_age.as_micros() as u64);
+        let now_us = wall_clock_micros();
+        let cutoff = now_us.saturating_sub(store.cfg.retention_age.as_micros() as u64);
+        let (messages, bytes) = (
+            store.cfg.topic_retention_messages,
+            store.cfg.topic_retention_bytes,
+        );
+        // Per topic: what each topic keeps, and the oldest segment any of them still needs.
+        let mut needed = u64::MAX;
+        for t in self.owned.values_mut() {
+            t.on_disk.trim(messages, bytes, (cutoff / 1_000_000) as u32);
+            if let Some(s) = t.on_disk.oldest_segment() {
+                needed = needed.min(s);
+            }
+        }
+        // Per shard: the log's bytes and age.
         let mut total: u64 = store.segs.iter().map(|s| s.bytes).sum();
         let mut through = None;
         while store.segs.len() > 1 {
             let Some(old) = store.segs.front() else { break };
-            if total <= store.cfg.retention_bytes && old.newest_us >= cutoff {
+            if total <= store.cfg.retention_bytes && old.newest_us >= cutoff && old.id >= needed {
                 break;
             }
             total -= old.bytes;
@@ -403,6 +419,13 @@ pub(crate) async fn open(
     let dir = cfg.data_dir.join(format!("shard-{}", id.0));
     let dev = Segments::new(&dir, cfg.segment_bytes, cfg.fsync == Fsync::Always)
         .map_err(|e| format!("cannot open the data dir {}: {e}", dir.display()))?;
+    dev.probe().await.map_err(|e| {
+        format!(
+            "cannot write O_DIRECT files in {} (use a filesystem that supports them, such \
+             as ext4 or xfs; tmpfs does only since Linux 6.6): {e}",
+            dir.display()
+        )
+    })?;
     let ids = dev
         .list()
         .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -427,6 +450,7 @@ pub(crate) async fn open(
                 segment: seg,
                 offset: at as u32,
                 len: r.encoded_len() as u32,
+                at_s: (r.timestamp_us / 1_000_000) as u32,
             };
             newest_us = newest_us.max(r.timestamp_us);
             st.recover_record(r, loc, now, now_us, &mut renew);
