@@ -37,6 +37,23 @@ fn start(dir: &DataDir, shards: usize) -> Broker {
         .expect("broker starts")
 }
 
+/// An engine configuration with `shards`, `history` messages in memory, and storage in `dir`
+/// as `storage` adjusts it.
+fn config(
+    dir: &DataDir,
+    shards: usize,
+    history: usize,
+    storage: impl FnOnce(&mut StorageConfig),
+) -> Config {
+    let mut cfg = Config::default();
+    cfg.shards = shards;
+    cfg.history_messages_max = history;
+    let mut st = StorageConfig::new(&dir.0);
+    storage(&mut st);
+    cfg.storage = Some(st);
+    cfg
+}
+
 fn total(b: &Broker) -> StatsSnapshot {
     b.stats_total()
 }
@@ -293,12 +310,10 @@ fn a_torn_tail_is_cut_and_what_came_before_it_is_served() {
 #[test]
 fn retention_deletes_whole_old_segments() {
     let dir = DataDir::new("retention");
-    let mut cfg = Config::default();
-    cfg.shards = 1;
-    let mut st = StorageConfig::new(&dir.0);
-    st.segment_bytes = 1 << 20;
-    st.retention_bytes = 2 << 20;
-    cfg.storage = Some(st);
+    let cfg = config(&dir, 1, 1000, |st| {
+        st.segment_bytes = 1 << 20;
+        st.retention_bytes = 2 << 20;
+    });
     let b = Broker::builder().config(cfg).start().expect("start");
     let payload = vec![b'x'; 64 << 10];
     for _ in 0..80 {
@@ -358,10 +373,8 @@ fn without_a_data_dir_acknowledgements_say_memory() {
 #[test]
 fn a_subscriber_behind_the_memory_history_catches_up_from_disk() {
     let dir = DataDir::new("catchup");
-    let mut cfg = Config::default();
-    cfg.shards = 1;
-    cfg.history_messages_max = 16; // memory holds the last 16; the disk everything
-    cfg.storage = Some(StorageConfig::new(&dir.0));
+    // Memory holds the last 16; the disk everything.
+    let cfg = config(&dir, 1, 16, |_| {});
     let b = Broker::builder()
         .config(cfg.clone())
         .start()
@@ -445,10 +458,7 @@ impl fanfare_core::Sink for Forward {
 #[test]
 fn a_subscriber_on_another_shard_catches_up_from_the_owners_disk() {
     let dir = DataDir::new("catchup-mesh");
-    let mut cfg = Config::default();
-    cfg.shards = 2;
-    cfg.history_messages_max = 8;
-    cfg.storage = Some(StorageConfig::new(&dir.0));
+    let cfg = config(&dir, 2, 8, |_| {});
     let b = Broker::builder().config(cfg).start().expect("start");
     let owner = b.owner_shard("ns", "far").expect("owner");
     let mut epoch = Epoch(0);
@@ -482,11 +492,7 @@ fn a_subscriber_on_another_shard_catches_up_from_the_owners_disk() {
 #[test]
 fn fsync_never_acknowledges_written_and_still_recovers_after_a_clean_stop() {
     let dir = DataDir::new("never");
-    let mut cfg = Config::default();
-    cfg.shards = 1;
-    let mut st = StorageConfig::new(&dir.0);
-    st.fsync = fanfare_core::Fsync::Never;
-    cfg.storage = Some(st);
+    let cfg = config(&dir, 1, 1000, |st| st.fsync = fanfare_core::Fsync::Never);
     let b = Broker::builder()
         .config(cfg.clone())
         .start()
@@ -507,13 +513,10 @@ fn fsync_never_acknowledges_written_and_still_recovers_after_a_clean_stop() {
 #[test]
 fn a_topic_keeps_its_last_messages_and_segments_nobody_keeps_are_deleted() {
     let dir = DataDir::new("topic-retention");
-    let mut cfg = Config::default();
-    cfg.shards = 1;
-    cfg.history_messages_max = 4;
-    let mut st = StorageConfig::new(&dir.0);
-    st.segment_bytes = 1 << 20;
-    st.topic_retention_messages = 20;
-    cfg.storage = Some(st);
+    let cfg = config(&dir, 1, 4, |st| {
+        st.segment_bytes = 1 << 20;
+        st.topic_retention_messages = 20;
+    });
     let b = Broker::builder().config(cfg).start().expect("start");
     let payload = vec![b'x'; 64 << 10]; // 16 per 1 MiB segment
     let mut epoch = Epoch(0);

@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fanfare_proto::{Durability, Start};
 
-use crate::history::History;
 use crate::ids::{Epoch, Seq, ShardId, TopicKey};
 use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
-use crate::shard::dedup::Dedup;
-use crate::shard::disk::{Answer, DiskIndex, Fetched, Ordered, ReplyTo};
+use crate::shard::disk::{Answer, Fetched, Ordered, ReplyTo};
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{resolve_start, OwnerReply};
 use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
@@ -54,16 +52,7 @@ impl State {
             } else {
                 wall_clock_micros()
             });
-            let t = OwnedTopic {
-                epoch: Epoch(self.last_epoch),
-                next_seq: Seq(1),
-                history: History::new(self.cfg.history_messages_max, self.cfg.history_bytes_max),
-                interested: Vec::new(),
-                dedup: Dedup::default(),
-                roster: None,
-                pending: 0,
-                on_disk: DiskIndex::default(),
-            };
+            let t = OwnedTopic::new(Epoch(self.last_epoch), Seq(1), &self.cfg);
             self.owned.insert(key.clone(), t);
             ShardStats::set(&self.stats.topics, self.owned.len() as u64);
         }

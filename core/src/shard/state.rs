@@ -57,6 +57,33 @@ pub(crate) struct OwnedTopic {
     pub on_disk: DiskIndex,
 }
 
+impl OwnedTopic {
+    /// A topic starting at `next_seq` of `epoch`, with nothing in history.
+    pub(crate) fn new(epoch: Epoch, next_seq: Seq, cfg: &Config) -> Self {
+        OwnedTopic {
+            epoch,
+            next_seq,
+            history: History::new(cfg.history_messages_max, cfg.history_bytes_max),
+            interested: Vec::new(),
+            dedup: Dedup::default(),
+            roster: None,
+            pending: 0,
+            on_disk: DiskIndex::default(),
+        }
+    }
+
+    /// Starts the topic over at `next_seq` of `epoch`: history, idempotency keys and disk
+    /// index belong to the old epoch and go (interest and presence stay).
+    pub(crate) fn restart(&mut self, epoch: Epoch, next_seq: Seq, cfg: &Config) {
+        let fresh = OwnedTopic::new(epoch, next_seq, cfg);
+        self.epoch = fresh.epoch;
+        self.next_seq = fresh.next_seq;
+        self.history = fresh.history;
+        self.dedup = fresh.dedup;
+        self.on_disk = fresh.on_disk;
+    }
+}
+
 /// Where a local subscriber stands with its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {

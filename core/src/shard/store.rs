@@ -28,13 +28,11 @@ use bytes::Bytes;
 use fanfare_proto::Durability;
 
 use crate::config::{Fsync, StorageConfig};
-use crate::history::History;
 use crate::ids::{Epoch, Seq, TopicKey};
 use crate::log::dma::Segments;
 use crate::log::{Damage, LogConfig, Op, Progress, Record, Recovery};
 use crate::message::{Message, PublishError, Published};
-use crate::shard::dedup::Dedup;
-use crate::shard::disk::{Answer, DiskIndex, Loc, SegInfo, Store, Waiting};
+use crate::shard::disk::{Answer, Loc, SegInfo, Store, Waiting};
 use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
 use crate::stats::ShardStats;
 
@@ -312,17 +310,11 @@ impl State {
             return;
         };
         self.last_epoch = self.last_epoch.max(r.epoch);
-        let (count, bytes) = (self.cfg.history_messages_max, self.cfg.history_bytes_max);
-        let t = self.owned.entry(key.clone()).or_insert_with(|| OwnedTopic {
-            epoch: Epoch(r.epoch),
-            next_seq: Seq(r.seq),
-            history: History::new(count, bytes),
-            interested: Vec::new(),
-            dedup: Dedup::default(),
-            roster: None,
-            pending: 0,
-            on_disk: DiskIndex::default(),
-        });
+        let cfg = self.cfg.clone();
+        let t = self
+            .owned
+            .entry(key.clone())
+            .or_insert_with(|| OwnedTopic::new(Epoch(r.epoch), Seq(r.seq), &cfg));
         if r.epoch != t.epoch.0 || r.seq != t.next_seq.0 {
             if r.epoch == t.epoch.0 {
                 // A hole inside an epoch: a record is missing that the log did not report as
@@ -330,9 +322,7 @@ impl State {
                 tracing::warn!(topic = %key, epoch = r.epoch, expected = t.next_seq.0, found = r.seq, "a gap in the log");
                 renew.insert(key.clone());
             }
-            t.epoch = Epoch(r.epoch);
-            t.history = History::new(count, bytes);
-            t.dedup = Dedup::default();
+            t.restart(Epoch(r.epoch), Seq(r.seq), &cfg);
         }
         t.next_seq = Seq(r.seq + 1);
         t.on_disk.push(t.epoch, Seq(r.seq), loc);
@@ -364,20 +354,14 @@ impl State {
     /// Gives each damaged topic a new epoch (subscribers resuming in the old one get a
     /// discontinuity), after recovery read everything.
     fn renew_epochs(&mut self, renew: AHashSet<TopicKey>) {
-        let (count, bytes) = (self.cfg.history_messages_max, self.cfg.history_bytes_max);
+        let cfg = self.cfg.clone();
         for key in renew {
             self.last_epoch += 1;
             let epoch = Epoch(self.last_epoch);
-            let t = self.owned.entry(key.clone()).or_insert_with(|| OwnedTopic {
-                epoch,
-                next_seq: Seq(1),
-                history: History::new(count, bytes),
-                interested: Vec::new(),
-                dedup: Dedup::default(),
-                roster: None,
-                pending: 0,
-                on_disk: DiskIndex::default(),
-            });
+            let t = self
+                .owned
+                .entry(key.clone())
+                .or_insert_with(|| OwnedTopic::new(epoch, Seq(1), &cfg));
             tracing::error!(
                 shard = self.id.0,
                 topic = %key,
@@ -385,11 +369,7 @@ impl State {
                 new_epoch = epoch.0,
                 "damaged records in the log: the topic starts a new epoch (subscribers are told of the loss)"
             );
-            t.epoch = epoch;
-            t.next_seq = Seq(1);
-            t.history = History::new(count, bytes);
-            t.dedup = Dedup::default();
-            t.on_disk = DiskIndex::default();
+            t.restart(epoch, Seq(1), &cfg);
         }
     }
 }
