@@ -565,3 +565,52 @@ fn a_topic_keeps_its_last_messages_and_segments_nobody_keeps_are_deleted() {
     drop(sub);
     b.shutdown();
 }
+
+#[test]
+fn a_repeat_while_the_first_waits_for_the_disk_gets_the_same_answer() {
+    let dir = DataDir::new("idem");
+    let b = start(&dir, 1);
+    const KEYS: usize = 50;
+    const TRIES: usize = 6;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(TRIES));
+    let threads: Vec<_> = (0..TRIES)
+        .map(|_| {
+            let (b, barrier) = (b.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                (0..KEYS)
+                    .map(|k| {
+                        barrier.wait(); // every try of key k at once
+                        let meta = fanfare_core::PublishMeta {
+                            publisher: Some("p".into()),
+                            idempotency_key: Some(format!("k{k}").into()),
+                        };
+                        let p = futures_lite::future::block_on(b.publish_with(
+                            "ns",
+                            "idem",
+                            format!("m{k}"),
+                            meta,
+                        ))
+                        .expect("publish");
+                        (p.epoch, p.seq)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<Vec<(Epoch, Seq)>> = threads
+        .into_iter()
+        .map(|t| t.join().expect("publisher"))
+        .collect();
+    for k in 0..KEYS {
+        let first = answers[0][k];
+        assert!(
+            answers.iter().all(|a| a[k] == first),
+            "key {k}: every try gets the one position: {:?}",
+            answers.iter().map(|a| a[k]).collect::<Vec<_>>()
+        );
+    }
+    let s = total(&b);
+    assert_eq!(s.storage_records, KEYS as u64, "one message stored per key");
+    assert_eq!(s.idempotent_repeats, (KEYS * (TRIES - 1)) as u64);
+    b.shutdown();
+}

@@ -35,6 +35,9 @@ pub(crate) struct Waiting {
     pub msg: Message,
     pub idempotency_key: Option<Arc<str>>,
     pub answer: Option<Answer>,
+    /// Answers to repeats of this publish (same publisher and idempotency key) that arrived
+    /// while it waited; empty, and allocation-free, otherwise.
+    pub repeats: Vec<Answer>,
     /// Where its record starts in the staged batch, and its length on disk.
     pub at: u64,
     pub len: u32,
@@ -198,6 +201,11 @@ pub(crate) struct Store {
     pub doomed: VecDeque<u64>,
     /// What an acknowledgement promises.
     pub durability: Durability,
+    /// The shard is done (its mesh closed): `store_loop` ends once nothing waits.
+    pub stopping: bool,
+    /// The waiting publishes that carry an idempotency key, by (topic, publisher, key): a
+    /// repeat while the first waits for the disk is answered with it.
+    pub keyed: ahash::AHashMap<(TopicKey, Option<Arc<str>>, Arc<str>), u64>,
     /// Catch-up reads waiting for `read_loop`, and its waker.
     pub reads: VecDeque<DiskRead>,
     pub read_waker: Option<Waker>,
@@ -207,8 +215,9 @@ pub(crate) struct Store {
 pub(crate) enum Ordered {
     /// Answered now (no data dir).
     Done(Published),
-    /// Appended to the log: answered when durable, through [`State::answer_when_stored`].
-    Stored,
+    /// Appended to the log (this ticket), or a repeat of a publish waiting there with the
+    /// same idempotency key: answered when durable, through [`State::answer_when_stored`].
+    Stored(u64),
 }
 
 impl Store {

@@ -77,6 +77,15 @@ impl State {
         let now = Instant::now();
         self.store_check()?;
         let durable = self.store.is_some();
+        if durable {
+            if let Some(k) = &meta.idempotency_key {
+                // A repeat of a publish still waiting for the disk: answered with it.
+                if let Some(t) = self.store_waiting_with(&key, &meta.publisher, k) {
+                    ShardStats::inc(&self.stats.idempotent_repeats);
+                    return Ok(Ordered::Stored(t));
+                }
+            }
+        }
         let mut targets = std::mem::take(&mut self.scratch_shards);
         let Some(topic) = self.owned_topic(&key) else {
             self.scratch_shards = targets;
@@ -95,14 +104,16 @@ impl State {
         if durable {
             topic.pending += 1;
             self.scratch_shards = targets;
-            if let Err(e) = self.store_append(key.clone(), msg, meta.idempotency_key) {
-                if let Some(t) = self.owned.get_mut(&key) {
-                    t.pending -= 1;
-                    t.next_seq = Seq(t.next_seq.0 - 1);
+            return match self.store_append(key.clone(), msg, meta.idempotency_key) {
+                Ok(ticket) => Ok(Ordered::Stored(ticket)),
+                Err(e) => {
+                    if let Some(t) = self.owned.get_mut(&key) {
+                        t.pending -= 1;
+                        t.next_seq = Seq(t.next_seq.0 - 1);
+                    }
+                    Err(e)
                 }
-                return Err(e);
-            }
-            return Ok(Ordered::Stored);
+            };
         }
         topic.history.push(now, msg.clone());
         targets.extend_from_slice(&topic.interested);
@@ -136,7 +147,7 @@ impl State {
             Ok(Ordered::Done(p)) => {
                 let _ = answer.try_send(Ok(p));
             }
-            Ok(Ordered::Stored) => self.answer_when_stored(answer),
+            Ok(Ordered::Stored(ticket)) => self.answer_when_stored(ticket, answer),
             Err(e) => {
                 let _ = answer.try_send(Err(e));
             }

@@ -77,9 +77,9 @@ impl State {
         if owner == self.id {
             return match self.owner_publish(key, payload, meta)? {
                 Ordered::Done(p) => Ok(PublishStarted::Done(p)),
-                Ordered::Stored => {
+                Ordered::Stored(ticket) => {
                     let (answer, rx) = flume::bounded(1);
-                    self.answer_when_stored(answer);
+                    self.answer_when_stored(ticket, answer);
                     Ok(PublishStarted::Waiting(rx))
                 }
             };

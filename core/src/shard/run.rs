@@ -242,6 +242,10 @@ pub(crate) async fn run(boot: Boot) {
     for r in receivers {
         r.await;
     }
+    if let Some(s) = state.borrow_mut().store.as_mut() {
+        s.stopping = true;
+        s.wake();
+    }
     if let Some(s) = store {
         // It ends once nothing waits for the disk; a disk that hangs past the drain
         // deadline is abandoned (what waits was never acknowledged).

@@ -47,7 +47,7 @@ impl State {
         key: TopicKey,
         msg: Message,
         idempotency_key: Option<Arc<str>>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<u64, PublishError> {
         let Some(store) = self.store.as_mut() else {
             return Err(PublishError::StorageUnavailable);
         };
@@ -68,17 +68,41 @@ impl State {
             .log
             .append(rec)
             .map_err(|_| PublishError::StorageUnavailable)?;
+        if let Some(k) = &idempotency_key {
+            store
+                .keyed
+                .insert((key.clone(), msg.publisher_id.clone(), k.clone()), ticket);
+        }
         store.waiting.push_back(Waiting {
             ticket,
             key,
             msg,
             idempotency_key,
             answer: None,
+            repeats: Vec::new(),
             at,
             len,
         });
         store.wake();
-        Ok(())
+        Ok(ticket)
+    }
+
+    /// The ticket of a publish of `key` by `publisher` with idempotency key `k` still waiting
+    /// for the disk.
+    pub(crate) fn store_waiting_with(
+        &self,
+        key: &TopicKey,
+        publisher: &Option<Arc<str>>,
+        k: &Arc<str>,
+    ) -> Option<u64> {
+        let store = self.store.as_ref()?;
+        if store.keyed.is_empty() {
+            return None;
+        }
+        store
+            .keyed
+            .get(&(key.clone(), publisher.clone(), k.clone()))
+            .copied()
     }
 
     /// Refuses a publish the log cannot take now: failed, or its backlog full.
@@ -101,11 +125,21 @@ impl State {
         Ok(())
     }
 
-    /// Sends the answer to the publish just appended ([`Ordered::Stored`]) to `answer` once
-    /// it is durable.
-    pub(crate) fn answer_when_stored(&mut self, answer: Answer) {
-        if let Some(w) = self.store.as_mut().and_then(|s| s.waiting.back_mut()) {
-            w.answer = Some(answer);
+    /// Sends the answer to the waiting publish `ticket` ([`Ordered::Stored`]) to `answer`
+    /// once it is durable (or failed). The newest is at the back: usually found at once.
+    pub(crate) fn answer_when_stored(&mut self, ticket: u64, answer: Answer) {
+        let Some(store) = self.store.as_mut() else {
+            let _ = answer.try_send(Err(PublishError::StorageUnavailable));
+            return;
+        };
+        match store.waiting.iter_mut().rev().find(|w| w.ticket == ticket) {
+            Some(w) if w.answer.is_none() => w.answer = Some(answer),
+            Some(w) => w.repeats.push(answer),
+            // Not waiting any more: it failed with the log (a publish that became durable is
+            // answered from the topic's window before it gets here).
+            None => {
+                let _ = answer.try_send(Err(PublishError::StorageUnavailable));
+            }
         }
     }
 
@@ -173,10 +207,14 @@ impl State {
             })
             .flatten()
         {
-            let durability = self
-                .store
-                .as_ref()
-                .map_or(Durability::Memory, |s| s.durability);
+            let mut durability = Durability::Memory;
+            if let Some(s) = self.store.as_mut() {
+                durability = s.durability;
+                if let Some(k) = &w.idempotency_key {
+                    s.keyed
+                        .remove(&(w.key.clone(), w.msg.publisher_id.clone(), k.clone()));
+                }
+            }
             let published = Published {
                 epoch: w.msg.epoch,
                 seq: w.msg.seq,
@@ -207,7 +245,7 @@ impl State {
             ShardStats::inc(&self.stats.publishes);
             self.fan_out(&w.key, &w.msg, &targets, now);
             targets.clear();
-            if let Some(a) = w.answer {
+            for a in w.answer.into_iter().chain(w.repeats) {
                 let _ = a.try_send(Ok(published));
             }
         }
@@ -221,13 +259,14 @@ impl State {
             return;
         };
         let failed: Vec<Waiting> = store.waiting.drain(..).collect();
+        store.keyed = Default::default();
         for w in failed.into_iter().rev() {
             if let Some(t) = self.owned.get_mut(&w.key) {
                 t.pending = t.pending.saturating_sub(1);
                 t.next_seq = Seq(t.next_seq.0.saturating_sub(1).max(1));
             }
             ShardStats::inc(&self.stats.storage_refused);
-            if let Some(a) = w.answer {
+            for a in w.answer.into_iter().chain(w.repeats) {
                 let _ = a.try_send(Err(PublishError::StorageUnavailable));
             }
         }
@@ -505,6 +544,8 @@ pub(crate) async fn open(
             Fsync::Always => Durability::Synced,
             Fsync::Never => Durability::Written,
         },
+        keyed: Default::default(),
+        stopping: false,
         reads: VecDeque::new(),
         read_waker: None,
     });
@@ -519,12 +560,13 @@ enum Work {
     Stop,
 }
 
-/// Performs the shard's log I/O, one op at a time, until the shard stops and nothing waits.
+/// Performs the shard's log I/O, one op at a time, until the shard is done (`Store::stopping`,
+/// set once its mesh closed: publishes from other shards may arrive until then) and nothing
+/// waits.
 pub(crate) async fn store_loop(state: Rc<RefCell<State>>, mut dev: Segments) {
     loop {
         let work = std::future::poll_fn(|cx| {
             let mut st = state.borrow_mut();
-            let closing = st.closing;
             let Some(store) = st.store.as_mut() else {
                 return Poll::Ready(Work::Stop);
             };
@@ -534,7 +576,7 @@ pub(crate) async fn store_loop(state: Rc<RefCell<State>>, mut dev: Segments) {
             if let Some(seg) = store.doomed.pop_front() {
                 return Poll::Ready(Work::Delete(seg));
             }
-            if closing && store.waiting.is_empty() {
+            if store.stopping && store.waiting.is_empty() {
                 return Poll::Ready(Work::Stop);
             }
             store.waker = Some(cx.waker().clone());
