@@ -170,6 +170,9 @@ pub(crate) enum Fetched {
     },
 }
 
+/// A publish's idempotency scope: its topic, its publisher, its key.
+pub(crate) type KeyedPublish = (TopicKey, Option<Arc<str>>, Arc<str>);
+
 /// A catch-up read from disk waiting for `read_loop`.
 pub(crate) struct DiskRead {
     pub to: ReplyTo,
@@ -205,7 +208,7 @@ pub(crate) struct Store {
     pub stopping: bool,
     /// The waiting publishes that carry an idempotency key, by (topic, publisher, key): a
     /// repeat while the first waits for the disk is answered with it.
-    pub keyed: ahash::AHashMap<(TopicKey, Option<Arc<str>>, Arc<str>), u64>,
+    pub keyed: ahash::AHashMap<KeyedPublish, u64>,
     /// Catch-up reads waiting for `read_loop`, and its waker.
     pub reads: VecDeque<DiskRead>,
     pub read_waker: Option<Waker>,
