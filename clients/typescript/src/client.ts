@@ -5,6 +5,7 @@ import {
   decodeServer,
   encodeClient,
   type ClientMsg,
+  type Durability,
   type From,
   type Item,
   type PresenceEvent,
@@ -86,10 +87,11 @@ export interface Discontinuity {
   newSeq: bigint;
 }
 
-/** Where a publish landed. */
+/** Where a publish landed, and how the broker kept it. */
 export interface Published {
   epoch: bigint;
   seq: bigint;
+  durability: Durability;
 }
 
 /** Options of one publish. */
@@ -695,7 +697,7 @@ export class FanfareClient extends Emitter<ClientEvents> {
         return;
       case 'publishAck': {
         const r = this.#take(m.requestId);
-        if (r?.kind === 'publish') this.#finish(r.job, { epoch: m.epoch, seq: m.seq });
+        if (r?.kind === 'publish') this.#finish(r.job, { epoch: m.epoch, seq: m.seq, durability: m.durability });
         return;
       }
       case 'subscribed': {

@@ -3,6 +3,7 @@
 
 import * as flatbuffers from 'flatbuffers';
 import { ClientBody } from './generated/fanfare/wire/client-body.js';
+import { Durability as WireDurability } from './generated/fanfare/wire/durability.js';
 import { ClientMessage } from './generated/fanfare/wire/client-message.js';
 import { Discontinuity } from './generated/fanfare/wire/discontinuity.js';
 import { Error as WireError } from './generated/fanfare/wire/error.js';
@@ -36,6 +37,22 @@ import { Unsubscribed } from './generated/fanfare/wire/unsubscribed.js';
 import { Welcome } from './generated/fanfare/wire/welcome.js';
 
 /** The protocol version this client speaks. */
+
+/** How the broker kept a publish when it acknowledged it: `memory` (no data dir), `written`
+ * (in the owner's log, not synced), `synced` (on stable storage). Older servers: `memory`. */
+export type Durability = 'memory' | 'written' | 'synced';
+
+function durabilityName(d: WireDurability): Durability {
+  switch (d) {
+    case WireDurability.Synced:
+      return 'synced';
+    case WireDurability.Written:
+      return 'written';
+    default:
+      return 'memory';
+  }
+}
+
 export const PROTOCOL_VERSION = 1;
 
 /** Where a subscription starts. */
@@ -129,7 +146,7 @@ export interface PresenceState {
 /** What the server sends. */
 export type ServerMsg =
   | { type: 'welcome'; version: number; heartbeatIntervalMs: number; maxMessageBytes: number }
-  | { type: 'publishAck'; requestId: bigint; epoch: bigint; seq: bigint }
+  | { type: 'publishAck'; requestId: bigint; epoch: bigint; seq: bigint; durability: Durability }
   | {
       type: 'subscribed';
       requestId: bigint;
@@ -320,7 +337,7 @@ function decodeUnchecked(bytes: Uint8Array): ServerMsg {
     }
     case ServerBody.PublishAck: {
       const a = required(m.body(new PublishAck()) as PublishAck | null, 'body');
-      return { type: 'publishAck', requestId: a.requestId(), epoch: a.epoch(), seq: a.seq() };
+      return { type: 'publishAck', requestId: a.requestId(), epoch: a.epoch(), seq: a.seq(), durability: durabilityName(a.durability()) };
     }
     case ServerBody.Subscribed: {
       const s = required(m.body(new Subscribed()) as Subscribed | null, 'body');

@@ -21,6 +21,8 @@ export type ErrorCodeName =
   | 'InvalidResume'
   | 'RateLimited'
   | 'Unavailable'
+  /** The topic's owner could not store the message (its disk failed): not published. */
+  | 'StorageUnavailable'
   /** The request was not answered within `requestTimeoutMs`. */
   | 'Timeout'
   /** The client was closed before the request was answered. */
@@ -48,6 +50,7 @@ const NAMES: Record<number, ErrorCodeName> = {
   [WireCode.InvalidResume]: 'InvalidResume',
   [WireCode.RateLimited]: 'RateLimited',
   [WireCode.Unavailable]: 'Unavailable',
+  [WireCode.StorageUnavailable]: 'StorageUnavailable',
 };
 
 /** The name of a wire error code (`Unknown` for codes this client does not know). */

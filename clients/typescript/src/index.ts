@@ -22,6 +22,7 @@ export {
   ProtocolError,
   PROTOCOL_VERSION,
   type ClientMsg,
+  type Durability,
   type From,
   type Item,
   type Member,

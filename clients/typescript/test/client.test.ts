@@ -70,6 +70,8 @@ describe('publish and subscribe', () => {
     expect(r.messages.map(text)).toEqual(['a', 'b', 'c']);
     expect(r.messages.map((m) => m.seq)).toEqual(acks.map((a) => a.seq));
     expect(acks[1]!.seq).toBe(acks[0]!.seq + 1n);
+    // No data dir: the broker says it kept them in memory.
+    expect(acks.map((a) => a.durability)).toEqual(['memory', 'memory', 'memory']);
     expect(sub.position).toEqual({ epoch: acks[2]!.epoch, nextSeq: acks[2]!.seq + 1n });
     expect(c.state).toBe('connected');
   });
