@@ -27,6 +27,9 @@ use crate::stats::{ShardStats, StatsSnapshot};
 
 /// How long `start` waits for every shard to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long start-up waits for shards that read their logs back first (a shard reports once
+/// its topics are recovered).
+const START_TIMEOUT_STORAGE: Duration = Duration::from_secs(30 * 60);
 /// Bytes a queued event counts for on top of its payload.
 const EVENT_OVERHEAD_BYTES: usize = 64;
 
@@ -437,7 +440,13 @@ impl BrokerBuilder {
         drop(report);
         let mut ports: Vec<Option<Ports>> = (0..n).map(|_| None).collect();
         let mut stats: Vec<Option<Arc<ShardStats>>> = vec![None; n];
-        let deadline = Instant::now() + START_TIMEOUT;
+        // Reading a shard's log back takes as long as the disk needs for its retention.
+        let wait = if cfg.storage.is_some() {
+            START_TIMEOUT_STORAGE
+        } else {
+            START_TIMEOUT
+        };
+        let deadline = Instant::now() + wait;
         for _ in 0..n {
             let left = deadline.saturating_duration_since(Instant::now());
             let r = reports.recv_timeout(left).map_err(|_| StartError::Shard {

@@ -614,3 +614,52 @@ fn a_repeat_while_the_first_waits_for_the_disk_gets_the_same_answer() {
     assert_eq!(s.idempotent_repeats, (KEYS * (TRIES - 1)) as u64);
     b.shutdown();
 }
+
+#[test]
+fn a_truncated_segment_serves_what_is_left_and_keeps_its_epoch() {
+    let dir = DataDir::new("truncated");
+    let b = start(&dir, 1);
+    let mut epoch = Epoch(0);
+    for i in 0..10 {
+        epoch = b
+            .publish_blocking("ns", "cut", format!("message-{i}"))
+            .expect("publish")
+            .epoch;
+    }
+    b.shutdown();
+    drop(b);
+    // Cut the file in the middle of the last message's record.
+    let seg = segments(&dir.0).pop().expect("a segment");
+    let bytes = std::fs::read(&seg).expect("read");
+    let at = bytes
+        .windows(9)
+        .rposition(|w| w == b"message-9")
+        .expect("the last record");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .and_then(|f| f.set_len(at as u64 + 4))
+        .expect("truncate");
+
+    let b = start(&dir, 1);
+    let s = total(&b);
+    assert!(s.storage_cut_bytes > 0, "the torn record is cut");
+    assert_eq!(s.storage_recovered, 9);
+    let mut sub = b
+        .subscribe_blocking(
+            "ns",
+            "cut",
+            Start::At {
+                epoch: epoch.0,
+                seq: 1,
+            },
+        )
+        .expect("subscribe");
+    let got = items(&mut sub, 9);
+    assert_eq!(got.last().map(|g| (g.0, g.1)), Some((epoch, Seq(9))));
+    // Appends go on after what is left, in the same epoch.
+    let p = b.publish_blocking("ns", "cut", "again").expect("publish");
+    assert_eq!((p.epoch, p.seq), (epoch, Seq(10)));
+    drop(sub);
+    b.shutdown();
+}
