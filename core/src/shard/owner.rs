@@ -11,7 +11,7 @@ use crate::ids::{Epoch, Seq, ShardId, TopicKey};
 use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
 use crate::shard::disk::{Answer, Fetched, Ordered, ReplyTo};
 use crate::shard::mesh::MeshMsg;
-use crate::shard::position::{resolve_start, OwnerReply};
+use crate::shard::position::{resolve_start, Gap, OwnerReply};
 use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
 use crate::stats::ShardStats;
 
@@ -221,12 +221,28 @@ impl State {
         let (disc, first) = resolve_start(topic.epoch, next, oldest, start)?;
         let memory_from = in_memory.unwrap_or(next);
         if first < memory_from {
-            return Ok(Fetched::Disk {
+            let locs = topic.on_disk.page(first, memory_from);
+            if !locs.is_empty() {
+                return Ok(Fetched::Disk {
+                    epoch: topic.epoch,
+                    from: first,
+                    locs,
+                    disc,
+                });
+            }
+            // The index does not cover the start (it never should): told, from memory on.
+            let last_seq = disc.map_or(Seq(first.0.saturating_sub(1)), |d| d.last_seq);
+            return Ok(Fetched::Ready(OwnerReply {
                 epoch: topic.epoch,
-                from: first,
-                locs: topic.on_disk.page(first, memory_from),
-                disc,
-            });
+                start: memory_from,
+                disc: Some(Gap {
+                    last_seq,
+                    new_seq: memory_from,
+                    new_epoch: topic.epoch,
+                }),
+                replay: topic.history.since(memory_from).cloned().collect(),
+                more: false,
+            }));
         }
         Ok(Fetched::Ready(OwnerReply {
             epoch: topic.epoch,
