@@ -6,7 +6,7 @@
 set -euo pipefail
 secs=${1:-30}
 cd "$(dirname "$0")/.."
-targets=(client_msg server_msg link_msg ws_frame ws_upgrade sse_event_id framing http_request token)
+targets=(client_msg server_msg link_msg ws_frame ws_upgrade sse_event_id framing http_request token log_recover)
 cargo +nightly fuzz build -O 2>&1 | tail -n 3
 for t in "${targets[@]}"; do
   work=$(mktemp -d)
