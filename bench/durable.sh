@@ -19,12 +19,8 @@
 # /tmp/fanfare-durable.jsonl; keep the ones docs/benchmarks.md quotes in bench/results/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ncpu=$(nproc)
-BROKER_CPUS=${BROKER_CPUS:-0}
-if [ -z "${GEN_CPUS:-}" ]; then
-  GEN_CPUS=$(seq -s, 0 $((ncpu - 1)) | tr ',' '\n' | grep -vx "$BROKER_CPUS" | paste -sd, || true)
-  [ -n "$GEN_CPUS" ] || GEN_CPUS=$BROKER_CPUS
-fi
+source bench/lib.sh
+pick_cpus
 DURATION=${DURATION:-5}
 REPS=${REPS:-3}
 ONLY=${ONLY:-.}
@@ -43,7 +39,6 @@ nats_server=$venv/bin/nats-server
 cargo build --release -q
 bin=$PWD/target/release/fanfare
 mkdir -p "$DATA"
-source bench/lib.sh
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT

@@ -71,6 +71,18 @@ fn items(sub: &mut fanfare_core::Subscription, n: usize) -> Vec<(Epoch, Seq, Vec
     out
 }
 
+/// Publishes `n` messages (`body(i)`) to `ns/topic`; the topic's epoch.
+fn publish_n(b: &Broker, topic: &str, n: usize, body: impl Fn(usize) -> String) -> Epoch {
+    let mut epoch = Epoch(0);
+    for i in 0..n {
+        epoch = b
+            .publish_blocking("ns", topic, body(i))
+            .expect("publish")
+            .epoch;
+    }
+    epoch
+}
+
 /// The segment files of a data dir.
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -179,13 +191,7 @@ fn many_publishers_share_a_sync_and_every_one_is_answered() {
 fn a_flipped_bit_gives_the_topic_a_new_epoch_and_subscribers_a_discontinuity() {
     let dir = DataDir::new("flip");
     let b = start(&dir, 1);
-    let mut epoch = Epoch(0);
-    for i in 0..20 {
-        epoch = b
-            .publish_blocking("ns", "flip", format!("payload-{i:04}"))
-            .expect("publish")
-            .epoch;
-    }
+    let epoch = publish_n(&b, "flip", 20, |i| format!("payload-{i:04}"));
     let other_epoch = b
         .publish_blocking("ns", "other", "fine")
         .expect("publish")
@@ -246,13 +252,7 @@ fn a_flipped_bit_gives_the_topic_a_new_epoch_and_subscribers_a_discontinuity() {
 fn a_torn_tail_is_cut_and_what_came_before_it_is_served() {
     let dir = DataDir::new("torn");
     let b = start(&dir, 1);
-    let mut epoch = Epoch(0);
-    for i in 0..10 {
-        epoch = b
-            .publish_blocking("ns", "torn", format!("m{i}"))
-            .expect("publish")
-            .epoch;
-    }
+    let epoch = publish_n(&b, "torn", 10, |i| format!("m{i}"));
     b.shutdown();
     drop(b);
 
@@ -461,13 +461,7 @@ fn a_subscriber_on_another_shard_catches_up_from_the_owners_disk() {
     let cfg = config(&dir, 2, 8, |_| {});
     let b = Broker::builder().config(cfg).start().expect("start");
     let owner = b.owner_shard("ns", "far").expect("owner");
-    let mut epoch = Epoch(0);
-    for i in 0..1500 {
-        epoch = b
-            .publish_blocking("ns", "far", format!("m{i}"))
-            .expect("publish")
-            .epoch;
-    }
+    let epoch = publish_n(&b, "far", 1500, |i| format!("m{i}"));
     let (tx, rx) = std::sync::mpsc::channel();
     b.run_on(1 - owner, move |h| {
         let key = h.topic_key("ns", "far").expect("key");
@@ -619,13 +613,7 @@ fn a_repeat_while_the_first_waits_for_the_disk_gets_the_same_answer() {
 fn a_truncated_segment_serves_what_is_left_and_keeps_its_epoch() {
     let dir = DataDir::new("truncated");
     let b = start(&dir, 1);
-    let mut epoch = Epoch(0);
-    for i in 0..10 {
-        epoch = b
-            .publish_blocking("ns", "cut", format!("message-{i}"))
-            .expect("publish")
-            .epoch;
-    }
+    let epoch = publish_n(&b, "cut", 10, |i| format!("message-{i}"));
     b.shutdown();
     drop(b);
     // Cut the file in the middle of the last message's record.
