@@ -11,8 +11,8 @@
 //! completes once it is on stable storage (the kernel issues it with FUA, or flushes), so the
 //! log's `Sync` op has nothing left to do and is answered at once. One device round trip per
 //! batch instead of two: through glommio on this machine a batch's write took ~170 us and its
-//! fdatasync ~165 us, an O_DSYNC write ~250 us (the raw syscall: ~100 us; see
-//! docs/benchmarks.md, "Durable publishes").
+//! fdatasync ~165 us (submission to completion), an O_DSYNC write ~250 us (the raw syscall:
+//! ~100 us; see docs/benchmarks.md, "Durable publishes").
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,8 @@ const SUFFIX: &str = ".seg";
 const READ_CHUNK: usize = 4 << 20;
 /// A write that would pass the written part of a segment first extends it with zeros to the
 /// next multiple of this: later writes land inside the file, where an O_DSYNC write needs no
-/// metadata update (on this machine: ~100 us instead of ~250 us for a write that grows the
-/// file). Recovery reads zeros after the valid data as nothing.
+/// journal commit of the file's size (the raw syscall here: ~100 us instead of ~180 us for a
+/// write that grows the file). Recovery reads zeros after the valid data as nothing.
 const ZERO_STEP: u64 = 1 << 20;
 
 /// A shard's segment files (see the module docs).
