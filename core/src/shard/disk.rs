@@ -25,8 +25,30 @@ pub(crate) const DISK_PAGE_BYTES: u64 = 4 << 20;
 /// discontinuity over the part only the disk holds (counted in `storage_reads_shed`).
 pub(crate) const DISK_READS_MAX: usize = 4096;
 
+/// Called on the owning shard with the answer to a publish that waited for the disk (see
+/// [`crate::ShardHandle::when_stored`]). It runs inside the engine: it must not call into
+/// the shard.
+pub type PublishCallback = Box<dyn FnOnce(Result<Published, PublishError>)>;
+
 /// Where the publisher's answer goes.
-pub(crate) type Answer = flume::Sender<Result<Published, PublishError>>;
+pub(crate) enum Answer {
+    /// Over a channel (another thread or task waits on it).
+    Channel(flume::Sender<Result<Published, PublishError>>),
+    /// Straight into the caller (a connection on this shard): no task, no channel.
+    Call(PublishCallback),
+}
+
+impl Answer {
+    /// Delivers the answer.
+    pub(crate) fn send(self, r: Result<Published, PublishError>) {
+        match self {
+            Answer::Channel(tx) => {
+                let _ = tx.try_send(r);
+            }
+            Answer::Call(f) => f(r),
+        }
+    }
+}
 
 /// A publish ordered and appended, waiting for its batch to be durable.
 pub(crate) struct Waiting {

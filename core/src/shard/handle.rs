@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError};
 use crate::presence::{PresenceOptions, PresenceQuery, PresenceState};
+use crate::shard::disk::{Answer, PublishCallback};
 use crate::shard::owner::OwnedTopicInfo;
 use crate::shard::presence::QueryStarted;
 use crate::shard::router::PublishStarted;
@@ -83,7 +84,18 @@ impl ShardHandle {
         Ok(match started {
             PublishStarted::Done(p) => StartedPublish::Done(p),
             PublishStarted::Waiting(rx) => StartedPublish::Pending(PendingPublish { rx }),
+            PublishStarted::Stored(ticket) => StartedPublish::Stored(StoredPublish { ticket }),
         })
+    }
+
+    /// Has the answer to a publish waiting for this shard's disk delivered to `then`, on this
+    /// shard, once it is durable (or the log failed): no task and no channel. `then` runs
+    /// inside the engine and must not call into the shard (queueing a reply on a connection
+    /// is what it is for).
+    pub fn when_stored(&self, publish: StoredPublish, then: PublishCallback) {
+        self.state
+            .borrow_mut()
+            .answer_when_stored(publish.ticket, Answer::Call(then));
     }
 
     /// Subscribes `sink` to `key` from `start`. Events follow on the sink, starting with
@@ -176,6 +188,15 @@ pub enum StartedPublish {
     Done(Published),
     /// Sent to the owning shard or node; [`PendingPublish::answer`] resolves with its answer.
     Pending(PendingPublish),
+    /// Ordered here and waiting for this shard's disk: [`ShardHandle::when_stored`] names
+    /// where its answer goes. Dropping it without doing so loses the answer, not the publish.
+    Stored(StoredPublish),
+}
+
+/// A publish waiting for its shard's disk ([`StartedPublish::Stored`]).
+#[derive(Debug)]
+pub struct StoredPublish {
+    ticket: u64,
 }
 
 /// A publish waiting for its owner's answer.
@@ -235,7 +256,18 @@ pub(crate) fn publish(
     meta: PublishMeta,
     here: bool,
 ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
-    let started = state.borrow_mut().publish(key, payload, meta, here);
+    let started = {
+        let mut st = state.borrow_mut();
+        st.publish(key, payload, meta, here)
+            .map(|started| match started {
+                PublishStarted::Stored(ticket) => {
+                    let (tx, rx) = flume::bounded(1);
+                    st.answer_when_stored(ticket, Answer::Channel(tx));
+                    PublishStarted::Waiting(rx)
+                }
+                other => other,
+            })
+    };
     async move {
         match started? {
             PublishStarted::Done(p) => Ok(p),
@@ -243,6 +275,8 @@ pub(crate) fn publish(
                 .recv_async()
                 .await
                 .unwrap_or(Err(PublishError::ShuttingDown)),
+            // Turned into a channel above.
+            PublishStarted::Stored(_) => Err(PublishError::ShuttingDown),
         }
     }
 }

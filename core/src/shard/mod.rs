@@ -36,7 +36,8 @@ mod tests;
 mod upstream;
 
 pub use disk::FetchCallback;
-pub use handle::{Hold, PendingPublish, ShardHandle, StartedPublish};
+pub use disk::PublishCallback;
+pub use handle::{Hold, PendingPublish, ShardHandle, StartedPublish, StoredPublish};
 pub use owner::OwnedTopicInfo;
 pub use port::ClusterPort;
 pub use run::ShardHook;

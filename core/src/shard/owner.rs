@@ -144,13 +144,9 @@ impl State {
         answer: Answer,
     ) {
         match self.owner_publish(key, payload, meta) {
-            Ok(Ordered::Done(p)) => {
-                let _ = answer.try_send(Ok(p));
-            }
+            Ok(Ordered::Done(p)) => answer.send(Ok(p)),
             Ok(Ordered::Stored(ticket)) => self.answer_when_stored(ticket, answer),
-            Err(e) => {
-                let _ = answer.try_send(Err(e));
-            }
+            Err(e) => answer.send(Err(e)),
         }
     }
 

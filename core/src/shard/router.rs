@@ -29,6 +29,9 @@ pub(crate) enum PublishStarted {
     Done(Published),
     /// Sent to another shard or node; the answer comes on this channel.
     Waiting(flume::Receiver<Result<Published, PublishError>>),
+    /// Appended to this shard's log: answered once durable, to what the caller attaches
+    /// (`State::answer_when_stored`).
+    Stored(u64),
 }
 
 impl State {
@@ -77,11 +80,7 @@ impl State {
         if owner == self.id {
             return match self.owner_publish(key, payload, meta)? {
                 Ordered::Done(p) => Ok(PublishStarted::Done(p)),
-                Ordered::Stored(ticket) => {
-                    let (answer, rx) = flume::bounded(1);
-                    self.answer_when_stored(ticket, answer);
-                    Ok(PublishStarted::Waiting(rx))
-                }
+                Ordered::Stored(ticket) => Ok(PublishStarted::Stored(ticket)),
             };
         }
         let (reply, rx) = flume::bounded(1);

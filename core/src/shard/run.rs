@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{CloseReason, PublishError, PublishMeta, Published, SubscribeError};
 use crate::presence::PresenceOptions;
-use crate::shard::disk::ReplyTo;
+use crate::shard::disk::{Answer, ReplyTo};
 use crate::shard::handle::ShardHandle;
 use crate::shard::mesh::MeshMsg;
 use crate::shard::state::State;
@@ -159,7 +159,7 @@ pub(crate) async fn run(boot: Boot) {
                 if st.closing {
                     let _ = reply.try_send(Err(PublishError::ShuttingDown));
                 } else {
-                    st.owner_publish_to(key, payload, meta, reply);
+                    st.owner_publish_to(key, payload, meta, Answer::Channel(reply));
                 }
             }
             Cmd::Subscribe {
@@ -264,7 +264,7 @@ impl State {
                 payload,
                 meta,
                 reply,
-            } => self.owner_publish_to(key, payload, meta, reply),
+            } => self.owner_publish_to(key, payload, meta, Answer::Channel(reply)),
             MeshMsg::Subscribe {
                 key,
                 start,

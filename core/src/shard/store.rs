@@ -129,7 +129,7 @@ impl State {
     /// once it is durable (or failed). The newest is at the back: usually found at once.
     pub(crate) fn answer_when_stored(&mut self, ticket: u64, answer: Answer) {
         let Some(store) = self.store.as_mut() else {
-            let _ = answer.try_send(Err(PublishError::StorageUnavailable));
+            answer.send(Err(PublishError::StorageUnavailable));
             return;
         };
         match store.waiting.iter_mut().rev().find(|w| w.ticket == ticket) {
@@ -137,9 +137,7 @@ impl State {
             Some(w) => w.repeats.push(answer),
             // Not waiting any more: it failed with the log (a publish that became durable is
             // answered from the topic's window before it gets here).
-            None => {
-                let _ = answer.try_send(Err(PublishError::StorageUnavailable));
-            }
+            None => answer.send(Err(PublishError::StorageUnavailable)),
         }
     }
 
@@ -246,7 +244,7 @@ impl State {
             self.fan_out(&w.key, &w.msg, &targets, now);
             targets.clear();
             for a in w.answer.into_iter().chain(w.repeats) {
-                let _ = a.try_send(Ok(published));
+                a.send(Ok(published));
             }
         }
         self.scratch_shards = targets;
@@ -267,7 +265,7 @@ impl State {
             }
             ShardStats::inc(&self.stats.storage_refused);
             for a in w.answer.into_iter().chain(w.repeats) {
-                let _ = a.try_send(Err(PublishError::StorageUnavailable));
+                a.send(Err(PublishError::StorageUnavailable));
             }
         }
     }

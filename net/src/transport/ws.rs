@@ -210,6 +210,14 @@ fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> Step {
                     .detach();
                 }
                 Ok(StartedPublish::Done(p)) => answer_publish(conn, request_id, Ok(p)),
+                Ok(StartedPublish::Stored(stored)) => {
+                    // Answered from the shard's log completion, straight into the connection.
+                    let conn = conn.clone();
+                    ctx.shard.when_stored(
+                        stored,
+                        Box::new(move |r| answer_publish(&conn, request_id, r)),
+                    );
+                }
                 Err(e) => answer_publish(conn, request_id, Err(e)),
             }
         }
