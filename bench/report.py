@@ -4,9 +4,11 @@
     python3 bench/report.py compare RESULTS.jsonl [IPERF_BYTES_PER_S] [BROKER_CPUS] [GEN_CPUS] [NCPU]
     python3 bench/report.py ab RESULTS.jsonl
     python3 bench/report.py durable RESULTS.jsonl
+    python3 bench/report.py ab-durable RESULTS.jsonl
 
 `compare` reads bench/compare.sh's JSON lines (one per broker and scenario), `ab` reads
-bench/ab.sh's (one per build, scenario and repetition), `durable` bench/durable.sh's. Raw results worth keeping go to
+bench/ab.sh's (one per build, scenario and repetition), `durable` bench/durable.sh's,
+`ab-durable` bench/ab-durable.sh's. Raw results worth keeping go to
 bench/results/, and docs/benchmarks.md quotes this script's output for them.
 """
 import collections
@@ -156,7 +158,29 @@ def durable(args):
                   f"{r['seconds']:.1f} s: {r['messages'] / r['seconds']:,.0f} messages/s.")
 
 
+def ab_durable(args):
+    """Acked publishes per second, per broker CPU-second and ack p99 of two builds (A, B)."""
+    rows = [json.loads(l) for l in open(args[0]) if l.strip()]
+    rows = [r for r in rows if r.get("seconds")]
+    med = lambda v: statistics.median(v) if v else 0.0
+    print("| publishers | acked/s A | acked/s B | B/A | acked per broker CPU-s B/A | ack p99 us A | B |")
+    print("|---|---|---|---|---|---|---|")
+    for n in sorted({r["publishers"] for r in rows}, reverse=True):
+        get = lambda b, f: [f(r) for r in rows if r["publishers"] == n and r["build"] == b]
+        rate = lambda r: r["published"] / r["seconds"]
+        cpu = lambda r: r["published"] / r["broker_cpu_seconds_window"] if r.get("broker_cpu_seconds_window") else 0.0
+        p99 = lambda r: r["ack_latency_us"]["p99"]
+        a, b = get("A", rate), get("B", rate)
+        if not a or not b:
+            continue
+        span = lambda v: f"{med(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})"
+        ca, cb = med(get("A", cpu)), med(get("B", cpu))
+        print(f"| {n} | {span(a)} | {span(b)} | {med(b) / med(a):.2f} | {cb / ca if ca else 0:.2f} | "
+              f"{med(get('A', p99)):,.0f} | {med(get('B', p99)):,.0f} |")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("compare", "ab", "durable"):
+    modes = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable}
+    if len(sys.argv) < 3 or sys.argv[1] not in modes:
         sys.exit(__doc__)
-    {"compare": compare, "ab": ab, "durable": durable}[sys.argv[1]](sys.argv[2:] + [""] * 4)
+    modes[sys.argv[1]](sys.argv[2:] + [""] * 4)
