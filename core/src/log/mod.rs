@@ -1,8 +1,8 @@
-//! The shard log's decisions, as a sans-IO state machine (issue 16, first part): what to
-//! write where, when a batch is durable, how a crash is read back. No I/O happens here: the
-//! owner of a [`Log`] performs the [`Op`]s it hands out (glommio DMA files in the broker; an
-//! in-memory disk with injected faults in the simulation, `log/sim.rs`) and reports each
-//! completion. The record format and the recovery scan are in [`record`].
+//! The shard log's decisions, as a sans-IO state machine: what to write where, when a batch
+//! is durable, how a crash is read back. No I/O happens here: the owner of a [`Log`] performs
+//! the [`Op`]s it hands out (glommio DMA files in the broker, `log/dma.rs`, driven by
+//! `shard/store.rs`; an in-memory disk with injected faults in the simulation, `log/sim.rs`)
+//! and reports each completion. The record format and the recovery scan are in [`record`].
 //!
 //! - **Append and group commit.** Records accumulate in a batch; the batch is sealed with a
 //!   commit record, written in one block-aligned write (the segment's last partial block is
