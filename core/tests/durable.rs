@@ -54,6 +54,18 @@ fn config(
     cfg
 }
 
+/// Polls `done` until it holds, failing with `what` once `WAIT` has passed.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn total(b: &Broker) -> StatsSnapshot {
     b.stats_total()
 }
@@ -322,23 +334,15 @@ fn retention_deletes_whole_old_segments() {
     }
     // 5 MiB written into 1 MiB segments with 2 MiB retained: the sweep (once a second)
     // deletes the oldest.
-    let deadline = std::time::Instant::now() + WAIT;
-    while total(&b).storage_segments_deleted == 0 {
-        assert!(std::time::Instant::now() < deadline, "no segment deleted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("a segment deleted", || {
+        total(&b).storage_segments_deleted > 0
+    });
     let s = total(&b);
     assert!(s.storage_bytes <= 3 << 20, "{} bytes kept", s.storage_bytes);
     // The files go right after (the shard's storage task deletes them).
-    while segments(&dir.0).len() as u64 != s.storage_segments {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} files on disk, {} segments kept",
-            segments(&dir.0).len(),
-            s.storage_segments
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the files on disk to match the segments kept", || {
+        segments(&dir.0).len() as u64 == s.storage_segments
+    });
     b.shutdown();
 }
 
@@ -522,15 +526,7 @@ fn a_topic_keeps_its_last_messages_and_segments_nobody_keeps_are_deleted() {
     }
     // The topic keeps its last 20 (messages 81..=100, in the last two or three segments):
     // every older segment goes at the next sweep.
-    let deadline = std::time::Instant::now() + WAIT;
-    while total(&b).storage_segments > 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "old segments kept: {:?}",
-            total(&b)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("old segments to go", || total(&b).storage_segments <= 3);
     let mut sub = b
         .subscribe_blocking(
             "ns",

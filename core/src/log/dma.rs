@@ -31,6 +31,11 @@ const READ_CHUNK: usize = 4 << 20;
 /// write that grows the file). Recovery reads zeros after the valid data as nothing.
 const ZERO_STEP: u64 = 1 << 20;
 
+/// Where segment `id` of the directory `dir` is.
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}{SUFFIX}"))
+}
+
 /// A shard's segment files (see the module docs).
 pub struct Segments {
     dir: PathBuf,
@@ -62,7 +67,7 @@ impl Segments {
     }
 
     fn path(&self, id: u64) -> PathBuf {
-        self.dir.join(format!("{id:020}{SUFFIX}"))
+        segment_path(&self.dir, id)
     }
 
     /// The segments present, oldest first. Other files are left alone; a file that looks like
@@ -128,7 +133,7 @@ impl Segments {
     /// `len` bytes of segment `id` from `offset` (fewer at the end of the file): a catch-up
     /// read, on its own file handle (the segment may be the one taking writes).
     pub async fn read_span(dir: &Path, id: u64, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let f = DmaFile::open(dir.join(format!("{id:020}{SUFFIX}"))).await?;
+        let f = DmaFile::open(segment_path(dir, id)).await?;
         let r = f.read_at(offset, len).await;
         let _ = f.close().await;
         Ok(r?.to_vec())

@@ -58,7 +58,9 @@ pub(crate) struct Waiting {
     pub idempotency_key: Option<Arc<str>>,
     pub answer: Option<Answer>,
     /// Answers to repeats of this publish (same publisher and idempotency key) that arrived
-    /// while it waited; empty, and allocation-free, otherwise.
+    /// while it waited; empty, and allocation-free, otherwise. Bounded by the publishes a
+    /// client may have in flight (`publishes_in_flight_max` per connection, or the library
+    /// inbox): every repeat holds one of those slots until it is answered here.
     pub repeats: Vec<Answer>,
     /// Where its record starts in the staged batch, and its length on disk.
     pub at: u64,

@@ -256,27 +256,28 @@ pub(crate) fn publish(
     meta: PublishMeta,
     here: bool,
 ) -> impl Future<Output = Result<Published, PublishError>> + 'static {
+    // Done, or the channel its answer comes on (a publish waiting for this shard's disk is
+    // given one here).
     let started = {
         let mut st = state.borrow_mut();
         st.publish(key, payload, meta, here)
             .map(|started| match started {
+                PublishStarted::Done(p) => Ok(p),
+                PublishStarted::Waiting(rx) => Err(rx),
                 PublishStarted::Stored(ticket) => {
                     let (tx, rx) = flume::bounded(1);
                     st.answer_when_stored(ticket, Answer::Channel(tx));
-                    PublishStarted::Waiting(rx)
+                    Err(rx)
                 }
-                other => other,
             })
     };
     async move {
         match started? {
-            PublishStarted::Done(p) => Ok(p),
-            PublishStarted::Waiting(rx) => rx
+            Ok(p) => Ok(p),
+            Err(rx) => rx
                 .recv_async()
                 .await
                 .unwrap_or(Err(PublishError::ShuttingDown)),
-            // Turned into a channel above.
-            PublishStarted::Stored(_) => Err(PublishError::ShuttingDown),
         }
     }
 }
