@@ -1,6 +1,8 @@
 //! Newtypes for the numbers and names the engine passes around.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use fanfare_proto::{validate_name, Name, NameError};
@@ -31,10 +33,28 @@ pub struct LocalTopicId(pub u64);
 ///
 /// Stored as one shared string `namespace/topic` (`/` is not a name byte), so cloning a key
 /// to send it to another shard costs one reference count.
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// It hashes and compares as its joined string (`Borrow<str>`), so a shard's maps can be
+/// asked with names borrowed from a read buffer ([`TopicKey::with_joined`]) and a publish to
+/// a known topic reuses its key instead of allocating one.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TopicKey {
     joined: Arc<str>,
     ns_len: u8,
+}
+
+impl Hash for TopicKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the joined string, so `Borrow<str>` lookups find it (`ns_len` follows from the
+        // string: the first `/`).
+        self.joined.hash(state);
+    }
+}
+
+impl Borrow<str> for TopicKey {
+    fn borrow(&self) -> &str {
+        &self.joined
+    }
 }
 
 /// Why a (namespace, topic) pair is not a topic key.
@@ -83,6 +103,27 @@ impl TopicKey {
             joined: s.into(),
             // Names are at most NAME_BYTES_MAX (64) bytes.
             ns_len: namespace.len() as u8,
+        }
+    }
+
+    /// Calls `f` with `namespace/topic` joined in a buffer on the stack (no allocation), for
+    /// looking a key up by borrowed names.
+    pub fn with_joined<R>(namespace: &Name, topic: &Name, f: impl FnOnce(&str) -> R) -> R {
+        let (ns, t) = (namespace.as_bytes(), topic.as_bytes());
+        let mut buf = [0u8; 2 * fanfare_proto::NAME_BYTES_MAX + 1];
+        let len = ns.len() + 1 + t.len();
+        if len > buf.len() {
+            // Names from the decoders are at most NAME_BYTES_MAX; anything longer is joined
+            // the slow way.
+            return f(Self::new_unchecked(namespace, topic).as_str());
+        }
+        buf[..ns.len()].copy_from_slice(ns);
+        buf[ns.len()] = b'/';
+        buf[ns.len() + 1..len].copy_from_slice(t);
+        match std::str::from_utf8(&buf[..len]) {
+            Ok(joined) => f(joined),
+            // Two strings and an ASCII byte are UTF-8; kept total rather than unchecked.
+            Err(_) => f(Self::new_unchecked(namespace, topic).as_str()),
         }
     }
 
@@ -136,5 +177,26 @@ mod tests {
         assert_eq!(k.topic(), "room-1");
         assert_eq!(k.as_str(), "chat/room-1");
         assert_ne!(k, TopicKey::new_unchecked("chat.r", "oom-1"));
+    }
+
+    #[test]
+    fn a_key_is_found_by_its_borrowed_names() {
+        let k = TopicKey::new_unchecked("chat", "room-1");
+        let mut m = ahash::AHashMap::new();
+        m.insert(k.clone(), 7);
+        let (ns, t) = (Name::new_unchecked("chat"), Name::new_unchecked("room-1"));
+        let found = TopicKey::with_joined(&ns, &t, |j| {
+            m.get_key_value(j).map(|(k, v)| (k.clone(), *v))
+        });
+        assert_eq!(found, Some((k, 7)));
+        let other = Name::new_unchecked("room-2");
+        assert_eq!(
+            TopicKey::with_joined(&ns, &other, |j| m.get(j).copied()),
+            None
+        );
+        let long = "n".repeat(fanfare_proto::NAME_BYTES_MAX);
+        let (ln, lt) = (Name::new_unchecked(&long), Name::new_unchecked(&long));
+        let key = TopicKey::new_unchecked(&long, &long);
+        assert!(TopicKey::with_joined(&ln, &lt, |j| j == key.as_str()));
     }
 }

@@ -28,12 +28,24 @@ pub struct Message {
 impl Message {
     /// A message ordered now.
     pub fn new(epoch: Epoch, seq: Seq, payload: Bytes, publisher_id: Option<Arc<str>>) -> Self {
+        Self::ordered_at(epoch, seq, payload, publisher_id, Instant::now())
+    }
+
+    /// A message ordered at `published_at` (a clock reading the caller already has: the
+    /// shard reads the clock once per batch, not per message).
+    pub fn ordered_at(
+        epoch: Epoch,
+        seq: Seq,
+        payload: Bytes,
+        publisher_id: Option<Arc<str>>,
+        published_at: Instant,
+    ) -> Self {
         Self {
             epoch,
             seq,
             payload,
             publisher_id,
-            published_at: Instant::now(),
+            published_at,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -118,15 +119,19 @@ pub struct Delivery<'a> {
     pub topic: LocalTopicId,
     /// The message.
     pub message: &'a Message,
+    /// When the shard hands it to its subscribers (one clock reading per batch): with the
+    /// message's `published_at`, what latency metrics measure.
+    pub now: Instant,
     cache: RefCell<[Option<Encoded>; ENCODINGS]>,
 }
 
 impl<'a> Delivery<'a> {
-    /// A delivery with an empty encoding cache.
-    pub fn new(topic: LocalTopicId, message: &'a Message) -> Self {
+    /// A delivery at `now` with an empty encoding cache.
+    pub fn new(topic: LocalTopicId, message: &'a Message, now: Instant) -> Self {
         Self {
             topic,
             message,
+            now,
             cache: RefCell::new(Default::default()),
         }
     }

@@ -129,9 +129,12 @@ impl NetCtx {
         live.iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Records one publish-to-delivery latency (µs since `published_at`).
-    pub fn record_latency(&self, published_at: Instant) {
-        let us = published_at.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+    /// Records one publish-to-delivery latency (µs from `published_at` to `now`).
+    pub fn record_latency(&self, published_at: Instant, now: Instant) {
+        let us = now
+            .saturating_duration_since(published_at)
+            .as_micros()
+            .min(u128::from(u64::MAX)) as u64;
         self.latency.borrow_mut().saturating_record(us.max(1));
     }
 }

@@ -65,14 +65,25 @@ fn is_name_byte(b: u8) -> bool {
 
 /// A namespace or topic name that passed [`validate_name`]. The wire decoders return names
 /// as this type, so code behind them never checks a name twice ("parse, don't validate").
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Box<str>);
+///
+/// Held inline (no allocation: decoding a publish allocates nothing for its names); compares,
+/// orders and hashes as its text.
+#[derive(Clone)]
+pub struct Name(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// Up to [`NAME_BYTES_MAX`] bytes and their length: every checked name.
+    Inline(u8, [u8; NAME_BYTES_MAX]),
+    /// A longer string given to [`Name::new_unchecked`] (a caller's bug; kept total).
+    Heap(Box<str>),
+}
 
 impl Name {
     /// Checks `name` (at most `max` bytes, clamped to [`NAME_BYTES_MAX`]).
     pub fn parse(name: &str, max: usize) -> Result<Self, NameError> {
         validate_name(name, max)?;
-        Ok(Self(name.into()))
+        Ok(Self::store(name))
     }
 
     /// A name the caller already knows is valid (taken apart from a checked key, say): checked
@@ -80,25 +91,69 @@ impl Name {
     /// wire unchecked, so use [`Name::parse`] for anything from outside.
     pub fn new_unchecked(name: &str) -> Self {
         debug_assert_eq!(validate_name(name, NAME_BYTES_MAX), Ok(()));
-        Self(name.into())
+        Self::store(name)
+    }
+
+    fn store(name: &str) -> Self {
+        let b = name.as_bytes();
+        if b.len() > NAME_BYTES_MAX {
+            return Self(Repr::Heap(name.into()));
+        }
+        let mut bytes = [0u8; NAME_BYTES_MAX];
+        bytes[..b.len()].copy_from_slice(b);
+        // At most NAME_BYTES_MAX (64), so it fits a u8.
+        Self(Repr::Inline(b.len() as u8, bytes))
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Copied from a `&str` whole (never cut), so always UTF-8; the check is a few
+            // nanoseconds for an ASCII name and keeps the crate free of `unsafe`.
+            Repr::Inline(len, bytes) => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(s) => s,
+        }
     }
 }
 
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Name {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
     }
 }
 
@@ -113,32 +168,31 @@ impl TryFrom<&str> for Name {
 impl TryFrom<String> for Name {
     type Error = NameError;
     fn try_from(name: String) -> Result<Self, NameError> {
-        validate_name(&name, NAME_BYTES_MAX)?;
-        Ok(Self(name.into_boxed_str()))
+        Self::parse(&name, NAME_BYTES_MAX)
     }
 }
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -182,6 +236,28 @@ mod tests {
         );
         assert!(Name::try_from(String::from("a b")).is_err());
         assert_eq!(Name::try_from("room-1").unwrap(), "room-1");
+    }
+
+    #[test]
+    fn names_compare_order_and_hash_as_their_text() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        let h = |x: &dyn Fn(&mut DefaultHasher)| {
+            let mut s = DefaultHasher::new();
+            x(&mut s);
+            s.finish()
+        };
+        let (a, b) = (Name::new_unchecked("ab"), Name::new_unchecked("b"));
+        assert!(a < b, "as text: \"ab\" < \"b\"");
+        assert_eq!(h(&|s| a.hash(s)), h(&|s| "ab".hash(s)));
+        let max = "m".repeat(NAME_BYTES_MAX);
+        assert_eq!(Name::try_from(max.as_str()).unwrap().as_str(), max);
+        // Past the limit only through new_unchecked in release builds: kept whole.
+        #[cfg(not(debug_assertions))]
+        {
+            let long = "l".repeat(NAME_BYTES_MAX + 1);
+            assert_eq!(Name::new_unchecked(&long).as_str(), long);
+        }
     }
 
     quickcheck! {

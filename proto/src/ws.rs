@@ -434,11 +434,45 @@ pub fn encode_frame(
     }
 }
 
-/// Encodes one unmasked, final server frame as a shareable buffer.
+/// Encodes one unmasked, final server frame as a shareable buffer: one allocation of
+/// exactly the frame's size (a buffer with spare capacity would cost `Bytes` a second
+/// allocation for its shared header).
 pub fn encode_server_frame(opcode: Opcode, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(FRAME_HEADER_MAX + payload.len());
-    encode_frame(&mut out, opcode, true, payload, None);
-    out.freeze()
+    encode_server_frame_with(opcode, payload.len(), |out| out.extend_from_slice(payload))
+}
+
+/// [`encode_server_frame`] for a payload of `len` bytes that `write` appends to the frame's
+/// buffer (an encoder writing in place instead of copying).
+pub fn encode_server_frame_with(
+    opcode: Opcode,
+    len: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Bytes {
+    let header = match len {
+        n if n < 126 => 2,
+        n if n <= usize::from(u16::MAX) => 4,
+        _ => 10,
+    };
+    let mut out = Vec::with_capacity(header + len);
+    out.push(0x80 | opcode as u8);
+    match len {
+        n if n < 126 => out.push(n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    write(&mut out);
+    debug_assert_eq!(
+        out.len(),
+        header + len,
+        "the writer wrote the length it announced"
+    );
+    Bytes::from(out)
 }
 
 /// Encodes a close frame's payload: code then reason (cut to fit 125 bytes at a char boundary).
@@ -728,6 +762,20 @@ mod tests {
 
     fn server() -> Decoder {
         Decoder::new(Role::Server, Limits::default())
+    }
+
+    #[test]
+    fn a_server_frame_is_the_general_encoding_at_every_length_boundary() {
+        for n in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut general = BytesMut::new();
+            encode_frame(&mut general, Opcode::Binary, true, &payload, None);
+            assert_eq!(
+                encode_server_frame(Opcode::Binary, &payload),
+                general.freeze(),
+                "{n}"
+            );
+        }
     }
 
     fn client_frame(opcode: Opcode, fin: bool, payload: &[u8]) -> BytesMut {

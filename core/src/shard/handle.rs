@@ -8,9 +8,10 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use fanfare_proto::Start;
+use fanfare_proto::{Name, Start};
 
 use crate::config::Config;
 use crate::ids::{ShardId, SubId, TopicKey};
@@ -60,6 +61,20 @@ impl ShardHandle {
         Ok(TopicKey::parse(namespace, topic, max)?)
     }
 
+    /// The key of `namespace/topic`: the shard's own key when it knows the topic (it owns it
+    /// or has subscribers to it: one reference count, no allocation), a new one otherwise.
+    pub fn key_of(&self, namespace: &Name, topic: &Name) -> TopicKey {
+        let st = self.state.borrow();
+        TopicKey::with_joined(namespace, topic, |joined| {
+            st.local
+                .get_key_value(joined)
+                .map(|(k, _)| k)
+                .or_else(|| st.owned.get_key_value(joined).map(|(k, _)| k))
+                .cloned()
+        })
+        .unwrap_or_else(|| TopicKey::from_names(namespace, topic))
+    }
+
     /// Publishes `payload` to `key`; resolves once the owner (in a cluster, the owning node)
     /// ordered it.
     pub fn publish(
@@ -80,7 +95,23 @@ impl ShardHandle {
         payload: Bytes,
         meta: PublishMeta,
     ) -> Result<StartedPublish, PublishError> {
-        let started = self.state.borrow_mut().publish(key, payload, meta, false)?;
+        self.start_publish_at(key, payload, meta, Instant::now())
+    }
+
+    /// [`ShardHandle::start_publish`] with the caller's clock reading: a connection reading
+    /// a batch of publishes reads the clock once for all of them (`now` becomes the
+    /// messages' `published_at` and the topic's clock for history age and idempotency).
+    pub fn start_publish_at(
+        &self,
+        key: TopicKey,
+        payload: Bytes,
+        meta: PublishMeta,
+        now: Instant,
+    ) -> Result<StartedPublish, PublishError> {
+        let started = self
+            .state
+            .borrow_mut()
+            .publish(key, payload, meta, false, now)?;
         Ok(match started {
             PublishStarted::Done(p) => StartedPublish::Done(p),
             PublishStarted::Waiting(rx) => StartedPublish::Pending(PendingPublish { rx }),
@@ -260,7 +291,7 @@ pub(crate) fn publish(
     // given one here).
     let started = {
         let mut st = state.borrow_mut();
-        st.publish(key, payload, meta, here)
+        st.publish(key, payload, meta, here, Instant::now())
             .map(|started| match started {
                 PublishStarted::Done(p) => Ok(p),
                 PublishStarted::Waiting(rx) => Err(rx),

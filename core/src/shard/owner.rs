@@ -64,17 +64,17 @@ impl State {
     /// window) is answered with the original position and orders nothing. With a data dir
     /// the message is appended to the shard's log instead, and all of that happens once it is
     /// durable (`store.rs`): the caller hands its answer channel to
-    /// [`State::answer_when_stored`].
+    /// [`State::answer_when_stored`]. `now` is the caller's clock reading for its batch.
     pub(crate) fn owner_publish(
         &mut self,
         key: TopicKey,
         payload: Bytes,
         meta: PublishMeta,
+        now: Instant,
     ) -> Result<Ordered, PublishError> {
         debug_assert_eq!(self.owner_of(&key), self.id);
         let max = self.cfg.topics_per_shard_max;
         let (window, keys_max) = (self.cfg.idempotency_window, self.cfg.idempotency_keys_max);
-        let now = Instant::now();
         self.store_check()?;
         let durable = self.store.is_some();
         if durable {
@@ -98,8 +98,13 @@ impl State {
                 return Ok(Ordered::Done(original));
             }
         }
-        let mut msg = Message::new(topic.epoch, topic.next_seq, payload, meta.publisher.clone());
-        msg.published_at = now;
+        let msg = Message::ordered_at(
+            topic.epoch,
+            topic.next_seq,
+            payload,
+            meta.publisher.clone(),
+            now,
+        );
         topic.next_seq = Seq(topic.next_seq.0 + 1);
         if durable {
             topic.pending += 1;
@@ -143,7 +148,7 @@ impl State {
         meta: PublishMeta,
         answer: Answer,
     ) {
-        match self.owner_publish(key, payload, meta) {
+        match self.owner_publish(key, payload, meta, Instant::now()) {
             Ok(Ordered::Done(p)) => answer.send(Ok(p)),
             Ok(Ordered::Stored(ticket)) => self.answer_when_stored(ticket, answer),
             Err(e) => answer.send(Err(e)),

@@ -44,6 +44,7 @@ impl State {
         payload: Bytes,
         meta: PublishMeta,
         here: bool,
+        now: Instant,
     ) -> Result<PublishStarted, PublishError> {
         if payload.len() > self.cfg.message_bytes_max {
             return Err(PublishError::TooLarge {
@@ -78,7 +79,7 @@ impl State {
         }
         let owner = self.owner_of(&key);
         if owner == self.id {
-            return match self.owner_publish(key, payload, meta)? {
+            return match self.owner_publish(key, payload, meta, now)? {
                 Ordered::Done(p) => Ok(PublishStarted::Done(p)),
                 Ordered::Stored(ticket) => Ok(PublishStarted::Stored(ticket)),
             };
@@ -295,7 +296,10 @@ impl State {
         let mut replayed = 0;
         for m in &reply.replay {
             debug_assert_eq!(m.seq, s.next, "history is consecutive");
-            match s.sink.offer(sub, Offer::Item(&Delivery::new(topic_id, m))) {
+            match s
+                .sink
+                .offer(sub, Offer::Item(&Delivery::new(topic_id, m, now)))
+            {
                 Accept::Queued => {
                     s.next = Seq(m.seq.0 + 1);
                     replayed += 1;
@@ -330,7 +334,7 @@ impl State {
             return; // our last subscriber left while the item was in flight
         };
         lt.quiet_since = now;
-        let d = Delivery::new(lt.id, msg);
+        let d = Delivery::new(lt.id, msg, now);
         let mut delivered = 0u64;
         let mut gaps = Vec::new();
         let mut gone = Vec::new();

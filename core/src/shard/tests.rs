@@ -213,7 +213,7 @@ quickcheck! {
             match op {
                 Op::Publish(t) => {
                     let t = usize::from(t);
-                    let Ok(crate::shard::disk::Ordered::Done(p)) = st.owner_publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default()) else {
+                    let Ok(crate::shard::disk::Ordered::Done(p)) = st.owner_publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), std::time::Instant::now()) else {
                         return false; // in memory, a publish is answered at once
                     };
                     published[t] += 1;
@@ -305,7 +305,7 @@ quickcheck! {
                 MeshOp::Publish { shard, topic } => {
                     let (s, t) = (usize::from(shard) % SHARDS, usize::from(topic));
                     issued[t] += 1;
-                    match node.shards[s].publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), false) {
+                    match node.shards[s].publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), false, std::time::Instant::now()) {
                         Ok(super::router::PublishStarted::Done(p)) => acks[t].push(p),
                         Ok(super::router::PublishStarted::Waiting(rx)) => waiting.push((t, rx)),
                         // No data dir in this model: nothing waits for a disk.

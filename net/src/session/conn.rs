@@ -356,7 +356,7 @@ impl Conn {
         let ctx = &self.ctx;
         let enc = self.enc;
         let frame = d.encoded(enc.slot(), |topic, m| {
-            ctx.record_latency(m.published_at);
+            ctx.record_latency(m.published_at, d.now);
             metrics::inc(enc.encodes(&ctx.stats));
             enc.item(&mut ctx.fbb.borrow_mut(), topic.0, m)
         });

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
 use fanfare_core::{EncodingSlot, Message};
-use fanfare_proto::message::{encode_item, ItemRef};
+use fanfare_proto::message::{encode_item, publish_ack_len, write_publish_ack, ItemRef};
 use fanfare_proto::{framing, sse, ws as wsp, ServerMsg};
 use flatbuffers::FlatBufferBuilder;
 
@@ -76,6 +76,29 @@ fn flatbuffer_item<'f>(
     fbb.finished_data()
 }
 
+/// A publish acknowledgement's WebSocket frame from its template (no builder run: one per
+/// publish makes this the most frequent control message); `None` for any other message.
+fn publish_ack_frame(msg: &ServerMsg) -> Option<Bytes> {
+    let &ServerMsg::PublishAck {
+        request_id,
+        epoch,
+        seq,
+        durability,
+    } = msg
+    else {
+        return None;
+    };
+    let len = publish_ack_len()?;
+    Some(wsp::encode_server_frame_with(
+        wsp::Opcode::Binary,
+        len,
+        |out| {
+            // The template exists (publish_ack_len said so), so this appends `len` bytes.
+            write_publish_ack(out, request_id, epoch, seq, durability);
+        },
+    ))
+}
+
 fn flatbuffer<'f>(fbb: &'f mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> &'f [u8] {
     msg.encode_into(fbb);
     fbb.finished_data()
@@ -104,6 +127,9 @@ impl Encoder for Ws {
         wsp::encode_server_frame(wsp::Opcode::Binary, flatbuffer_item(fbb, topic, m))
     }
     fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {
+        if let Some(frame) = publish_ack_frame(msg) {
+            return Some(frame);
+        }
         Some(wsp::encode_server_frame(
             wsp::Opcode::Binary,
             flatbuffer(fbb, msg),

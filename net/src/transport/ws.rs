@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -70,12 +71,19 @@ impl From<bool> for Step {
     }
 }
 
-/// Handles one message.
-pub(super) fn on_message(conn: &Rc<Conn>, m: Message, dlim: &DecodeLimits, peer: IpAddr) -> Step {
+/// Handles one message, read at `now` (the session reads the clock once per read, not per
+/// message).
+pub(super) fn on_message(
+    conn: &Rc<Conn>,
+    m: Message,
+    dlim: &DecodeLimits,
+    peer: IpAddr,
+    now: Instant,
+) -> Step {
     let ctx = &conn.ctx;
     let go = match m {
         Message::Binary(b) => match ClientMsg::decode(&b, dlim) {
-            Ok(msg) => return on_client(conn, msg, peer),
+            Ok(msg) => return on_client(conn, msg, peer, now),
             Err(e) => {
                 let code = e.code();
                 if code == ErrorCode::MessageTooLarge {
@@ -135,7 +143,7 @@ fn refuse(conn: &Conn, request_id: u64, code: ErrorCode, text: String) -> bool {
     true
 }
 
-fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> Step {
+fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr, now: Instant) -> Step {
     let ctx = &conn.ctx;
     match msg {
         ClientMsg::Hello {
@@ -193,14 +201,14 @@ fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> Step {
             };
             // The reader waited for a free slot before reading this request.
             conn.take_publish_slot();
-            let key = TopicKey::from_names(&namespace, &topic);
+            let key = ctx.shard.key_of(&namespace, &topic);
             let meta = PublishMeta {
                 publisher,
                 idempotency_key: idempotency_key.map(Arc::from),
             };
             // The local path answers at once: no task, no channel. Only a publish to another
             // shard or node waits in a task for its owner's answer.
-            match ctx.shard.start_publish(key, payload, meta) {
+            match ctx.shard.start_publish_at(key, payload, meta, now) {
                 Ok(StartedPublish::Pending(pending)) => {
                     let conn = conn.clone();
                     glommio::spawn_local(async move {
@@ -237,7 +245,7 @@ fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr) -> Step {
                 Err((code, text)) => return refuse(conn, request_id, code, text).into(),
             };
             let max = ctx.limits.subscriptions_per_connection_max;
-            let key = TopicKey::from_names(&namespace, &topic);
+            let key = ctx.shard.key_of(&namespace, &topic);
             let refuse = if conn.has_topic(&key) {
                 Some((
                     ErrorCode::AlreadySubscribed,

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use fanfare_proto::message::DecodeLimits;
@@ -286,6 +287,8 @@ impl<S: Io> Running<S> {
         if conn.ctx.stopping.get() {
             return Poll::Ready(Read::Stop);
         }
+        // When the bytes being decoded were read (taken at the first message they hold).
+        let mut read_at: Option<Instant> = None;
         loop {
             if let Some(f) = &mut self.wait {
                 match f.as_mut().poll(cx) {
@@ -315,14 +318,16 @@ impl<S: Io> Running<S> {
             match self.dec.decode(&mut self.buf) {
                 Ok(Some(m)) => {
                     conn.partial_since.set(None);
-                    let now = Moment::now();
-                    conn.last_alive.set(now);
+                    // One clock reading for every message of one socket read.
+                    let now = *read_at.get_or_insert_with(Instant::now);
+                    let moment = Moment::from(now);
+                    conn.last_alive.set(moment);
                     if !matches!(m, Message::Pong(_)) {
-                        conn.last_input.set(now);
+                        conn.last_input.set(moment);
                     }
                     // Answered synchronously; only the rare requests that wait (token checks)
                     // come back as a boxed future.
-                    match on_message(conn, m, &self.dlim, conn.peer) {
+                    match on_message(conn, m, &self.dlim, conn.peer, now) {
                         Step::Go => {}
                         Step::End => return Poll::Ready(Read::End),
                         Step::Wait(f) => self.wait = Some(f),
@@ -352,7 +357,7 @@ impl<S: Io> Running<S> {
             // queue is empty; with output blocked, the socket's write timeout bounds it).
             match poll_read_some(cx, &mut self.r, &mut self.buf, &conn.ctx.stats) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Read::End),
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(_)) => read_at = None,
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -9,12 +9,14 @@
 //!
 //! Payloads stay zero-copy: decoding from a [`Bytes`] hands out slices of it.
 
+mod ack;
 mod client;
 mod common;
 mod link;
 mod presence;
 mod server;
 
+pub use ack::{publish_ack_len, write_publish_ack};
 pub use client::ClientMsg;
 pub use common::{
     DecodeError, DecodeLimits, Durability, ErrorCode, Start, BATCH_ITEMS_MAX_DEFAULT,
