@@ -12,6 +12,7 @@
 mod ack;
 mod client;
 mod common;
+mod fast;
 mod link;
 mod presence;
 mod server;
