@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
 use fanfare_core::{EncodingSlot, Message};
-use fanfare_proto::message::{encode_item, publish_ack_len, write_publish_ack, ItemRef};
+use fanfare_proto::message::{item_len, publish_ack_len, write_item, write_publish_ack, ItemRef};
 use fanfare_proto::{framing, sse, ws as wsp, ServerMsg};
 use flatbuffers::FlatBufferBuilder;
 
@@ -58,22 +58,14 @@ pub(crate) static FRAMES: Frames = Frames;
 /// The SSE encoder.
 pub(crate) static SSE: Sse = Sse;
 
-fn flatbuffer_item<'f>(
-    fbb: &'f mut FlatBufferBuilder<'static>,
-    topic: u64,
-    m: &Message,
-) -> &'f [u8] {
-    encode_item(
-        fbb,
-        ItemRef {
-            subscription_id: topic,
-            epoch: m.epoch.0,
-            seq: m.seq.0,
-            payload: &m.payload,
-            publisher_id: m.publisher_id.as_deref(),
-        },
-    );
-    fbb.finished_data()
+fn item_ref(topic: u64, m: &Message) -> ItemRef<'_> {
+    ItemRef {
+        subscription_id: topic,
+        epoch: m.epoch.0,
+        seq: m.seq.0,
+        payload: &m.payload,
+        publisher_id: m.publisher_id.as_deref(),
+    }
 }
 
 /// A publish acknowledgement's WebSocket frame from its template (no builder run: one per
@@ -123,8 +115,11 @@ impl Encoder for Ws {
     fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
         &stats.encodes_ws
     }
-    fn item(&self, fbb: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
-        wsp::encode_server_frame(wsp::Opcode::Binary, flatbuffer_item(fbb, topic, m))
+    fn item(&self, _: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
+        let it = item_ref(topic, m);
+        wsp::encode_server_frame_with(wsp::Opcode::Binary, item_len(&it), |out| {
+            write_item(out, &it)
+        })
     }
     fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {
         if let Some(frame) = publish_ack_frame(msg) {
@@ -159,8 +154,9 @@ impl Encoder for Frames {
     fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
         &stats.encodes_frames
     }
-    fn item(&self, fbb: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
-        framing::encode_to_bytes(flatbuffer_item(fbb, topic, m))
+    fn item(&self, _: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
+        let it = item_ref(topic, m);
+        framing::encode_to_bytes_with(item_len(&it), |out| write_item(out, &it))
     }
     fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {
         Some(framing::encode_to_bytes(flatbuffer(fbb, msg)))

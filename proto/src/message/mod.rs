@@ -9,21 +9,21 @@
 //!
 //! Payloads stay zero-copy: decoding from a [`Bytes`] hands out slices of it.
 
-mod ack;
 mod client;
 mod common;
+mod direct;
 mod fast;
 mod link;
 mod presence;
 mod server;
 
-pub use ack::{publish_ack_len, write_publish_ack};
 pub use client::ClientMsg;
 pub use common::{
     DecodeError, DecodeLimits, Durability, ErrorCode, Start, BATCH_ITEMS_MAX_DEFAULT,
     IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, PAYLOAD_BYTES_MAX_DEFAULT, TEXT_BYTES_MAX,
     TOKEN_BYTES_MAX,
 };
+pub use direct::{item_len, publish_ack_len, write_item, write_publish_ack};
 pub use link::{LinkItem, LinkMsg};
 pub use presence::{
     MemberMsg, PresenceAction, PresenceEventMsg, PresenceOpts, PresenceStateMsg,
