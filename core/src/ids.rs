@@ -5,6 +5,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use arrayvec::ArrayString;
 use fanfare_proto::{validate_name, Name, NameError};
 use thiserror::Error;
 
@@ -109,21 +110,16 @@ impl TopicKey {
     /// Calls `f` with `namespace/topic` joined in a buffer on the stack (no allocation), for
     /// looking a key up by borrowed names.
     pub fn with_joined<R>(namespace: &Name, topic: &Name, f: impl FnOnce(&str) -> R) -> R {
-        let (ns, t) = (namespace.as_bytes(), topic.as_bytes());
-        let mut buf = [0u8; 2 * fanfare_proto::NAME_BYTES_MAX + 1];
-        let len = ns.len() + 1 + t.len();
-        if len > buf.len() {
+        let mut joined = ArrayString::<{ 2 * fanfare_proto::NAME_BYTES_MAX + 1 }>::new();
+        let fits = joined.try_push_str(namespace).is_ok()
+            && joined.try_push('/').is_ok()
+            && joined.try_push_str(topic).is_ok();
+        if fits {
+            f(&joined)
+        } else {
             // Names from the decoders are at most NAME_BYTES_MAX; anything longer is joined
             // the slow way.
-            return f(Self::new_unchecked(namespace, topic).as_str());
-        }
-        buf[..ns.len()].copy_from_slice(ns);
-        buf[ns.len()] = b'/';
-        buf[ns.len() + 1..len].copy_from_slice(t);
-        match std::str::from_utf8(&buf[..len]) {
-            Ok(joined) => f(joined),
-            // Two strings and an ASCII byte are UTF-8; kept total rather than unchecked.
-            Err(_) => f(Self::new_unchecked(namespace, topic).as_str()),
+            f(Self::new_unchecked(namespace, topic).as_str())
         }
     }
 

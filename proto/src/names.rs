@@ -7,6 +7,8 @@
 use std::fmt;
 use std::ops::Deref;
 
+use arrayvec::ArrayString;
+
 use thiserror::Error;
 
 /// The default and largest allowed length of a namespace or topic name, in bytes.
@@ -73,8 +75,8 @@ pub struct Name(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    /// Up to [`NAME_BYTES_MAX`] bytes and their length: every checked name.
-    Inline(u8, [u8; NAME_BYTES_MAX]),
+    /// Up to [`NAME_BYTES_MAX`] bytes: every checked name.
+    Inline(ArrayString<NAME_BYTES_MAX>),
     /// A longer string given to [`Name::new_unchecked`] (a caller's bug; kept total).
     Heap(Box<str>),
 }
@@ -95,24 +97,16 @@ impl Name {
     }
 
     fn store(name: &str) -> Self {
-        let b = name.as_bytes();
-        if b.len() > NAME_BYTES_MAX {
-            return Self(Repr::Heap(name.into()));
+        match ArrayString::from(name) {
+            Ok(inline) => Self(Repr::Inline(inline)),
+            Err(_) => Self(Repr::Heap(name.into())),
         }
-        let mut bytes = [0u8; NAME_BYTES_MAX];
-        bytes[..b.len()].copy_from_slice(b);
-        // At most NAME_BYTES_MAX (64), so it fits a u8.
-        Self(Repr::Inline(b.len() as u8, bytes))
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Copied from a `&str` whole (never cut), so always UTF-8; the check is a few
-            // nanoseconds for an ASCII name and keeps the crate free of `unsafe`.
-            Repr::Inline(len, bytes) => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
+            Repr::Inline(s) => s,
             Repr::Heap(s) => s,
         }
     }
