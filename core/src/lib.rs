@@ -59,8 +59,8 @@ pub use presence::{
     Member, MemberId, PresenceAction, PresenceEvent, PresenceOptions, PresenceQuery, PresenceState,
 };
 pub use shard::{
-    ClusterPort, FetchCallback, Hold, OwnedTopicInfo, PendingPublish, PublishCallback, ShardHandle,
-    ShardHook, StartedPublish, StoredPublish,
+    ClusterPort, FetchCallback, Hold, LaterPublish, OwnedTopicInfo, PendingPublish,
+    PublishCallback, ShardHandle, ShardHook, StartedPublish,
 };
 pub use sink::{Accept, Delivery, Encoded, EncodingSlot, Offer, Sink};
 pub use stats::{ShardStats, StatsSnapshot};

@@ -80,6 +80,12 @@ counters! {
         upstream_requests,
         /// Publishes forwarded to storage nodes.
         upstream_publishes,
+        /// Publishes forwarded to another shard of this node (answered through the mesh).
+        mesh_publishes,
+        /// Forwarded publishes waiting for their owner shard's answer now (gauge; bounded by
+        /// the publishes clients may have in flight: `publishes_in_flight_max` per
+        /// connection).
+        mesh_publishes_waiting,
         /// Local topics moved to another owner after a membership change.
         topics_rehomed,
         /// Subscriptions held by node links on this shard (one per router shard and topic).

@@ -322,6 +322,7 @@ impl Registry {
                     "topics"
                         | "subscriptions"
                         | "upstream_topics"
+                        | "mesh_publishes_waiting"
                         | "link_subscriptions"
                         | "presence_members"
                         | "storage_bytes"

@@ -115,18 +115,29 @@ impl ShardHandle {
         Ok(match started {
             PublishStarted::Done(p) => StartedPublish::Done(p),
             PublishStarted::Waiting(rx) => StartedPublish::Pending(PendingPublish { rx }),
-            PublishStarted::Stored(ticket) => StartedPublish::Stored(StoredPublish { ticket }),
+            PublishStarted::Stored(ticket) => StartedPublish::Later(LaterPublish {
+                ticket,
+                forwarded: false,
+            }),
+            PublishStarted::Forwarded(ticket) => StartedPublish::Later(LaterPublish {
+                ticket,
+                forwarded: true,
+            }),
         })
     }
 
-    /// Has the answer to a publish waiting for this shard's disk delivered to `then`, on this
-    /// shard, once it is durable (or the log failed): no task and no channel. `then` runs
-    /// inside the engine and must not call into the shard (queueing a reply on a connection
-    /// is what it is for).
-    pub fn when_stored(&self, publish: StoredPublish, then: PublishCallback) {
-        self.state
-            .borrow_mut()
-            .answer_when_stored(publish.ticket, Answer::Call(then));
+    /// Has the answer to a publish answered later on this shard ([`StartedPublish::Later`]:
+    /// waiting for this shard's disk, or for the owning shard's answer through the mesh)
+    /// delivered to `then`, on this shard: no task and no channel. `then` runs inside the
+    /// engine and must not call into the shard (queueing a reply on a connection is what it
+    /// is for).
+    pub fn when_answered(&self, publish: LaterPublish, then: PublishCallback) {
+        let mut st = self.state.borrow_mut();
+        if publish.forwarded {
+            st.answer_when_forwarded(publish.ticket, Answer::Call(then));
+        } else {
+            st.answer_when_stored(publish.ticket, Answer::Call(then));
+        }
     }
 
     /// Subscribes `sink` to `key` from `start`. Events follow on the sink, starting with
@@ -217,17 +228,20 @@ impl ShardHandle {
 pub enum StartedPublish {
     /// Ordered on this shard: the answer.
     Done(Published),
-    /// Sent to the owning shard or node; [`PendingPublish::answer`] resolves with its answer.
+    /// Sent to the owning node; [`PendingPublish::answer`] resolves with its answer.
     Pending(PendingPublish),
-    /// Ordered here and waiting for this shard's disk: [`ShardHandle::when_stored`] names
-    /// where its answer goes. Dropping it without doing so loses the answer, not the publish.
-    Stored(StoredPublish),
+    /// Answered later on this shard: ordered here and waiting for this shard's disk, or
+    /// forwarded to the owning shard of this node. [`ShardHandle::when_answered`] names where
+    /// its answer goes; dropping it without doing so loses the answer, not the publish.
+    Later(LaterPublish),
 }
 
-/// A publish waiting for its shard's disk ([`StartedPublish::Stored`]).
+/// A publish whose answer comes later on this shard ([`StartedPublish::Later`]).
 #[derive(Debug)]
-pub struct StoredPublish {
+pub struct LaterPublish {
     ticket: u64,
+    /// Forwarded to another shard (else: waiting for this shard's disk).
+    forwarded: bool,
 }
 
 /// A publish waiting for its owner's answer.
@@ -298,6 +312,11 @@ pub(crate) fn publish(
                 PublishStarted::Stored(ticket) => {
                     let (tx, rx) = flume::bounded(1);
                     st.answer_when_stored(ticket, Answer::Channel(tx));
+                    Err(rx)
+                }
+                PublishStarted::Forwarded(ticket) => {
+                    let (tx, rx) = flume::bounded(1);
+                    st.answer_when_forwarded(ticket, Answer::Channel(tx));
                     Err(rx)
                 }
             })

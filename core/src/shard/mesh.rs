@@ -21,12 +21,21 @@ pub(crate) const MESH_BATCH_MAX: usize = 1024;
 
 /// A message between shards.
 pub(crate) enum MeshMsg {
-    /// Router to owner: order this message.
+    /// Router to owner: order this message, and answer shard `from` with a `PublishReply`
+    /// for `ticket` (it keeps the answer's destination in `State::publish_waiters`): answers
+    /// travel batched with the rest of the mesh traffic, no channel and no cross-thread
+    /// wake-up per publish.
     Publish {
         key: TopicKey,
         payload: Bytes,
         meta: PublishMeta,
-        reply: flume::Sender<Result<Published, PublishError>>,
+        from: ShardId,
+        ticket: u64,
+    },
+    /// Owner to router: the answer to a `Publish`.
+    PublishReply {
+        ticket: u64,
+        reply: Result<Published, PublishError>,
     },
     /// Router to owner: shard `from` wants the topic's messages from `start` on, for `sub`.
     Subscribe {
@@ -112,18 +121,17 @@ impl Outboxes {
     /// Queues `msg` for shard `to`. Overflow rule: live items are dropped past `items_max`
     /// (the receiver sees the sequence gap and repairs it from history); requests and replies
     /// are always queued, and they are bounded by the client-facing limits that produce them.
+    /// Whether `to` stopped taking messages (its outbox closed at shutdown).
+    pub(crate) fn is_closed(&self, to: ShardId) -> bool {
+        !matches!(self.boxes.get(usize::from(to.0)), Some(ob) if !ob.closed)
+    }
+
     pub(crate) fn push(&mut self, to: ShardId, msg: MeshMsg) -> Pushed {
         let max = self.items_max;
         let ob = &mut self.boxes[usize::from(to.0)];
         if ob.closed {
-            match msg {
-                MeshMsg::Publish { reply, .. } => {
-                    let _ = reply.try_send(Err(PublishError::ShuttingDown));
-                }
-                MeshMsg::PresenceQuery { reply, .. } => {
-                    let _ = reply.try_send(Err(SubscribeError::ShuttingDown));
-                }
-                _ => {}
+            if let MeshMsg::PresenceQuery { reply, .. } = msg {
+                let _ = reply.try_send(Err(SubscribeError::ShuttingDown));
             }
             return Pushed::Closed;
         }

@@ -37,7 +37,7 @@ mod upstream;
 
 pub use disk::FetchCallback;
 pub use disk::PublishCallback;
-pub use handle::{Hold, PendingPublish, ShardHandle, StartedPublish, StoredPublish};
+pub use handle::{Hold, LaterPublish, PendingPublish, ShardHandle, StartedPublish};
 pub use owner::OwnedTopicInfo;
 pub use port::ClusterPort;
 pub use run::ShardHook;

@@ -149,9 +149,9 @@ impl State {
         answer: Answer,
     ) {
         match self.owner_publish(key, payload, meta, Instant::now()) {
-            Ok(Ordered::Done(p)) => answer.send(Ok(p)),
+            Ok(Ordered::Done(p)) => self.answer(answer, Ok(p)),
             Ok(Ordered::Stored(ticket)) => self.answer_when_stored(ticket, answer),
-            Err(e) => answer.send(Err(e)),
+            Err(e) => self.answer(answer, Err(e)),
         }
     }
 

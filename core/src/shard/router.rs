@@ -10,12 +10,12 @@ use bytes::Bytes;
 use fanfare_proto::Start;
 
 use crate::cluster::UpReq;
-use crate::ids::{Epoch, LocalTopicId, Seq, SubId, TopicKey};
+use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 use crate::message::{
     CloseReason, Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
 };
 use crate::presence::{PresenceAction, PresenceEvent, PresenceOptions};
-use crate::shard::disk::{Ordered, ReplyTo};
+use crate::shard::disk::{Answer, Ordered, ReplyTo};
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{Gap, OwnerReply};
 use crate::shard::state::{Home, LocalTopic, Phase, State, Subscriber};
@@ -32,6 +32,9 @@ pub(crate) enum PublishStarted {
     /// Appended to this shard's log: answered once durable, to what the caller attaches
     /// (`State::answer_when_stored`).
     Stored(u64),
+    /// Sent to the owning shard of this node: its answer comes back through the mesh, to
+    /// what the caller attaches (`State::answer_when_forwarded`).
+    Forwarded(u64),
 }
 
 impl State {
@@ -84,17 +87,68 @@ impl State {
                 Ordered::Stored(ticket) => Ok(PublishStarted::Stored(ticket)),
             };
         }
-        let (reply, rx) = flume::bounded(1);
+        if self.outboxes.is_closed(owner) {
+            return Err(PublishError::ShuttingDown);
+        }
+        let ticket = self.fresh_id();
+        self.publish_waiters.insert(ticket, (owner, None));
+        ShardStats::inc(&self.stats.mesh_publishes);
+        ShardStats::set(
+            &self.stats.mesh_publishes_waiting,
+            self.publish_waiters.len() as u64,
+        );
+        let from = self.id;
         self.send(
             owner,
             MeshMsg::Publish {
                 key,
                 payload,
                 meta,
-                reply,
+                from,
+                ticket,
             },
         );
-        Ok(PublishStarted::Waiting(rx))
+        Ok(PublishStarted::Forwarded(ticket))
+    }
+
+    /// Sends the answer to the forwarded publish `ticket` ([`PublishStarted::Forwarded`]) to
+    /// `answer` once its owner shard answers.
+    pub(crate) fn answer_when_forwarded(&mut self, ticket: u64, answer: Answer) {
+        match self.publish_waiters.get_mut(&ticket) {
+            Some((_, slot)) if slot.is_none() => *slot = Some(answer),
+            // Not waiting (its owner stopped) or already attached: nothing will answer it.
+            _ => self.answer(answer, Err(PublishError::ShuttingDown)),
+        }
+    }
+
+    /// The owner shard's answer to a forwarded publish.
+    pub(crate) fn on_publish_reply(&mut self, ticket: u64, reply: Result<Published, PublishError>) {
+        let waiter = self.publish_waiters.remove(&ticket);
+        ShardStats::set(
+            &self.stats.mesh_publishes_waiting,
+            self.publish_waiters.len() as u64,
+        );
+        // No answer attached: the caller dropped it (the publish still happened).
+        if let Some((_, Some(answer))) = waiter {
+            self.answer(answer, reply);
+        }
+        if self.publish_waiters.is_empty() && self.publish_waiters.capacity() > 1024 {
+            self.publish_waiters.shrink_to(64);
+        }
+    }
+
+    /// Shard `from` will answer nothing more: its forwarded publishes fail with
+    /// `ShuttingDown`.
+    pub(crate) fn fail_publish_waiters(&mut self, from: ShardId) {
+        let tickets: Vec<u64> = self
+            .publish_waiters
+            .iter()
+            .filter(|(_, (owner, _))| *owner == from)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tickets {
+            self.on_publish_reply(t, Err(PublishError::ShuttingDown));
+        }
     }
 
     pub(crate) fn subscribe(

@@ -132,7 +132,7 @@ pub(crate) async fn run(boot: Boot) {
     let receivers: Vec<_> = receivers
         .streams()
         .into_iter()
-        .map(|(_, rx)| glommio::spawn_local(recv_loop(state.clone(), rx)))
+        .map(|(peer, rx)| glommio::spawn_local(recv_loop(state.clone(), rx, peer)))
         .collect();
     glommio::spawn_local(ctl_loop(state.clone(), ctl_rx)).detach();
     let ticker = glommio::spawn_local(tick_loop(state.clone()));
@@ -263,8 +263,19 @@ impl State {
                 key,
                 payload,
                 meta,
-                reply,
-            } => self.owner_publish_to(key, payload, meta, Answer::Channel(reply)),
+                from,
+                ticket,
+            } => {
+                let answer = Answer::Shard { to: from, ticket };
+                if self.closing {
+                    // This shard sent its Fin (it stopped taking work): nothing is ordered,
+                    // and the answer says so.
+                    self.answer(answer, Err(PublishError::ShuttingDown));
+                } else {
+                    self.owner_publish_to(key, payload, meta, answer);
+                }
+            }
+            MeshMsg::PublishReply { ticket, reply } => self.on_publish_reply(ticket, reply),
             MeshMsg::Subscribe {
                 key,
                 start,
@@ -295,6 +306,8 @@ impl State {
             MeshMsg::PresenceQuery { key, q, reply } => {
                 let _ = reply.try_send(Ok(self.owner_presence_state(&key, q)));
             }
+            // Forwarded publishes still waiting on the peer are answered after its Fin when
+            // they wait for its disk, so they fail only once its mesh closes (`recv_loop`).
             MeshMsg::Fin => self.fins += 1,
         }
     }
@@ -352,13 +365,16 @@ async fn flush_loop(state: Rc<RefCell<State>>, senders: Rc<Senders<Vec<MeshMsg>>
     }
 }
 
-async fn recv_loop(state: Rc<RefCell<State>>, rx: ConnectedReceiver<Vec<MeshMsg>>) {
+async fn recv_loop(state: Rc<RefCell<State>>, rx: ConnectedReceiver<Vec<MeshMsg>>, peer: usize) {
     while let Some(batch) = rx.recv().await {
         let mut st = state.borrow_mut();
         for msg in batch {
             st.handle_mesh(msg);
         }
     }
+    // The peer is gone: every answer it sent is in, and what still waits on it never comes.
+    let peer = ShardId(u16::try_from(peer).unwrap_or(u16::MAX));
+    state.borrow_mut().fail_publish_waiters(peer);
 }
 
 async fn ctl_loop(state: Rc<RefCell<State>>, rx: flume::Receiver<Ctl>) {

@@ -20,7 +20,7 @@ use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
 use crate::placement::shard_for;
 use crate::presence::{Roster, SubPresence};
 use crate::shard::dedup::Dedup;
-use crate::shard::disk::{DiskIndex, Store};
+use crate::shard::disk::{Answer, DiskIndex, Store};
 use crate::shard::mesh::{MeshMsg, Outboxes, Pushed};
 use crate::signal::Signal;
 use crate::sink::Sink;
@@ -162,6 +162,9 @@ pub(crate) struct State {
     pub fetch_waiters: AHashMap<u64, FetchCallback>,
     /// Requests sent upstream, by id: the subscriber each answers (one per subscriber).
     pub up_reqs: AHashMap<u64, SubId>,
+    /// Publishes forwarded to an owner shard, by ticket: that shard and where the answer goes
+    /// (attached right after forwarding; see `router.rs`).
+    pub publish_waiters: AHashMap<u64, (ShardId, Option<Answer>)>,
     /// Makes member ids: random 64-bit values, so ids from all shards and nodes never
     /// collide in practice.
     pub member_ids: ahash::RandomState,
@@ -198,6 +201,7 @@ impl State {
             upstream: None,
             fetch_waiters: AHashMap::new(),
             up_reqs: AHashMap::new(),
+            publish_waiters: AHashMap::new(),
             member_ids: ahash::RandomState::new(),
             presence_pending: AHashSet::new(),
             store: None,

@@ -129,7 +129,7 @@ impl State {
     /// once it is durable (or failed). The newest is at the back: usually found at once.
     pub(crate) fn answer_when_stored(&mut self, ticket: u64, answer: Answer) {
         let Some(store) = self.store.as_mut() else {
-            answer.send(Err(PublishError::StorageUnavailable));
+            self.answer(answer, Err(PublishError::StorageUnavailable));
             return;
         };
         match store.waiting.iter_mut().rev().find(|w| w.ticket == ticket) {
@@ -137,7 +137,7 @@ impl State {
             Some(w) => w.repeats.push(answer),
             // Not waiting any more: it failed with the log (a publish that became durable is
             // answered from the topic's window before it gets here).
-            None => answer.send(Err(PublishError::StorageUnavailable)),
+            None => self.answer(answer, Err(PublishError::StorageUnavailable)),
         }
     }
 
@@ -244,7 +244,7 @@ impl State {
             self.fan_out(&w.key, &w.msg, &targets, now);
             targets.clear();
             for a in w.answer.into_iter().chain(w.repeats) {
-                a.send(Ok(published));
+                self.answer(a, Ok(published));
             }
         }
         self.scratch_shards = targets;
@@ -265,7 +265,7 @@ impl State {
             }
             ShardStats::inc(&self.stats.storage_refused);
             for a in w.answer.into_iter().chain(w.repeats) {
-                a.send(Err(PublishError::StorageUnavailable));
+                self.answer(a, Err(PublishError::StorageUnavailable));
             }
         }
     }

@@ -308,6 +308,12 @@ quickcheck! {
                     match node.shards[s].publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), false, std::time::Instant::now()) {
                         Ok(super::router::PublishStarted::Done(p)) => acks[t].push(p),
                         Ok(super::router::PublishStarted::Waiting(rx)) => waiting.push((t, rx)),
+                        // Forwarded to the owner shard: its answer comes back through the mesh.
+                        Ok(super::router::PublishStarted::Forwarded(ticket)) => {
+                            let (tx, rx) = flume::bounded(1);
+                            node.shards[s].answer_when_forwarded(ticket, crate::shard::disk::Answer::Channel(tx));
+                            waiting.push((t, rx));
+                        }
                         // No data dir in this model: nothing waits for a disk.
                         Ok(super::router::PublishStarted::Stored(_)) | Err(_) => return false,
                     }

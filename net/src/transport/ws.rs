@@ -206,8 +206,9 @@ fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr, now: Instant) -> Ste
                 publisher,
                 idempotency_key: idempotency_key.map(Arc::from),
             };
-            // The local path answers at once: no task, no channel. Only a publish to another
-            // shard or node waits in a task for its owner's answer.
+            // The local path answers at once, a publish to another shard of this node or
+            // waiting for the disk from the shard's loop: no task, no channel. Only a publish
+            // to another node waits in a task for its owner's answer.
             match ctx.shard.start_publish_at(key, payload, meta, now) {
                 Ok(StartedPublish::Pending(pending)) => {
                     let conn = conn.clone();
@@ -218,11 +219,12 @@ fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr, now: Instant) -> Ste
                     .detach();
                 }
                 Ok(StartedPublish::Done(p)) => answer_publish(conn, request_id, Ok(p)),
-                Ok(StartedPublish::Stored(stored)) => {
-                    // Answered from the shard's log completion, straight into the connection.
+                Ok(StartedPublish::Later(later)) => {
+                    // Answered from the shard's log completion or the owning shard's reply,
+                    // straight into the connection.
                     let conn = conn.clone();
-                    ctx.shard.when_stored(
-                        stored,
+                    ctx.shard.when_answered(
+                        later,
                         Box::new(move |r| answer_publish(&conn, request_id, r)),
                     );
                 }
