@@ -165,7 +165,15 @@ enum Phase {
     /// Reading is over: the output runs to its end (bounded by the socket's write timeout,
     /// and at shutdown by the drain time).
     Ending(Option<Pin<Box<glommio::timer::Timer>>>),
+    /// The last bytes are out: what the client still sends is read and dropped until it
+    /// closes, for at most [`LINGER`]. Closing a socket with unread input makes the kernel
+    /// send a reset, which can destroy our last frames (acks, the close frame) in the
+    /// client's receive buffer before it reads them.
+    Lingering(Pin<Box<glommio::timer::Timer>>),
 }
+
+/// The longest a session reads on after its last bytes went out ([`Phase::Lingering`]).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What reading found.
 enum Read {
@@ -220,15 +228,36 @@ impl<S: Io> Running<S> {
         }
     }
 
+    /// Reads and drops input until the client closes, the socket fails or the linger time
+    /// passes.
+    fn linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            self.buf.clear();
+            match poll_read_some(cx, &mut self.r, &mut self.buf, &self.conn.ctx.stats) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => {}
+            }
+            return match &mut self.phase {
+                Phase::Lingering(t) => t.as_mut().poll(cx).map(|_| ()),
+                _ => Poll::Ready(()),
+            };
+        }
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             // Output first: what is queued goes out (acks and items of this turn together).
             if self.out.poll_flush(cx, &self.conn, &mut self.w).is_ready() {
-                // The last bytes are out, or the socket failed: the session is over.
+                // The last bytes are out, or the socket failed: the session is over once the
+                // client stopped sending (or the linger time passed).
                 if matches!(self.phase, Phase::Reading | Phase::Draining(_)) {
                     self.conn.unsubscribe_all();
                 }
-                return Poll::Ready(());
+                if !matches!(self.phase, Phase::Lingering(_)) {
+                    self.phase = Phase::Lingering(Box::pin(glommio::timer::Timer::new(LINGER)));
+                }
+                return self.linger(cx);
             }
             match &mut self.phase {
                 Phase::Reading => match self.read(cx) {
@@ -265,6 +294,7 @@ impl<S: Io> Running<S> {
                         self.phase = Phase::Ending(Some(d));
                     }
                 }
+                Phase::Lingering(_) => return self.linger(cx),
                 Phase::Ending(deadline) => {
                     // The output (polled above) is not done yet.
                     if let Some(d) = deadline {
