@@ -14,7 +14,11 @@
 # fewer than `--window` of its publishes are unacknowledged. Installs redis-server,
 # nats-server and iperf3 with apt-get when missing. Not part of CI.
 #
-# Environment: BROKER_CPUS, GEN_CPUS, DURATION (s, default 5), WARMUP (s, default 1),
+# MODE=whole: the whole machine instead: every broker at its own defaults on all CPUs (Fanfare:
+# one pinned shard per CPU; NATS: GOMAXPROCS = CPUs; Redis: its one thread), the generator
+# unpinned beside it with a thread per CPU. Broker CPU is still read from /proc (all threads).
+#
+# Environment: MODE, BROKER_CPUS, GEN_CPUS, DURATION (s, default 5), WARMUP (s, default 1),
 # REPS (default 3), ONLY (a regex over scenario names), LARGE_N (the largest footprint run's
 # connections, default: what the open-files limit allows), BROKERS (default "fanfare nats redis"),
 # RESULTS (the raw JSON lines, default /tmp/fanfare-compare.jsonl; keep the ones
@@ -35,6 +39,12 @@ ONLY=${ONLY:-.}
 BROKERS=${BROKERS:-"fanfare nats redis"}
 gen_threads=$(echo "$GEN_CPUS" | tr ',' '\n' | wc -l)
 broker_threads=$(echo "$BROKER_CPUS" | tr ',' '\n' | wc -l)
+MODE=${MODE:-pinned}
+# How brokers and the generator are placed: pinned apart, or (MODE=whole) each at its defaults.
+broker_pin=(taskset -c "$BROKER_CPUS") gen_pin=(taskset -c "$GEN_CPUS") fanfare_placement=(--no-pin --shards "$broker_threads")
+if [ "$MODE" = whole ]; then
+  broker_pin=() gen_pin=() fanfare_placement=() gen_threads=$ncpu BROKER_CPUS=all GEN_CPUS=all
+fi
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -76,14 +86,14 @@ start_broker() {
                  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
                tls_args=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem"); scheme=wss
              fi
-             taskset -c "$BROKER_CPUS" "$broker_bin" serve --no-pin --shards "$broker_threads" \
+             "${broker_pin[@]}" "$broker_bin" serve "${fanfare_placement[@]}" \
                --listen $listen:$port "${tls_args[@]}" >"$work/$b.log" 2>&1 &
              url=$scheme://127.0.0.1:$port/v1/ws ;;
     nats)    echo "max_connections: 1000000" > "$work/nats.conf"
-             taskset -c "$BROKER_CPUS" nats-server -c "$work/nats.conf" -a $listen -p $port \
+             "${broker_pin[@]}" nats-server -c "$work/nats.conf" -a $listen -p $port \
                >"$work/$b.log" 2>&1 &
              url=nats://127.0.0.1:$port ;;
-    redis)   taskset -c "$BROKER_CPUS" redis-server --port $port --bind $listen --save '' \
+    redis)   "${broker_pin[@]}" redis-server --port $port --bind $listen --save '' \
                --appendonly no --maxclients 1000000 \
                --client-output-buffer-limit 'pubsub 256mb 64mb 60' >"$work/$b.log" 2>&1 &
              url=redis://127.0.0.1:$port ;;
@@ -119,19 +129,19 @@ run_once() {
   # Subscribers go round-robin over the URLs: 127.0.0.1..$spread.
   local urls=$url i
   for i in $(seq 2 "$spread"); do urls+=",${url/127.0.0.1/127.0.0.$i}"; done
-  if out=$(taskset -c "$GEN_CPUS" "$bin" bench --url "$urls" --json --threads "$gen_threads" \
+  if out=$("${gen_pin[@]}" "$bin" bench --url "$urls" --json --threads "$gen_threads" \
              --duration "$DURATION" --warmup "$WARMUP" --broker-pid "$pid" "$@" 2>"$work/err"); then err=""; else err=$(tail -c 300 "$work/err" | tr -d '\r' | tail -1); out="{}"; fi
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
   local c1; c1=$(cpu_ticks 2>/dev/null || echo "$c0")
-  python3 - "$name" "$broker" "$out" "$c0" "$c1" "$r0" "$(cat "$work/peak" 2>/dev/null || echo "$r0")" "$err" "$rep" <<'PY' | tee -a "$results" >/dev/null
+  python3 - "$name" "$broker" "$out" "$c0" "$c1" "$r0" "$(cat "$work/peak" 2>/dev/null || echo "$r0")" "$err" "$rep" "$MODE" <<'PY' | tee -a "$results" >/dev/null
 import json, sys
-name, broker, out, c0, c1, r0, peak, err, rep = sys.argv[1:10]
+name, broker, out, c0, c1, r0, peak, err, rep, mode = sys.argv[1:11]
 r = json.loads(out)
 num = lambda x: int(x) if x.strip().isdigit() else 0
 whole = (float(c1) - float(c0)) / 100.0
 # The measured window's broker CPU when the generator read it; the whole run's otherwise.
 window = r.get("broker_cpu_seconds_window")
-r.update(scenario=name, broker=broker, rep=int(rep),
+r.update(scenario=name, broker=broker, rep=int(rep), mode=mode,
          broker_cpu_s=window if window is not None else whole, broker_cpu_run_s=whole,
          rss0_kib=num(r0), rss_peak_kib=max(num(peak), num(r0)), error=err)
 print(json.dumps(r))
@@ -196,9 +206,9 @@ done
 iperf=""
 if [[ "large" =~ $ONLY ]]; then
   free_port
-  taskset -c "$BROKER_CPUS" iperf3 -s -1 -p $port >/dev/null 2>&1 &
+  "${broker_pin[@]}" iperf3 -s -1 -p $port >/dev/null 2>&1 &
   sleep 0.5
-  iperf=$(taskset -c "$GEN_CPUS" iperf3 -c 127.0.0.1 -p $port -t 3 -J 2>/dev/null \
+  iperf=$("${gen_pin[@]}" iperf3 -c 127.0.0.1 -p $port -t 3 -J 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8)' || true)
 fi
 
