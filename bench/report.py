@@ -107,6 +107,26 @@ def compare(args):
         print("\n".join(summary))
 
 
+def memory(args):
+    """bench/memory-return.sh: RSS after storms relative to the idle RSS before them."""
+    rows = [json.loads(l) for l in open(args[0])]
+    print("| run | connections | idle RSS KiB (anon + file) | after storm 1 | after storm 2 | storm 2 / idle |")
+    print("|---|---|---|---|---|---|")
+    ratios = []
+    for r in rows:
+        idle = r["idle"]
+        cells = []
+        for a in r["after"]:
+            ratios.append(a["VmRSS"] / idle["VmRSS"])
+            cells.append(f"{a['VmRSS']:,} ({a['RssAnon']:,} + {a['RssFile']:,})")
+        print(f"| {r['run']} | {r['connections']:,} | {idle['VmRSS']:,} ({idle['RssAnon']:,} + {idle['RssFile']:,}) | "
+              f"{cells[0]} | {cells[1]} | {r['after'][1]['VmRSS'] / idle['VmRSS']:.2f} |")
+    if ratios:
+        over = [(x - 1) * 100 for x in ratios]
+        print(f"\nRSS after a storm, above the idle RSS before it (every storm of every run): median "
+              f"{statistics.median(over):.1f}%, min {min(over):.1f}%, max {max(over):.1f}% (target: at most 20%).")
+
+
 def ab(args):
     rows = [json.loads(l) for l in open(args[0])]
     by = {}
@@ -202,7 +222,7 @@ def ab_durable(args):
 
 
 if __name__ == "__main__":
-    modes = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable}
+    modes = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable, "memory": memory}
     if len(sys.argv) < 3 or sys.argv[1] not in modes:
         sys.exit(__doc__)
     modes[sys.argv[1]](sys.argv[2:] + [""] * 4)
