@@ -5,10 +5,13 @@
     python3 bench/report.py ab RESULTS.jsonl
     python3 bench/report.py durable RESULTS.jsonl
     python3 bench/report.py ab-durable RESULTS.jsonl
+    python3 bench/report.py delta BEFORE.jsonl AFTER.jsonl
+    python3 bench/report.py memory RESULTS.jsonl
 
 `compare` reads bench/compare.sh's JSON lines (one per broker and scenario), `ab` reads
 bench/ab.sh's (one per build, scenario and repetition), `durable` bench/durable.sh's,
-`ab-durable` bench/ab-durable.sh's. Raw results worth keeping go to
+`ab-durable` bench/ab-durable.sh's, `delta` two compare.sh files (before and after a
+change), `memory` bench/memory-return.sh's. Raw results worth keeping go to
 bench/results/, and docs/benchmarks.md quotes this script's output for them.
 """
 import collections
@@ -105,6 +108,30 @@ def compare(args):
         print("| scenario | peer | Fanfare / peer | target | reached |")
         print("|---|---|---|---|---|")
         print("\n".join(summary))
+
+
+def delta(args):
+    """Two compare.sh results files, before and after a change: Fanfare's median delivered per
+    broker CPU-second in each, their ratio, and each against NATS (the NATS runs of either
+    file; the after file's when both have them)."""
+    def medians(path):
+        by = collections.defaultdict(list)
+        for l in open(path):
+            r = json.loads(l)
+            if not r.get("error") and r.get("broker_cpu_s", 0) > 0:
+                by[(r["scenario"], r["broker"])].append(r["delivered"] / r["broker_cpu_s"])
+        return {k: statistics.median(v) for k, v in by.items()}
+    before, after = medians(args[0]), medians(args[1])
+    print("| scenario | Fanfare before | Fanfare after | after / before | before / NATS | after / NATS |")
+    print("|---|---|---|---|---|---|")
+    for (sc, b) in after:
+        if b != "fanfare":
+            continue
+        f0, f1 = before.get((sc, "fanfare")), after[(sc, "fanfare")]
+        nats = after.get((sc, "nats")) or before.get((sc, "nats"))
+        cell = lambda x: f"{x:,.0f}" if x else "n/a"
+        vs = lambda x: f"{x / nats:.2f}x" if x and nats else "n/a"
+        print(f"| {sc} | {cell(f0)} | {cell(f1)} | {f'{f1 / f0:.2f}' if f0 else 'n/a'} | {vs(f0)} | {vs(f1)} |")
 
 
 def memory(args):
@@ -222,7 +249,8 @@ def ab_durable(args):
 
 
 if __name__ == "__main__":
-    modes = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable, "memory": memory}
+    modes = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable, "memory": memory,
+             "delta": delta}
     if len(sys.argv) < 3 or sys.argv[1] not in modes:
         sys.exit(__doc__)
     modes[sys.argv[1]](sys.argv[2:] + [""] * 4)

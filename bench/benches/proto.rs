@@ -1,7 +1,12 @@
-//! Wire protocol: item and batch encode/decode, WebSocket frame encode.
+//! Wire protocol: item and batch encode/decode, WebSocket frame encode, and the per-publish
+//! path (a batch of 64 publishes decoded and acknowledged, the generic way and the fast way).
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fanfare_proto::message::{encode_item, encode_item_batch, DecodeLimits, ItemMsg, ItemRef};
+use fanfare_proto::message::{
+    encode_item, encode_item_batch, item_len, publish_ack_len, write_item, write_publish_ack,
+    DecodeLimits, Durability, ItemMsg, ItemRef,
+};
+use fanfare_proto::{ClientMsg, Name};
 use fanfare_proto::ws::{self, Opcode};
 use fanfare_proto::ServerMsg;
 use flatbuffers::FlatBufferBuilder;
@@ -70,5 +75,78 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec);
+/// What a connection does per read of 64 publishes: decode each, write each one's ack frame.
+fn publish_path(c: &mut Criterion) {
+    let lim = DecodeLimits::default();
+    let frames: Vec<Bytes> = (0..64u64)
+        .map(|i| {
+            let m = ClientMsg::Publish {
+                request_id: i,
+                namespace: Name::new_unchecked("bench"),
+                topic: Name::new_unchecked("room-1"),
+                payload: Bytes::from(vec![0xAB; 128]),
+                idempotency_key: None,
+            };
+            Bytes::from(m.encode_to_vec())
+        })
+        .collect();
+    let mut g = c.benchmark_group("publish64");
+    g.throughput(Throughput::Elements(64));
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    g.bench_function("decode_and_ack/generic", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for f in &frames {
+                if let Ok(ClientMsg::Publish { request_id, .. }) = ClientMsg::decode_general(f, &lim) {
+                    ServerMsg::PublishAck {
+                        request_id,
+                        epoch: 1,
+                        seq: request_id,
+                        durability: Durability::Memory,
+                    }
+                    .encode_into(&mut fbb);
+                    n += ws::encode_server_frame(Opcode::Binary, fbb.finished_data()).len();
+                }
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("decode_and_ack/fast", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for f in &frames {
+                if let Ok(ClientMsg::Publish { request_id, .. }) = ClientMsg::decode(f, &lim) {
+                    let len = publish_ack_len().unwrap_or(0);
+                    n += ws::encode_server_frame_with(Opcode::Binary, len, |out| {
+                        write_publish_ack(out, request_id, 1, request_id, Durability::Memory);
+                    })
+                    .len();
+                }
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+
+    let payload = vec![0xAB; 128];
+    let mut g = c.benchmark_group("item_frame");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("builder_128B", |b| {
+        b.iter(|| {
+            encode_item(&mut fbb, item(black_box(&payload)));
+            black_box(ws::encode_server_frame(Opcode::Binary, fbb.finished_data()))
+        })
+    });
+    g.bench_function("direct_128B", |b| {
+        b.iter(|| {
+            let it = item(black_box(&payload));
+            black_box(ws::encode_server_frame_with(Opcode::Binary, item_len(&it), |out| {
+                write_item(out, &it)
+            }))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, publish_path);
 criterion_main!(benches);
