@@ -6,9 +6,9 @@ use fanfare_proto::message::{
     encode_item, encode_item_batch, item_len, publish_ack_len, write_item, write_publish_ack,
     DecodeLimits, Durability, ItemMsg, ItemRef,
 };
-use fanfare_proto::{ClientMsg, Name};
 use fanfare_proto::ws::{self, Opcode};
 use fanfare_proto::ServerMsg;
+use fanfare_proto::{ClientMsg, Name};
 use flatbuffers::FlatBufferBuilder;
 
 fn item(payload: &[u8]) -> ItemRef<'_> {
@@ -97,7 +97,9 @@ fn publish_path(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for f in &frames {
-                if let Ok(ClientMsg::Publish { request_id, .. }) = ClientMsg::decode_general(f, &lim) {
+                if let Ok(ClientMsg::Publish { request_id, .. }) =
+                    ClientMsg::decode_general(f, &lim)
+                {
                     ServerMsg::PublishAck {
                         request_id,
                         epoch: 1,
@@ -140,9 +142,11 @@ fn publish_path(c: &mut Criterion) {
     g.bench_function("direct_128B", |b| {
         b.iter(|| {
             let it = item(black_box(&payload));
-            black_box(ws::encode_server_frame_with(Opcode::Binary, item_len(&it), |out| {
-                write_item(out, &it)
-            }))
+            black_box(ws::encode_server_frame_with(
+                Opcode::Binary,
+                item_len(&it),
+                |out| write_item(out, &it),
+            ))
         })
     });
     g.finish();
