@@ -12,9 +12,7 @@ use crate::config::StorageConfig;
 use crate::ids::{Epoch, Seq, ShardId, SubId, TopicKey};
 use crate::log::Log;
 use crate::message::{Message, PublishError, Published, SubscribeError};
-use crate::shard::mesh::MeshMsg;
 use crate::shard::position::{Gap, OwnerReply};
-use crate::shard::state::State;
 
 /// Called with the answer to a fetch, on the asking shard (must not call into the shard).
 pub type FetchCallback = Box<dyn FnOnce(Result<Replay, SubscribeError>)>;
@@ -38,12 +36,12 @@ pub(crate) enum Answer {
     Channel(flume::Sender<Result<Published, PublishError>>),
     /// Straight into the caller (a connection on this shard): no task, no channel.
     Call(PublishCallback),
-    /// To the shard that forwarded the publish, through the mesh ([`State::answer`]).
+    /// To the shard that forwarded the publish, through the mesh (`State::answer`).
     Shard { to: ShardId, ticket: u64 },
 }
 
 impl Answer {
-    /// Delivers the answer. `Shard` answers need the mesh: [`State::answer`] sends those
+    /// Delivers the answer. `Shard` answers need the mesh: `State::answer` sends those
     /// (given one here, it is lost: a bug, and the debug build says so).
     pub(crate) fn send(self, r: Result<Published, PublishError>) {
         match self {
@@ -52,18 +50,6 @@ impl Answer {
             }
             Answer::Call(f) => f(r),
             Answer::Shard { .. } => debug_assert!(false, "a mesh answer sent without the mesh"),
-        }
-    }
-}
-
-impl State {
-    /// Delivers a publish's answer wherever it goes, through the mesh included.
-    pub(crate) fn answer(&mut self, a: Answer, r: Result<Published, PublishError>) {
-        match a {
-            Answer::Shard { to, ticket } => {
-                self.send(to, MeshMsg::PublishReply { ticket, reply: r });
-            }
-            a => a.send(r),
         }
     }
 }

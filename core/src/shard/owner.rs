@@ -140,6 +140,16 @@ impl State {
         Ok(Ordered::Done(published))
     }
 
+    /// Delivers a publish's answer wherever it goes, through the mesh included.
+    pub(crate) fn answer(&mut self, a: Answer, r: Result<Published, PublishError>) {
+        match a {
+            Answer::Shard { to, ticket } => {
+                self.send(to, MeshMsg::PublishReply { ticket, reply: r });
+            }
+            a => a.send(r),
+        }
+    }
+
     /// Orders a publish and sends its answer to `answer`: now, or once it is durable.
     pub(crate) fn owner_publish_to(
         &mut self,

@@ -103,19 +103,7 @@ impl ClientMsg {
         .unwrap_or(0)
     }
 
-    /// Decodes and checks a client message. `buf` must hold exactly one message.
-    ///
-    /// A publish, the message that comes by the million, is read by a decoder of its own that
-    /// applies the verifier's rules without its generic machinery (`fast.rs`); the result is
-    /// always what [`ClientMsg::decode_general`] gives.
-    pub fn decode(buf: &Bytes, lim: &DecodeLimits) -> Result<Self, DecodeError> {
-        if let Some(m) = super::fast::publish(buf, lim) {
-            return Ok(m);
-        }
-        Self::decode_general(buf, lim)
-    }
-
-    /// [`ClientMsg::decode`] through the generic flatbuffers verifier for every message (the
+    /// `ClientMsg::decode` (in `fast.rs`) through the generic flatbuffers verifier for every message (the
     /// reference the publish decoder is tested and fuzzed against).
     #[doc(hidden)]
     pub fn decode_general(buf: &Bytes, lim: &DecodeLimits) -> Result<Self, DecodeError> {
