@@ -323,6 +323,37 @@ fn a_websocket_message_left_unfinished_is_closed() {
     assert_eq!(srv.metrics().total("limit_message_time"), 1);
 }
 
+/// A closing WebSocket reads on until its client closes (so its last frames are not lost to
+/// a reset), but a client that never stops sending neither holds the shard nor the socket:
+/// the shard keeps serving others, and the connection is closed once the linger time passes.
+#[test]
+fn a_client_flooding_a_closing_websocket_is_cut_off() {
+    let srv = server_with(|_| {});
+    let addr = srv.local_addr();
+    let mut s = TcpStream::connect(addr).unwrap();
+    ws_handshake(&mut s, addr);
+    // An unmasked client frame is a protocol error: the server closes the session.
+    let mut b = BytesMut::new();
+    wsp::encode_frame(&mut b, Opcode::Binary, true, b"unmasked", None);
+    s.write_all(&b).unwrap();
+    let out = read_until(&mut s, WAIT, |t| t.contains("mask"));
+    assert!(out.contains("mask"), "{out:?}");
+    // Then flood it from another thread until the server closes the socket.
+    let mut w = s.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let chunk = vec![0x55u8; 64 * 1024];
+        while w.write_all(&chunk).is_ok() {}
+    });
+    // Meanwhile the shard answers others.
+    let mut other = TcpStream::connect(addr).unwrap();
+    ws_handshake(&mut other, addr);
+    assert!(
+        closed_within(&mut s, Duration::from_secs(15)),
+        "the flooding connection was never closed"
+    );
+    flood.join().unwrap();
+}
+
 /// Errors for publishes refused by the decoder name their request, and never show the
 /// flatbuffers verifier's internals.
 #[test]

@@ -118,14 +118,14 @@ impl Outboxes {
         }
     }
 
-    /// Queues `msg` for shard `to`. Overflow rule: live items are dropped past `items_max`
-    /// (the receiver sees the sequence gap and repairs it from history); requests and replies
-    /// are always queued, and they are bounded by the client-facing limits that produce them.
     /// Whether `to` stopped taking messages (its outbox closed at shutdown).
     pub(crate) fn is_closed(&self, to: ShardId) -> bool {
         !matches!(self.boxes.get(usize::from(to.0)), Some(ob) if !ob.closed)
     }
 
+    /// Queues `msg` for shard `to`. Overflow rule: live items are dropped past `items_max`
+    /// (the receiver sees the sequence gap and repairs it from history); requests and replies
+    /// are always queued, and they are bounded by the client-facing limits that produce them.
     pub(crate) fn push(&mut self, to: ShardId, msg: MeshMsg) -> Pushed {
         let max = self.items_max;
         let ob = &mut self.boxes[usize::from(to.0)];

@@ -358,7 +358,7 @@ impl Conn {
         let frame = d.encoded(enc.slot(), |topic, m| {
             ctx.record_latency(m.published_at, d.now);
             metrics::inc(enc.encodes(&ctx.stats));
-            enc.item(&mut ctx.fbb.borrow_mut(), topic.0, m)
+            enc.item(topic.0, m)
         });
         let mut out = self.out.borrow_mut();
         if out.bytes + frame.len() > ctx.limits.send_queue_bytes_max && !out.frames.is_empty() {

@@ -37,7 +37,7 @@ pub(crate) trait Encoder {
     /// The counter of items this mode encoded.
     fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64;
     /// A fan-out item of the topic with local id `topic` (encoded once per shard, shared).
-    fn item(&self, fbb: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes;
+    fn item(&self, topic: u64, m: &Message) -> Bytes;
     /// A control message, or `None` when this mode has no form for it.
     fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes>;
     /// The last bytes of a connection ending with `code` and `reason` (may be empty).
@@ -115,7 +115,7 @@ impl Encoder for Ws {
     fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
         &stats.encodes_ws
     }
-    fn item(&self, _: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
+    fn item(&self, topic: u64, m: &Message) -> Bytes {
         let it = item_ref(topic, m);
         wsp::encode_server_frame_with(wsp::Opcode::Binary, item_len(&it), |out| {
             write_item(out, &it)
@@ -154,7 +154,7 @@ impl Encoder for Frames {
     fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
         &stats.encodes_frames
     }
-    fn item(&self, _: &mut FlatBufferBuilder<'static>, topic: u64, m: &Message) -> Bytes {
+    fn item(&self, topic: u64, m: &Message) -> Bytes {
         let it = item_ref(topic, m);
         framing::encode_to_bytes_with(item_len(&it), |out| write_item(out, &it))
     }
@@ -185,7 +185,7 @@ impl Encoder for Sse {
     fn encodes<'s>(&self, stats: &'s NetStats) -> &'s AtomicU64 {
         &stats.encodes_sse
     }
-    fn item(&self, _fbb: &mut FlatBufferBuilder<'static>, _topic: u64, m: &Message) -> Bytes {
+    fn item(&self, _topic: u64, m: &Message) -> Bytes {
         sse::item_to_bytes(m.epoch.0, m.seq.0, &m.payload)
     }
     fn control(&self, _fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {

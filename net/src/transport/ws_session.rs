@@ -175,6 +175,9 @@ enum Phase {
 /// The longest a session reads on after its last bytes went out ([`Phase::Lingering`]).
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Reads a lingering session does per wake-up before it yields to the shard's other tasks.
+const LINGER_READS_PER_POLL: usize = 16;
+
 /// What reading found.
 enum Read {
     /// Reading is over (the connection is closing).
@@ -229,20 +232,26 @@ impl<S: Io> Running<S> {
     }
 
     /// Reads and drops input until the client closes, the socket fails or the linger time
-    /// passes.
+    /// passes. A client that keeps sending gets [`LINGER_READS_PER_POLL`] reads per wake-up
+    /// (then the task yields) and the linger time in all.
     fn linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
+        let Phase::Lingering(timer) = &mut self.phase else {
+            return Poll::Ready(());
+        };
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        for _ in 0..LINGER_READS_PER_POLL {
             self.buf.clear();
             match poll_read_some(cx, &mut self.r, &mut self.buf, &self.conn.ctx.stats) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(_)) => continue,
-                Poll::Pending => {}
+                Poll::Ready(Ok(_)) => {}
+                // Woken by input or by the timer (polled above).
+                Poll::Pending => return Poll::Pending,
             }
-            return match &mut self.phase {
-                Phase::Lingering(t) => t.as_mut().poll(cx).map(|_| ()),
-                _ => Poll::Ready(()),
-            };
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
