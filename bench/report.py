@@ -139,12 +139,13 @@ def memory(args):
     rows = [json.loads(l) for l in open(args[0])]
     print("| run | connections | idle RSS KiB (anon + file) | after storm 1 | after storm 2 | storm 2 / idle |")
     print("|---|---|---|---|---|---|")
-    ratios = []
+    ratios, anon = [], []
     for r in rows:
         idle = r["idle"]
         cells = []
         for a in r["after"]:
             ratios.append(a["VmRSS"] / idle["VmRSS"])
+            anon.append(a["RssAnon"] - idle["RssAnon"])
             cells.append(f"{a['VmRSS']:,} ({a['RssAnon']:,} + {a['RssFile']:,})")
         print(f"| {r['run']} | {r['connections']:,} | {idle['VmRSS']:,} ({idle['RssAnon']:,} + {idle['RssFile']:,}) | "
               f"{cells[0]} | {cells[1]} | {r['after'][1]['VmRSS'] / idle['VmRSS']:.2f} |")
@@ -152,6 +153,9 @@ def memory(args):
         over = [(x - 1) * 100 for x in ratios]
         print(f"\nRSS after a storm, above the idle RSS before it (every storm of every run): median "
               f"{statistics.median(over):.1f}%, min {min(over):.1f}%, max {max(over):.1f}% (target: at most 20%).")
+        print(f"Heap and stacks (RssAnon) above idle: median {statistics.median(anon):,.0f} KiB, "
+              f"min {min(anon):,}, max {max(anon):,}; the mapped binary (RssFile) moves with the "
+              f"page cache, so compare builds by this line when their idle RssFile differs.")
 
 
 def ab(args):

@@ -90,7 +90,7 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
     let tick = sweep_tick(&ctx.limits);
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     let mut last_snapshot = Instant::now();
-    let mut last_trim = Instant::now();
+    let mut trim = crate::memory::TrimPolicy::new(Instant::now());
     while unless(&mut stop, glommio::timer::sleep(tick))
         .await
         .is_some()
@@ -99,18 +99,15 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
         for c in ctx.live() {
             c.keepalive(now);
         }
-        // After a wave of connections closed, give the memory they held back to the system
-        // (at most once a second per shard).
-        if ctx.closed_since_trim.get() >= TRIM_AFTER_CLOSED
-            && last_trim.elapsed() >= Duration::from_secs(1)
-        {
+        // After a wave of connections closed, give the memory they held back to the system.
+        if trim.tick(ctx.closed_since_trim.get(), now) {
             ctx.closed_since_trim.set(0);
-            last_trim = Instant::now();
-            if crate::memory::give_back() {
-                metrics::inc(&ctx.stats.memory_trims);
-            }
+            let started = Instant::now();
+            let returned = crate::memory::give_back();
+            metrics::inc(&ctx.stats.memory_trims);
             tracing::debug!(
-                took_us = last_trim.elapsed().as_micros() as u64,
+                took_us = started.elapsed().as_micros() as u64,
+                returned,
                 "gave freed memory back to the system"
             );
         }
@@ -130,9 +127,6 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
         c.stop();
     }
 }
-
-/// Connections a shard sees close before it gives freed memory back (`memory::give_back`).
-const TRIM_AFTER_CLOSED: usize = 256;
 
 fn sweep_tick(limits: &Limits) -> Duration {
     let t = (limits.slow_deadline / 4)

@@ -77,7 +77,8 @@ net_counters! {
     slow_events: "counter",
     /// Connections closed for staying behind past the deadline.
     closed_slow: "counter",
-    /// Times a shard gave freed memory back to the system after many connections closed.
+    /// Times a shard gave freed memory back to the system after a wave of connections closed
+    /// (`memory::TrimPolicy`; counted whether or not whole pages were free to return).
     memory_trims: "counter",
     /// Requests refused: message over the size limit.
     limit_message_size: "counter",
