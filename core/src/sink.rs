@@ -11,15 +11,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::ids::{Epoch, LocalTopicId, Seq, SubId};
 use crate::message::{CloseReason, Message};
 use crate::presence::{MemberId, PresenceEvent};
 
 /// An encoded message as sinks share it: one buffer per message, shard and encoding, counted
-/// with a plain (non-atomic) reference count, since it never leaves its shard.
-pub type Encoded = Rc<Bytes>;
+/// with a plain (non-atomic) reference count, since it never leaves its shard. The count and
+/// the bytes share one allocation.
+pub type Encoded = Rc<[u8]>;
 
 /// Number of distinct encodings a [`Delivery`] can cache (WebSocket frame, length-prefixed
 /// frame, SSE event, node-link frame).
@@ -141,13 +140,13 @@ impl<'a> Delivery<'a> {
     pub fn encoded(
         &self,
         slot: EncodingSlot,
-        encode: impl FnOnce(LocalTopicId, &Message) -> Bytes,
+        encode: impl FnOnce(LocalTopicId, &Message) -> Encoded,
     ) -> Encoded {
         let slot = slot.index();
         if let Some(b) = &self.cache.borrow()[slot] {
             return b.clone();
         }
-        let b = Rc::new(encode(self.topic, self.message));
+        let b = encode(self.topic, self.message);
         self.cache.borrow_mut()[slot] = Some(b.clone());
         b
     }

@@ -37,16 +37,23 @@ pub fn encode_to_bytes(body: &[u8]) -> Bytes {
 /// One frame of a `len`-byte body that `write` appends to the frame's buffer (an encoder
 /// writing in place instead of copying), as a shareable buffer of exactly the frame's size.
 pub fn encode_to_bytes_with(len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    debug_assert!(len <= u32::MAX as usize);
     let mut out = Vec::with_capacity(PREFIX_BYTES + len);
+    put_frame_with(&mut out, len, write);
+    Bytes::from(out)
+}
+
+/// Appends one frame of a `len`-byte body that `write` appends to `out`.
+pub fn put_frame_with(out: &mut Vec<u8>, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+    debug_assert!(len <= u32::MAX as usize);
+    let start = out.len();
+    out.reserve(PREFIX_BYTES + len);
     out.extend_from_slice(&(len as u32).to_be_bytes());
-    write(&mut out);
+    write(out);
     debug_assert_eq!(
-        out.len(),
+        out.len() - start,
         PREFIX_BYTES + len,
         "the writer wrote the length it announced"
     );
-    Bytes::from(out)
 }
 
 /// An incremental decoder with a frame size limit.

@@ -448,12 +448,30 @@ pub fn encode_server_frame_with(
     len: usize,
     write: impl FnOnce(&mut Vec<u8>),
 ) -> Bytes {
-    let header = match len {
+    let mut out = Vec::with_capacity(server_header_len(len) + len);
+    put_server_frame_with(&mut out, opcode, len, write);
+    Bytes::from(out)
+}
+
+/// Bytes of a server frame's header for a payload of `len` bytes.
+fn server_header_len(len: usize) -> usize {
+    match len {
         n if n < 126 => 2,
         n if n <= usize::from(u16::MAX) => 4,
         _ => 10,
-    };
-    let mut out = Vec::with_capacity(header + len);
+    }
+}
+
+/// Appends one unmasked, final server frame to `out`: its header, then the `len`-byte
+/// payload that `write` appends.
+pub fn put_server_frame_with(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    len: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    out.reserve(server_header_len(len) + len);
     out.push(0x80 | opcode as u8);
     match len {
         n if n < 126 => out.push(n as u8),
@@ -466,13 +484,12 @@ pub fn encode_server_frame_with(
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    write(&mut out);
+    write(out);
     debug_assert_eq!(
-        out.len(),
-        header + len,
+        out.len() - start,
+        server_header_len(len) + len,
         "the writer wrote the length it announced"
     );
-    Bytes::from(out)
 }
 
 /// Encodes a close frame's payload: code then reason (cut to fit 125 bytes at a char boundary).

@@ -240,7 +240,12 @@ impl Sink for Stream {
                 let enc = &conn.srv.enc;
                 let key = &self.key;
                 let frame = d.encoded(crate::slots::LINK, |_, m| {
-                    enc.frame(&batch_msg(0, key, m.epoch.0, vec![link_item(m)]))
+                    std::rc::Rc::from(&*enc.frame(&batch_msg(
+                        0,
+                        key,
+                        m.epoch.0,
+                        vec![link_item(m)],
+                    )))
                 });
                 metrics::inc(&conn.srv.stats.cluster_link_items_out);
                 conn.q.push(Frame::Shared(frame));

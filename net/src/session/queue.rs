@@ -23,10 +23,12 @@ impl std::ops::Deref for Frame {
 }
 
 impl Frame {
-    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`).
+    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`): a shared frame is
+    /// copied, as a batch of frames is (`h2::join`), the way a WebSocket's frames are copied
+    /// into its shard's write buffer.
     pub fn to_bytes(&self) -> Bytes {
         match self {
-            Frame::Shared(e) => Bytes::clone(e),
+            Frame::Shared(e) => Bytes::copy_from_slice(e),
             Frame::Own(b) => b.clone(),
         }
     }
