@@ -453,6 +453,11 @@ pub fn encode_server_frame_with(
     Bytes::from(out)
 }
 
+/// Bytes of a whole server frame (header and payload) for a payload of `len` bytes.
+pub fn server_frame_len(len: usize) -> usize {
+    server_header_len(len) + len
+}
+
 /// Bytes of a server frame's header for a payload of `len` bytes.
 fn server_header_len(len: usize) -> usize {
     match len {

@@ -201,12 +201,17 @@ impl Conn {
 
     /// Queues a control frame (never refused: at most a few per request or subscription).
     pub fn push(&self, frame: Bytes) {
+        // A frame built for the queue is a `Vec` in `Bytes`: taken back without a copy.
+        self.push_frame(Frame::Own(Vec::from(frame)));
+    }
+
+    fn push_frame(&self, frame: Frame) {
         let mut out = self.out.borrow_mut();
         if out.done || out.closing.is_some() {
             return;
         }
         out.bytes += frame.len();
-        out.frames.push(Frame::Own(frame));
+        out.frames.push(frame);
         if let Some(w) = out.waker.take() {
             w.wake();
         }
@@ -215,9 +220,9 @@ impl Conn {
     /// Queues a server message as a control frame (when the connection's encoding has a form
     /// for it).
     pub fn send(&self, msg: &ServerMsg) {
-        let f = self.enc.control(&mut self.ctx.fbb.borrow_mut(), msg);
+        let f = self.enc.control_frame(&mut self.ctx.fbb.borrow_mut(), msg);
         if let Some(f) = f {
-            self.push(f);
+            self.push_frame(f);
         }
     }
 
@@ -576,7 +581,11 @@ impl Conn {
         if k == 1 && !chunked {
             if let Some(f) = out.frames.pop() {
                 out.bytes -= n;
-                return Taken::One(f);
+                if f.held().is_some() {
+                    return Taken::One(f);
+                }
+                f.put(buf);
+                return Taken::Frames;
             }
         }
         if chunked {
@@ -584,7 +593,7 @@ impl Conn {
         }
         for _ in 0..k {
             if let Some(f) = out.frames.pop() {
-                buf.extend_from_slice(&f);
+                f.put(buf);
             }
         }
         if chunked {

@@ -20,6 +20,7 @@ use fanfare_proto::{framing, sse, ws as wsp, ServerMsg};
 use flatbuffers::FlatBufferBuilder;
 
 use crate::metrics::NetStats;
+use crate::session::queue::{Frame, WsAck};
 use crate::slots;
 
 thread_local! {
@@ -75,6 +76,15 @@ pub(crate) trait Encoder {
     fn item(&self, topic: u64, m: &Message) -> Encoded;
     /// A control message, or `None` when this mode has no form for it.
     fn control(&self, fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes>;
+    /// A control message as a queued frame ([`Encoder::control`]'s bytes, unless the mode
+    /// keeps a cheaper form until the frame is written).
+    fn control_frame(
+        &self,
+        fbb: &mut FlatBufferBuilder<'static>,
+        msg: &ServerMsg,
+    ) -> Option<Frame> {
+        self.control(fbb, msg).map(|b| Frame::Own(Vec::from(b)))
+    }
     /// The last bytes of a connection ending with `code` and `reason` (may be empty).
     fn goodbye(&self, code: u16, reason: &str) -> Bytes;
 }
@@ -166,6 +176,29 @@ impl Encoder for Ws {
             wsp::Opcode::Binary,
             flatbuffer(fbb, msg),
         ))
+    }
+    fn control_frame(
+        &self,
+        fbb: &mut FlatBufferBuilder<'static>,
+        msg: &ServerMsg,
+    ) -> Option<Frame> {
+        if let &ServerMsg::PublishAck {
+            request_id,
+            epoch,
+            seq,
+            durability,
+        } = msg
+        {
+            if WsAck::frame_len().is_some() {
+                return Some(Frame::WsAck(WsAck {
+                    request_id,
+                    epoch,
+                    seq,
+                    durability,
+                }));
+            }
+        }
+        self.control(fbb, msg).map(|b| Frame::Own(Vec::from(b)))
     }
     fn goodbye(&self, code: u16, reason: &str) -> Bytes {
         wsp::encode_server_frame(wsp::Opcode::Close, &wsp::close_payload(code, reason))

@@ -146,7 +146,8 @@ impl Flusher {
                 Taken::Empty => Turn::Idle,
                 // One frame (the usual fan-out wake-up): written from the shared buffer
                 // itself, no copy.
-                Taken::One(f) => self.write(cx, w, &f),
+                // (`take_into` hands over only a frame that holds its bytes.)
+                Taken::One(f) => self.write(cx, w, f.held().unwrap_or_default()),
                 Taken::Last => {
                     self.phase = Phase::Last;
                     self.write(cx, w, &b)

@@ -4,32 +4,90 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use fanfare_core::Encoded;
+use fanfare_proto::message::{publish_ack_len, write_publish_ack};
+use fanfare_proto::{ws as wsp, Durability};
 
-/// A queued frame: a fan-out item whose buffer every subscriber on the shard shares, or one
-/// of the connection's own control frames (acks, pongs, errors: no extra allocation).
+/// A queued frame: a fan-out item whose buffer every subscriber on the shard shares, one of
+/// the connection's own control frames (pongs, errors), or a WebSocket publish ack, kept as
+/// its four fields and written from the ack template when it is taken for a write: no
+/// allocation per ack. 32 bytes: the ack's `Durability` leaves room for the tag, and the
+/// other variants fit beside it (a `Bytes` in `Own` would make it 40; `Frame`'s size test).
 pub(crate) enum Frame {
     Shared(Encoded),
-    Own(Bytes),
+    Own(Vec<u8>),
+    WsAck(WsAck),
 }
 
-impl std::ops::Deref for Frame {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Frame::Shared(e) => e,
-            Frame::Own(b) => b,
-        }
+/// A `PublishAck`'s fields, queued on a WebSocket connection ([`Frame::WsAck`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WsAck {
+    pub request_id: u64,
+    pub epoch: u64,
+    pub seq: u64,
+    pub durability: Durability,
+}
+
+impl WsAck {
+    /// Bytes of the ack's WebSocket frame; `None` when there is no ack template (then acks
+    /// are built as control frames instead, and no `WsAck` is ever queued).
+    pub(crate) fn frame_len() -> Option<usize> {
+        publish_ack_len().map(wsp::server_frame_len)
+    }
+
+    // Out of line: `Frame::put` runs per fan-out frame and must stay small enough to inline.
+    #[inline(never)]
+    fn put(&self, out: &mut Vec<u8>) {
+        // A WsAck is made only where the template exists (`frame_len` is `Some`).
+        let len = publish_ack_len().unwrap_or(0);
+        wsp::put_server_frame_with(out, wsp::Opcode::Binary, len, |out| {
+            write_publish_ack(out, self.request_id, self.epoch, self.seq, self.durability);
+        });
     }
 }
 
 impl Frame {
-    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`): a shared frame is
+    /// Bytes of the frame on the wire.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Shared(e) => e.len(),
+            Frame::Own(b) => b.len(),
+            Frame::WsAck(_) => WsAck::frame_len().unwrap_or(0),
+        }
+    }
+
+    /// The frame's bytes where it holds them (an ack is written on demand: `None`).
+    #[inline]
+    pub fn held(&self) -> Option<&[u8]> {
+        match self {
+            Frame::Shared(e) => Some(e),
+            Frame::Own(b) => Some(b),
+            Frame::WsAck(_) => None,
+        }
+    }
+
+    /// Appends the frame's bytes to `out`.
+    #[inline]
+    pub fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            Frame::Shared(e) => out.extend_from_slice(e),
+            Frame::Own(b) => out.extend_from_slice(b),
+            Frame::WsAck(a) => a.put(out),
+        }
+    }
+
+    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`): the bytes are
     /// copied, as a batch of frames is (`h2::join`), the way a WebSocket's frames are copied
     /// into its shard's write buffer.
     pub fn to_bytes(&self) -> Bytes {
         match self {
             Frame::Shared(e) => Bytes::copy_from_slice(e),
-            Frame::Own(b) => b.clone(),
+            Frame::Own(b) => Bytes::copy_from_slice(b),
+            Frame::WsAck(_) => {
+                let mut v = Vec::with_capacity(self.len());
+                self.put(&mut v);
+                Bytes::from(v)
+            }
         }
     }
 }
@@ -76,6 +134,47 @@ impl FrameQueue {
     pub(crate) fn compact(&mut self) {
         if self.more.is_empty() && self.more.capacity() > 0 {
             self.more = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::encoder::{Encoder, WS};
+    use fanfare_proto::ServerMsg;
+    use flatbuffers::FlatBufferBuilder;
+
+    #[test]
+    fn a_queued_frame_takes_32_bytes() {
+        // Every connection holds one inline (`FrameQueue`), and a burst a deque of them.
+        assert_eq!(std::mem::size_of::<Frame>(), 32);
+    }
+
+    #[test]
+    fn a_queued_ws_ack_writes_the_frame_the_encoder_builds() {
+        let mut fbb = FlatBufferBuilder::new();
+        for (request_id, epoch, seq, durability) in [
+            (1, 1, 1, Durability::Memory),
+            (u64::MAX, 7, 1 << 40, Durability::Synced),
+            (9, 2, 3, Durability::Written),
+            (0, u64::MAX, 0, Durability::Memory),
+        ] {
+            let msg = ServerMsg::PublishAck {
+                request_id,
+                epoch,
+                seq,
+                durability,
+            };
+            let built = WS.control(&mut fbb, &msg).expect("a ws ack frame");
+            let queued = WS.control_frame(&mut fbb, &msg).expect("a queued ack");
+            assert!(matches!(queued, Frame::WsAck(_)), "kept as its fields");
+            assert_eq!(queued.len(), built.len());
+            assert_eq!(queued.to_bytes(), built);
+            let mut out = b"before".to_vec();
+            queued.put(&mut out);
+            assert_eq!(&out[..6], b"before");
+            assert_eq!(&out[6..], &built[..]);
         }
     }
 }

@@ -408,11 +408,11 @@ fn join(frames: &[Frame]) -> Bytes {
     if let [one] = frames {
         return one.to_bytes();
     }
-    let mut b = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
+    let mut b = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
     for f in frames {
-        b.extend_from_slice(f);
+        f.put(&mut b);
     }
-    b.freeze()
+    Bytes::from(b)
 }
 
 /// Sends `data` within the stream's flow-control window, waiting for capacity.
