@@ -43,8 +43,11 @@ def compare(args):
     if whole:
         where = (f"Whole machine ({ncpu} CPUs): every broker at its own defaults on all of them, "
                  "the generator unpinned beside it")
-    else:
+    elif broker_cpus and gen_cpus:
         where = f"Broker on CPU {broker_cpus}, generator on CPU {gen_cpus} ({ncpu} CPUs)"
+    else:
+        # Tables made again from a results file: compare.sh passes the CPUs, a reader may not.
+        where = "Broker and generator on their own CPUs (see the command above the table)"
     print(f"{where}; "
           "`delivered/CPU-s` is deliveries per second of broker CPU time, both inside the measured "
           "window when the run recorded it; median of the runs, (min-max) when there were several.\n")
