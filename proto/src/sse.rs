@@ -14,16 +14,16 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-/// Appends an item event.
-pub fn encode_item(out: &mut BytesMut, epoch: u64, seq: u64, payload: &[u8]) {
+/// Appends an item event (to a `BytesMut`, or to a `Vec<u8>` such as a shard's scratch
+/// buffer that a shared frame is built in).
+pub fn encode_item(out: &mut impl BufMut, epoch: u64, seq: u64, payload: &[u8]) {
     use base64::Engine as _;
     use std::fmt::Write as _;
     let plain = match std::str::from_utf8(payload) {
         Ok(s) if !s.contains('\r') => Some(s),
         _ => None,
     };
-    out.reserve(payload.len() + 64);
-    // Writing into a BytesMut cannot fail.
+    // Writing into a growable buffer cannot fail.
     let _ = writeln!(Writer(out), "id: {epoch}-{seq}");
     match plain {
         Some(text) => {
@@ -49,7 +49,7 @@ pub fn encode_item(out: &mut BytesMut, epoch: u64, seq: u64, payload: &[u8]) {
 
 /// An item event as a shareable buffer.
 pub fn item_to_bytes(epoch: u64, seq: u64, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::new();
+    let mut out = BytesMut::with_capacity(payload.len() + 64);
     encode_item(&mut out, epoch, seq, payload);
     out.freeze()
 }
@@ -81,9 +81,9 @@ pub fn encode_error(out: &mut BytesMut, reason: &str) {
     out.put_slice(b"\n\n");
 }
 
-struct Writer<'a>(&'a mut BytesMut);
+struct Writer<'a, B: BufMut>(&'a mut B);
 
-impl std::fmt::Write for Writer<'_> {
+impl<B: BufMut> std::fmt::Write for Writer<'_, B> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.put_slice(s.as_bytes());
         Ok(())

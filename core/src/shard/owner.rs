@@ -41,22 +41,27 @@ impl State {
     /// The owned topic `key`, created (in a new, larger epoch) if new; `None` at the topic
     /// limit.
     pub(crate) fn owned_topic(&mut self, key: &TopicKey) -> Option<&mut OwnedTopic> {
-        if !self.owned.contains_key(key) {
-            if self.owned.len() >= self.cfg.topics_per_shard_max {
-                ShardStats::inc(&self.stats.topic_limit_rejections);
-                return None;
+        use std::collections::hash_map::Entry;
+        let len = self.owned.len();
+        // One lookup: the entry of a known topic is the common case (every publish).
+        match self.owned.entry(key.clone()) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => {
+                if len >= self.cfg.topics_per_shard_max {
+                    ShardStats::inc(&self.stats.topic_limit_rejections);
+                    return None;
+                }
+                // Epochs only grow: the wall clock in microseconds, or one more than the last.
+                self.last_epoch = (self.last_epoch + 1).max(if self.cfg.epoch_base.is_some() {
+                    0
+                } else {
+                    wall_clock_micros()
+                });
+                let t = e.insert(OwnedTopic::new(Epoch(self.last_epoch), Seq(1), &self.cfg));
+                ShardStats::set(&self.stats.topics, len as u64 + 1);
+                Some(t)
             }
-            // Epochs only grow: the wall clock in microseconds, or one more than the last.
-            self.last_epoch = (self.last_epoch + 1).max(if self.cfg.epoch_base.is_some() {
-                0
-            } else {
-                wall_clock_micros()
-            });
-            let t = OwnedTopic::new(Epoch(self.last_epoch), Seq(1), &self.cfg);
-            self.owned.insert(key.clone(), t);
-            ShardStats::set(&self.stats.topics, self.owned.len() as u64);
         }
-        self.owned.get_mut(key)
     }
 
     /// Orders a message of a topic this shard owns: the next sequence, history, and one item

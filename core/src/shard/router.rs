@@ -58,7 +58,10 @@ impl State {
         if self.closing {
             return Err(PublishError::ShuttingDown);
         }
-        let pinned = here || self.local.get(&key).is_some_and(|t| t.pinned > 0);
+        // Only a cluster routes (`route` answers `Shard` without a view): a single node
+        // skips the lookup.
+        let pinned =
+            here || (self.view.is_some() && self.local.get(&key).is_some_and(|t| t.pinned > 0));
         match self.route(&key, pinned) {
             Home::Shard => {}
             Home::Nowhere => return Err(PublishError::Unavailable),

@@ -224,6 +224,9 @@ impl State {
     }
 
     pub(crate) fn owner_of(&self, key: &TopicKey) -> ShardId {
+        if self.shards <= 1 {
+            return self.id; // the only shard: no hash of the name
+        }
         ShardId(shard_for(key.as_str().as_bytes(), self.shards))
     }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
 use fanfare_core::{Encoded, EncodingSlot, Message};
-use fanfare_proto::message::{item_len, publish_ack_len, write_item, write_publish_ack, ItemRef};
+use fanfare_proto::message::{item_len, write_item, ItemRef};
 use fanfare_proto::{framing, sse, ws as wsp, ServerMsg};
 use flatbuffers::FlatBufferBuilder;
 
@@ -116,24 +116,7 @@ fn item_ref(topic: u64, m: &Message) -> ItemRef<'_> {
 /// A publish acknowledgement's WebSocket frame from its template (no builder run: one per
 /// publish makes this the most frequent control message); `None` for any other message.
 fn publish_ack_frame(msg: &ServerMsg) -> Option<Bytes> {
-    let &ServerMsg::PublishAck {
-        request_id,
-        epoch,
-        seq,
-        durability,
-    } = msg
-    else {
-        return None;
-    };
-    let len = publish_ack_len()?;
-    Some(wsp::encode_server_frame_with(
-        wsp::Opcode::Binary,
-        len,
-        |out| {
-            // The template exists (publish_ack_len said so), so this appends `len` bytes.
-            write_publish_ack(out, request_id, epoch, seq, durability);
-        },
-    ))
+    WsAck::of(msg).map(|a| Frame::WsAck(a).to_bytes())
 }
 
 fn flatbuffer<'f>(fbb: &'f mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> &'f [u8] {
@@ -182,21 +165,8 @@ impl Encoder for Ws {
         fbb: &mut FlatBufferBuilder<'static>,
         msg: &ServerMsg,
     ) -> Option<Frame> {
-        if let &ServerMsg::PublishAck {
-            request_id,
-            epoch,
-            seq,
-            durability,
-        } = msg
-        {
-            if WsAck::frame_len().is_some() {
-                return Some(Frame::WsAck(WsAck {
-                    request_id,
-                    epoch,
-                    seq,
-                    durability,
-                }));
-            }
+        if let Some(ack) = WsAck::of(msg) {
+            return Some(Frame::WsAck(ack));
         }
         self.control(fbb, msg).map(|b| Frame::Own(Vec::from(b)))
     }
@@ -256,7 +226,7 @@ impl Encoder for Sse {
         &stats.encodes_sse
     }
     fn item(&self, _topic: u64, m: &Message) -> Encoded {
-        Rc::from(&*sse::item_to_bytes(m.epoch.0, m.seq.0, &m.payload))
+        shared_frame(|out| sse::encode_item(out, m.epoch.0, m.seq.0, &m.payload))
     }
     fn control(&self, _fbb: &mut FlatBufferBuilder<'static>, msg: &ServerMsg) -> Option<Bytes> {
         let mut b = BytesMut::new();

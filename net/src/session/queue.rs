@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use fanfare_core::Encoded;
-use fanfare_proto::message::{publish_ack_len, write_publish_ack};
+use fanfare_proto::message::{publish_ack_len, write_publish_ack, ServerMsg};
 use fanfare_proto::{ws as wsp, Durability};
 
 /// A queued frame: a fan-out item whose buffer every subscriber on the shard shares, one of
@@ -28,6 +28,26 @@ pub(crate) struct WsAck {
 }
 
 impl WsAck {
+    /// `msg`'s fields when it is a `PublishAck` and the ack template exists.
+    pub(crate) fn of(msg: &ServerMsg) -> Option<WsAck> {
+        let &ServerMsg::PublishAck {
+            request_id,
+            epoch,
+            seq,
+            durability,
+        } = msg
+        else {
+            return None;
+        };
+        WsAck::frame_len()?;
+        Some(WsAck {
+            request_id,
+            epoch,
+            seq,
+            durability,
+        })
+    }
+
     /// Bytes of the ack's WebSocket frame; `None` when there is no ack template (then acks
     /// are built as control frames instead, and no `WsAck` is ever queued).
     pub(crate) fn frame_len() -> Option<usize> {
@@ -76,12 +96,13 @@ impl Frame {
         }
     }
 
-    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`): the bytes are
-    /// copied, as a batch of frames is (`h2::join`), the way a WebSocket's frames are copied
-    /// into its shard's write buffer.
+    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`). A shared frame is
+    /// copied once per thread and message, not per subscriber: the last one converted is kept
+    /// ([`LAST_SHARED`]), so every HTTP/2 subscriber of a message after the first gets the
+    /// same `Bytes` by reference count. Other frames are copied (a connection's own).
     pub fn to_bytes(&self) -> Bytes {
         match self {
-            Frame::Shared(e) => Bytes::copy_from_slice(e),
+            Frame::Shared(e) => shared_bytes(e),
             Frame::Own(b) => Bytes::copy_from_slice(b),
             Frame::WsAck(_) => {
                 let mut v = Vec::with_capacity(self.len());
@@ -90,6 +111,32 @@ impl Frame {
             }
         }
     }
+}
+
+thread_local! {
+    /// The shared frame most recently turned into `Bytes` on this thread, and that `Bytes`.
+    /// Holding the `Rc` keeps the frame alive, so its address cannot be reused while it is
+    /// the key. The limit: one frame per thread, replaced by the next message's.
+    static LAST_SHARED: std::cell::RefCell<Option<(Encoded, Bytes)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `e` as `Bytes`: a reference-counted clone when `e` is the frame converted last on this
+/// thread (the other subscribers of one message), else a copy that becomes the new last.
+fn shared_bytes(e: &Encoded) -> Bytes {
+    LAST_SHARED.with(|cell| {
+        let Ok(mut last) = cell.try_borrow_mut() else {
+            return Bytes::copy_from_slice(e);
+        };
+        if let Some((frame, bytes)) = last.as_ref() {
+            if std::rc::Rc::ptr_eq(frame, e) {
+                return bytes.clone();
+            }
+        }
+        let bytes = Bytes::copy_from_slice(e);
+        *last = Some((e.clone(), bytes.clone()));
+        bytes
+    })
 }
 
 /// A connection's queue of frames. The first frame is held inline: an idle connection gets
@@ -152,7 +199,29 @@ mod tests {
     }
 
     #[test]
-    fn a_queued_ws_ack_writes_the_frame_the_encoder_builds() {
+    fn a_shared_frame_becomes_bytes_once_per_message() {
+        let m1: Encoded = std::rc::Rc::from(&b"first message"[..]);
+        let m2: Encoded = std::rc::Rc::from(&b"second"[..]);
+        let (a, b) = (Frame::Shared(m1.clone()), Frame::Shared(m1.clone()));
+        let (x, y) = (a.to_bytes(), b.to_bytes());
+        assert_eq!(&x[..], b"first message");
+        assert_eq!(
+            x.as_ptr(),
+            y.as_ptr(),
+            "the second subscriber shares the first's copy"
+        );
+        let z = Frame::Shared(m2).to_bytes();
+        assert_eq!(&z[..], b"second");
+        assert_ne!(z.as_ptr(), x.as_ptr());
+        // An equal frame at another address is another message: copied, never confused.
+        let again: Encoded = std::rc::Rc::from(&b"first message"[..]);
+        let w = Frame::Shared(again).to_bytes();
+        assert_eq!(&w[..], b"first message");
+        assert_ne!(w.as_ptr(), x.as_ptr());
+    }
+
+    #[test]
+    fn a_queued_ws_ack_writes_a_frame_a_client_decodes_to_the_ack() {
         let mut fbb = FlatBufferBuilder::new();
         for (request_id, epoch, seq, durability) in [
             (1, 1, 1, Durability::Memory),
@@ -166,15 +235,23 @@ mod tests {
                 seq,
                 durability,
             };
-            let built = WS.control(&mut fbb, &msg).expect("a ws ack frame");
             let queued = WS.control_frame(&mut fbb, &msg).expect("a queued ack");
             assert!(matches!(queued, Frame::WsAck(_)), "kept as its fields");
-            assert_eq!(queued.len(), built.len());
-            assert_eq!(queued.to_bytes(), built);
             let mut out = b"before".to_vec();
             queued.put(&mut out);
             assert_eq!(&out[..6], b"before");
-            assert_eq!(&out[6..], &built[..]);
+            assert_eq!(out.len() - 6, queued.len());
+            assert_eq!(queued.to_bytes(), out[6..]);
+            assert_eq!(WS.control(&mut fbb, &msg).expect("an ack"), out[6..]);
+            // Decoded the way a client does: one binary frame holding exactly the ack.
+            let mut wire = bytes::BytesMut::from(&out[6..]);
+            let mut dec = wsp::Decoder::new(wsp::Role::Client, wsp::Limits::default());
+            let Ok(Some(wsp::Message::Binary(payload))) = dec.decode(&mut wire) else {
+                panic!("not one binary frame");
+            };
+            assert!(wire.is_empty());
+            let lim = fanfare_proto::DecodeLimits::default();
+            assert_eq!(ServerMsg::decode(&payload, &lim), Ok(msg));
         }
     }
 }
