@@ -30,6 +30,7 @@ scenarios=(
   "1->100|--publishers 1 --subscribers 100 --topics 1 --payload 128 --rate 0 --window 256"
   "1->1000|--publishers 1 --subscribers 1000 --topics 1 --payload 128 --rate 0 --window 256"
   "many topics|--publishers 100 --subscribers 10000 --topics 1000 --payload 128 --rate 0 --window 16"
+  "h2 1->1000|--transport h2 --publishers 1 --subscribers 1000 --topics 1 --payload 128 --rate 0 --window 256"
 )
 
 one() {

@@ -65,6 +65,9 @@ pub struct Report {
     /// The broker's CPU seconds (user + system) inside the measured window, read from
     /// `/proc/<pid>/stat` at its two edges (with `--broker-pid`).
     pub broker_cpu_seconds: Option<f64>,
+    /// The part of `broker_cpu_seconds` spent in the kernel (system time: its sockets, the
+    /// loopback's delivery to the peer it writes to, wake-ups).
+    pub broker_system_seconds: Option<f64>,
     /// The measured window as the edges were read (seconds; nominally the scenario's duration).
     pub window_seconds: f64,
 }
@@ -85,7 +88,7 @@ impl Report {
 \"ack_latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
 \"gaps\":{},\"duplicates\":{},\"reorders\":{},\"discontinuities\":{},\"connect_seconds\":{:.3},\
 \"generator_cpu_seconds\":{:.3},\"generator_cpu_share\":{:.3},\"generator_saturated\":{},\
-\"broker_cpu_seconds_window\":{},\"window_seconds\":{:.3}}}",
+\"broker_cpu_seconds_window\":{},\"broker_system_seconds_window\":{},\"window_seconds\":{:.3}}}",
             self.target.replace(['"', '\\'], ""),
             self.published,
             self.delivered,
@@ -111,6 +114,8 @@ impl Report {
             self.generator_cpu_share,
             self.generator_saturated(),
             self.broker_cpu_seconds
+                .map_or_else(|| "null".to_owned(), |c| format!("{c:.3}")),
+            self.broker_system_seconds
                 .map_or_else(|| "null".to_owned(), |c| format!("{c:.3}")),
             self.window_seconds,
         )
@@ -152,8 +157,11 @@ gaps {}  duplicates {}  reorders {}  discontinuities {}\nconnect          {:.2} 
             } else {
                 0.0
             };
+            let kernel = self.broker_system_seconds.map_or_else(String::new, |k| {
+                format!(", {:.0}% in the kernel", 100.0 * k / c.max(1e-9))
+            });
             t.push_str(&format!(
-                "broker CPU       {c:.2} s in the {:.2} s window ({per:.0} deliveries per broker CPU-s)\n",
+                "broker CPU       {c:.2} s in the {:.2} s window ({per:.0} deliveries per broker CPU-s{kernel})\n",
                 self.window_seconds
             ));
         }

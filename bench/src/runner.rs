@@ -76,7 +76,7 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
     // runtime would wake its timers late and shift them).
     let measure_from = go + s.warmup.as_nanos() as u64;
     let stop_at = measure_from + s.duration.as_nanos() as u64;
-    let broker_cpu = |pid: u32| cpu_seconds(&format!("/proc/{pid}/stat"));
+    let broker_cpu = |pid: u32| cpu_times(&format!("/proc/{pid}/stat"));
     sleep_until_blocking(measure_from);
     let edge0 = (
         now_ns(),
@@ -98,9 +98,12 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
     }
     let window = (edge1.0.saturating_sub(edge0.0)) as f64 / 1e9;
     let cpu = edge1.1 - edge0.1;
-    let broker_cpu_seconds = match (edge0.2, edge1.2) {
-        (Some(Some(a)), Some(Some(b))) => Some(b - a),
-        _ => None,
+    let (broker_cpu_seconds, broker_system_seconds) = match (edge0.2, edge1.2) {
+        (Some(Some(a)), Some(Some(b))) => (
+            Some(b.user + b.system - a.user - a.system),
+            Some(b.system - a.system),
+        ),
+        _ => (None, None),
     };
     if let Some(path) = &s.hdr_log {
         write_hdr_log(path, &s.url, measure_from, intervals)?;
@@ -137,6 +140,7 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
         generator_cpu_seconds: cpu,
         generator_cpu_share: cpu / (window.max(1e-3) * threads as f64),
         broker_cpu_seconds,
+        broker_system_seconds,
         window_seconds: window,
     })
 }
@@ -149,21 +153,31 @@ fn sleep_until_blocking(t_ns: u64) {
     }
 }
 
-/// CPU seconds (user + system) of the process whose `stat` file is at `path`; `None` when it
-/// cannot be read (the process is gone).
-fn cpu_seconds(path: &str) -> Option<f64> {
+/// A process's CPU seconds in user space and in the kernel.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    user: f64,
+    system: f64,
+}
+
+/// CPU seconds of the process whose `stat` file is at `path`; `None` when it cannot be read
+/// (the process is gone).
+fn cpu_times(path: &str) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
     // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the name.
-    Some((ticks(11)? + ticks(12)?) / 100.0)
+    Some(CpuTimes {
+        user: ticks(11)? / 100.0,
+        system: ticks(12)? / 100.0,
+    })
 }
 
 /// Seconds of CPU (user + system) this process used, from /proc/self/stat.
 fn process_cpu_seconds() -> f64 {
-    cpu_seconds("/proc/self/stat").unwrap_or(0.0)
+    cpu_times("/proc/self/stat").map_or(0.0, |t| t.user + t.system)
 }
 
 struct Shared {
