@@ -6,10 +6,10 @@
 #
 # Each broker runs pinned to BROKER_CPUS (default 0), alone; `fanfare bench` runs pinned to
 # GEN_CPUS (default: every other CPU). Every scenario runs REPS times (default 3), each on a
-# fresh broker; the generator reads the broker's CPU time (utime + stime from /proc) at the
+# fresh broker, the brokers taking turns run by run; the generator reads the broker's CPU time (utime + stime from /proc) at the
 # two edges of the measured window (`--broker-pid`), the same window its deliveries are
-# counted in, and its own CPU in that window (a run above 90% of its cores is flagged
-# generator-bound). The tables (bench/report.py) give the median with min-max. Every broker
+# counted in (and how much of it was kernel time), and its own CPU in that window (a run above
+# 90% of its cores is flagged generator-bound). The tables (bench/report.py) give the median with min-max. Every broker
 # gets the same in-flight window per publisher and the same rule: a publisher sends while
 # fewer than `--window` of its publishes are unacknowledged. Installs redis-server,
 # nats-server and iperf3 with apt-get when missing. Not part of CI.
@@ -108,18 +108,23 @@ stop_broker() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$pid"/stat; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$pid"/status; }
 
-# One run on a fresh broker: a JSON line with the generator's report (broker CPU inside the
-# measured window included) plus the broker's CPU around the whole run and its peak RSS.
+# A scenario on every broker of the list $2, REPS times, the brokers taking turns (A B C A B
+# C ...), each run on a fresh broker: drift of the machine over minutes (it is large on a
+# shared virtual machine) then hits every broker alike instead of the one measured last.
 run() {
-  local name=$1 broker=$2; shift 2
-  local rep
+  local name=$1 brokers=$2; shift 2
+  local rep broker
   for rep in $(seq "$REPS"); do
-    start_broker "$broker" || return 0
-    run_once "$name" "$broker" "$rep" "$@"
-    stop_broker
+    for broker in $brokers; do
+      start_broker "$broker" || continue
+      run_once "$name" "$broker" "$rep" "$@"
+      stop_broker
+    done
   done
 }
 
+# One run: a JSON line with the generator's report (broker CPU inside the measured window
+# included) plus the broker's CPU around the whole run and its peak RSS.
 run_once() {
   local name=$1 broker=$2 rep=$3; shift 3
   local c0 r0; c0=$(cpu_ticks); r0=$(rss_kib)
@@ -150,7 +155,7 @@ PY
 }
 
 scenarios() {
-  local b=$1
+  local b=$1 # the brokers, space-separated
   for n in 1 100 1000 10000; do
     [[ "fan-out 1->$n" =~ $ONLY ]] && run "fan-out: 1 publisher, 1 topic, $n subscribers, 128 B, max rate" "$b" \
       --publishers 1 --subscribers $n --topics 1 --payload 128 --rate 0 --window 256
@@ -174,15 +179,15 @@ scenarios() {
   # destination addresses so source ports do not run out.
   # The same audience over Fanfare's other transports, and over TLS (what rustls costs per
   # connection): Fanfare only.
-  if [ "$b" = fanfare ]; then
+  if [[ " $b " == *" fanfare "* ]]; then
     local t
     for t in sse h2; do
-      [[ "footprint over $t" =~ $ONLY ]] && run "footprint over $t: 10,000 subscribers of 100 topics, 1 msg/s per topic" "$b" \
+      [[ "footprint over $t" =~ $ONLY ]] && run "footprint over $t: 10,000 subscribers of 100 topics, 1 msg/s per topic" fanfare \
         --transport $t --publishers 10 --subscribers 10000 --topics 100 --payload 128 --rate 100 --connect-concurrency 256
     done
     if [[ "footprint over wss" =~ $ONLY ]]; then
       tls=1
-      run "footprint over wss: 10,000 subscribers of 100 topics, 1 msg/s per topic" "$b" \
+      run "footprint over wss: 10,000 subscribers of 100 topics, 1 msg/s per topic" fanfare \
         --insecure --publishers 10 --subscribers 10000 --topics 100 --payload 128 --rate 100 --connect-concurrency 256
       tls=0
     fi
@@ -197,10 +202,7 @@ scenarios() {
   return 0
 }
 
-for b in $BROKERS; do
-  echo "== $b" >&2
-  scenarios "$b"
-done
+scenarios "$BROKERS"
 
 # Loopback ceiling for the large-payload scenario, pinned the same way.
 iperf=""
