@@ -115,15 +115,18 @@ def compare(args):
                 # kernel time per delivery alone (sockets, loopback, wake-ups).
                 k = kernel.get((sc, "fanfare"))
                 ceiling = f"{ratio / k:.2f}x" if k else ""
-                summary.append(f"| {sc} | {peer} | {ratio:.2f}x | {shown} | {reached} | {ceiling} |")
+                # Kernel nanoseconds per delivery, Fanfare's and the peer's.
+                kp = kernel.get((sc, peer))
+                kns = (f"{1e9 * k / f:,.0f} / {1e9 * kp / p:,.0f}" if k and kp else "")
+                summary.append(f"| {sc} | {peer} | {ratio:.2f}x | {shown} | {reached} | {ceiling} | {kns} |")
             elif peer in brokers:
-                summary.append(f"| {sc} | {peer} | {peer} failed | {shown} | n/a | |")
+                summary.append(f"| {sc} | {peer} | {peer} failed | {shown} | n/a | | |")
     if summary:
         print("\nFanfare's delivered messages per broker CPU-second relative to each peer (medians); "
               "`ceiling` is the ratio Fanfare would reach if its user-space time were zero "
               "(its kernel time per delivery unchanged):\n")
-        print("| scenario | peer | Fanfare / peer | target | reached | ceiling |")
-        print("|---|---|---|---|---|---|")
+        print("| scenario | peer | Fanfare / peer | target | reached | ceiling | kernel ns per delivery, Fanfare / peer |")
+        print("|---|---|---|---|---|---|---|")
         print("\n".join(summary))
 
 

@@ -104,6 +104,15 @@ pub trait Sink {
     /// Offers the next event of subscription `sub`.
     fn offer(&self, sub: SubId, offer: Offer<'_>) -> Accept;
 
+    /// A hint that [`Sink::offer`] comes soon: the engine calls it a few subscribers ahead
+    /// while it fans a message out, so a sink whose state is likely out of the CPU's cache
+    /// can start loading it. Must be cheap, never block, and change nothing.
+    fn prefetch(&self) {}
+
+    /// The second step of [`Sink::prefetch`], called closer to the offer, once the sink's own
+    /// state is likely in cache: what that state points to (where the item will be queued).
+    fn prefetch_queue(&self) {}
+
     /// Whether this subscriber ends itself once shutdown is signalled (a network connection
     /// sends its queue, says goodbye and unsubscribes). Shutdown waits up to `drain_timeout`
     /// for such subscribers; every other one is closed at once with `ShuttingDown`.

@@ -22,6 +22,11 @@ use crate::shard::state::{Home, LocalTopic, Phase, State, Subscriber};
 use crate::sink::{Accept, Delivery, Offer, Sink};
 use crate::stats::ShardStats;
 
+/// How many subscribers ahead a fan-out asks a sink to load what its offer will touch: its
+/// own state at twice this distance ([`Sink::prefetch`]), then what that state points to
+/// ([`Sink::prefetch_queue`]). A cache miss takes about as long as serving a few subscribers.
+const PREFETCH_AHEAD: usize = 4;
+
 /// A publish on its way: answered already (the owner is this shard), or waiting for the
 /// owner's answer.
 pub(crate) enum PublishStarted {
@@ -395,7 +400,16 @@ impl State {
         let mut delivered = 0u64;
         let mut gaps = Vec::new();
         let mut gone = Vec::new();
-        for s in lt.subs.iter_mut() {
+        for i in 0..lt.subs.len() {
+            // The subscriber a few places on is asked to load its state while this one is
+            // served (each is a cache miss once there are hundreds).
+            if let Some(ahead) = lt.subs.get(i + 2 * PREFETCH_AHEAD) {
+                ahead.sink.prefetch();
+            }
+            if let Some(ahead) = lt.subs.get(i + PREFETCH_AHEAD) {
+                ahead.sink.prefetch_queue();
+            }
+            let s = &mut lt.subs[i];
             if s.phase != Phase::Live || (msg.epoch == s.epoch && msg.seq < s.next) {
                 continue;
             }

@@ -177,6 +177,20 @@ impl FrameQueue {
         self.more.clear();
     }
 
+    /// Where the next [`FrameQueue::push`] stores its frame when that is outside the queue
+    /// itself (in the deque's buffer), for a prefetch; `None` when it is the inline slot or
+    /// the deque has no buffer yet. A hint, not a promise: when the ring wraps the frame goes
+    /// to the buffer's start and this points just past its end, and when the buffer is full
+    /// the push reallocates (neither matters to a prefetch, which never faults).
+    pub(crate) fn next_slot(&self) -> Option<*const Frame> {
+        if self.head.is_none() || self.more.capacity() == 0 {
+            return None;
+        }
+        let (a, b) = self.more.as_slices();
+        let tail = if b.is_empty() { a } else { b };
+        Some(tail.as_ptr_range().end)
+    }
+
     /// Frees the deque's memory once it is empty.
     pub(crate) fn compact(&mut self) {
         if self.more.is_empty() && self.more.capacity() > 0 {
@@ -196,6 +210,33 @@ mod tests {
     fn a_queued_frame_takes_32_bytes() {
         // Every connection holds one inline (`FrameQueue`), and a burst a deque of them.
         assert_eq!(std::mem::size_of::<Frame>(), 32);
+    }
+
+    #[test]
+    fn next_slot_is_where_the_next_push_stores_its_frame() {
+        let mut q = FrameQueue::default();
+        assert!(q.next_slot().is_none(), "the first frame goes inline");
+        q.push(Frame::Own(vec![0]));
+        assert!(q.next_slot().is_none(), "no buffer yet");
+        for i in 1..40u8 {
+            let predicted = q.next_slot();
+            let room = q.more.len() < q.more.capacity();
+            q.push(Frame::Own(vec![i]));
+            if let (Some(p), true) = (predicted, room) {
+                let stored = q.more.back().expect("just pushed");
+                // Exact, except where the ring wraps: the frame went to the buffer's start
+                // (the first of the second slice) and the hint was just past its end.
+                let wrapped = q.more.as_slices().1.len() == 1;
+                assert!(
+                    std::ptr::eq(p, stored) || wrapped,
+                    "frame {i} stored where predicted"
+                );
+            }
+            // Popping from the front moves the deque's head: the prediction must follow.
+            if i % 3 == 0 {
+                q.pop();
+            }
+        }
     }
 
     #[test]
