@@ -96,13 +96,10 @@ impl Frame {
         }
     }
 
-    /// The frame as `Bytes` (for HTTP/2, whose DATA frames take `Bytes`). A shared frame is
-    /// copied once per thread and message, not per subscriber: the last one converted is kept
-    /// ([`LAST_SHARED`]), so every HTTP/2 subscriber of a message after the first gets the
-    /// same `Bytes` by reference count. Other frames are copied (a connection's own).
+    /// The frame as `Bytes`, copied (HTTP/2 sends a lone shared frame as it is: `h2::join`).
     pub fn to_bytes(&self) -> Bytes {
         match self {
-            Frame::Shared(e) => shared_bytes(e),
+            Frame::Shared(e) => Bytes::copy_from_slice(e),
             Frame::Own(b) => Bytes::copy_from_slice(b),
             Frame::WsAck(_) => {
                 let mut v = Vec::with_capacity(self.len());
@@ -111,32 +108,6 @@ impl Frame {
             }
         }
     }
-}
-
-thread_local! {
-    /// The shared frame most recently turned into `Bytes` on this thread, and that `Bytes`.
-    /// Holding the `Rc` keeps the frame alive, so its address cannot be reused while it is
-    /// the key. The limit: one frame per thread, replaced by the next message's.
-    static LAST_SHARED: std::cell::RefCell<Option<(Encoded, Bytes)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// `e` as `Bytes`: a reference-counted clone when `e` is the frame converted last on this
-/// thread (the other subscribers of one message), else a copy that becomes the new last.
-fn shared_bytes(e: &Encoded) -> Bytes {
-    LAST_SHARED.with(|cell| {
-        let Ok(mut last) = cell.try_borrow_mut() else {
-            return Bytes::copy_from_slice(e);
-        };
-        if let Some((frame, bytes)) = last.as_ref() {
-            if std::rc::Rc::ptr_eq(frame, e) {
-                return bytes.clone();
-            }
-        }
-        let bytes = Bytes::copy_from_slice(e);
-        *last = Some((e.clone(), bytes.clone()));
-        bytes
-    })
 }
 
 /// A connection's queue of frames. The first frame is held inline: an idle connection gets
@@ -237,28 +208,6 @@ mod tests {
                 q.pop();
             }
         }
-    }
-
-    #[test]
-    fn a_shared_frame_becomes_bytes_once_per_message() {
-        let m1: Encoded = std::rc::Rc::from(&b"first message"[..]);
-        let m2: Encoded = std::rc::Rc::from(&b"second"[..]);
-        let (a, b) = (Frame::Shared(m1.clone()), Frame::Shared(m1.clone()));
-        let (x, y) = (a.to_bytes(), b.to_bytes());
-        assert_eq!(&x[..], b"first message");
-        assert_eq!(
-            x.as_ptr(),
-            y.as_ptr(),
-            "the second subscriber shares the first's copy"
-        );
-        let z = Frame::Shared(m2).to_bytes();
-        assert_eq!(&z[..], b"second");
-        assert_ne!(z.as_ptr(), x.as_ptr());
-        // An equal frame at another address is another message: copied, never confused.
-        let again: Encoded = std::rc::Rc::from(&b"first message"[..]);
-        let w = Frame::Shared(again).to_bytes();
-        assert_eq!(&w[..], b"first message");
-        assert_ne!(w.as_ptr(), x.as_ptr());
     }
 
     #[test]

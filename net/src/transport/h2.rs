@@ -27,7 +27,7 @@ use h2::{RecvStream, SendStream};
 use http::{Response, StatusCode};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use fanfare_core::TopicKey;
+use fanfare_core::{Encoded, TopicKey};
 
 use crate::api::reply::{cors_headers, Reply};
 use crate::api::{self, Action, Request};
@@ -66,7 +66,7 @@ pub(crate) async fn serve<S: Io>(
         .max_concurrent_reset_streams(CONCURRENT_RESETS_MAX)
         .max_send_buffer_size(limits.send_queue_bytes_max.clamp(16 * 1024, 4 << 20));
     let left = deadline.saturating_duration_since(Instant::now());
-    let handshake = timeout(left, b.handshake::<_, Bytes>(io)).await;
+    let handshake = timeout(left, b.handshake::<_, Data>(io)).await;
     let mut conn = match handshake {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
@@ -159,7 +159,7 @@ pub(crate) async fn serve<S: Io>(
 }
 
 /// A stream the client opened: its request and the way to answer it.
-type Incoming = (http::Request<RecvStream>, SendResponse<Bytes>);
+type Incoming = (http::Request<RecvStream>, SendResponse<Data>);
 
 /// What the connection loop does next.
 enum Step {
@@ -234,7 +234,7 @@ impl Drop for SlotGuard<'_> {
 async fn request(
     ctx: Rc<NetCtx>,
     req: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Data>,
     peer: IpAddr,
     shared: &H2Conn,
 ) {
@@ -276,7 +276,7 @@ async fn request(
     }
 }
 
-fn reply(respond: &mut SendResponse<Bytes>, rep: &Reply) {
+fn reply(respond: &mut SendResponse<Data>, rep: &Reply) {
     let body = rep.body.clone();
     let mut resp = Response::builder()
         .status(StatusCode::from_u16(rep.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -289,7 +289,7 @@ fn reply(respond: &mut SendResponse<Bytes>, rep: &Reply) {
     let Ok(resp) = resp else { return };
     if let Ok(mut s) = respond.send_response(resp, body.is_empty()) {
         if !body.is_empty() {
-            let _ = s.send_data(body, true);
+            let _ = s.send_data(Data::Owned(body), true);
         }
     }
 }
@@ -297,7 +297,7 @@ fn reply(respond: &mut SendResponse<Bytes>, rep: &Reply) {
 async fn publish(
     ctx: &Rc<NetCtx>,
     mut body: RecvStream,
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Data>,
     key: TopicKey,
     meta: fanfare_core::PublishMeta,
     cors: Vec<(&'static str, String)>,
@@ -335,7 +335,7 @@ async fn publish(
 /// subscription ends.
 async fn stream(
     ctx: &Rc<NetCtx>,
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Data>,
     conn: Rc<Conn>,
     headers: &[(&'static str, String)],
 ) {
@@ -367,7 +367,7 @@ async fn stream(
         .await;
         let (data, last) = match next {
             Some(Next::Frames(frames)) => (join(&frames), false),
-            Some(Next::Last(b)) => (b, true),
+            Some(Next::Last(b)) => (Data::Owned(b), true),
             None => {
                 if conn.is_closing() {
                     break;
@@ -403,20 +403,83 @@ async fn stream(
     conn.unsubscribe_all();
 }
 
-/// One DATA payload for a batch: the frames side by side.
-fn join(frames: &[Frame]) -> Bytes {
+/// One DATA payload for a batch: the frames side by side (copied into one buffer, as h2
+/// clients punish floods of small DATA frames), or a lone fan-out frame as it is: shared by
+/// every subscriber of the message, not copied per subscriber.
+fn join(frames: &[Frame]) -> Data {
     if let [one] = frames {
-        return one.to_bytes();
+        return match one {
+            Frame::Shared(e) => Data::Shared(e.clone(), 0),
+            own => Data::Owned(own.to_bytes()),
+        };
     }
     let mut b = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
     for f in frames {
         f.put(&mut b);
     }
-    Bytes::from(b)
+    Data::Owned(Bytes::from(b))
 }
 
-/// Sends `data` within the stream's flow-control window, waiting for capacity.
-async fn send(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), h2::Error> {
+/// A DATA payload: a connection's own bytes, or a fan-out frame every subscriber of the
+/// message on this shard shares (from its offset on). h2 takes any [`bytes::Buf`], so a
+/// shared frame goes to it by reference count; h2 copies it into its write buffer as it
+/// would a `Bytes`.
+enum Data {
+    Owned(Bytes),
+    Shared(Encoded, usize),
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        bytes::Buf::remaining(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n` bytes (at most all), leaving the rest.
+    fn split_to(&mut self, n: usize) -> Data {
+        let n = n.min(self.len());
+        match self {
+            Data::Owned(b) => Data::Owned(b.split_to(n)),
+            Data::Shared(e, at) => {
+                // A window smaller than the frame (rare): the head is copied, the rest
+                // stays shared.
+                let head = Data::Owned(Bytes::copy_from_slice(&e[*at..*at + n]));
+                *at += n;
+                head
+            }
+        }
+    }
+}
+
+impl bytes::Buf for Data {
+    fn remaining(&self) -> usize {
+        match self {
+            Data::Owned(b) => b.len(),
+            Data::Shared(e, at) => e.len().saturating_sub(*at),
+        }
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self {
+            Data::Owned(b) => b,
+            Data::Shared(e, at) => e.get(*at..).unwrap_or_default(),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Data::Owned(b) => b.advance(n.min(b.len())),
+            Data::Shared(e, at) => *at = (*at + n).min(e.len()),
+        }
+    }
+}
+
+/// Sends `data` within the stream's flow-control window, waiting for capacity (a payload
+/// that fits the window goes whole, a shared frame included, without a copy).
+async fn send(tx: &mut SendStream<Data>, mut data: Data, end: bool) -> Result<(), h2::Error> {
     while !data.is_empty() {
         tx.reserve_capacity(data.len());
         let cap = std::future::poll_fn(|cx| tx.poll_capacity(cx)).await;
@@ -428,11 +491,15 @@ async fn send(tx: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<
         if n == 0 {
             continue;
         }
-        let chunk = data.split_to(n);
+        let chunk = if n == data.len() {
+            std::mem::replace(&mut data, Data::Owned(Bytes::new()))
+        } else {
+            data.split_to(n)
+        };
         tx.send_data(chunk, end && data.is_empty())?;
     }
     if end {
-        let _ = tx.send_data(Bytes::new(), true);
+        let _ = tx.send_data(Data::Owned(Bytes::new()), true);
     }
     Ok(())
 }
@@ -471,5 +538,52 @@ impl<S: Io> AsyncWrite for Rewind<S> {
     }
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+
+    #[test]
+    fn a_lone_fan_out_frame_goes_to_h2_without_a_copy() {
+        let frame: Encoded = Rc::from(&b"one message for every subscriber"[..]);
+        let (a, b) = (
+            join(&[Frame::Shared(frame.clone())]),
+            join(&[Frame::Shared(frame.clone())]),
+        );
+        assert_eq!(a.chunk(), &frame[..]);
+        assert_eq!(
+            a.chunk().as_ptr(),
+            frame.as_ptr(),
+            "the frame itself, not a copy"
+        );
+        assert_eq!(
+            b.chunk().as_ptr(),
+            frame.as_ptr(),
+            "every subscriber shares it"
+        );
+        // Batches are packed into one payload.
+        let two = join(&[Frame::Shared(frame.clone()), Frame::Own(b"!".to_vec())]);
+        assert_eq!(two.len(), frame.len() + 1);
+        assert_eq!(&two.chunk()[frame.len()..], b"!");
+    }
+
+    #[test]
+    fn a_shared_payload_splits_and_advances_like_bytes() {
+        let frame: Encoded = Rc::from(&b"0123456789"[..]);
+        let mut d = Data::Shared(frame, 0);
+        let head = d.split_to(4);
+        assert_eq!(head.chunk(), b"0123");
+        assert_eq!(d.chunk(), b"456789");
+        d.advance(2);
+        assert_eq!(d.remaining(), 4);
+        assert_eq!(d.chunk(), b"6789");
+        let rest = d.split_to(100);
+        assert_eq!(rest.chunk(), b"6789");
+        assert!(d.is_empty());
+        d.advance(1);
+        assert_eq!(d.chunk(), b"");
     }
 }
