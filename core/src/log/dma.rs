@@ -168,6 +168,10 @@ impl Segments {
                 data,
             } => {
                 let end = offset + data.len() as u64;
+                // Open the segment first: opening it is what reads how far it is written.
+                // Compared before that, a segment reopened after a restart looked empty, and
+                // its recovered records were overwritten with zeros.
+                self.file(*segment).await?;
                 if self.dsync && end > self.zeroed {
                     let zeroed = self.zeroed;
                     let to = end.next_multiple_of(ZERO_STEP);
