@@ -26,20 +26,31 @@ impl History {
         }
     }
 
-    /// Appends `m`, whose sequence must follow the last one, evicting the oldest messages
-    /// until both bounds hold. A message larger than `bytes_max` is not kept (the history
-    /// is left empty), since keeping it would break the bound.
+    /// Appends `m`, evicting the oldest messages until both bounds hold. A message larger
+    /// than `bytes_max` is not kept (the history is left empty), since keeping it would break
+    /// the bound. A sequence that does not follow the last one (records lost from the log
+    /// between them, found at start-up) starts the history over: it only ever holds
+    /// consecutive sequences.
     pub fn push(&mut self, now: Instant, m: Message) {
-        debug_assert!(self
+        if self
             .messages
             .back()
-            .is_none_or(|(_, b)| b.seq.0 + 1 == m.seq.0));
+            .is_some_and(|(_, b)| b.seq.0 + 1 != m.seq.0)
+        {
+            self.clear();
+        }
         self.bytes += m.payload.len();
         self.messages.push_back((now, m));
         while self.messages.len() > self.count_max || self.bytes > self.bytes_max {
             self.pop_front();
         }
         debug_assert!(self.messages.len() <= self.count_max && self.bytes <= self.bytes_max);
+    }
+
+    /// Forgets every message.
+    pub fn clear(&mut self) {
+        self.messages.clear();
+        self.bytes = 0;
     }
 
     fn pop_front(&mut self) {
@@ -145,6 +156,16 @@ mod tests {
         h.expire(t0 + Duration::from_secs(60), Duration::from_secs(3));
         assert!(h.is_empty());
         assert_eq!(h.bytes(), 0);
+    }
+
+    #[test]
+    fn a_sequence_that_does_not_follow_starts_over() {
+        let now = Instant::now();
+        let mut h = History::new(10, 1000);
+        h.push(now, msg(1, 1));
+        h.push(now, msg(2, 1));
+        h.push(now, msg(5, 3));
+        assert_eq!((h.first_seq(), h.len(), h.bytes()), (Some(Seq(5)), 1, 3));
     }
 
     #[test]

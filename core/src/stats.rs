@@ -131,9 +131,15 @@ counters! {
         storage_backlog_refused,
         /// Messages read back from the log at start-up.
         storage_recovered,
-        /// Damaged records found at start-up (a CRC failed inside synced data): each gives
-        /// its topic (or, unnamed, every topic of the shard) a new epoch.
+        /// Damaged places found at start-up (a CRC failed inside synced data: one record, or
+        /// a range no valid header names). Only the records they cover are lost.
         storage_damaged,
+        /// Sequences lost to damage, found at start-up as holes in their topics (the topics
+        /// keep their epochs; readers crossing a hole get one discontinuity naming it).
+        storage_lost_messages,
+        /// Topics given a new epoch at start-up because damage may have taken their newest
+        /// messages (their sequence cannot continue).
+        storage_renewed_topics,
         /// Bytes of a torn tail cut at start-up (a batch never acknowledged).
         storage_cut_bytes,
         /// Catch-up reads from the log (one page each).

@@ -6,6 +6,7 @@ use std::process::{Child, Command};
 
 /// `fanfare serve` unpinned with 2 shards on an OS-chosen 127.0.0.1 port (more arguments may
 /// follow); the first line it prints names the address.
+#[allow(dead_code)] // not every test binary that shares this module starts the default node
 pub fn serve_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanfare"));
     cmd.args([

@@ -295,7 +295,35 @@ pub enum Damage {
         from: usize,
         /// Where the next valid record starts.
         to: usize,
+        /// How many messages the bytes held, when the batch around them says so: its commit
+        /// record (intact, after them) counts the batch's messages, and the ones read back
+        /// are the rest; 0 when the bytes are exactly the commit record before a whole batch.
+        /// `None`: not known.
+        lost: Option<u64>,
     },
+}
+
+/// Bytes a commit record takes on disk (its payload: the batch's start and CRC).
+const COMMIT_BYTES: usize = (HEADER_BYTES + 12).next_multiple_of(ALIGN);
+
+/// The unit a torn write leaves whole or not at all (a sector).
+const SECTOR: usize = 512;
+
+/// Whether bad bytes `b[from..to]` look torn rather than damaged: some sector's share of them
+/// is all zeros (a block of the batch that never reached the disk reads as the zeros the
+/// segment was prepared with, or as the zeros after the old tail of a rewritten block). A flipped
+/// bit in written data leaves its sectors non-zero.
+fn looks_torn(b: &[u8], from: usize, to: usize) -> bool {
+    let mut at = from;
+    while at < to {
+        let end = (at / SECTOR + 1) * SECTOR;
+        let end = end.min(to);
+        if b[at..end].iter().all(|&x| x == 0) {
+            return true;
+        }
+        at = end;
+    }
+    false
 }
 
 /// What a segment holds.
@@ -340,14 +368,18 @@ fn commit_after(b: &[u8], from: usize) -> bool {
 /// (not the last one); and, from the first invalid bytes no whole batch follows, a torn tail
 /// that is cut (`end`).
 ///
-/// In the open segment's last batch, damage and a torn write look alike: when its commit
-/// record is on disk but the batch is not whole, the batch is cut from the bad bytes on and
-/// reported as damage (a torn write costs a needless report, never a silent loss); a batch
-/// without its commit record was never acknowledged and is cut silently.
+/// In the open segment's last batch, damage and a torn write can look alike: when its commit
+/// record is on disk but the batch is not whole, bad bytes that look torn (a sector's share of
+/// them all zeros, [`looks_torn`]) cut the batch from there and are reported as damage (a torn
+/// write costs a needless report, never a silent loss); bad bytes with no zero sector are
+/// damage to written data, and every valid record after them is kept. A batch without its
+/// commit record was never acknowledged and is cut silently.
 pub fn scan(b: &[u8], closed: bool) -> Scan {
     let mut s = Scan::default();
     let mut at = 0;
     let mut since_commit = 0;
+    // Where each entry of `s.damage` starts.
+    let mut damage_at = Vec::new();
     while at + HEADER_BYTES <= b.len() {
         match read_at(b, at) {
             At::Valid(r, len) => {
@@ -374,17 +406,23 @@ pub fn scan(b: &[u8], closed: bool) -> Scan {
                 // it reached the disk. A closed segment has no torn tail: every batch in it
                 // was synced before the next segment was opened.
                 if !closed && !whole_batch_after(b, at) {
+                    if !commit_after(b, next) {
+                        break;
+                    }
                     // A commit record after them whose batch is not whole: a batch torn before
                     // its sync whose commit block reached the disk, or a synced batch damaged
-                    // since; nothing tells the two apart, so it is cut and reported.
-                    if commit_after(b, next) {
+                    // since. Torn-looking bytes are cut and reported; others are damage.
+                    if looks_torn(b, at, next) {
+                        damage_at.push(at);
                         s.damage.push(Damage::Unknown {
                             from: at,
                             to: b.len(),
+                            lost: None,
                         });
+                        break;
                     }
-                    break;
                 }
+                damage_at.push(at);
                 s.damage.push(match bad {
                     At::BadBody {
                         topic,
@@ -392,14 +430,79 @@ pub fn scan(b: &[u8], closed: bool) -> Scan {
                         seq,
                         len,
                     } if at + len == next => Damage::Message { topic, epoch, seq },
-                    _ => Damage::Unknown { from: at, to: next },
+                    _ => Damage::Unknown {
+                        from: at,
+                        to: next,
+                        lost: None,
+                    },
                 });
                 at = next;
             }
         }
     }
     s.uncommitted = since_commit;
+    count_lost(&mut s, &damage_at);
     s
+}
+
+/// Fills in how many messages each [`Damage::Unknown`] held, where the batch around it says:
+/// the first valid commit record after the bad bytes counts its batch's messages; if that
+/// batch starts at or before them, the messages lost there are its count less the ones read
+/// back and the ones named by other damage inside it. Bad bytes that are exactly one commit
+/// record, right before a batch that starts where they end, held no message.
+fn count_lost(s: &mut Scan, damage_at: &[usize]) {
+    let commits: Vec<(usize, u64, u64)> = s
+        .records
+        .iter()
+        .filter(|(_, r)| r.kind == Kind::Commit && r.payload.len() == 12)
+        .map(|(at, r)| (*at, u64_at(&r.payload, 0), r.seq))
+        .collect();
+    let named: Vec<usize> = s
+        .damage
+        .iter()
+        .zip(damage_at)
+        .filter(|(d, _)| matches!(d, Damage::Message { .. }))
+        .map(|(_, &at)| at)
+        .collect();
+    let unknown_at: Vec<(usize, usize)> = s
+        .damage
+        .iter()
+        .filter_map(|d| match d {
+            Damage::Unknown { from, to, .. } => Some((*from, *to)),
+            Damage::Message { .. } => None,
+        })
+        .collect();
+    for d in &mut s.damage {
+        let Damage::Unknown { from, to, lost } = d else {
+            continue;
+        };
+        let (from, to) = (*from, *to);
+        let Some(&(commit_at, start, count)) = commits.iter().find(|c| c.0 >= to) else {
+            continue;
+        };
+        let start = start as usize;
+        if start == to && to - from == COMMIT_BYTES {
+            *lost = Some(0);
+        } else if start <= from {
+            // Only when this is the batch's one stretch of unknown bytes.
+            if unknown_at
+                .iter()
+                .any(|&(f, t)| (f, t) != (from, to) && f >= start && f < commit_at)
+            {
+                continue;
+            }
+            let read = s
+                .records
+                .iter()
+                .filter(|(at, r)| r.kind == Kind::Message && *at >= start && *at < commit_at)
+                .count() as u64;
+            let other = named
+                .iter()
+                .filter(|&&at| at >= start && at < commit_at)
+                .count() as u64;
+            *lost = count.checked_sub(read + other);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -485,18 +588,62 @@ mod tests {
             }]
         );
         assert_eq!(s.end, b.len());
-        // In b#2's header: unknown messages between two valid records.
+        // In b#2's header: unknown messages between two valid records, one by the count of
+        // its batch's commit record.
         let mut x = b.clone();
         x[second + 20] ^= 0x01;
         let s = scan(&x, false);
         assert_eq!(messages(&s), 2);
-        assert!(matches!(s.damage[..], [Damage::Unknown { .. }]));
-        // In the last batch, whose commit record is there: cut and reported, never skipped.
+        assert!(matches!(
+            s.damage[..],
+            [Damage::Unknown { lost: Some(1), .. }]
+        ));
+        // In the last batch, whose commit record is there: damage to written bytes (no
+        // zeros where a torn write would leave them) costs that message alone.
         let mut x = b.clone();
         x[second_batch + HEADER_BYTES + 10] ^= 0x01;
         let s = scan(&x, false);
+        assert_eq!((messages(&s), s.end), (2, b.len()));
+        assert_eq!(
+            s.damage,
+            vec![Damage::Message {
+                topic: b"ns/a".to_vec(),
+                epoch: 7,
+                seq: 3
+            }]
+        );
+        // A header there: unknown bytes, and the batch's commit record counts them.
+        let mut x = b.clone();
+        x[second_batch + 20] ^= 0x01;
+        let s = scan(&x, false);
+        assert_eq!((messages(&s), s.end), (2, b.len()));
+        assert!(
+            matches!(s.damage[..], [Damage::Unknown { from, lost: Some(1), .. }] if from == second_batch)
+        );
+        // Zeros where the last batch's message should be (a torn write: the old tail block,
+        // zeros after the first batch, stayed while the block with the commit record landed):
+        // cut from there and reported, never skipped.
+        let mut x = b.clone();
+        x[second_batch..b.len() - COMMIT_BYTES].fill(0);
+        let s = scan(&x, false);
         assert_eq!((messages(&s), s.end), (2, second_batch));
-        assert!(matches!(s.damage[..], [Damage::Unknown { from, .. }] if from == second_batch));
+        assert!(
+            matches!(s.damage[..], [Damage::Unknown { from, lost: None, .. }] if from == second_batch)
+        );
+        // The first batch's commit record, exactly: no message was in it.
+        let first_commit = second_batch - COMMIT_BYTES;
+        let mut x = b.clone();
+        x[first_commit + 20] ^= 0x01;
+        let s = scan(&x, true);
+        assert_eq!(messages(&s), 3);
+        assert_eq!(
+            s.damage,
+            vec![Damage::Unknown {
+                from: first_commit,
+                to: second_batch,
+                lost: Some(0)
+            }]
+        );
         // The commit record itself: the batch's message is whole and kept.
         let mut x = b.clone();
         x[b.len() - 10] ^= 0x01;

@@ -76,13 +76,37 @@ pub(crate) struct Waiting {
 pub(crate) struct Loc {
     pub segment: u64,
     pub offset: u32,
+    /// Its length on disk; 0 marks a record that was written and is lost (damage found at
+    /// start-up: a hole in the topic's sequence, see [`DiskIndex`]).
     pub len: u32,
     /// When it was published (seconds since the Unix epoch), for retention by age.
     pub at_s: u32,
 }
 
+impl Loc {
+    /// A lost record, placed (for retention) where the record after it is.
+    pub(crate) fn lost(near: Loc) -> Loc {
+        Loc { len: 0, ..near }
+    }
+
+    /// Whether this marks a lost record.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The longest run of lost sequences a topic's index keeps as a hole (24 bytes each); a longer
+/// one starts the index over after it (what came before is then out of reach, and a reader
+/// starting there is told so, from the oldest sequence still indexed).
+pub(crate) const HOLE_SEQS_MAX: u64 = 1 << 16;
+
 /// Where a topic's records of its current epoch are on disk, by sequence (24 bytes per
 /// retained record; empty, and allocation-free, without a data dir).
+///
+/// Records that were written and are lost (damage found at start-up) stay in the index as
+/// holes ([`Loc::is_lost`]): every intact record around them stays readable in the same
+/// epoch, and a reader that reaches a hole is told exactly which sequences it covers
+/// ([`DiskIndex::hole_at`]).
 #[derive(Default)]
 pub(crate) struct DiskIndex {
     epoch: Epoch,
@@ -94,17 +118,62 @@ pub(crate) struct DiskIndex {
 }
 
 impl DiskIndex {
-    /// Records that `(epoch, seq)` is at `loc`; a new epoch, or a sequence that does not
-    /// follow, starts the index over.
+    /// Records that `(epoch, seq)` is at `loc`. Sequences skipped since the last one pushed
+    /// become a hole (lost records); a new epoch, a sequence that goes back, or a hole longer
+    /// than [`HOLE_SEQS_MAX`] starts the index over.
     pub(crate) fn push(&mut self, epoch: Epoch, seq: Seq, loc: Loc) {
-        if epoch != self.epoch || self.first.0 + self.locs.len() as u64 != seq.0 {
+        let next = self.first.0 + self.locs.len() as u64;
+        if epoch != self.epoch
+            || self.locs.is_empty()
+            || seq.0 < next
+            || seq.0 - next > HOLE_SEQS_MAX
+        {
             self.epoch = epoch;
             self.first = seq;
             self.locs.clear();
             self.bytes = 0;
+        } else {
+            for _ in next..seq.0 {
+                self.locs.push_back(Loc::lost(loc));
+            }
         }
         self.bytes += u64::from(loc.len);
         self.locs.push_back(loc);
+        self.check();
+    }
+
+    /// Marks every sequence after the last one indexed up to `upto` (inclusive) lost: records
+    /// of `epoch` known to be damaged after the last intact one. Nothing changes for another
+    /// epoch, an empty index, or a run longer than [`HOLE_SEQS_MAX`]: false then.
+    pub(crate) fn push_lost(&mut self, epoch: Epoch, upto: Seq) -> bool {
+        let next = self.first.0 + self.locs.len() as u64;
+        let Some(&last) = self.locs.back() else {
+            return false;
+        };
+        if epoch != self.epoch || upto.0 < next || upto.0 - next >= HOLE_SEQS_MAX {
+            return false;
+        }
+        for _ in next..=upto.0 {
+            self.locs.push_back(Loc::lost(last));
+        }
+        self.check();
+        true
+    }
+
+    /// If `seq` is lost: the first sequence after the hole it is in (possibly past the last
+    /// one indexed). `None` when `seq` is not a lost record of the index.
+    pub(crate) fn hole_at(&self, seq: Seq) -> Option<Seq> {
+        let i = usize::try_from(seq.0.checked_sub(self.first.0)?).ok()?;
+        if !self.locs.get(i)?.is_lost() {
+            return None;
+        }
+        let run = self.locs.iter().skip(i).take_while(|l| l.is_lost()).count();
+        Some(Seq(seq.0 + run as u64))
+    }
+
+    /// The last record indexed (a hole's place, if the index ends with one).
+    pub(crate) fn last(&self) -> Option<Loc> {
+        self.locs.back().copied()
     }
 
     /// Per-topic retention: forgets the oldest records while more than `messages` or `bytes`
@@ -114,13 +183,38 @@ impl DiskIndex {
             if self.locs.len() as u64 <= messages && self.bytes <= bytes && l.at_s >= cutoff_s {
                 break;
             }
+            self.pop_front();
+        }
+        self.shrink();
+        self.check();
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(l) = self.locs.pop_front() {
             self.bytes -= u64::from(l.len);
-            self.locs.pop_front();
             self.first = Seq(self.first.0 + 1);
+        }
+    }
+
+    fn shrink(&mut self) {
+        // A hole left at the front covers nothing a reader could still get: it goes too (a
+        // reader starting there is told from the oldest sequence still indexed, exactly).
+        while self.locs.front().is_some_and(Loc::is_lost) {
+            self.pop_front();
         }
         if self.locs.is_empty() && self.locs.capacity() > 0 {
             self.locs = VecDeque::new();
         }
+    }
+
+    /// The invariants, in debug and test builds: `bytes` is the sum of the indexed records'
+    /// lengths, and the index neither starts nor is made only of a hole once trimmed.
+    fn check(&self) {
+        debug_assert_eq!(
+            self.bytes,
+            self.locs.iter().map(|l| u64::from(l.len)).sum::<u64>()
+        );
+        debug_assert!(self.locs.front().is_none_or(|l| !l.is_lost()));
     }
 
     /// The oldest segment a retained record is in.
@@ -133,7 +227,8 @@ impl DiskIndex {
         (self.epoch == epoch && !self.locs.is_empty()).then_some(self.first)
     }
 
-    /// Places of the records from `from` on, up to `upto` (exclusive), within one page.
+    /// Places of the records from `from` on, up to `upto` (exclusive), within one page; the
+    /// page ends before a hole.
     pub(crate) fn page(&self, from: Seq, upto: Seq) -> Vec<Loc> {
         let skip = from.0.saturating_sub(self.first.0) as usize;
         let want = upto.0.saturating_sub(from.0) as usize;
@@ -144,6 +239,7 @@ impl DiskIndex {
             .iter()
             .skip(skip)
             .take(want.min(DISK_PAGE_MESSAGES))
+            .take_while(|l| !l.is_lost())
         {
             span += u64::from(loc.len);
             if !out.is_empty() && span > DISK_PAGE_BYTES {
@@ -156,14 +252,11 @@ impl DiskIndex {
 
     /// Forgets records in segments up to `segment` (deleted by retention).
     pub(crate) fn forget_through(&mut self, segment: u64) {
-        while let Some(l) = self.locs.front().filter(|l| l.segment <= segment) {
-            self.bytes -= u64::from(l.len);
-            self.locs.pop_front();
-            self.first = Seq(self.first.0 + 1);
+        while self.locs.front().is_some_and(|l| l.segment <= segment) {
+            self.pop_front();
         }
-        if self.locs.is_empty() && self.locs.capacity() > 0 {
-            self.locs = VecDeque::new();
-        }
+        self.shrink();
+        self.check();
     }
 
     /// Whether nothing is indexed.
@@ -274,5 +367,60 @@ impl Store {
     /// Publishes waiting for the disk.
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: Epoch = Epoch(3);
+
+    fn loc(offset: u32) -> Loc {
+        Loc {
+            segment: 0,
+            offset,
+            len: 64,
+            at_s: 100,
+        }
+    }
+
+    #[test]
+    fn lost_records_are_holes_and_pages_end_before_them() {
+        let mut d = DiskIndex::default();
+        for s in 1..=3 {
+            d.push(E, Seq(s), loc(s as u32 * 64));
+        }
+        // 4 and 5 never came back.
+        d.push(E, Seq(6), loc(6 * 64));
+        assert_eq!(d.first_seq(E), Some(Seq(1)));
+        assert_eq!(d.hole_at(Seq(3)), None);
+        assert_eq!(d.hole_at(Seq(4)), Some(Seq(6)));
+        assert_eq!(d.hole_at(Seq(5)), Some(Seq(6)));
+        assert_eq!(d.hole_at(Seq(6)), None);
+        assert_eq!(d.hole_at(Seq(7)), None);
+        assert_eq!(d.page(Seq(1), Seq(10)).len(), 3);
+        assert_eq!(d.page(Seq(6), Seq(10)), vec![loc(6 * 64)]);
+        // Damage named after the last intact record: a hole at the end.
+        assert!(d.push_lost(E, Seq(8)));
+        assert_eq!(d.hole_at(Seq(7)), Some(Seq(9)));
+        assert!(!d.push_lost(Epoch(2), Seq(9)), "another epoch");
+        // Retention: a hole left at the front goes with what was before it.
+        d.trim(5, u64::MAX, 0);
+        assert_eq!(d.first_seq(E), Some(Seq(6)));
+        assert_eq!(d.hole_at(Seq(4)), None);
+        d.forget_through(0);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_hole_too_long_or_a_sequence_going_back_starts_over() {
+        let mut d = DiskIndex::default();
+        d.push(E, Seq(1), loc(0));
+        d.push(E, Seq(2 + HOLE_SEQS_MAX + 1), loc(64));
+        assert_eq!(d.first_seq(E), Some(Seq(2 + HOLE_SEQS_MAX + 1)));
+        d.push(E, Seq(1), loc(128));
+        assert_eq!(d.first_seq(E), Some(Seq(1)));
+        assert_eq!(d.page(Seq(1), Seq(5)), vec![loc(128)]);
     }
 }

@@ -234,8 +234,19 @@ impl State {
             (Some(d), Some(m)) => Some(d.min(m)),
             (d, m) => d.or(m),
         };
-        let (disc, first) = resolve_start(topic.epoch, next, oldest, start)?;
+        let (mut disc, mut first) = resolve_start(topic.epoch, next, oldest, start)?;
         let memory_from = in_memory.unwrap_or(next);
+        if let Some(after) = topic.on_disk.hole_at(first).filter(|_| first < memory_from) {
+            // Records lost to damage (found at start-up): one discontinuity naming exactly
+            // those sequences, then on from the first intact record after them.
+            let after = after.min(next);
+            disc = Some(Gap {
+                last_seq: disc.map_or(Seq(first.0.saturating_sub(1)), |d| d.last_seq),
+                new_seq: after,
+                new_epoch: topic.epoch,
+            });
+            first = after;
+        }
         if first < memory_from {
             let locs = topic.on_disk.page(first, memory_from);
             if !locs.is_empty() {

@@ -336,6 +336,7 @@ impl State {
         now: Instant,
         now_us: u64,
         renew: &mut AHashSet<TopicKey>,
+        gaps: &mut u64,
     ) {
         let Ok(name) = std::str::from_utf8(&r.topic) else {
             return;
@@ -352,11 +353,25 @@ impl State {
             .owned
             .entry(key.clone())
             .or_insert_with(|| OwnedTopic::new(Epoch(r.epoch), Seq(r.seq), &cfg));
-        if r.epoch != t.epoch.0 || r.seq != t.next_seq.0 {
-            if r.epoch == t.epoch.0 {
-                // A hole inside an epoch: a record is missing that the log did not report as
-                // damaged (it never should be). The topic is told as if it were damage.
-                tracing::warn!(topic = %key, epoch = r.epoch, expected = t.next_seq.0, found = r.seq, "a gap in the log");
+        if r.epoch == t.epoch.0 && r.seq > t.next_seq.0 {
+            // Records of this epoch that did not come back (damage, reported by the scan):
+            // a hole in the sequence. The topic keeps its epoch; the index keeps the hole, so
+            // a reader crossing it is told exactly which sequences are gone.
+            tracing::error!(
+                shard = self.id.0,
+                topic = %key,
+                epoch = r.epoch,
+                first_lost = t.next_seq.0,
+                last_lost = r.seq - 1,
+                "messages lost from the log: readers crossing them get a discontinuity"
+            );
+            ShardStats::add(&self.stats.storage_lost_messages, r.seq - t.next_seq.0);
+            *gaps += r.seq - t.next_seq.0;
+        } else if r.epoch != t.epoch.0 || r.seq != t.next_seq.0 {
+            if r.epoch <= t.epoch.0 {
+                // A sequence (or epoch) going back: the log never holds one. The topic is
+                // told as if it were damage.
+                tracing::warn!(topic = %key, epoch = r.epoch, expected = t.next_seq.0, found = r.seq, "a sequence going back in the log");
                 renew.insert(key.clone());
             }
             t.restart(Epoch(r.epoch), Seq(r.seq), &cfg);
@@ -388,6 +403,90 @@ impl State {
         ShardStats::inc(&self.stats.storage_recovered);
     }
 
+    /// What start-up's damage costs each topic, once every valid record is back (`marked`:
+    /// the sequences recovery already found missing, as holes). A damaged record named by
+    /// its header (topic, epoch, sequence) is a hole in its topic: the hole is already there
+    /// when a later record of the topic came back; when none did, the sequence continues
+    /// after the damaged one. Damaged bytes no header names: when the batches around them
+    /// count what they held, and every message counted is a hole some topic already has, no
+    /// topic lost more; otherwise the topics whose newest record lies before them start a new
+    /// epoch (their newest messages may be among the lost ones, so their sequence cannot
+    /// continue). A topic with a record after them knows exactly what it lost.
+    fn take_damage(
+        &mut self,
+        damage: &[(u64, Damage)],
+        mut marked: u64,
+        renew: &mut AHashSet<TopicKey>,
+    ) {
+        let id = self.id.0;
+        let mut named = 0u64;
+        let mut unknown = Vec::new();
+        for (seg, d) in damage {
+            match d {
+                Damage::Message { topic, epoch, seq } => {
+                    let name = String::from_utf8_lossy(topic);
+                    tracing::error!(shard = id, segment = seg, topic = %name, epoch, seq, "a damaged record in the log (its checksum fails): that message is lost");
+                    let key = name
+                        .split_once('/')
+                        .and_then(|(ns, t)| TopicKey::parse(ns, t, self.cfg.name_bytes_max).ok());
+                    let Some(key) = key else {
+                        // Never written by a broker (names are checked before they are
+                        // logged): nobody can ask for it.
+                        continue;
+                    };
+                    match self.owned.get_mut(&key) {
+                        Some(t) if t.epoch.0 > *epoch => {} // an older epoch: not served
+                        Some(t) if t.epoch.0 == *epoch => {
+                            if *seq < t.next_seq.0 {
+                                named += 1; // a later record came back: the hole is there
+                                continue;
+                            }
+                            if !t.on_disk.push_lost(t.epoch, Seq(*seq)) {
+                                renew.insert(key);
+                                continue;
+                            }
+                            let n = seq + 1 - t.next_seq.0;
+                            ShardStats::add(&self.stats.storage_lost_messages, n);
+                            marked += n;
+                            named += 1;
+                            t.next_seq = Seq(seq + 1);
+                            // History holds consecutive messages up to the newest: what it
+                            // had is before the hole, and stays readable from the disk.
+                            t.history.clear();
+                        }
+                        // Nothing of its epoch came back: its sequence cannot continue.
+                        _ => {
+                            renew.insert(key);
+                        }
+                    }
+                }
+                Damage::Unknown { from, to, lost } => {
+                    tracing::error!(
+                        shard = id,
+                        segment = seg,
+                        from,
+                        to,
+                        messages = ?lost,
+                        "damaged bytes in the log that no record header names"
+                    );
+                    unknown.push((*seg, *from as u64, *lost));
+                }
+            }
+        }
+        let counted: Option<u64> = unknown.iter().map(|u| u.2).sum();
+        if unknown.is_empty() || counted.is_some_and(|n| named + n == marked) {
+            return;
+        }
+        for (seg, from, _) in unknown {
+            for (k, t) in &self.owned {
+                let newest = t.on_disk.last().map(|l| (l.segment, u64::from(l.offset)));
+                if newest.is_none_or(|n| n < (seg, from)) {
+                    renew.insert(k.clone());
+                }
+            }
+        }
+    }
+
     /// Gives each damaged topic a new epoch (subscribers resuming in the old one get a
     /// discontinuity), after recovery read everything.
     fn renew_epochs(&mut self, renew: AHashSet<TopicKey>) {
@@ -404,9 +503,10 @@ impl State {
                 topic = %key,
                 old_epoch = t.epoch.0,
                 new_epoch = epoch.0,
-                "damaged records in the log: the topic starts a new epoch (subscribers are told of the loss)"
+                "damage in the log may have taken the topic's newest messages: it starts a new epoch (subscribers are told of the loss)"
             );
             t.restart(epoch, Seq(1), &cfg);
+            ShardStats::inc(&self.stats.storage_renewed_topics);
         }
     }
 }
@@ -453,6 +553,8 @@ pub(crate) async fn open(
     let mut rec = Recovery::new(log_cfg);
     let mut segs = VecDeque::new();
     let mut renew = AHashSet::new();
+    // Sequences found missing inside their topics' epochs (holes).
+    let mut gaps = 0u64;
     let (now, now_us) = (Instant::now(), wall_clock_micros());
     for (i, &seg) in ids.iter().enumerate() {
         let bytes = dev
@@ -470,7 +572,7 @@ pub(crate) async fn open(
                 at_s: (r.timestamp_us / 1_000_000) as u32,
             };
             newest_us = newest_us.max(r.timestamp_us);
-            st.recover_record(r, loc, now, now_us, &mut renew);
+            st.recover_record(r, loc, now, now_us, &mut renew, &mut gaps);
         });
         segs.push_back(SegInfo {
             id: seg,
@@ -482,39 +584,7 @@ pub(crate) async fn open(
     let mut st = state.borrow_mut();
     if !found.damage.is_empty() {
         ShardStats::add(&st.stats.storage_damaged, found.damage.len() as u64);
-        let mut unnamed = false;
-        for (seg, d) in &found.damage {
-            match d {
-                Damage::Message { topic, epoch, seq } => {
-                    let name = String::from_utf8_lossy(topic);
-                    tracing::error!(shard = id.0, segment = seg, topic = %name, epoch, seq, "a damaged record in the log (its checksum fails)");
-                    if let Some((ns, t)) = name.split_once('/') {
-                        match TopicKey::parse(ns, t, st.cfg.name_bytes_max) {
-                            Ok(k) => {
-                                renew.insert(k);
-                            }
-                            Err(_) => unnamed = true,
-                        }
-                    } else {
-                        unnamed = true;
-                    }
-                }
-                Damage::Unknown { from, to } => {
-                    tracing::error!(
-                        shard = id.0,
-                        segment = seg,
-                        from,
-                        to,
-                        "damaged bytes in the log: records of unknown topics are lost"
-                    );
-                    unnamed = true;
-                }
-            }
-        }
-        if unnamed {
-            // Nothing says whose records were lost: every topic of the shard is told.
-            renew.extend(st.owned.keys().cloned());
-        }
+        st.take_damage(&found.damage, gaps, &mut renew);
     }
     if found.cut > 0 {
         ShardStats::add(&st.stats.storage_cut_bytes, found.cut as u64);
