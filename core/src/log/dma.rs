@@ -215,7 +215,12 @@ impl Segments {
                 .custom_flags(self.flags())
                 .dma_open(self.path(segment))
                 .await?;
-            self.zeroed = f.file_size().await?;
+            // From the next aligned offset: a file whose length is not a multiple of the
+            // alignment (cut short by hand, or by a filesystem repair) must not turn the
+            // zero-extension into an unaligned O_DIRECT write, which fails the log. The bytes
+            // between the length and that offset are past the end of the file, and the
+            // write that needs them covers them.
+            self.zeroed = f.file_size().await?.next_multiple_of(f.alignment().max(1));
             self.open = Some((segment, f));
         }
         match &self.open {
