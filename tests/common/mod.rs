@@ -7,15 +7,13 @@ use std::process::{Child, Command};
 /// `fanfare serve` unpinned with 2 shards on an OS-chosen 127.0.0.1 port (more arguments may
 /// follow); the first line it prints names the address.
 pub fn serve_command() -> Command {
+    serve_command_on("127.0.0.1:0")
+}
+
+/// [`serve_command`] listening on `listen` (a restart on the address a node had).
+pub fn serve_command_on(listen: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanfare"));
-    cmd.args([
-        "serve",
-        "--no-pin",
-        "--shards",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    cmd.args(["serve", "--no-pin", "--shards", "2", "--listen", listen]);
     cmd
 }
 
