@@ -18,7 +18,7 @@
 //! connection; each connection's writer coalesces everything queued into one write.
 //!
 //! Modules call only downward: `listener` -> `transport` -> `api` -> `session` -> `access`
-//! -> `ctx` -> (`auth`, `metrics`, `hub`, `cluster`); `io`, `slots`, `config`,
+//! -> `ctx` -> (`auth`, `metrics`, `hub`, `cluster`); `io`, `slots`, `config`, `ports`,
 //! `error` and `tls` are the ground everything stands on (docs/ARCHITECTURE.md).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -36,6 +36,7 @@ mod listener;
 mod memory;
 pub mod metrics;
 mod moment;
+mod ports;
 mod presence;
 mod session;
 mod slots;
@@ -108,7 +109,7 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
     let auth = Arc::new(auth::Auth::new(auth).map_err(ServeError::Auth)?);
     // Reserve the address (and learn the port when 0 was asked) with a socket that is bound
     // but never listens, so it receives no connections; each shard then binds the same port.
-    let reserve = reserve(listen).map_err(|source| ServeError::Bind {
+    let reserve = ports::reserve(listen).map_err(|source| ServeError::Bind {
         addr: listen,
         source,
     })?;
@@ -211,7 +212,7 @@ fn cluster_shared(
         }
         (Some(_), Some(_)) => {}
     }
-    let reserve = reserve(c.listen).map_err(|source| ServeError::Bind {
+    let reserve = ports::reserve(c.listen).map_err(|source| ServeError::Bind {
         addr: c.listen,
         source,
     })?;
@@ -242,35 +243,6 @@ fn cluster_shared(
         Arc::new(cluster::ClusterShared::new(c, me, shards)),
         reserve,
     ))
-}
-
-fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
-    // SO_REUSEPORT would let us share a port another process of this user listens on;
-    // refuse that plainly instead.
-    if addr.port() != 0 {
-        let mut probe = addr;
-        if probe.ip().is_unspecified() {
-            probe.set_ip(if addr.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
-        if std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "address already in use",
-            ));
-        }
-    }
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    s.set_reuse_port(true)?;
-    s.bind(&addr.into())?;
-    Ok(s)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Accepting connections: each shard binds the node's port (SO_REUSEPORT), enforces the
+//! Accepting connections: each shard binds the node's port (see `ports`), enforces the
 //! connection limit, tells TLS from plaintext and HTTP/2 from HTTP/1.1 by the first bytes,
 //! and hands the connection to its transport. Also the shard's keepalive sweep, which runs
 //! every connection's periodic checks so the data path never arms a timer.
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use fanfare_core::ShardHandle;
 use futures_lite::io::AsyncWriteExt;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 
 use crate::auth::Auth;
 use crate::cluster::ClusterShared;
@@ -22,6 +22,7 @@ use crate::ctx::{CtxParts, NetCtx};
 use crate::hub::AdminHub;
 use crate::io::{read_some, timeout, unless, Io, Stop};
 use crate::metrics::{self, NetStats, Registry};
+use crate::ports::Listener;
 use crate::transport;
 use crate::transport::http1::Upgraded;
 
@@ -53,7 +54,7 @@ pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Resu
         admin,
         cluster,
     } = node;
-    let listener = TcpListener::bind(addr)?;
+    let listener = Listener::bind(addr)?;
     let stats = Arc::new(NetStats::default());
     let latency_snapshot = Arc::new(std::sync::Mutex::new(metrics::latency_histogram()));
     registry.register(
@@ -152,7 +153,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// At most one warning per this interval for failing accepts (the metric counts every one).
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<NetCtx>) {
+async fn accept_loop(listener: Listener, ctx: Rc<NetCtx>) {
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut failures_unlogged = 0u64;

@@ -79,8 +79,8 @@ pub(crate) fn give_back() -> bool {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const CACHE_DRAIN_PER_SIZE: usize = 16;
 
-/// One of the crate's two `unsafe` places (with [`prefetch`]): foreign calls to glibc's
-/// allocator.
+/// One of the crate's three `unsafe` places (with [`prefetch`] and handing a listener to
+/// glommio in `ports`): foreign calls to glibc's allocator.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn trim() -> bool {

@@ -8,15 +8,13 @@ use std::process::{Child, Command};
 /// follow); the first line it prints names the address.
 #[allow(dead_code)] // not every test binary that shares this module starts the default node
 pub fn serve_command() -> Command {
+    serve_command_on("127.0.0.1:0")
+}
+
+/// [`serve_command`] listening on `listen` (a restart on the address a node had).
+pub fn serve_command_on(listen: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanfare"));
-    cmd.args([
-        "serve",
-        "--no-pin",
-        "--shards",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    cmd.args(["serve", "--no-pin", "--shards", "2", "--listen", listen]);
     cmd
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn start_shard(
     let port = fanfare_core::ClusterPort::of(shard);
     port.set_view(Arc::new(first.node_view()));
     let server = if cfg.roles.storage {
-        let listener = glommio::net::TcpListener::bind(cluster.me.addr)?;
+        let listener = crate::ports::Listener::bind(cluster.me.addr)?;
         let srv = std::rc::Rc::new(server::LinkServer {
             links_max: cfg
                 .link_connections_max
@@ -89,6 +89,10 @@ pub(crate) fn start_shard(
         .detach();
     }
     if id == 0 {
+        // glommio's bind (SO_REUSEPORT, no SO_REUSEADDR) is right for UDP: nothing like
+        // TIME-WAIT holds a UDP port after its socket closes, and on UDP SO_REUSEADDR would
+        // let a socket of any user that sets it share the port. `ports::reserve` already
+        // refused a port whose TCP side another live node listens on.
         let sock = glommio::net::UdpSocket::bind(cluster.me.addr)?;
         let stop = shard.shutdown_signal();
         glommio::spawn_local(membership::run(cluster, sock, stats, stop)).detach();

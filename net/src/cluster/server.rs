@@ -21,7 +21,7 @@ use fanfare_core::{
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{LinkItem, LinkMsg};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 
 use rustls::pki_types::CertificateDer;
 
@@ -30,6 +30,7 @@ use super::tls::LinkTls;
 use super::wire::{self, Encoder, Frame, FrameReader, LinkEnd, LinkQueue};
 use crate::io::Io;
 use crate::metrics::{self, NetStats};
+use crate::ports::Listener;
 
 /// Replay items per batch frame, and bytes.
 const REPLAY_BATCH_ITEMS: usize = 256;
@@ -282,7 +283,7 @@ impl Sink for Stream {
 }
 
 /// Accepts links on this shard until shutdown.
-pub(crate) async fn accept_loop(listener: TcpListener, srv: Rc<LinkServer>) {
+pub(crate) async fn accept_loop(listener: Listener, srv: Rc<LinkServer>) {
     let mut stop = Box::pin(srv.shard.shard().shutdown_signal());
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
