@@ -221,13 +221,14 @@ fn the_client_port_is_taken_back_after_sigterm_and_after_kill_9() {
     traffic(addr);
 
     node.kill9();
-    // The kernel tears a killed process's io_uring rings down asynchronously, and with them the
-    // listening sockets their pending accepts hold: wait for that (the process is reaped), not
-    // for a bind to succeed.
-    wait_until("the killed node's listeners to be released", || {
-        sockets_on(addr.port(), TCP_LISTEN) == 0
-    });
-    assert_released_with_time_wait(addr.port(), "after kill -9");
+    // Restarted at once, as a supervisor would: the killed process's listeners linger until the
+    // kernel tears its io_uring down (10-50 ms), and the new node waits for them to go instead
+    // of refusing the port.
+    assert!(
+        sockets_on(addr.port(), TCP_TIME_WAIT) > 0,
+        "no TIME-WAIT socket on port {} after kill -9: the test would not test the restart",
+        addr.port()
+    );
     let node = Node::start(
         common::serve_command_on(&addr.to_string()),
         "after-kill-9",
@@ -299,13 +300,8 @@ fn the_cluster_port_is_taken_back_after_sigterm_and_after_kill_9() {
     let epoch = publish_through(router.http, Some(epoch));
 
     storage.kill9();
-    wait_until("the killed node's listeners to be released", || {
-        sockets_on(port.port(), TCP_LISTEN) == 0
-    });
-    assert!(
-        sockets_on(port.port(), TCP_TIME_WAIT) > 0,
-        "the router's link left no TIME-WAIT socket on the cluster port"
-    );
+    // Restarted at once (see the client port's test); the router's link may still be closing
+    // (its socket on the port in any state but LISTEN).
     let storage = start_storage(&port.to_string(), &seeds, "s1-after-kill-9");
     assert_eq!(storage.cluster, Some(port));
     publish_through(router.http, Some(epoch));

@@ -37,9 +37,19 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// How long [`reserve`] waits for whatever listens on the port to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// How long [`reserve`] lets a listener it found on the port go away before it refuses the
+/// port: a process killed with `kill -9` keeps its listeners for 10-50 ms after it is gone
+/// (until the kernel tears its io_uring down), and a supervisor restarting it at once must
+/// not be refused for that. A port another live process listens on is refused after it.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often [`reserve`] looks again meanwhile.
+const PORT_RELEASE_POLL: Duration = Duration::from_millis(20);
+
 /// Reserves `addr` (and learns the port when 0 was asked) with a socket that is bound but
 /// never listens, so it receives no connections; each shard then binds the same port with a
-/// [`Listener`]. Fails with `AddrInUse` when something already listens on `addr`.
+/// [`Listener`]. Fails with `AddrInUse` when something still listens on `addr` after
+/// [`PORT_RELEASE_WAIT`].
 pub(crate) fn reserve(addr: SocketAddr) -> io::Result<Socket> {
     // SO_REUSEPORT would let us share a port another process of this user listens on;
     // refuse that plainly instead.
@@ -52,11 +62,18 @@ pub(crate) fn reserve(addr: SocketAddr) -> io::Result<Socket> {
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        if std::net::TcpStream::connect_timeout(&probe, PROBE_TIMEOUT).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "address already in use",
-            ));
+        let since = std::time::Instant::now();
+        while std::net::TcpStream::connect_timeout(&probe, PROBE_TIMEOUT).is_ok() {
+            if since.elapsed() >= PORT_RELEASE_WAIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "address already in use (something still listened on it after {} s)",
+                        PORT_RELEASE_WAIT.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(PORT_RELEASE_POLL);
         }
     }
     bound(addr)
