@@ -4,13 +4,17 @@
 - no import circle between the files of one crate (a file's imports are its `use crate::..`
   paths, `super::..` paths, and a module file's `use child::..` / `child::..` paths; doc
   comments count too, so a doc link cannot point upward either);
-- no source file over LINES_MAX lines before its `#[cfg(test)] mod tests` (generated code
-  excluded).
+- no source file over LINES_MAX lines before its `#[cfg(test)] mod tests { .. }` (generated
+  code excluded);
+- every repository path the docs (README.md, docs/*.md) name exists (see
+  `missing_doc_paths`).
 
 Prints what it finds and exits 1 when a rule is broken.
 """
+import glob
 import os
 import re
+import subprocess
 import sys
 
 LINES_MAX = 800
@@ -34,7 +38,9 @@ def modules(root):
 
 
 def without_tests(src):
-    i = src.find("#[cfg(test)]\nmod tests")
+    # Only an inline test module: a `mod tests;` line declares a file of its own, and what
+    # follows it is still the module's code.
+    i = src.find("#[cfg(test)]\nmod tests {")
     return src if i < 0 else src[:i]
 
 
@@ -100,6 +106,71 @@ def cycles(graph):
     return found
 
 
+# A path-looking token: components of word characters, dots and dashes joined by slashes,
+# not preceded by anything that makes it part of a URL, an absolute or home path, a shell
+# variable or a longer word (`ns/topic` in `/v1/topics/ns/topic`, `~/.cargo/..`).
+PATH_TOKEN = re.compile(r"(?<![\w./:~$@-])((?:[\w.-]+/)+[\w.-]*)")
+# A source file's name, bare or after some folders: `store.rs`, `session/conn.rs`.
+SOURCE_TOKEN = re.compile(r"(?<![\w./:~$@-])((?:[\w.-]+/)*[\w-]+\.(?:rs|ts|sh|py))\b(?![\w/])")
+
+
+def repo_files():
+    """The repository's files: what `git ls-files` lists (a checkout's build output and
+    virtualenvs are not the repository), or, without git, what is on disk."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        if out:
+            return out
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    found = []
+    for dirpath, dirs, files in os.walk("."):
+        dirs[:] = [d for d in dirs if d not in (".git", "target", "node_modules")
+                   and not d.startswith(".venv")]
+        found += [os.path.relpath(os.path.join(dirpath, f), ".") for f in files]
+    return found
+
+
+def missing_doc_paths():
+    """Every path README.md and docs/*.md name that is not there, as (file, line, path).
+
+    1. A token is a repository path when it has a slash and its first component is a
+       top-level entry of the repository (`core/src/shard/store.rs`, `bench/compare.sh`,
+       `.ci/run`, `clients/typescript`, `docs/`), backticked or not, in prose or in code
+       blocks; it must exist, resolved against the repository root. So URLs, absolute paths
+       (`/var/lib/fanfare`, `/etc/..`), API paths (`/v1/topics/..`) and names like
+       `ns/topic` are not checked. A token followed by a glob or template character (`*`,
+       `{`, `<`, `$`: `proto/tests/*`, `bench/results/x-{a,b}.jsonl`) is a pattern, not a
+       path, and is skipped; trailing dots and commas are punctuation.
+    2. Any other source file name (`.rs`, `.ts`, `.sh`, `.py`), bare (`store.rs`) or with the
+       folders inside its crate (`session/conn.rs`), must end the path of some file of the
+       repository.
+    """
+    files = repo_files()
+    roots = {f.split("/", 1)[0] for f in files}
+    tails = set()
+    for f in files:
+        parts = f.split("/")
+        tails.update("/".join(parts[i:]) for i in range(len(parts)))
+    for doc in ["README.md"] + sorted(glob.glob("docs/*.md")):
+        with open(doc, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                for m in PATH_TOKEN.finditer(line):
+                    if line[m.end() : m.end() + 1] in ("*", "{", "<", "$"):
+                        continue
+                    path = m.group(1).rstrip(".,")
+                    if path.split("/", 1)[0] in roots and not os.path.exists(path):
+                        yield doc, n, path
+                for m in SOURCE_TOKEN.finditer(line):
+                    path = m.group(1)
+                    if path.split("/", 1)[0] in roots and "/" in path:
+                        continue  # rule 1's
+                    if path not in tails:
+                        yield doc, n, path
+
+
 def main():
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     broken = False
@@ -117,7 +188,18 @@ def main():
             names = " <-> ".join(mods[m] for m in sorted(comp))
             print(f"{root}: import circle between {names}")
             broken = True
-    print("layout: " + ("broken" if broken else "ok (no import circles, no file over %d lines)" % LINES_MAX))
+    for doc, n, path in missing_doc_paths():
+        print(f"{doc}:{n}: {path}")
+        broken = True
+    print(
+        "layout: "
+        + (
+            "broken"
+            if broken
+            else "ok (no import circles, no file over %d lines, every path the docs name exists)"
+            % LINES_MAX
+        )
+    )
     sys.exit(1 if broken else 0)
 
 

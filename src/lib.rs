@@ -1,8 +1,9 @@
 //! Fanfare: a thread-per-core pub/sub broker for real-time fan-out.
 //!
 //! This crate is the facade: [`core`] is the embeddable engine, [`net`] the network front,
-//! [`proto`] the wire protocol, and [`client`] a small blocking WebSocket client (used by
-//! `fanfare pub` and `fanfare sub`).
+//! [`proto`] the wire protocol, and [`client`] the Rust clients: [`client::AsyncClient`]
+//! (reconnects and resumes; used by `fanfare pub` and `fanfare sub`) and the small blocking
+//! [`client::Client`].
 //!
 //! ```
 //! use fanfare::core::{Broker, Event, Start};

@@ -31,8 +31,9 @@ impl Message {
         Self::ordered_at(epoch, seq, payload, publisher_id, Instant::now())
     }
 
-    /// A message ordered at `published_at` (a clock reading the caller already has: the
-    /// shard reads the clock once per batch, not per message).
+    /// A message ordered at `published_at` (a clock reading the caller already has: a
+    /// WebSocket reads the clock once per socket read, for every publish in it; any other
+    /// publish is ordered at a reading of its own).
     pub fn ordered_at(
         epoch: Epoch,
         seq: Seq,

@@ -127,8 +127,12 @@ pub struct Delivery<'a> {
     pub topic: LocalTopicId,
     /// The message.
     pub message: &'a Message,
-    /// When the shard hands it to its subscribers (one clock reading per batch): with the
-    /// message's `published_at`, what latency metrics measure.
+    /// When the shard hands it to its subscribers, as its caller read the clock: once per
+    /// item received from another shard (`run.rs`) or node, once per batch of durable
+    /// publishes released (`store.rs`), once per subscribe answer's replay, and, on the
+    /// owner's shard, the reading the publish was ordered at (one per socket read for a
+    /// WebSocket's publishes, one per publish for the others).
+    /// With the message's `published_at`, what latency metrics measure.
     pub now: Instant,
     cache: RefCell<[Option<Encoded>; ENCODINGS]>,
 }

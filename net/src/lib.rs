@@ -15,11 +15,12 @@
 //!
 //! Fan-out is zero-copy up to the socket: a message reaching a shard is encoded once per
 //! wire encoding ([`fanfare_core::Delivery::encoded`]) and the same buffer is queued on every
-//! connection; each connection's writer coalesces everything queued into one write.
+//! connection; each connection's task coalesces everything queued into one write.
 //!
 //! Modules call only downward: `listener` -> `transport` -> `api` -> `session` -> `access`
-//! -> `ctx` -> (`auth`, `metrics`, `hub`, `cluster`); `io`, `slots`, `config`, `ports`,
-//! `error` and `tls` are the ground everything stands on (docs/ARCHITECTURE.md).
+//! -> `ctx` -> `config` -> (`cluster`, `auth`); `metrics`, `hub`, `auth`, `presence`,
+//! `moment`, `memory`, `slots`, `ports` and `error` import nothing of the crate, and `io` (-> `metrics`)
+//! and `tls` (-> `error`) only them: the ground everything stands on (docs/ARCHITECTURE.md).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 

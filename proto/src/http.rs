@@ -5,8 +5,12 @@
 //! |---|---|
 //! | `POST /v1/topics/{ns}/{topic}` | [`Route::Publish`] |
 //! | `GET /v1/topics/{ns}/{topic}` | [`Route::Stream`] (`from=latest`, `from=last:N`, `from=<epoch>-<seq>`; an SSE `Last-Event-ID: <epoch>-<seq>` wins and resumes after it) |
+//! | `GET /v1/topics/{ns}/{topic}/presence` | [`Route::Presence`] |
 //! | `GET /v1/admin/...` | [`Route::Admin`] |
 //! | `GET /healthz`, `GET /metrics` | [`Route::Healthz`], [`Route::Metrics`] |
+//! | `GET /`, `GET /console/...` | [`Route::Console`] |
+//! | `OPTIONS` on any of those paths but the console's | [`Route::Preflight`] (CORS) |
+//! | another method on a topic path, `/healthz` or `/metrics`; anything else | [`Route::MethodNotAllowed`]; [`Route::NotFound`] |
 //!
 //! Names in a path are not checked here: the engine checks them when it makes a topic key.
 

@@ -1,7 +1,8 @@
 //! A client connection's shared state: its subscriptions, its token, and its bounded send
 //! queue, which the engine fills (the connection is the [`Sink`] of all its subscriptions) and
-//! a writer drains (`writer.rs`). Also the connection's periodic checks, run by the
-//! shard's sweep ([`Tracked`]).
+//! the connection's own task drains to the socket through its `Flusher` (`flush.rs`; HTTP/2
+//! takes it in `transport/h2.rs`). Also the connection's periodic checks, run by the shard's
+//! sweep ([`Tracked`]).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
