@@ -370,7 +370,7 @@ fn commit_after(b: &[u8], from: usize) -> bool {
 ///
 /// In the open segment's last batch, damage and a torn write can look alike: when its commit
 /// record is on disk but the batch is not whole, bad bytes that look torn (a sector's share of
-/// them all zeros, [`looks_torn`]) cut the batch from there and are reported as damage (a torn
+/// them all zeros) cut the batch from there and are reported as damage (a torn
 /// write costs a needless report, never a silent loss); bad bytes with no zero sector are
 /// damage to written data, and every valid record after them is kept. A batch without its
 /// commit record was never acknowledged and is cut silently.

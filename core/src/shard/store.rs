@@ -3,18 +3,22 @@
 //! only once the log says it is durable. See docs/storage.md.
 //!
 //! - `owner_publish` orders a message (its sequence), appends its record and parks it in
-//!   [`Store::waiting`]; `store_loop` performs the log's I/O (one write and one fdatasync per
-//!   batch: every publish that arrived while the previous batch was on its way shares the next
-//!   one) and hands each completion to [`State::store_done`], which releases what became
-//!   durable, in order: history, fan-out, acknowledgement.
+//!   [`Store::waiting`]; `store_loop` performs the log's I/O (one write per batch, durable when
+//!   it completes with `fsync = "always"`, whose segments are O_DSYNC: every publish that
+//!   arrived while the previous batch was on its way shares the next one) and hands each
+//!   completion to [`State::store_done`], which releases what became durable, in order:
+//!   history, fan-out, acknowledgement.
 //! - Delivering only what is durable is what lets a topic keep its epoch across a restart: no
 //!   subscriber ever saw a message that a crash could take back and a later publish could
 //!   reuse the sequence of.
 //! - A failed write or sync fails every waiting publish (`StorageUnavailable`) and the log;
 //!   the shard goes on serving subscriptions and other shards' topics, and refuses publishes
 //!   to its own until it restarts (after a failed fsync the kernel's copy cannot be trusted).
-//! - Start-up reads the log back (`recover`): every topic returns with its epoch, sequence,
-//!   history and recent idempotency keys; damage gives the topics concerned a new epoch.
+//! - Start-up reads the log back ([`open`]): every topic returns with its epoch, sequence,
+//!   history and recent idempotency keys. Damage costs only the records it covers: they are
+//!   holes in their topics (same epoch; readers crossing one are told exactly what it holds),
+//!   and a topic starts a new epoch only when damage may have taken its newest messages
+//!   (`State::take_damage`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
