@@ -67,6 +67,8 @@ struct Inner {
     stats: Vec<Arc<ShardStats>>,
     joins: Mutex<Vec<ExecutorJoinHandle<()>>>,
     closing: AtomicBool,
+    /// The data dir's lock, held while the broker lives (`shard::lock_data_dir`).
+    _data_dir: Option<std::fs::File>,
 }
 
 impl Drop for Inner {
@@ -397,9 +399,14 @@ impl BrokerBuilder {
         } else {
             Vec::new()
         };
-        if let Some(st) = &cfg.storage {
-            shard::check_layout(&st.data_dir, n).map_err(StartError::Config)?;
-        }
+        let data_dir = match &cfg.storage {
+            Some(st) => {
+                let lock = shard::lock_data_dir(&st.data_dir).map_err(StartError::Config)?;
+                shard::check_layout(&st.data_dir, n).map_err(StartError::Config)?;
+                Some(lock)
+            }
+            None => None,
+        };
         let cfg = Arc::new(cfg);
         let mesh = MeshBuilder::full(n, cfg.mesh_channel_batches);
         let (report, reports) = std::sync::mpsc::channel();
@@ -474,6 +481,7 @@ impl BrokerBuilder {
                 stats,
                 joins: Mutex::new(joins),
                 closing: AtomicBool::new(false),
+                _data_dir: data_dir,
             }),
         })
     }

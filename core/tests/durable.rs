@@ -385,6 +385,33 @@ fn a_data_dir_refuses_another_shard_count() {
 }
 
 #[test]
+fn a_data_dir_takes_one_broker_at_a_time() {
+    let dir = DataDir::new("lock");
+    let b = start(&dir, 1);
+    b.publish_blocking("ns", "t", "x").expect("publish");
+    // A second broker on the same dir while the first runs: refused, saying by whom.
+    let err = Broker::builder()
+        .shards(1)
+        .data_dir(&dir.0)
+        .start()
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("in use by another fanfare process"), "{text}");
+    assert!(text.contains(&std::process::id().to_string()), "{text}");
+    // The first one goes on, and once it is gone the dir is free again, twice.
+    b.publish_blocking("ns", "t", "y").expect("publish");
+    b.shutdown();
+    drop(b);
+    for round in 0..2 {
+        let b = start(&dir, 1);
+        let p = b.publish_blocking("ns", "t", "z").expect("publish");
+        assert_eq!(p.seq, Seq(3 + round), "the log goes on");
+        b.shutdown();
+    }
+}
+
+#[test]
 fn without_a_data_dir_acknowledgements_say_memory() {
     let b = Broker::builder().shards(1).start().expect("start");
     let p = b.publish_blocking("ns", "t", "x").expect("publish");

@@ -680,6 +680,47 @@ pub(crate) async fn store_loop(state: Rc<RefCell<State>>, mut dev: Segments) {
 /// The file in a data dir that records how many shards wrote it.
 const LAYOUT_FILE: &str = "fanfare-layout";
 
+/// The file in a data dir that a running broker holds locked.
+const LOCK_FILE: &str = "fanfare.lock";
+
+/// Takes the data dir `dir` for this process: an exclusive lock on its lock file, held as long
+/// as the returned file is open (the kernel lets go of it when the process ends, `kill -9`
+/// included). Two brokers writing one log would destroy it; a second one is refused, naming
+/// the process that holds the dir.
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::{Seek, Write};
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(format!(
+                "the data dir {} is in use by another fanfare process (pid {}): one broker per                  data dir",
+                dir.display(),
+                holder.trim()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", path.display()))
+        }
+    }
+    // Who holds it, for the error above (advisory: the lock is what counts).
+    let _ = f
+        .set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| writeln!(f, "{}", std::process::id()));
+    Ok(f)
+}
+
 /// Checks that the data dir `dir` was written by a broker with `shards` shards (a topic's log
 /// is its owning shard's, and placement depends on the count), creating the dir and its
 /// layout file when new. The error says what to do.
