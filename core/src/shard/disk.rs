@@ -30,7 +30,8 @@ pub(crate) const DISK_READS_MAX: usize = 4096;
 /// the shard.
 pub type PublishCallback = Box<dyn FnOnce(Result<Published, PublishError>)>;
 
-/// Where the publisher's answer goes.
+/// Where the publisher's answer goes. Only [`State::answer`](crate::shard::state::State)
+/// delivers one, so every kind, the mesh's included, is always delivered.
 pub(crate) enum Answer {
     /// Over a channel (another thread or task waits on it).
     Channel(flume::Sender<Result<Published, PublishError>>),
@@ -38,20 +39,6 @@ pub(crate) enum Answer {
     Call(PublishCallback),
     /// To the shard that forwarded the publish, through the mesh (`State::answer`).
     Shard { to: ShardId, ticket: u64 },
-}
-
-impl Answer {
-    /// Delivers the answer. `Shard` answers need the mesh: `State::answer` sends those
-    /// (given one here, it is lost: a bug, and the debug build says so).
-    pub(crate) fn send(self, r: Result<Published, PublishError>) {
-        match self {
-            Answer::Channel(tx) => {
-                let _ = tx.try_send(r);
-            }
-            Answer::Call(f) => f(r),
-            Answer::Shard { .. } => debug_assert!(false, "a mesh answer sent without the mesh"),
-        }
-    }
 }
 
 /// A publish ordered and appended, waiting for its batch to be durable.

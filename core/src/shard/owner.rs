@@ -151,7 +151,11 @@ impl State {
             Answer::Shard { to, ticket } => {
                 self.send(to, MeshMsg::PublishReply { ticket, reply: r });
             }
-            a => a.send(r),
+            // The publisher went away: nobody to tell.
+            Answer::Channel(tx) => {
+                let _ = tx.try_send(r);
+            }
+            Answer::Call(f) => f(r),
         }
     }
 
