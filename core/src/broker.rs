@@ -68,7 +68,7 @@ struct Inner {
     joins: Mutex<Vec<ExecutorJoinHandle<()>>>,
     closing: AtomicBool,
     /// The data dir's lock, held while the broker lives (`shard::lock_data_dir`).
-    _data_dir: Option<std::fs::File>,
+    data_dir: Mutex<Option<shard::DataDirLock>>,
 }
 
 impl Drop for Inner {
@@ -86,9 +86,16 @@ impl Inner {
             let _ = p.cmd.send(Cmd::Shutdown);
         }
         let joins = std::mem::take(&mut *lock(&self.joins));
+        let mut clean = true;
         for j in joins {
             if let Err(e) = j.join() {
+                clean = false;
                 tracing::error!("shard thread ended with an error: {e}");
+            }
+        }
+        if clean {
+            if let Some(l) = lock(&self.data_dir).as_mut() {
+                l.stopped_cleanly();
             }
         }
     }
@@ -399,10 +406,20 @@ impl BrokerBuilder {
         } else {
             Vec::new()
         };
-        let data_dir = match &cfg.storage {
+        let mut cfg = cfg;
+        let data_dir = match cfg.storage.as_mut() {
             Some(st) => {
                 let lock = shard::lock_data_dir(&st.data_dir).map_err(StartError::Config)?;
                 shard::check_layout(&st.data_dir, n).map_err(StartError::Config)?;
+                if lock.rebooted_under_it && st.fsync == crate::config::Fsync::Never {
+                    tracing::error!(
+                        dir = %st.data_dir.display(),
+                        "the machine restarted while the last broker ran with fsync = never: \
+                         acknowledged messages it had not synced may be lost, so every topic \
+                         starts a new epoch (subscribers are told)"
+                    );
+                    st.unsynced_loss = true;
+                }
                 Some(lock)
             }
             None => None,
@@ -481,7 +498,7 @@ impl BrokerBuilder {
                 stats,
                 joins: Mutex::new(joins),
                 closing: AtomicBool::new(false),
-                _data_dir: data_dir,
+                data_dir: Mutex::new(data_dir),
             }),
         })
     }

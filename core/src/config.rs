@@ -117,6 +117,11 @@ pub struct StorageConfig {
     /// is being written and synced); past it, publishes to that shard's topics are refused
     /// with `Overloaded` until the disk catches up.
     pub backlog_bytes_max: usize,
+    /// Set at start-up, not by users: with `fsync = "never"`, the machine restarted while
+    /// the last broker on this dir ran (a power loss or a kernel crash), so acknowledged
+    /// messages it had not synced may be gone and every topic starts a new epoch (see
+    /// `shard::lock_data_dir`).
+    pub(crate) unsynced_loss: bool,
 }
 
 impl StorageConfig {
@@ -131,6 +136,7 @@ impl StorageConfig {
             topic_retention_messages: 10_000_000,
             topic_retention_bytes: 256 << 20,
             backlog_bytes_max: 16 << 20,
+            unsynced_loss: false,
         }
     }
 }

@@ -557,6 +557,51 @@ fn fsync_never_acknowledges_written_and_still_recovers_after_a_clean_stop() {
     b.shutdown();
 }
 
+/// With `fsync = "never"`, a machine restart under a running broker (a power loss: here, the
+/// lock file made to say the last broker was running on another boot) gives every topic a new
+/// epoch, so subscribers are told of whatever unsynced acknowledged messages were lost; a
+/// process crash on the same boot, a clean stop, or `fsync = "always"` cost nothing.
+#[test]
+fn fsync_never_after_a_machine_restart_under_the_broker_renews_every_topic() {
+    let dir = DataDir::new("reboot");
+    let lock = dir.0.join("fanfare.lock");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let run = |fsync, state: &str, boot: &str| {
+        // What the lock file holds when the last broker ran: `state` on `boot`.
+        if !state.is_empty() {
+            std::fs::write(&lock, format!("pid=1 boot={boot} state={state}\n")).expect("write");
+        }
+        let cfg = config(&dir, 1, 1000, |st| st.fsync = fsync);
+        let b = Broker::builder().config(cfg).start().expect("start");
+        let p = b.publish_blocking("ns", "t", "m").expect("publish");
+        let renewed = total(&b).storage_renewed_topics;
+        b.shutdown();
+        (p.epoch, renewed)
+    };
+    let never = fanfare_core::Fsync::Never;
+    let (e1, _) = run(never, "", "");
+    let text = std::fs::read_to_string(&lock).expect("the lock file");
+    assert!(
+        text.contains("state=clean"),
+        "a clean stop is recorded: {text}"
+    );
+    // A clean stop, then a machine restart: nothing lost.
+    let (e2, renewed) = run(never, "clean", "another-boot");
+    assert_eq!((e2, renewed), (e1, 0));
+    // A process crash (kill -9) on this boot: O_DIRECT writes survive it.
+    let (e3, renewed) = run(never, "running", &boot);
+    assert_eq!((e3, renewed), (e1, 0));
+    // The machine restarted while it ran: every topic in a new epoch, told.
+    let (e4, renewed) = run(never, "running", "another-boot");
+    assert!(e4 > e1, "a new epoch: {e4:?} after {e1:?}");
+    assert_eq!(renewed, 1);
+    // With fsync = always every acknowledged message was synced: nothing to renew.
+    let (e5, renewed) = run(fanfare_core::Fsync::Always, "running", "another-boot");
+    assert_eq!((e5, renewed), (e4, 0));
+}
+
 #[test]
 fn a_topic_keeps_its_last_messages_and_segments_nobody_keeps_are_deleted() {
     let dir = DataDir::new("topic-retention");

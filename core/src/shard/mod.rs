@@ -42,4 +42,4 @@ pub use owner::OwnedTopicInfo;
 pub use port::ClusterPort;
 pub use run::ShardHook;
 pub(crate) use run::{run, Boot, Cmd, Ctl};
-pub(crate) use store::{check_layout, lock_data_dir};
+pub(crate) use store::{check_layout, lock_data_dir, DataDirLock};

@@ -598,6 +598,11 @@ pub(crate) async fn open(
             "cut a torn tail from the log (a batch that was never acknowledged)"
         );
     }
+    if cfg.unsynced_loss {
+        // The machine restarted under a broker that did not sync its writes: what it had
+        // acknowledged last may be gone, and nothing on disk says which topics lost what.
+        renew.extend(st.owned.keys().cloned());
+    }
     st.renew_epochs(renew);
     ShardStats::set(&st.stats.topics, st.owned.len() as u64);
     let recovered = st
@@ -674,6 +679,19 @@ pub(crate) async fn store_loop(state: Rc<RefCell<State>>, mut dev: Segments) {
             }
         }
     }
+    // A clean stop leaves nothing unsynced, `fsync = "never"` included, so a machine restart
+    // after it costs nothing (the data dir's lock file says the stop was clean).
+    let never = state
+        .borrow()
+        .store
+        .as_ref()
+        .map(|s| (s.cfg.fsync == Fsync::Never, s.log.head()));
+    // (Nothing to sync before the first batch created a segment.)
+    if let Some((true, (segment, _))) = never.filter(|(_, (_, end))| *end > 0) {
+        if let Err(e) = dev.perform(&Op::Sync { segment }).await {
+            tracing::warn!(segment, error = %e, "cannot sync the log on the way out");
+        }
+    }
     let _ = dev.close().await;
 }
 
@@ -683,12 +701,48 @@ const LAYOUT_FILE: &str = "fanfare-layout";
 /// The file in a data dir that a running broker holds locked.
 const LOCK_FILE: &str = "fanfare.lock";
 
-/// Takes the data dir `dir` for this process: an exclusive lock on its lock file, held as long
-/// as the returned file is open (the kernel lets go of it when the process ends, `kill -9`
-/// included). Two brokers writing one log would destroy it; a second one is refused, naming
-/// the process that holds the dir.
-pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+/// The data dir, taken by this process (see [`lock_data_dir`]).
+pub(crate) struct DataDirLock {
+    file: std::fs::File,
+    boot: String,
+    /// The last broker on this dir was running when the machine restarted (it neither
+    /// stopped cleanly nor ran on this boot).
+    pub(crate) rebooted_under_it: bool,
+}
+
+impl DataDirLock {
+    /// Records that the broker stopped cleanly (every write done, and synced: see
+    /// `store_loop`), so a restart of the machine after it costs nothing.
+    pub(crate) fn stopped_cleanly(&mut self) {
+        if let Err(e) = write_state(&mut self.file, &self.boot, "clean") {
+            tracing::warn!(error = %e, "cannot record a clean stop in the data dir's lock file");
+        }
+    }
+}
+
+/// This boot of the machine (the kernel's boot id); empty where there is none.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn write_state(f: &mut std::fs::File, boot: &str, state: &str) -> std::io::Result<()> {
     use std::io::{Seek, Write};
+    f.set_len(0)?;
+    f.rewind()?;
+    writeln!(f, "pid={} boot={boot} state={state}", std::process::id())?;
+    f.sync_all()
+}
+
+/// Takes the data dir `dir` for this process: an exclusive lock on its lock file, held as long
+/// as the returned lock lives (the kernel lets go of it when the process ends, `kill -9`
+/// included). Two brokers writing one log would destroy it; a second one is refused, naming
+/// the process that holds the dir. The file also says whether the last broker on the dir was
+/// running when the machine restarted under it: then, with `fsync = "never"`, acknowledged
+/// messages it had not synced may be lost (docs/storage.md, "What a crash can cost").
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, String> {
+    use std::io::Read;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
     let path = dir.join(LOCK_FILE);
@@ -703,22 +757,38 @@ pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Stri
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let pid = holder
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("pid="))
+                .unwrap_or("unknown");
             return Err(format!(
-                "the data dir {} is in use by another fanfare process (pid {}): one broker per                  data dir",
-                dir.display(),
-                holder.trim()
+                "the data dir {} is in use by another fanfare process (pid {pid}): one broker \
+                 per data dir",
+                dir.display()
             ));
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(format!("cannot lock {}: {e}", path.display()))
         }
     }
-    // Who holds it, for the error above (advisory: the lock is what counts).
-    let _ = f
-        .set_len(0)
-        .and_then(|()| f.rewind())
-        .and_then(|()| writeln!(f, "{}", std::process::id()));
-    Ok(f)
+    let mut before = String::new();
+    let _ = f.read_to_string(&mut before);
+    let field = |name: &str| {
+        before
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let boot = boot_id();
+    let rebooted_under_it =
+        field("state=").as_deref() == Some("running") && field("boot=").is_some_and(|b| b != boot);
+    write_state(&mut f, &boot, "running")
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(DataDirLock {
+        file: f,
+        boot,
+        rebooted_under_it,
+    })
 }
 
 /// Checks that the data dir `dir` was written by a broker with `shards` shards (a topic's log
