@@ -30,8 +30,8 @@ pub(crate) const DISK_READS_MAX: usize = 4096;
 /// the shard.
 pub type PublishCallback = Box<dyn FnOnce(Result<Published, PublishError>)>;
 
-/// Where the publisher's answer goes. Only [`State::answer`](crate::shard::state::State)
-/// delivers one, so every kind, the mesh's included, is always delivered.
+/// Where the publisher's answer goes. Only `State::answer` (owner.rs) delivers one, so every
+/// kind, the mesh's included, is always delivered.
 pub(crate) enum Answer {
     /// Over a channel (another thread or task waits on it).
     Channel(flume::Sender<Result<Published, PublishError>>),

@@ -19,6 +19,7 @@
 //! [`ClusterPort`] (`port.rs`).
 
 mod catchup;
+mod datadir;
 mod dedup;
 mod disk;
 mod handle;
@@ -35,6 +36,7 @@ mod store;
 mod tests;
 mod upstream;
 
+pub(crate) use datadir::{check_layout, lock_data_dir, DataDirLock};
 pub use disk::FetchCallback;
 pub use disk::PublishCallback;
 pub use handle::{Hold, LaterPublish, PendingPublish, ShardHandle, StartedPublish};
@@ -42,4 +44,3 @@ pub use owner::OwnedTopicInfo;
 pub use port::ClusterPort;
 pub use run::ShardHook;
 pub(crate) use run::{run, Boot, Cmd, Ctl};
-pub(crate) use store::{check_layout, lock_data_dir, DataDirLock};
