@@ -24,6 +24,7 @@
 //!   retained; the caller decides which (messages, bytes, age per topic).
 
 pub mod dma;
+pub mod fs;
 #[cfg(test)]
 mod model;
 pub mod record;
