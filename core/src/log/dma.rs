@@ -11,10 +11,11 @@
 //!
 //! With `dsync` (the log's `fsync = "always"`), segments are opened `O_DSYNC`: a write
 //! completes once it is on stable storage (the kernel issues it with FUA, or flushes), so the
-//! log's `Sync` op has nothing left to do and is answered at once. One device round trip per
-//! batch instead of two: through glommio on this machine a batch's write took ~170 us and its
-//! fdatasync ~165 us (submission to completion), an O_DSYNC write ~250 us (the raw syscall:
-//! ~100 us; see docs/benchmarks.md, "Durable publishes").
+//! log's `Sync` op has nothing left to do and is answered at once (but for the first one in a
+//! segment reopened after a restart: see `perform`). One device round trip per batch instead
+//! of two: through glommio on this machine a batch's write took ~170 us and its fdatasync
+//! ~165 us (submission to completion), an O_DSYNC write ~250 us (the raw syscall: ~100 us; see
+//! docs/benchmarks.md, "Durable publishes").
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,9 @@ pub struct Segments<F: Fs = DmaFs> {
     /// The segment taking writes, open, and how far it is written (zeros included).
     open: Option<(u64, F::File)>,
     zeroed: u64,
+    /// Everything in the open segment is durable: it was created here and written O_DSYNC,
+    /// or synced since it was opened.
+    durable: bool,
 }
 
 impl Segments {
@@ -78,6 +82,7 @@ impl<F: Fs> Segments<F> {
             zero_step: ZERO_STEP,
             open: None,
             zeroed: 0,
+            durable: false,
         })
     }
 
@@ -193,6 +198,7 @@ impl<F: Fs> Segments<F> {
                 self.fs.sync_dir(&self.dir).await?;
                 self.open = Some((*segment, f));
                 self.zeroed = 0;
+                self.durable = true;
                 Ok(())
             }
             Op::Write {
@@ -229,11 +235,23 @@ impl<F: Fs> Segments<F> {
                 }
                 Ok(())
             }
-            // O_DSYNC: the writes before it were durable when they completed.
-            Op::Sync { .. } if self.dsync => Ok(()),
+            // O_DSYNC: the writes before it were durable when they completed. Not so the bytes
+            // of a segment reopened after a restart: a write that failed, or a run with
+            // `fsync = "never"`, may have left them in the disk's volatile cache, where
+            // recovery read them; so its first sync (recovery's own op, before any append) is
+            // a real one.
+            Op::Sync { segment }
+                if self.dsync
+                    && self.durable
+                    && self.open.as_ref().is_some_and(|(id, _)| id == segment) =>
+            {
+                Ok(())
+            }
             Op::Sync { segment } => {
                 let (fs, f) = self.file(*segment).await?;
-                fs.fdatasync(f).await
+                fs.fdatasync(f).await?;
+                self.durable = true;
+                Ok(())
             }
         }
     }
@@ -249,6 +267,7 @@ impl<F: Fs> Segments<F> {
             };
             let f = self.fs.open(&self.path(segment), mode).await?;
             self.zeroed = self.fs.file_size(&f).await?;
+            self.durable = false;
             self.open = Some((segment, f));
         }
         match &self.open {
