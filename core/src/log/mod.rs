@@ -1,8 +1,11 @@
 //! The shard log's decisions, as a sans-IO state machine: what to write where, when a batch
 //! is durable, how a crash is read back. No I/O happens here: the owner of a [`Log`] performs
-//! the [`Op`]s it hands out (glommio DMA files in the broker, `log/dma.rs`, driven by
-//! `shard/store.rs`; an in-memory disk with injected faults in the simulation, `log/sim.rs`)
-//! and reports each completion. The record format and the recovery scan are in [`record`].
+//! the [`Op`]s it hands out and reports each completion. The record format and the recovery
+//! scan are in [`record`]. The device that performs the ops is `log/dma.rs` (`Segments`),
+//! generic over a small file-system trait (`log/fs.rs`): glommio DMA files in the broker,
+//! driven by `shard/store.rs`; an in-memory file system that crashes in the simulation
+//! (`log/memfs.rs`, `log/sim.rs`), so the simulation runs the broker's own device and recovery
+//! code, not a stand-in.
 //!
 //! - **Append and group commit.** Records accumulate in a batch; the batch is sealed with a
 //!   commit record, written in one block-aligned write (the segment's last partial block is
@@ -27,9 +30,14 @@
 //!   says every record read back is durable.
 //! - **Retention.** Whole segments are deleted ([`Log::delete_through`]) once nothing in them is
 //!   retained; the caller decides which (messages, bytes, age per topic).
+//!
+//! The simulation (`log/sim.rs`) checks these promises against crashes at any point: see its
+//! header for what it models and what it does not.
 
 pub mod dma;
 pub mod fs;
+#[cfg(test)]
+mod memfs;
 #[cfg(test)]
 mod model;
 pub mod record;
