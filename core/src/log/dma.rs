@@ -32,8 +32,10 @@ const READ_CHUNK: usize = 4 << 20;
 /// journal commit of the file's size (the raw syscall here: ~100 us instead of ~180 us for a
 /// write that grows the file). Recovery reads zeros after the valid data as nothing.
 pub const ZERO_STEP: u64 = 1 << 20;
-/// O_DIRECT writes start and end on multiples of this (the smallest logical block).
+/// O_DIRECT writes start and end on multiples of the device's logical block: at least this.
 const DMA_ALIGN: u64 = 512;
+/// ... and at most this: where zeros may start past a file's end, whatever its size.
+const DMA_ALIGN_MAX: u64 = 4096;
 
 /// Where segment `id` of the directory `dir` is.
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -266,7 +268,12 @@ impl<F: Fs> Segments<F> {
                 dsync: self.dsync,
             };
             let f = self.fs.open(&self.path(segment), mode).await?;
-            self.zeroed = self.fs.file_size(&f).await?;
+            // Zeros start where the file ends, rounded up to a block: a file cut at any byte
+            // (by hand, or a filesystem's repair) would have the zero extension start there,
+            // and O_DIRECT refuses an unaligned write. The bytes skipped are past the end:
+            // they read as zeros once the file grows over them.
+            let size = self.fs.file_size(&f).await?;
+            self.zeroed = size.next_multiple_of(DMA_ALIGN_MAX);
             self.durable = false;
             self.open = Some((segment, f));
         }

@@ -324,6 +324,25 @@ impl MemFs {
         Some(how)
     }
 
+    /// The size of the file at `path`, if there is one.
+    pub(super) fn size(&self, path: &Path) -> Option<usize> {
+        let d = self.0.borrow();
+        let ino = d.lookup(path).ok()?;
+        d.inodes.get(&ino).map(|f| f.data.len())
+    }
+
+    /// Someone cuts the file at `path` to `len` bytes, durably (by hand, or a filesystem's
+    /// repair): its size need not be a multiple of anything.
+    pub(super) fn cut(&self, path: &Path, len: usize) {
+        let d = &mut *self.0.borrow_mut();
+        let Ok(ino) = d.lookup(path) else { return };
+        if let Some(f) = d.inodes.get_mut(&ino) {
+            f.persist((0..f.data.len().div_ceil(SECTOR)).collect());
+            f.data.truncate(len);
+            f.persist(Vec::new());
+        }
+    }
+
     /// A bit flips in the durable bytes of a file no bit flipped in yet; whether one did.
     pub(super) fn flip(&self) -> bool {
         let d = &mut *self.0.borrow_mut();

@@ -115,6 +115,8 @@ struct Sim {
     seed: u64,
     trace: bool,
     rng: Rng,
+    /// Picks cuts: a stream of its own, so the main one runs the same until a cut lands.
+    cuts: Rng,
     shape: Shape,
     fs: MemFs,
     /// Every record appended (and accepted), by id: its sequence, and its payload's first 8
@@ -155,6 +157,7 @@ impl Sim {
             seed,
             trace,
             rng,
+            cuts: Rng::new(!seed),
             shape,
             fs,
             appended: Vec::new(),
@@ -353,8 +356,12 @@ impl Sim {
     /// After a crash: the machine comes back, and the shard opens its log again (crashing
     /// during that too, sometimes); checks what came back.
     fn restart(&mut self) {
+        let mut first = true;
         let found = loop {
             let how = self.fs.restart();
+            if std::mem::take(&mut first) {
+                self.cut();
+            }
             self.stats.crashes += 1;
             if self.trace {
                 eprintln!("crash ({how:?}); recovering");
@@ -405,6 +412,27 @@ impl Sim {
             .iter()
             .map(|(seg, at, r)| (id_of(r).unwrap_or(u64::MAX), (*seg, *at)))
             .collect();
+    }
+
+    /// In a run with faults, now and then, after a crash.
+    fn cut(&mut self) {
+        if self.shape.eio_per_mille > 0 && self.cuts.chance(30) {
+            // Someone cuts the last segment at any byte past what the log made durable there
+            // (only what was never acknowledged is lost): its size is no block's multiple.
+            let (segment, end) = self.log.head();
+            let path = Path::new(DIR).join(format!("{segment:020}.seg"));
+            if let Some(size) = self.fs.size(&path) {
+                let at = end as usize
+                    + self
+                        .cuts
+                        .below(size.saturating_sub(end as usize) as u64 + 1)
+                        as usize;
+                if self.trace {
+                    eprintln!("cut {} at {at}", path.display());
+                }
+                self.fs.cut(&path, at);
+            }
+        }
     }
 
     /// `shard/store.rs`'s `open`: the device, its probe, the segments read back in order.
@@ -732,4 +760,28 @@ fn what_recovery_read_back_is_synced_before_the_log_rolls_on() {
         sim.fs.crash(Crash::Power);
         sim.restart(); // checks
     }
+}
+
+/// A segment cut at a byte that is not a block's (by hand, or a filesystem's repair), past
+/// its records: the zeros that extend it after a restart started at its unaligned end, and
+/// O_DIRECT refused them; the log failed at its first append. (`core/tests/durable.rs` cuts
+/// one too.)
+#[test]
+fn a_segment_cut_at_any_byte_takes_appends_after_a_restart() {
+    let mut sim = directed(0, true, 1 << 20);
+    for _ in 0..10 {
+        sim.append();
+    }
+    sim.settle();
+    let (segment, end) = sim.log.head();
+    sim.fs.crash(Crash::Process);
+    let path = Path::new(DIR).join(format!("{segment:020}.seg"));
+    sim.fs.cut(&path, end as usize + 100);
+    sim.restart();
+    sim.append();
+    sim.settle();
+    assert!(!sim.log.is_failed(), "the append after the restart failed");
+    assert_eq!(sim.acked.len(), 11);
+    sim.fs.crash(Crash::Power);
+    sim.restart();
 }
