@@ -343,6 +343,17 @@ impl MemFs {
         }
     }
 
+    /// `bytes` land at `offset` of the file at `path`, durably: what a torn write of a record
+    /// that was never acknowledged leaves.
+    pub(super) fn scribble(&self, path: &Path, offset: usize, bytes: &[u8]) {
+        let d = &mut *self.0.borrow_mut();
+        let Ok(ino) = d.lookup(path) else { return };
+        if let Some(f) = d.inodes.get_mut(&ino) {
+            f.write(offset, Some(bytes), bytes.len(), || true);
+            f.persist((0..f.data.len().div_ceil(SECTOR)).collect());
+        }
+    }
+
     /// A bit flips in the durable bytes of a file no bit flipped in yet; whether one did.
     pub(super) fn flip(&self) -> bool {
         let d = &mut *self.0.borrow_mut();
