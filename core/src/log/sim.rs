@@ -36,10 +36,11 @@
 //! failed reads, disks that lie about a completed write or a flush, and a page cache whose
 //! pages a failed fsync marks clean (the segments are O_DIRECT).
 //!
-//! `cargo test -p fanfare-core log::sim` runs 300 seeds and the regression seeds;
-//! `FANFARE_SIM_SEEDS=n` runs seeds 0..n instead (faster with `--release`; every failing seed
-//! is printed); `FANFARE_SIM_SEED=n cargo test -p fanfare-core log::sim -- --nocapture`
-//! replays one, with a trace of every op, file-system call and crash.
+//! `cargo test -p fanfare-core log::sim` runs 300 seeds of 2,000 steps and the regression
+//! seeds; `FANFARE_SIM_SEEDS=n` runs seeds 0..n instead (faster with `--release`; every
+//! failing seed is printed), `FANFARE_SIM_STEPS=n` makes each run longer;
+//! `FANFARE_SIM_SEED=n cargo test -p fanfare-core log::sim -- --nocapture` replays one, with a
+//! trace of every op, file-system call and crash (with the same `FANFARE_SIM_STEPS`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -572,24 +573,22 @@ const STEPS: usize = 2000;
 
 #[test]
 fn the_log_survives_crashes_at_any_point() {
-    if let Some(seed) = std::env::var("FANFARE_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        let stats = run(seed, STEPS, true);
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
+    // Longer runs reach further (more segments, more restarts); a seed's run with other
+    // steps is another run.
+    let steps: usize = env("FANFARE_SIM_STEPS").unwrap_or(STEPS);
+    if let Some(seed) = env("FANFARE_SIM_SEED") {
+        let stats = run(seed as u64, steps, true);
         eprintln!("{stats:?}");
         assert!(stats.is_ok(), "{}", stats.err().unwrap_or_default());
         return;
     }
     // A fixed set in CI; FANFARE_SIM_SEEDS=100000 for a long run.
-    let seeds: u64 = std::env::var("FANFARE_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+    let seeds = env("FANFARE_SIM_SEEDS").unwrap_or(300) as u64;
     let mut failed = Vec::new();
     let mut total = Stats::default();
     for seed in 0..seeds {
-        match run(seed, STEPS, false) {
+        match run(seed, steps, false) {
             Ok(s) => {
                 total.ops += s.ops;
                 total.crashes += s.crashes;
