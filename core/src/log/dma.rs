@@ -34,7 +34,8 @@ const READ_CHUNK: usize = 4 << 20;
 pub const ZERO_STEP: u64 = 1 << 20;
 /// O_DIRECT writes start and end on multiples of the device's logical block: at least this.
 const DMA_ALIGN: u64 = 512;
-/// ... and at most this: where zeros may start past a file's end, whatever its size.
+/// The largest logical block O_DIRECT asks writes to align to: zeros past a segment's end
+/// start at a multiple of it, whatever the segment's size.
 const DMA_ALIGN_MAX: u64 = 4096;
 
 /// Where segment `id` of the directory `dir` is.
@@ -89,7 +90,8 @@ impl<F: Fs> Segments<F> {
     }
 
     /// Extends segments with zeros `bytes` at a time (see [`ZERO_STEP`], the default): the
-    /// simulation uses small steps to keep its disk small. A multiple of 512.
+    /// simulation uses small steps to keep its disk small. Panics unless `bytes` is a
+    /// positive multiple of 512 (a programming error: the zeros are written O_DIRECT).
     pub fn zero_step(mut self, bytes: u64) -> Self {
         assert!(
             bytes > 0 && bytes.is_multiple_of(DMA_ALIGN),

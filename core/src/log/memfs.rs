@@ -15,7 +15,8 @@
 //!   whose name is lost is gone.
 //! - **Crashes.** Every call is one step; a crash falls between two steps, or during one
 //!   ([`MemFs::arm`]). A power loss lands each pending sector, or not (a torn write), the step
-//!   in progress included; a process crash keeps everything the kernel was given (durable or
+//!   in progress included (each crash picks the odds: none, all, or anything between); a
+//!   process crash keeps everything the kernel was given (durable or
 //!   not: a later power loss may still lose it), and the step in progress happens whole or
 //!   not at all (the kernel finishes an O_DSYNC write it has started).
 //! - **Faults.** A write or an fdatasync fails with EIO ([`MemFs::set_eio`]): a failed write
@@ -23,7 +24,7 @@
 //!   durable, still pending, or dropped (reads see the old bytes again). The files are
 //!   O_DIRECT: there is no page cache whose pages a failed fsync marks clean while they still
 //!   read back ("fsyncgate"), so that is not modelled. A bit flips in durable data
-//!   ([`MemFs::flip`]).
+//!   ([`MemFs::flip`]). Someone cuts a file at any byte ([`MemFs::cut`]).
 //!
 //! Not modelled: running out of space, reads that fail, misdirected or lost writes the disk
 //! acknowledged, and directories that need creating (the data dir exists, durably).
@@ -119,7 +120,7 @@ struct Inode {
     sizes: Vec<usize>,
     /// Truncated since its size was durable.
     truncated: bool,
-    /// Bytes preallocated.
+    /// Bytes preallocated (sizes and reads ignore them, as `FALLOC_FL_KEEP_SIZE` does).
     allocated: u64,
     /// A bit has flipped in it (once per file: see `log/sim.rs`).
     flipped: bool,
