@@ -1,8 +1,11 @@
 //! The shard log's decisions, as a sans-IO state machine: what to write where, when a batch
 //! is durable, how a crash is read back. No I/O happens here: the owner of a [`Log`] performs
-//! the [`Op`]s it hands out (glommio DMA files in the broker, `log/dma.rs`, driven by
-//! `shard/store.rs`; an in-memory disk with injected faults in the simulation, `log/sim.rs`)
-//! and reports each completion. The record format and the recovery scan are in [`record`].
+//! the [`Op`]s it hands out and reports each completion. The record format and the recovery
+//! scan are in [`record`]. The device that performs the ops is `log/dma.rs` (`Segments`),
+//! generic over a small file-system trait (`log/fs.rs`): glommio DMA files in the broker,
+//! driven by `shard/store.rs`; an in-memory file system that crashes in the simulation
+//! (`log/memfs.rs`, `log/sim.rs`), so the simulation runs the broker's own device and recovery
+//! code, not a stand-in.
 //!
 //! - **Append and group commit.** Records accumulate in a batch; the batch is sealed with a
 //!   commit record, written in one block-aligned write (the segment's last partial block is
@@ -17,13 +20,24 @@
 //!   followed by a valid record are damage to synced data, reported (never skipped silently);
 //!   invalid bytes at the end of the last segment are a torn tail, cut (appends continue where
 //!   the valid data ends, once what was cut is overwritten with zeros and synced). Whole
-//!   records after the last commit record are adopted: recovery writes their commit record. A torn tail holds only
-//!   records that were never acknowledged: every acknowledged batch ends with a commit record
-//!   that was synced with it. Damage in the last segment closes it: appends go to a new one.
+//!   records after the last commit record are adopted: recovery writes their commit record. A
+//!   torn tail holds only records that were never acknowledged: every acknowledged batch ends
+//!   with a commit record that was synced with it. Damage in the last segment closes it:
+//!   appends go to a new one. What recovery reads may not be durable yet (a write that failed,
+//!   or a process crash before a sync, leaves bytes that read back from a cache), so its first
+//!   op always syncs the last segment (after its own write, if it has one), before any append;
+//!   earlier segments were synced before the log moved past them. [`Progress::Recovered`]
+//!   says every record read back is durable.
 //! - **Retention.** Whole segments are deleted ([`Log::delete_through`]) once nothing in them is
 //!   retained; the caller decides which (messages, bytes, age per topic).
+//!
+//! The simulation (`log/sim.rs`) checks these promises against crashes at any point: see its
+//! header for what it models and what it does not.
 
 pub mod dma;
+pub mod fs;
+#[cfg(test)]
+mod memfs;
 #[cfg(test)]
 mod model;
 pub mod record;
@@ -74,8 +88,9 @@ pub enum Progress {
     None,
     /// Every record up to this ticket (inclusive) is durable.
     Durable(u64),
-    /// Recovery's own write is durable: the records it adopted (see [`Recovered::uncommitted`])
-    /// are committed now, and appends follow.
+    /// Recovery's own I/O (the first op of a recovered log: a write and a sync, or a sync) is
+    /// durable: every record it read back is durable now, the ones it adopted (see
+    /// [`Recovered::uncommitted`]) committed, and appends follow.
     Recovered,
     /// The log failed: records after this ticket never will be durable.
     Failed(u64),
@@ -451,6 +466,20 @@ impl Recovery {
                     },
                     Op::Sync { segment },
                 ]),
+                busy: false,
+            });
+        } else if let Some(segment) = last {
+            // Nothing to write, but what was read back may not be durable yet (a write that
+            // failed, or a process crash before a sync, left it in a cache): it is synced
+            // before the log takes appends, or a later power loss could take records that came
+            // back, and were served, from under the ones acknowledged after them.
+            log.in_flight = Some(InFlight {
+                upto: 0,
+                segment,
+                base: end,
+                end,
+                tail: log.tail.clone(),
+                ops: VecDeque::from([Op::Sync { segment }]),
                 busy: false,
             });
         }
