@@ -70,11 +70,11 @@ pub fn eventually<O: Outcome>(
     let start = Instant::now();
     let mut pause = POLL_MIN;
     loop {
-        match f().done() {
+        let left = match f().done() {
             Ok(v) => return v,
-            Err(last) => check(what, start, deadline, &last),
-        }
-        std::thread::sleep(pause);
+            Err(last) => time_left(what, start, deadline, &last),
+        };
+        std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(POLL_MAX);
     }
 }
@@ -91,18 +91,19 @@ pub async fn eventually_async<O: Outcome, S: Future<Output = ()>>(
     let start = Instant::now();
     let mut pause = POLL_MIN;
     loop {
-        match f().await.done() {
+        let left = match f().await.done() {
             Ok(v) => return v,
-            Err(last) => check(what, start, deadline, &last),
-        }
-        sleep(pause).await;
+            Err(last) => time_left(what, start, deadline, &last),
+        };
+        sleep(pause.min(left)).await;
         pause = (pause * 2).min(POLL_MAX);
     }
 }
 
-/// Panics if `deadline` has passed since `start`, naming `what` and the state `last` showed.
+/// The time left until `deadline` (counted from `start`); panics, naming `what` and the state
+/// `last` showed, when there is none.
 #[track_caller]
-fn check(what: &str, start: Instant, deadline: Duration, last: &str) {
+fn time_left(what: &str, start: Instant, deadline: Duration, last: &str) -> Duration {
     let waited = start.elapsed();
     if waited >= deadline {
         if last.is_empty() {
@@ -110,4 +111,5 @@ fn check(what: &str, start: Instant, deadline: Duration, last: &str) {
         }
         panic!("timed out after {waited:.1?} waiting for {what} (last: {last})");
     }
+    deadline - waited
 }
