@@ -1,10 +1,10 @@
-//! A cluster of real `fanfare` processes on 127.0.0.1: three storage nodes and two routers.
-//! Each test starts its own cluster on ports picked by the OS and stops it.
+//! A cluster of real `fanfare` processes on 127.0.0.1 (three storage nodes and two routers):
+//! the data path. Topics spread over the storage nodes, routers agree and share links, and
+//! messages survive a storage node or a router killed with -9 and a storage node restarted on
+//! its data dir. Each test starts its own cluster on ports picked by the OS and stops it; the
+//! harness is tests/common/cluster.rs (membership, TLS and presence: tests/cluster_membership.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,317 +14,12 @@ use fanfare::client::Client;
 use fanfare::proto::{ServerMsg, Start};
 
 mod common;
-
-/// Fast failure detection for tests (defaults are for real networks).
-const FAST_SWIM: &str =
-    "[cluster]\nprobe_interval_ms = 200\nprobe_timeout_ms = 80\nsuspect_timeout_ms = 700\n";
-
-/// This test process's scratch directory.
-fn test_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("fanfare-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct Node {
-    id: String,
-    child: Child,
-    http: SocketAddr,
-    cluster: SocketAddr,
-}
-
-impl Node {
-    /// Starts node `id` with `roles`, joining through `seeds`; `cluster` fixes its cluster
-    /// address (a restart), else the OS picks a port.
-    fn start(id: &str, roles: &str, seeds: &[SocketAddr], cluster: Option<SocketAddr>) -> Node {
-        Node::start_with(id, roles, seeds, cluster, "")
-    }
-
-    /// [`Node::start`] with `extra` settings after the `[cluster]` table's timings.
-    fn start_with(
-        id: &str,
-        roles: &str,
-        seeds: &[SocketAddr],
-        cluster: Option<SocketAddr>,
-        extra: &str,
-    ) -> Node {
-        Node::start_config(id, roles, seeds, cluster, &format!("{FAST_SWIM}{extra}"))
-    }
-
-    /// [`Node::start`] with `config` as its whole settings file.
-    fn start_config(
-        id: &str,
-        roles: &str,
-        seeds: &[SocketAddr],
-        cluster: Option<SocketAddr>,
-        config: &str,
-    ) -> Node {
-        let dir = test_dir();
-        let cfg = dir.join(format!("{id}.toml"));
-        std::fs::write(&cfg, config).unwrap();
-        let listen = cluster.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
-        let mut cmd = common::serve_command();
-        cmd.args(["--config", cfg.to_str().unwrap()]).args([
-            "--node-id",
-            id,
-            "--roles",
-            roles,
-            "--cluster-listen",
-            &listen,
-        ]);
-        for s in seeds {
-            cmd.args(["--seed", &s.to_string()]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fanfare runs");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let http: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-        line.clear();
-        out.read_line(&mut line).unwrap();
-        // "fanfare cluster node ID (ROLES) on ADDR"
-        let cluster: SocketAddr = line.split_whitespace().last().unwrap().parse().unwrap();
-        // Keep draining stdout so the node never blocks on it.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = out.read_to_string(&mut sink);
-        });
-        Node {
-            id: id.to_owned(),
-            child,
-            http,
-            cluster,
-        }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/v1/ws", self.http)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    fn get(&self, path: &str) -> String {
-        http_get(self.http, path)
-    }
-
-    /// Sum of a metric over shards.
-    fn metric(&self, name: &str) -> u64 {
-        self.get("/metrics")
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// A metric per shard.
-    fn metric_by_shard(&self, name: &str) -> Vec<u64> {
-        self.get("/metrics")
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .collect()
-    }
-
-    /// Topics this node owns.
-    fn topics(&self) -> BTreeSet<String> {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.get("/v1/admin/topics?limit=10000")).unwrap();
-        v["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["topic"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// Ids of the members this node sees.
-    fn members(&self) -> BTreeSet<String> {
-        let v: serde_json::Value = match serde_json::from_str(&self.get("/v1/admin/cluster")) {
-            Ok(v) => v,
-            Err(_) => return BTreeSet::new(),
-        };
-        v["members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|m| m["id"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Cluster {
-    storage: Vec<Node>,
-    routers: Vec<Node>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let s1 = Node::start("s1", "storage", &[], None);
-        let seed = [s1.cluster];
-        let mut storage = vec![s1];
-        storage.push(Node::start("s2", "storage", &seed, None));
-        storage.push(Node::start("s3", "storage", &seed, None));
-        let routers = vec![
-            Node::start("r1", "router", &seed, None),
-            Node::start("r2", "router", &seed, None),
-        ];
-        let c = Cluster { storage, routers };
-        c.wait_members(&["r1", "r2", "s1", "s2", "s3"]);
-        c
-    }
-
-    /// Waits until every running node sees exactly `ids`.
-    fn wait_members(&self, ids: &[&str]) {
-        let want: BTreeSet<String> = ids.iter().map(|s| s.to_string()).collect();
-        for n in self.routers.iter().chain(&self.storage) {
-            if !want.contains(&n.id) {
-                continue;
-            }
-            wait_until(
-                &format!("{} to see {want:?}", n.id),
-                Duration::from_secs(20),
-                || n.members() == want,
-            );
-        }
-    }
-}
-
-/// What a subscriber saw.
-#[derive(Debug, Default, Clone)]
-struct Seen {
-    /// (epoch, seq, payload) in arrival order.
-    items: Vec<(u64, u64, String)>,
-    /// (last_seq, new_seq, new_epoch).
-    discontinuities: Vec<(u64, u64, u64)>,
-}
-
-/// A client whose reads give up after 10 s (a test fails rather than hangs).
-fn connect(url: &str) -> Client {
-    let c = Client::connect(url).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c
-}
-
-fn subscribe(url: &str, topic: &str, from: Start) -> Client {
-    let mut c = connect(url);
-    match c.subscribe("t", topic, from).unwrap() {
-        ServerMsg::Subscribed { .. } => {}
-        m => panic!("not subscribed: {m:?}"),
-    }
-    c.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    c
-}
-
-/// Reads until `n` items arrived (or 5 s passed), then a little more for extras.
-fn read_items(c: &mut Client, seen: &mut Seen, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.items.len() < n && Instant::now() < deadline {
-        if let Ok(m) = c.recv() {
-            record(m, seen);
-        }
-    }
-    drain(c, seen, Duration::from_millis(50));
-}
-
-/// Reads what arrives until `quiet` passes with nothing new.
-fn drain(c: &mut Client, seen: &mut Seen, quiet: Duration) {
-    let mut last = Instant::now();
-    while last.elapsed() < quiet {
-        // An error is the read timeout: nothing arrived.
-        if let Ok(m) = c.recv() {
-            last = Instant::now();
-            record(m, seen);
-        }
-    }
-}
-
-fn record(m: ServerMsg, seen: &mut Seen) {
-    match m {
-        ServerMsg::Item(i) => seen.items.push((
-            i.epoch,
-            i.seq,
-            String::from_utf8_lossy(&i.payload).into_owned(),
-        )),
-        ServerMsg::ItemBatch(items) => {
-            for i in items {
-                seen.items.push((
-                    i.epoch,
-                    i.seq,
-                    String::from_utf8_lossy(&i.payload).into_owned(),
-                ))
-            }
-        }
-        ServerMsg::Discontinuity {
-            last_seq,
-            new_seq,
-            new_epoch,
-            ..
-        } => seen.discontinuities.push((last_seq, new_seq, new_epoch)),
-        _ => {}
-    }
-}
-
-/// Within each epoch, sequences are consecutive; epochs change only at a discontinuity.
-fn assert_in_order(topic: &str, seen: &Seen) {
-    let mut epochs = 0;
-    let mut prev: Option<(u64, u64)> = None;
-    for &(e, s, _) in &seen.items {
-        match prev {
-            Some((pe, ps)) if pe == e => {
-                assert_eq!(
-                    s,
-                    ps + 1,
-                    "{topic}: gap or reorder within epoch {e}: {seen:?}"
-                )
-            }
-            _ => epochs += 1,
-        }
-        prev = Some((e, s));
-    }
-    assert!(
-        epochs <= seen.discontinuities.len() + 1,
-        "{topic}: epoch changed without a discontinuity: {seen:?}"
-    );
-}
+#[path = "common/eventually.rs"]
+mod eventually;
+use eventually::eventually;
+#[path = "common/cluster.rs"]
+mod cluster;
+use cluster::*;
 
 #[test]
 fn routers_agree_topics_spread_and_links_are_shared() {
@@ -541,7 +236,7 @@ fn storage_node_killed_and_restarted() {
     let (reader, seen_live) = readers(clients, stop_read.clone());
     let (pubs, acked_live) = publisher(c.routers[1].ws(), topics.clone(), stop_pub.clone());
     let long = Duration::from_secs(20);
-    wait_until("every topic to deliver", long, || {
+    eventually("every topic to deliver", long, || {
         let seen = seen_live.lock().unwrap();
         topics
             .iter()
@@ -555,15 +250,12 @@ fn storage_node_killed_and_restarted() {
     let killed = Instant::now();
     c.storage[1].kill9();
     c.wait_members(&["r1", "r2", "s1", "s3"]);
-    // Detection with the default SWIM timings (docs/cluster.md states the range).
-    let detected = killed.elapsed();
-    eprintln!("every node saw s2 down {detected:?} after kill -9");
-    assert!(
-        detected < Duration::from_secs(10),
-        "detection took {detected:?}"
+    eprintln!(
+        "every node saw s2 down {:?} after kill -9",
+        killed.elapsed()
     );
     // Its topics fail over: acknowledged in a second epoch, and delivered.
-    wait_until("s2's topics to be acknowledged elsewhere", long, || {
+    eventually("s2's topics to be acknowledged elsewhere", long, || {
         victim_topics
             .iter()
             .all(|t| acked_epochs(&acked_live, t).len() >= 2)
@@ -571,17 +263,17 @@ fn storage_node_killed_and_restarted() {
     let restarted = Node::start("s2", "storage", &[seed], Some(victim_addr));
     c.storage[1] = restarted;
     c.wait_members(&["r1", "r2", "s1", "s2", "s3"]);
-    wait_until("topics to move back to s2", Duration::from_secs(10), || {
+    eventually("topics to move back to s2", Duration::from_secs(10), || {
         c.storage[1].topics().len() == victim_topics.len()
     });
-    wait_until("s2's topics to be acknowledged by it again", long, || {
+    eventually("s2's topics to be acknowledged by it again", long, || {
         victim_topics
             .iter()
             .all(|t| acked_epochs(&acked_live, t).len() >= 3)
     });
     stop_pub.store(true, Ordering::Relaxed);
     pubs.join().unwrap();
-    wait_until("every acknowledged message to arrive", long, || {
+    eventually("every acknowledged message to arrive", long, || {
         caught_up(&topics, &acked_live, &seen_live)
     });
     stop_read.store(true, Ordering::Relaxed);
@@ -667,7 +359,7 @@ fn router_killed_clients_resume_on_the_other() {
         },
     );
     // Publishing goes on across the resume, then stops.
-    wait_until(
+    eventually(
         "publishes after the resume",
         Duration::from_secs(10),
         || acked.lock().unwrap().len() >= acked_at_kill + 10,
@@ -696,262 +388,6 @@ fn router_killed_clients_resume_on_the_other() {
     );
 }
 
-/// A certificate authority writing PEM files for node certificates.
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    dir: std::path::PathBuf,
-    name: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let dir = test_dir().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, name.to_owned());
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
-        Ca {
-            issuer,
-            dir,
-            name: name.to_owned(),
-        }
-    }
-
-    /// Issues a certificate naming `id` and returns the `[cluster.tls]` table using it.
-    fn tls_table(&self, id: &str) -> String {
-        self.tls_table_trusting(id, self)
-    }
-
-    /// [`Ca::tls_table`], trusting `trust`'s certificate as the cluster CA.
-    fn tls_table_trusting(&self, id: &str, trust: &Ca) -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(vec![id.to_owned()]).unwrap();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, id.to_owned());
-        p.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (
-            self.dir.join(format!("{id}.pem")),
-            self.dir.join(format!("{id}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        format!(
-            "\n[cluster.tls]\nca_file = {:?}\ncert_file = {c:?}\nkey_file = {k:?}\n",
-            trust.dir.join("ca.pem")
-        )
-    }
-}
-
-#[test]
-fn mutual_tls_links_and_authenticated_gossip() {
-    let ca = Ca::new("sec-ca");
-    let rogue = Ca::new("sec-rogue-ca");
-    assert_ne!(ca.name, rogue.name);
-    let key = test_dir().join("gossip.key");
-    std::fs::write(
-        &key,
-        "8f2c5d0e6b7a41c39e1f0d2a4b6c8e0f1a3c5e7f9b1d3f5a7c9e1b3d5f7a9c1e\n",
-    )
-    .unwrap();
-    let wrong_key = test_dir().join("gossip-wrong.key");
-    std::fs::write(
-        &wrong_key,
-        "0000000000000000000000000000000000000000000000000000000000000000",
-    )
-    .unwrap();
-    let gossip = |k: &std::path::Path| format!("gossip_key_file = {k:?}\n");
-
-    let s1 = Node::start_with(
-        "sec-s1",
-        "storage",
-        &[],
-        None,
-        &(gossip(&key) + &ca.tls_table("sec-s1")),
-    );
-    let seed = [s1.cluster];
-    let router = |id: &str, extra: String| Node::start_with(id, "router", &seed, None, &extra);
-    let r1 = router("sec-r1", gossip(&key) + &ca.tls_table("sec-r1"));
-    // Right gossip key, trusts the cluster CA but holds a certificate from another CA.
-    let impostor = router(
-        "sec-r2",
-        gossip(&key) + &rogue.tls_table_trusting("sec-r2", &ca),
-    );
-    // Right gossip key, everything from another CA.
-    let foreign = router("sec-r5", gossip(&key) + &rogue.tls_table("sec-r5"));
-    // Right gossip key, plaintext links.
-    let plain = router("sec-r3", gossip(&key));
-    // Good certificate, wrong gossip key.
-    let outsider = router("sec-r4", gossip(&wrong_key) + &ca.tls_table("sec-r4"));
-    let members: BTreeSet<String> = ["sec-r1", "sec-r2", "sec-r3", "sec-r5", "sec-s1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for n in [&s1, &r1, &impostor, &foreign, &plain] {
-        wait_until(
-            &format!("{} to see {members:?}", n.id),
-            Duration::from_secs(20),
-            || n.members() == members,
-        );
-    }
-
-    // Over mutual TLS: publish and subscribe through the router.
-    let mut sub = subscribe(&r1.ws(), "secure", Start::Latest);
-    let mut p = connect(&r1.ws());
-    let mut acked = Vec::new();
-    for i in 0..3 {
-        let body = format!("m{i}");
-        let (e, s) = p.publish("t", "secure", Bytes::from(body.clone())).unwrap();
-        acked.push((e, s, body));
-    }
-    let mut seen = Seen::default();
-    read_items(&mut sub, &mut seen, 3);
-    assert_eq!(seen.items, acked);
-    assert!(r1.metric("fanfare_net_cluster_links_up") >= 1);
-    assert_eq!(r1.metric("fanfare_net_cluster_link_auth_failures_total"), 0);
-
-    // A foreign certificate or none: no link, so the owner is unavailable through them.
-    for n in [&impostor, &foreign, &plain] {
-        let mut c = connect(&n.ws());
-        let e = c
-            .publish("t", "secure", Bytes::from_static(b"x"))
-            .unwrap_err();
-        assert!(e.to_string().contains("unavailable"), "{}: {e}", n.id);
-        // A subscriber is told too, not left waiting.
-        let e = connect(&n.ws())
-            .subscribe("t", "secure", Start::Latest)
-            .unwrap_err();
-        assert!(e.to_string().contains("unavailable"), "{}: {e}", n.id);
-        assert_eq!(n.metric("fanfare_net_cluster_links_up"), 0, "{}", n.id);
-    }
-    // The foreign router refuses the storage node's certificate; the storage node refuses the
-    // impostor's certificate and the plaintext router's handshake (and sees the foreign one
-    // give up).
-    wait_until(
-        "the foreign router to count refusals",
-        Duration::from_secs(10),
-        || foreign.metric("fanfare_net_cluster_link_auth_failures_total") >= 1,
-    );
-    wait_until(
-        "the storage node to count refusals",
-        Duration::from_secs(10),
-        || s1.metric("fanfare_net_cluster_link_auth_failures_total") >= 2,
-    );
-    // The refused routers retry every second, so a connection of theirs may be in its TLS
-    // handshake at any moment (counted as served until refused): wait for a quiet moment.
-    wait_until(
-        "only the trusted router's links to be served",
-        Duration::from_secs(10),
-        || {
-            s1.metric("fanfare_net_cluster_links_served")
-                == r1.metric("fanfare_net_cluster_links_up")
-        },
-    );
-
-    // Gossip without the key: dropped and counted, never a member.
-    wait_until(
-        "unauthenticated gossip to be counted",
-        Duration::from_secs(10),
-        || s1.metric("fanfare_net_cluster_gossip_unauthenticated_total") >= 1,
-    );
-    assert_eq!(s1.members(), members);
-    // Nobody answers the outsider: it owns nothing while it waits to join, then (after the
-    // join grace) sees only itself.
-    let alone: BTreeSet<String> = ["sec-r4".to_owned()].into();
-    wait_until(
-        "the outsider to give up joining",
-        Duration::from_secs(10),
-        || outsider.members() == alone,
-    );
-    drop(sub);
-}
-
-/// Regression: a seed restarted with its documented command line (no `--seed`) stayed alone
-/// for 26-52 s, owning every topic in a view of its own while the cluster owned them too. Now
-/// the nodes that knew it find it again within seconds, and it never serves as a cluster of one
-/// meanwhile.
-#[test]
-fn the_seed_restarted_without_seeds_rejoins_within_seconds() {
-    let mut c = Cluster::start();
-    let seed_addr = c.storage[0].cluster;
-    c.storage[0].kill9();
-    c.wait_members(&["r1", "r2", "s2", "s3"]);
-    let t0 = Instant::now();
-    c.storage[0] = Node::start("s1", "storage", &[], Some(seed_addr));
-    let all: BTreeSet<String> = ["r1", "r2", "s1", "s2", "s3"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let alone: BTreeSet<String> = ["s1".to_owned()].into();
-    // Watch the restarted seed's own view until it has everyone again: it must never show
-    // itself alone (which would make it the owner of every topic).
-    loop {
-        let seen = c.storage[0].members();
-        assert_ne!(seen, alone, "the restarted seed served as a cluster of one");
-        if seen == all {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the seed never rejoined: {seen:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let rejoined = t0.elapsed();
-    c.wait_members(&["r1", "r2", "s1", "s2", "s3"]);
-    eprintln!("seed rejoined {rejoined:?} after its restart");
-    assert!(
-        rejoined < Duration::from_secs(5),
-        "rejoined after {rejoined:?}"
-    );
-    // And it serves again: a publish through a router to one of its topics is acknowledged.
-    let mut p = connect(&c.routers[0].ws());
-    wait_until("s1 to own a topic", Duration::from_secs(10), || {
-        for i in 0..32 {
-            let _ = p.publish("t", &format!("back{i}"), Bytes::from_static(b"x"));
-        }
-        !c.storage[0].topics().is_empty()
-    });
-}
-
-/// With the default SWIM timings (probe every 1 s, 400 ms probe timeout, 3 s to refute a
-/// suspicion), every node sees a node killed with -9 as down within the range docs/cluster.md
-/// states (the other tests run faster timings).
-#[test]
-fn dead_node_detection_with_default_timings() {
-    let s1 = Node::start_config("d1", "storage", &[], None, "");
-    let seed = [s1.cluster];
-    let mut s2 = Node::start_config("d2", "storage", &seed, None, "");
-    let r1 = Node::start_config("d3", "router", &seed, None, "");
-    let all: BTreeSet<String> = ["d1", "d2", "d3"].iter().map(|s| s.to_string()).collect();
-    for n in [&s1, &s2, &r1] {
-        wait_until("the three to meet", Duration::from_secs(20), || {
-            n.members() == all
-        });
-    }
-    let killed = Instant::now();
-    s2.kill9();
-    let left: BTreeSet<String> = ["d1", "d3"].iter().map(|s| s.to_string()).collect();
-    for n in [&s1, &r1] {
-        wait_until("d2 to be declared down", Duration::from_secs(20), || {
-            n.members() == left
-        });
-    }
-    let detected = killed.elapsed();
-    eprintln!("with default timings, every node saw d2 down {detected:?} after kill -9");
-    assert!(
-        detected >= Duration::from_secs(3) && detected < Duration::from_secs(7),
-        "detection took {detected:?}; docs/cluster.md says 3-7 s"
-    );
-}
-
 /// An idempotency key crosses the router -> storage link: a retry through either router is
 /// answered by the owner with the original position.
 #[test]
@@ -974,137 +410,6 @@ fn idempotent_publish_through_routers() {
         .publish_keyed("t", "idem", Bytes::from_static(b"y"), Some("order-2"))
         .unwrap();
     assert_eq!(next, (first.0, first.1 + 1));
-}
-
-/// The presence of `topic` as router `n` answers it over HTTP: (occupancy, client ids).
-fn presence_of(n: &Node, topic: &str) -> Option<(u64, BTreeSet<String>)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&n.get(&format!("/v1/topics/t/{topic}/presence"))).ok()?;
-    let ids = v["members"]
-        .as_array()?
-        .iter()
-        .map(|m| m["client_id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    Some((v["occupancy"].as_u64()?, ids))
-}
-
-/// Presence is cluster-wide (members entered through either router are listed by both), and
-/// leaves no ghosts: the members of a router killed with -9 leave as soon as the storage node
-/// sees its link close, and when the topic's owner is killed the routers list their members
-/// again at the new owner.
-#[test]
-fn presence_across_routers_without_ghosts() {
-    use fanfare::proto::message::{PresenceAction, PresenceOpts};
-    let mut c = Cluster::start();
-    let enter = |who: &str| PresenceOpts {
-        enter: true,
-        client_id: Some(who.to_owned()),
-        ..PresenceOpts::default()
-    };
-    let join = |url: &str, o: PresenceOpts| {
-        let mut cl = connect(url);
-        match cl
-            .subscribe_with("t", "lobby", Start::Latest, Some(o))
-            .unwrap()
-        {
-            ServerMsg::Subscribed { .. } => cl,
-            m => panic!("not subscribed: {m:?}"),
-        }
-    };
-    let _a1 = join(&c.routers[0].ws(), enter("a1"));
-    let _a2 = join(&c.routers[0].ws(), enter("a2"));
-    let _b1 = join(&c.routers[1].ws(), enter("b1"));
-    let mut watcher = join(
-        &c.routers[1].ws(),
-        PresenceOpts {
-            member_events: true,
-            ..PresenceOpts::default()
-        },
-    );
-    let all: BTreeSet<String> = ["a1", "a2", "b1"].map(String::from).into();
-    for r in &c.routers {
-        wait_until(
-            &format!("{} to list every member", r.id),
-            Duration::from_secs(10),
-            || presence_of(r, "lobby") == Some((4, all.clone())),
-        );
-    }
-    // Freeze the router holding a1 and a2 (a host that died: its TCP connections stay
-    // open): they leave once the cluster finds it dead, and are listed again when it thaws.
-    let signal = |n: &Node, sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &n.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    };
-    let b1_and_watcher: BTreeSet<String> = ["b1".to_owned()].into();
-    signal(&c.routers[0], "-STOP");
-    let frozen = Instant::now();
-    wait_until(
-        "the frozen router's members to leave",
-        Duration::from_secs(15),
-        || presence_of(&c.routers[1], "lobby") == Some((2, b1_and_watcher.clone())),
-    );
-    let took = frozen.elapsed();
-    signal(&c.routers[0], "-CONT");
-    wait_until(
-        "the thawed router's members to be listed again",
-        Duration::from_secs(20),
-        || presence_of(&c.routers[1], "lobby") == Some((4, all.clone())),
-    );
-    eprintln!("a frozen router's members left after {took:?}");
-    assert!(
-        c.storage
-            .iter()
-            .map(|n| n.metric("fanfare_net_cluster_links_closed_dead_total"))
-            .sum::<u64>()
-            >= 1
-    );
-    // Kill the router holding a1 and a2: they leave with its link.
-    let killed = Instant::now();
-    c.routers[0].kill9();
-    let b1: BTreeSet<String> = ["b1".to_owned()].into();
-    wait_until(
-        "the killed router's members to leave",
-        Duration::from_secs(10),
-        || presence_of(&c.routers[1], "lobby") == Some((2, b1.clone())),
-    );
-    let took = killed.elapsed();
-    eprintln!("a killed router's members left after {took:?}");
-    assert!(took < Duration::from_secs(3), "ghosts lasted {took:?}");
-    let mut left = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while left.len() < 2 && Instant::now() < deadline {
-        if let Ok(ServerMsg::PresenceEvent { event, .. }) = watcher.recv() {
-            if event.action == PresenceAction::Leave {
-                left.insert(event.member.unwrap().client_id);
-            }
-        }
-    }
-    assert_eq!(left, ["a1", "a2"].map(String::from).into());
-
-    // Kill the topic's owner: the topic moves, and the surviving router lists its members
-    // at the new owner (no ghosts of the old, none lost).
-    let owner = c
-        .storage
-        .iter()
-        .position(|n| n.topics().contains("lobby"))
-        .expect("an owner");
-    c.storage[owner].kill9();
-    wait_until(
-        "the new owner to list the members",
-        Duration::from_secs(15),
-        || {
-            let on_new = c
-                .storage
-                .iter()
-                .enumerate()
-                .any(|(i, n)| i != owner && n.topics().contains("lobby"));
-            on_new && presence_of(&c.routers[1], "lobby") == Some((2, b1.clone()))
-        },
-    );
 }
 
 /// A storage node with a data dir, killed with -9 and restarted on it, serves its topics from
@@ -1139,13 +444,13 @@ fn storage_node_restarted_with_its_data_dir_serves_from_disk() {
     c.storage[0].kill9();
     // Restarted once the router saw it gone, as an operator would: a new process on the same
     // cluster address.
-    wait_until("r1 to see s1 gone", Duration::from_secs(20), || {
+    eventually("r1 to see s1 gone", Duration::from_secs(20), || {
         c.routers[0].members() == BTreeSet::from(["r1".to_owned()])
     });
     c.storage[0] = Node::start_config("s1", "storage", &[], Some(addr), &cfg);
     c.wait_members(&["r1", "s1"]);
     let mut sub = None;
-    wait_until(
+    eventually(
         "the router to reach s1 again",
         Duration::from_secs(20),
         || {

@@ -1,9 +1,27 @@
 //! The load generator against a real server over loopback.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fanfare_bench::{run, Progress, Scenario, Transport};
+
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
+
+/// The publishes a fixed-rate scenario schedules inside its measured window: the rate times the
+/// duration, give or take one per publisher at the window's edges. The count is of intended send
+/// times (on schedule however late the sends are), so it holds on a slow machine too, as long as
+/// the acknowledgements come within the run's grace time.
+fn assert_scheduled(s: &Scenario, r: &fanfare_bench::Report) {
+    let rate = s.rate.expect("a fixed rate") as f64;
+    let want = (rate * s.duration.as_secs_f64()).round() as u64;
+    assert!(
+        r.published.abs_diff(want) <= s.publishers as u64,
+        "published {} of the {want} scheduled in the window ({}): {r:?}",
+        r.published,
+        s.url
+    );
+}
 
 fn server() -> fanfare_net::Server {
     let mut cfg = fanfare_net::ServerConfig::default();
@@ -30,13 +48,11 @@ fn fixed_rate_fan_out_counts_every_delivery() {
         ..Scenario::default()
     };
     let progress = Arc::new(Progress::default());
+    let t0 = Instant::now();
     let r = run(&s, progress.clone()).expect("the run completes");
+    let run_seconds = t0.elapsed().as_secs_f64();
     // 400 msg/s for 1.5 s, each to one of two topics with 10 subscribers each.
-    assert!(
-        (500..=700).contains(&r.published),
-        "published {}",
-        r.published
-    );
+    assert_scheduled(&s, &r);
     assert_eq!(
         r.delivered,
         r.published * 10,
@@ -59,12 +75,15 @@ fn fixed_rate_fan_out_counts_every_delivery() {
     );
     assert!(r.to_json().starts_with("{\"target\":\"ws://"));
     assert!(r.table().contains("latency (us)"));
-    // The window's edges were read where the window is: 1.5 s, not the whole run with its
-    // connecting, warm-up and drain.
+    // The window's edges were read where the window is, not around the whole run: it lies
+    // after connecting and warm-up (and its end before the run returns). How close it comes to
+    // the nominal 1.5 s is the timer's accuracy under load, not something to assert here.
+    let after_warmup = run_seconds - r.connect_seconds - s.warmup.as_secs_f64();
     assert!(
-        (1.4..1.8).contains(&r.window_seconds),
-        "window {}",
-        r.window_seconds
+        r.window_seconds > 0.0 && r.window_seconds <= after_warmup + 1e-3,
+        "window {} s; the run took {run_seconds} s, {} s of it connecting",
+        r.window_seconds,
+        r.connect_seconds
     );
     let broker = r.broker_cpu_seconds.expect("the broker's CPU was read");
     assert!(broker > 0.0 && broker < 10.0, "{broker}");
@@ -88,7 +107,9 @@ fn as_fast_as_possible_with_a_window() {
         ..Scenario::default()
     };
     let r = run(&s, Arc::new(Progress::default())).expect("the run completes");
-    assert!(r.published > 100, "{r:?}");
+    // More than one window's worth: acknowledgements free the window (how many more is the
+    // throughput, a benchmark's business).
+    assert!(r.published > s.window as u64, "{r:?}");
     assert_eq!(r.delivered, r.published * 5, "{r:?}");
     assert_eq!((r.gaps, r.duplicates, r.reorders), (0, 0, 0));
     srv.shutdown();
@@ -132,7 +153,7 @@ fn fan_out_through(mut s: Scenario) -> fanfare_bench::Report {
     s.duration = Duration::from_millis(1200);
     s.warmup = Duration::from_millis(300);
     let r = run(&s, Arc::new(Progress::default())).expect("the run completes");
-    assert!((250..=450).contains(&r.published), "{} {r:?}", s.url);
+    assert_scheduled(&s, &r);
     assert_eq!(r.delivered, r.published * 4, "{} {r:?}", s.url);
     assert_eq!(
         (r.gaps, r.duplicates, r.reorders, r.discontinuities),
@@ -236,14 +257,11 @@ fn peer(program: &str, args: &[String], port: u16) -> Peer {
         .unwrap_or_else(|e| {
             panic!("install {program} to run this test (`bash .ci/test` installs it with apt-get): {e}")
         });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{program} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually::eventually(
+        &format!("{program} to listen on {port}"),
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)),
+    );
     Peer(child, port)
 }
 
@@ -294,7 +312,7 @@ fn redis_and_nats_targets() {
         ..Scenario::default()
     };
     let r = run(&s, Arc::new(Progress::default())).unwrap();
-    assert!(r.published > 100, "{r:?}");
+    assert!(r.published > s.window as u64, "{r:?}");
     assert_eq!(r.delivered, r.published * 3, "{r:?}");
 }
 

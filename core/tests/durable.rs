@@ -9,6 +9,10 @@ use fanfare_core::{
     StorageConfig,
 };
 
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
+use eventually::eventually;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A fresh data dir under `target/tmp`, removed when the test ends.
@@ -52,18 +56,6 @@ fn config(
     storage(&mut st);
     cfg.storage = Some(st);
     cfg
-}
-
-/// Polls `done` until it holds, failing with `what` once `WAIT` has passed.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn total(b: &Broker) -> StatsSnapshot {
@@ -356,13 +348,13 @@ fn retention_deletes_whole_old_segments() {
     }
     // 5 MiB written into 1 MiB segments with 2 MiB retained: the sweep (once a second)
     // deletes the oldest.
-    wait_until("a segment deleted", || {
+    eventually("a segment deleted", WAIT, || {
         total(&b).storage_segments_deleted > 0
     });
     let s = total(&b);
     assert!(s.storage_bytes <= 3 << 20, "{} bytes kept", s.storage_bytes);
     // The files go right after (the shard's storage task deletes them).
-    wait_until("the files on disk to match the segments kept", || {
+    eventually("the files on disk to match the segments kept", WAIT, || {
         segments(&dir.0).len() as u64 == s.storage_segments
     });
     b.shutdown();
@@ -620,7 +612,9 @@ fn a_topic_keeps_its_last_messages_and_segments_nobody_keeps_are_deleted() {
     }
     // The topic keeps its last 20 (messages 81..=100, in the last two or three segments):
     // every older segment goes at the next sweep.
-    wait_until("old segments to go", || total(&b).storage_segments <= 3);
+    eventually("old segments to go", WAIT, || {
+        total(&b).storage_segments <= 3
+    });
     let mut sub = b
         .subscribe_blocking(
             "ns",

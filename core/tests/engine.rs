@@ -11,6 +11,10 @@ use fanfare_core::{
     SubscribeError,
 };
 
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
+use eventually::eventually;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 fn broker(shards: usize) -> Broker {
@@ -426,11 +430,9 @@ fn too_slow_subscriber_is_closed_with_a_reason() {
         b.publish_blocking("ns", "t", vec![0u8; 100]).unwrap();
     }
     // Read nothing (the subscriber stays behind) until the engine closes it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sub.close_reason().is_none() {
-        assert!(std::time::Instant::now() < deadline, "never closed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the engine to close the subscriber", WAIT, || {
+        sub.close_reason().is_some()
+    });
     while let Ok(Some(_)) = sub.next_timeout(Duration::from_millis(100)) {}
     assert!(
         matches!(sub.close_reason(), Some(CloseReason::TooSlow(_))),
@@ -524,14 +526,9 @@ fn dropping_a_subscription_unsubscribes() {
     let sub = b.subscribe_blocking("ns", "d", Start::Latest).unwrap();
     assert_eq!(b.stats_total().subscriptions, 1);
     drop(sub);
-    let deadline = std::time::Instant::now() + WAIT;
-    while b.stats_total().subscriptions != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "unsubscribe never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the unsubscribe to arrive", WAIT, || {
+        b.stats_total().subscriptions == 0
+    });
     b.shutdown();
 }
 
@@ -571,15 +568,10 @@ fn idle_topics_expire_and_restart_in_a_new_epoch() {
     let b = Broker::builder().config(cfg).start().unwrap();
     let first = b.publish_blocking("ns", "idle", "x").unwrap();
     assert_eq!(first.seq, Seq(1));
-    // The sweep runs every second; give it two.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while b.stats_total().topics_expired == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle topic was never dropped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The sweep runs every second.
+    eventually("the idle topic to be dropped", WAIT, || {
+        b.stats_total().topics_expired > 0
+    });
     assert_eq!(b.stats_total().topics, 0);
     let again = b.publish_blocking("ns", "idle", "y").unwrap();
     assert_eq!(again.seq, Seq(1));
@@ -593,11 +585,9 @@ fn idle_topics_expire_and_restart_in_a_new_epoch() {
     b.publish_blocking("ns", "kept", "z").unwrap();
     b.publish_blocking("ns", "unwatched", "z").unwrap();
     let expired = b.stats_total().topics_expired;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while b.stats_total().topics_expired == expired {
-        assert!(std::time::Instant::now() < deadline, "no sweep ran");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("a sweep to drop the unwatched topic", WAIT, || {
+        b.stats_total().topics_expired > expired
+    });
     let kept = b.publish_blocking("ns", "kept", "w").unwrap();
     assert_eq!(kept.seq, Seq(2));
     b.shutdown();
@@ -702,18 +692,9 @@ fn idempotency_keys_make_retries_safe() {
     assert_ne!(after_evict, first, "an evicted key orders a new message");
     // Window: a key older than the window is forgotten.
     let fresh = publish(meta("carol", "w"), "w");
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let r = publish(meta("carol", "w"), "w again");
-        if r != fresh {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the key never expired"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the key to expire", WAIT, || {
+        publish(meta("carol", "w"), "w again") != fresh
+    });
     assert!(b.stats_total().idempotent_repeats >= 1);
     assert!(b.stats_total().idempotency_keys_evicted >= 1);
     b.shutdown();

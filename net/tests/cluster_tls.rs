@@ -3,6 +3,8 @@
 //! sends is read.
 
 mod common;
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,18 +134,14 @@ fn hello(id: &str) -> LinkMsg {
 /// Waits (with a deadline) until the auth failure counter reads `n`: the storage node counts
 /// a refusal on its own thread, possibly after the peer already saw the connection end.
 fn wait_auth_failures(srv: &Server, n: u64) {
-    let deadline = std::time::Instant::now() + common::WAIT;
-    loop {
+    eventually::eventually(&format!("{n} auth failures"), common::WAIT, || {
         let got = auth_failures(srv);
         if got == n {
-            return;
+            Ok(())
+        } else {
+            Err(got)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "auth failures: {got}, expected {n}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
 }
 
 fn auth_failures(srv: &Server) -> u64 {

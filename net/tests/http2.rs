@@ -1,13 +1,14 @@
 //! HTTP/2 over loopback with the `h2` client: many subscription streams on one connection,
 //! publishing on the same connection, the header-list limit, and rapid open/reset cycles.
 
-use std::time::{Duration, Instant};
-
 use bytes::{Bytes, BytesMut};
 use fanfare_net::Server;
 
 mod common;
 use common::{server_with, WAIT};
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
+use eventually::eventually_async;
 use fanfare_proto::message::DecodeLimits;
 use fanfare_proto::{framing, ServerMsg};
 use http::Request;
@@ -101,11 +102,14 @@ fn many_streams_share_one_connection() {
             .unwrap()
             .unwrap()
             .into_body();
-        let deadline = Instant::now() + WAIT;
-        while srv.broker().stats_total().subscriptions < STREAMS as u64 + 1 {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // The STREAMS streams' subscriptions and the SSE one.
+        eventually_async(
+            "every stream's subscription",
+            WAIT,
+            tokio::time::sleep,
+            async || srv.broker().stats_total().subscriptions > STREAMS as u64,
+        )
+        .await;
         // Readers consume as data arrives (as real clients do; h2 clients limit unread frames).
         let readers: Vec<_> = bodies
             .into_iter()
@@ -228,15 +232,16 @@ fn header_list_limit_and_rapid_reset_do_not_hurt_the_server() {
             }
         }
         // Nothing leaks: every cancelled stream's subscription goes away.
-        let deadline = Instant::now() + WAIT;
-        while srv.broker().stats_total().subscriptions != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "{} subscriptions leaked",
-                srv.broker().stats_total().subscriptions
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually_async(
+            "every cancelled stream's subscription to go",
+            WAIT,
+            tokio::time::sleep,
+            async || match srv.broker().stats_total().subscriptions {
+                0 => Ok(()),
+                n => Err(format!("{n} subscriptions left")),
+            },
+        )
+        .await;
         // And the server still serves.
         let mut fresh = client(&srv).await;
         let (status, _) = post(&mut fresh, "/v1/topics/ns/after", "ok").await;
@@ -262,11 +267,13 @@ fn shutdown_sends_goaway_and_ends_streams() {
             .unwrap()
             .unwrap()
             .into_body();
-        let deadline = Instant::now() + WAIT;
-        while srv.broker().stats_total().subscriptions < 1 {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually_async(
+            "the stream's subscription",
+            WAIT,
+            tokio::time::sleep,
+            async || srv.broker().stats_total().subscriptions >= 1,
+        )
+        .await;
         let b = srv.broker().clone();
         let stopper = std::thread::spawn(move || b.shutdown());
         let mut text = String::new();

@@ -3,10 +3,11 @@
 //! binary: it holds a few hundred sockets, which must not share a descriptor limit with the
 //! other network tests.
 
-use std::time::{Duration, Instant};
-
 mod common;
 use common::{rt, server_with, ws, WAIT};
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
+use eventually::eventually_async;
 
 /// More than the closes that make a wave (`memory::TRIM_AFTER_CLOSED`, 256).
 const CONNECTIONS: usize = 300;
@@ -21,29 +22,29 @@ fn a_wave_of_closes_is_followed_by_a_trim() {
         for _ in 0..CONNECTIONS {
             open.push(ws(addr).await);
         }
-        let deadline = Instant::now() + WAIT;
-        while metrics.total("connections_open") < CONNECTIONS as u64 {
-            assert!(
-                Instant::now() < deadline,
-                "connections counted open in time"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually_async(
+            &format!("{CONNECTIONS} connections counted open"),
+            WAIT,
+            tokio::time::sleep,
+            async || metrics.total("connections_open") >= CONNECTIONS as u64,
+        )
+        .await;
         assert_eq!(
             metrics.total("memory_trims"),
             0,
             "no trim while nothing closed"
         );
         drop(open);
-        let deadline = Instant::now() + WAIT;
-        while metrics.total("memory_trims") < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "a trim after {CONNECTIONS} closes (open: {})",
-                metrics.total("connections_open")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually_async(
+            &format!("a trim after {CONNECTIONS} closes"),
+            WAIT,
+            tokio::time::sleep,
+            async || match metrics.total("memory_trims") {
+                0 => Err(format!("open: {}", metrics.total("connections_open"))),
+                _ => Ok(()),
+            },
+        )
+        .await;
         assert_eq!(metrics.total("connections_open"), 0);
     });
     srv.shutdown();

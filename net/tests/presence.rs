@@ -13,6 +13,9 @@ use serde_json::Value;
 
 mod common;
 use common::{curl, recv, rt, send, server_with, ws, Ws, WAIT};
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
+use eventually::eventually_async;
 
 fn opts(enter: Option<&str>, member_events: bool, occupancy_events: bool) -> PresenceOpts {
     PresenceOpts {
@@ -225,15 +228,20 @@ fn members_join_are_listed_in_pages_and_leave_when_their_connection_closes() {
         ));
         let e = event(&mut watcher, |e| e.action == PresenceAction::Leave).await;
         assert_eq!(e.member.unwrap().member_id, carol_id);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let s = query(&mut q, "room", true, 0, 0).await.unwrap();
-            if (s.members_total, s.occupancy) == (0, 1) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "members left: {s:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually_async(
+            "every member to leave",
+            WAIT,
+            tokio::time::sleep,
+            async || {
+                let s = query(&mut q, "room", true, 0, 0).await.unwrap();
+                if (s.members_total, s.occupancy) == (0, 1) {
+                    Ok(())
+                } else {
+                    Err(s)
+                }
+            },
+        )
+        .await;
     });
     let t = srv.broker().stats_total();
     assert_eq!(

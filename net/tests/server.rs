@@ -3,11 +3,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 mod common;
 use common::*;
+#[path = "../../tests/common/eventually.rs"]
+mod eventually;
+use eventually::{eventually, eventually_async};
 
 use fanfare_proto::message::{DecodeLimits, ErrorCode};
 use fanfare_proto::{ClientMsg, ServerMsg, Start};
@@ -311,11 +314,13 @@ fn mixed_transports_share_one_encode_per_shard() {
             subs.push(w);
         }
         // Wait until the HTTP streams are subscribed too.
-        let deadline = Instant::now() + WAIT;
-        while srv.broker().stats_total().subscriptions < WS_SUBS as u64 + 2 {
-            assert!(Instant::now() < deadline, "HTTP streams never subscribed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_async(
+            "the HTTP streams to subscribe",
+            WAIT,
+            tokio::time::sleep,
+            async || srv.broker().stats_total().subscriptions >= WS_SUBS as u64 + 2,
+        )
+        .await;
         for i in 1..=MESSAGES {
             // Half over HTTP POST, half over the engine API.
             if i % 2 == 0 {
@@ -373,15 +378,18 @@ fn mixed_transports_share_one_encode_per_shard() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    let deadline = Instant::now() + WAIT;
-    while scraped_count() != encodes {
-        assert!(
-            Instant::now() < deadline,
-            "latency count {} never reached {encodes}",
-            scraped_count()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        &format!("the latency count to reach {encodes}"),
+        WAIT,
+        || {
+            let n = scraped_count();
+            if n == encodes {
+                Ok(())
+            } else {
+                Err(n)
+            }
+        },
+    );
     assert!(m.latency_quantile_us(0.5) > 0);
     let text = curl(&[&format!("http://{addr}/metrics")]).0;
     assert!(
@@ -505,14 +513,14 @@ fn handshake_idle_and_pong_timeouts() {
         c.limits.pong_timeout = Duration::from_millis(200);
     });
     let a = srv.local_addr();
-    // Handshake: a partial request head is answered 408 and closed.
-    let t0 = Instant::now();
+    // Handshake: a partial request head is answered 408 (the handshake limit's answer, and
+    // counted as one) and closed.
     let r = raw(a, b"GET /healthz HTTP/1.1\r\nHost:", WAIT);
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(srv.metrics().total("limit_handshake_time"), 1);
     // Pong timeout: a raw client that upgrades and never answers pings is closed.
     let (req, _) = fanfare_proto::ws::client_request("x", "/v1/ws", [3; 16], &[]);
-    let r = raw(a, req.as_bytes(), Duration::from_secs(3));
+    let r = raw(a, req.as_bytes(), WAIT);
     assert!(r.contains("101 Switching Protocols"));
     assert!(
         r.contains("pong timeout") || r.contains("idle timeout"),
@@ -548,14 +556,9 @@ fn connection_limit_answers_503() {
     let _c1 = TcpStream::connect(a).unwrap();
     let _c2 = TcpStream::connect(a).unwrap();
     // Both accepted (and holding their places) before the third comes.
-    let deadline = Instant::now() + WAIT;
-    while srv.metrics().total("connections_open") < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the two connections were never accepted"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the two connections to be accepted", WAIT, || {
+        srv.metrics().total("connections_open") >= 2
+    });
     let r = raw(a, b"GET /healthz HTTP/1.1\r\n\r\n", Duration::from_secs(3));
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     assert_eq!(srv.metrics().total("connections_refused"), 1);
@@ -595,11 +598,10 @@ fn stalled_reader_is_cut_off_without_slowing_others() {
     rt().block_on(async {
         let mut fast = ws(a).await;
         subscribe(&mut fast, "flood", Start::Latest).await;
-        let deadline = Instant::now() + WAIT;
-        while srv.broker().stats_total().subscriptions < 2 {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_async("both subscriptions", WAIT, tokio::time::sleep, async || {
+            srv.broker().stats_total().subscriptions >= 2
+        })
+        .await;
         let payload = "x".repeat(16 * 1024);
         let n = 1000u64; // 16 MB: far past socket buffers and the 64 KiB queue
         let publisher = {
@@ -616,14 +618,9 @@ fn stalled_reader_is_cut_off_without_slowing_others() {
         }
         publisher.join().unwrap();
     });
-    let deadline = Instant::now() + WAIT;
-    while srv.metrics().total("closed_slow") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stalled connection was never closed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the stalled connection to be closed", WAIT, || {
+        srv.metrics().total("closed_slow") > 0
+    });
     assert!(srv.metrics().total("slow_events") >= 1);
     srv.shutdown();
 }
@@ -646,15 +643,13 @@ fn graceful_shutdown_closes_subscribers_with_1001() {
     rt().block_on(async {
         let mut w = ws(a).await;
         subscribe(&mut w, "bye", Start::Latest).await;
-        let deadline = Instant::now() + WAIT;
-        while srv.broker().stats_total().subscriptions < 2 {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually_async("both subscriptions", WAIT, tokio::time::sleep, async || {
+            srv.broker().stats_total().subscriptions >= 2
+        })
+        .await;
         srv.broker()
             .publish_blocking("ns", "bye", "last words")
             .unwrap();
-        let t0 = Instant::now();
         let stopper = std::thread::spawn({
             let b = srv.broker().clone();
             move || b.shutdown()
@@ -668,11 +663,15 @@ fn graceful_shutdown_closes_subscribers_with_1001() {
             }
         };
         assert_eq!(close.map(|c| c.code), Some(CloseCode::Away));
+        // The shutdown completes (how fast it drains is for a benchmark, not a test).
+        eventually_async(
+            "the shutdown to finish",
+            WAIT,
+            tokio::time::sleep,
+            async || stopper.is_finished(),
+        )
+        .await;
         stopper.join().unwrap();
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "shutdown drained promptly"
-        );
     });
     let out = sse.join().unwrap();
     assert!(out.contains("data: last words"), "{out}");
