@@ -12,7 +12,7 @@
 # Environment: CYCLES (default 200), KILL (kill9 | mixed | term, default kill9), LOAD_MS
 # (default 2000-4000), SEED (default: the clock), GENERATION (cycles per set of topics, default
 # 10: read-backs stay short; every set is read back once more at the end), SEGMENT_BYTES
-# (default 4194304), CRASH_DIR (default target/tmp; a real filesystem, not tmpfs), OUT (the
+# (default 4194304), FSYNC (the broker's --fsync, default always), CRASH_DIR (default target/tmp; a real filesystem, not tmpfs), OUT (the
 # test's whole output, default /tmp/fanfare-crash-soak.log). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ export CRASH_LOAD_MS=${LOAD_MS:-2000-4000}
 export CRASH_GENERATION=${GENERATION:-10}
 export CRASH_SEGMENT_BYTES=${SEGMENT_BYTES:-4194304}
 export CRASH_SEED=${SEED:-}
+export CRASH_FSYNC=${FSYNC:-always}
 [ -n "${CRASH_DIR:-}" ] && export CRASH_DIR
 out=${OUT:-/tmp/fanfare-crash-soak.log}
 
@@ -39,7 +40,7 @@ if [ -z "$summary" ]; then
 fi
 field() { sed -E "s/.* $1=([0-9]+).*/\1/" <<<"$summary"; }
 echo
-echo "crash soak: ${CRASH_CYCLES} cycles requested, stops: ${CRASH_KILL}, load ${CRASH_LOAD_MS} ms"
+echo "crash soak: ${CRASH_CYCLES} cycles requested, stops: ${CRASH_KILL}, load ${CRASH_LOAD_MS} ms, --fsync ${CRASH_FSYNC}, segments ${CRASH_SEGMENT_BYTES} B"
 printf '%-34s %s\n' \
   "seed" "$(field seed)" \
   "cycles (restarts under load)" "$(field cycles)" \

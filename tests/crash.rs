@@ -1,16 +1,19 @@
 //! The real binary, stopped again and again on the same data dir, keeps every acknowledged
 //! publish (issue 29).
 //!
-//! `fanfare serve --shards 2 --data-dir DIR --fsync always` takes acknowledged publishes from
-//! WebSocket publishers (several per topic, a window of publishes in flight each, payloads
-//! that name their topic, publisher and counter) on topics of both shards, with a live
-//! subscriber per topic; at a random moment it is stopped, by SIGTERM or kill -9 (both, mixed),
-//! and started again on the same data dir (on a new port: a kill -9'd process's sockets may
+//! `fanfare serve --shards 2 --no-pin --data-dir DIR --fsync always` (unpinned: the shards
+//! share whatever cores the machine has) takes acknowledged publishes from WebSocket
+//! publishers (several per topic, a window of publishes in flight each, payloads that name
+//! their topic, publisher and counter) on topics of both shards, with a live subscriber per
+//! topic; at a random moment it is stopped, by SIGTERM or kill -9 (a mixed run has both), and
+//! started again on the same data dir (on a new port: a kill -9'd process's sockets may
 //! linger). After each restart, and once more at the end, every topic is read back from
 //! `(epoch, 1)` and checked (`crash/model.rs`): every acknowledged message is at the
 //! `(epoch, seq)` its ack named with its exact payload; every message a subscriber received is
 //! still where it was; nothing is stored twice, nothing is missing in between, no epoch changed,
-//! no discontinuity. A publish in flight at the stop may be kept or not, but only once.
+//! no discontinuity. A publish in flight at the stop may be kept or not, but only once: each
+//! carries an idempotency key, and is sent again after the restart (as `AsyncClient` does),
+//! where it must land once; a publish refused (`ShuttingDown`) must not have been stored.
 //!
 //! The run is seeded (stop moments, SIGTERM or kill -9): the seed is printed, and
 //! `CRASH_SEED=<seed>` replays the same choices. The same test is the soak
@@ -21,13 +24,14 @@
 //! | `CRASH_SEED` | the clock | the seed |
 //! | `CRASH_CYCLES` | 7 | restarts under load |
 //! | `CRASH_LOAD_MS` | `2000-3500` | load before each stop, ms (a range: drawn each cycle) |
-//! | `CRASH_KILL` | `mixed` | `mixed` (SIGTERM or kill -9, even odds), `kill9` or `term` |
+//! | `CRASH_KILL` | `mixed` | `mixed` (SIGTERM or kill -9, even odds, at least one of each), `kill9` or `term` |
 //! | `CRASH_TOPICS` | 4 | topics (alternating between the 2 shards) |
 //! | `CRASH_PUBLISHERS` | 2 | publishers per topic |
 //! | `CRASH_WINDOW` | 32 | publishes in flight per publisher |
 //! | `CRASH_GENERATION` | 0 | cycles per set of topics (0: one set), so a long soak's read-backs stay short |
 //! | `CRASH_SEGMENT_BYTES` | 4194304 | segment size: segments fill and roll during the run |
 //! | `CRASH_KEYS` | 1 | publishes carry idempotency keys, and what got no answer is sent again after the restart, as `AsyncClient` does (0: no keys, no retries) |
+//! | `CRASH_FSYNC` | `always` | the broker's `--fsync`: `never` acknowledges after the write, which a kill -9 keeps too |
 //! | `CRASH_BIN` | this build's | the `fanfare` binary to test (another build, say) |
 //! | `CRASH_DIR` | the target's tmp dir | where the data dir goes (a real filesystem, not tmpfs) |
 
@@ -38,7 +42,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use fanfare::proto::Start;
+use fanfare::proto::{Durability, Start};
 
 mod common;
 #[path = "crash/model.rs"]
@@ -48,8 +52,11 @@ mod wire;
 
 use model::{Rng, Topic, Verdict, NAMESPACE};
 
-/// How long a broker may take to start (recovery included) or to stop after SIGTERM.
-const START_STOP_MAX: Duration = Duration::from_secs(60);
+/// How long a broker may take to start: it reads its whole log back first, which takes
+/// longer as a soak's log grows.
+const START_MAX: Duration = Duration::from_secs(600);
+/// How long a broker may take to exit after SIGTERM (it drains for up to 5 s).
+const STOP_MAX: Duration = Duration::from_secs(60);
 /// How long reading back every topic may take.
 const READ_BACK_MAX: Duration = Duration::from_secs(300);
 
@@ -65,11 +72,21 @@ struct Params {
     generation: u64,
     segment_bytes: u64,
     keyed: bool,
+    fsync: String,
     bin: Option<PathBuf>,
     dir: PathBuf,
 }
 
 impl Params {
+    /// What every ack must say.
+    fn durability(&self) -> Durability {
+        if self.fsync == "always" {
+            Durability::Synced
+        } else {
+            Durability::Written
+        }
+    }
+
     fn from_env() -> Params {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let num = |name: &str, default: u64| {
@@ -98,6 +115,11 @@ impl Params {
             ["mixed", "kill9", "term"].contains(&kill.as_str()),
             "CRASH_KILL={kill}: want mixed, kill9 or term"
         );
+        let fsync = var("CRASH_FSYNC").unwrap_or_else(|| "always".to_owned());
+        assert!(
+            ["always", "never"].contains(&fsync.as_str()),
+            "CRASH_FSYNC={fsync}: want always or never"
+        );
         let dir = var("CRASH_DIR")
             .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
         Params {
@@ -111,6 +133,7 @@ impl Params {
             generation: num("CRASH_GENERATION", 0),
             segment_bytes: num("CRASH_SEGMENT_BYTES", 4 << 20),
             keyed: num("CRASH_KEYS", 1) != 0,
+            fsync,
             bin: var("CRASH_BIN").map(PathBuf::from),
             dir: dir.join(format!("crash-{}-{seed}", std::process::id())),
         }
@@ -133,6 +156,7 @@ impl Drop for Broker {
 /// The files of a run: the data dir, the settings, the brokers' log.
 struct Run {
     bin: Option<PathBuf>,
+    fsync: String,
     data: PathBuf,
     settings: PathBuf,
     log: PathBuf,
@@ -170,20 +194,30 @@ impl Run {
             .arg(&self.settings)
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--fsync", "always"])
+            .args(["--fsync", &self.fsync])
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("fanfare runs");
         // The first line comes once every shard read its log back, or never (the process
-        // exits): `read_line` returns either way.
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line);
+        // exits, or hangs): read on a thread, waited for with a deadline.
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = tx.send(line);
+            // Drain the rest ("fanfare stopped") so the broker never blocks on a full pipe.
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+        });
+        let line = rx.recv_timeout(START_MAX).unwrap_or_default();
         let Some(addr) = line.split_whitespace().nth(3).and_then(|a| a.parse().ok()) else {
             let _ = child.kill();
+            let _ = child.wait();
             panic!(
-                "{marker}: the broker did not start ({line:?}); its log: {}\n{}",
+                "{marker}: the broker did not start within {START_MAX:?} ({line:?}); its log: {}\n{}",
                 self.log.display(),
                 self.log_tail()
             );
@@ -234,7 +268,7 @@ fn stop(mut b: Broker, kill9: bool) -> Result<(), String> {
     if !sent.is_ok_and(|s| s.success()) {
         return Err("kill -TERM failed".to_owned());
     }
-    let deadline = Instant::now() + START_STOP_MAX;
+    let deadline = Instant::now() + STOP_MAX;
     loop {
         if let Some(s) = b.child.try_wait().map_err(|e| format!("wait: {e}"))? {
             return if s.success() {
@@ -244,7 +278,7 @@ fn stop(mut b: Broker, kill9: bool) -> Result<(), String> {
             };
         }
         if Instant::now() >= deadline {
-            return Err(format!("no exit {START_STOP_MAX:?} after SIGTERM"));
+            return Err(format!("no exit {STOP_MAX:?} after SIGTERM"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -307,7 +341,7 @@ fn load_and_stop(
         .iter_mut()
         .flat_map(|t| {
             (0..p.publishers)
-                .map(|i| (t.name.clone(), i as u32, t.plan(i, p.keyed)))
+                .map(|i| (t.name.clone(), i as u32, t.plan(i, p.keyed, p.durability())))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -370,10 +404,15 @@ fn load_and_stop(
             out.ends
                 .push(format!("pub {}/{i}: {n} refused, the last: {why}", t.name));
         }
-        if r.not_synced > 0 {
+        if r.other_durability > 0 {
             v.fail(
                 |x| &mut x.other,
-                format!("{}/{i}: {} acks not synced", t.name, r.not_synced),
+                format!(
+                    "{}/{i}: {} acks not {:?}",
+                    t.name,
+                    r.other_durability,
+                    p.durability()
+                ),
             );
         }
         out.acked += r.acked.len() as u64;
@@ -405,6 +444,7 @@ fn acknowledged_publishes_survive_sigterm_and_kill_9() {
     );
     let run = Run {
         bin: p.bin.clone(),
+        fsync: p.fsync.clone(),
         data: p.dir.join("data"),
         settings: p.dir.join("fanfare.toml"),
         log: p.dir.join("serve.log"),
@@ -449,7 +489,9 @@ fn acknowledged_publishes_survive_sigterm_and_kill_9() {
                     .collect(),
             );
         }
+        let started = Instant::now();
         let b = run.start(&format!("cycle {cycle}"));
+        let start_s = started.elapsed().as_secs_f64();
         let url = format!("ws://{}/v1/ws", b.addr);
         let before = v.totals.clone();
         let started = Instant::now();
@@ -468,7 +510,7 @@ fn acknowledged_publishes_survive_sigterm_and_kill_9() {
         v.totals.cycles += 1;
         v.totals.kills += u64::from(kill9);
         println!(
-            "cycle {cycle}: read back {heads:?} in {read_s:.1} s; {} after {:.2} s: {} acked, {} refused; failures {} (total {}) [{:.0} s]",
+            "cycle {cycle}: started in {start_s:.1} s, read back {heads:?} in {read_s:.1} s; {} after {:.2} s: {} acked, {} refused; failures {} (total {}) [{:.0} s]",
             if kill9 { "kill -9" } else { "SIGTERM" },
             load.as_secs_f64(),
             l.acked,

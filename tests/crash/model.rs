@@ -9,6 +9,8 @@
 
 use std::collections::HashSet;
 
+use fanfare::proto::Durability;
+
 use super::wire::Plan;
 
 /// Every topic lives in this namespace.
@@ -215,7 +217,7 @@ impl Topic {
 
     /// What publisher `p` sends next: with `keyed` (idempotency keys), its unanswered
     /// publishes again first (a retry must land once); without, only new ones.
-    pub fn plan(&mut self, p: usize, keyed: bool) -> Plan {
+    pub fn plan(&mut self, p: usize, keyed: bool, durability: Durability) -> Plan {
         let retry = std::mem::take(&mut self.pending[p]);
         let retry = if keyed { retry } else { Vec::new() };
         for c in &retry {
@@ -225,6 +227,7 @@ impl Topic {
             retry,
             first: self.sent[p],
             keyed,
+            durability,
         }
     }
 
@@ -293,8 +296,9 @@ impl Topic {
         }
     }
 
-    /// A live subscriber, resumed at `from` (`(epoch, next seq)`), received `items` (and
-    /// announced `discontinuities`).
+    /// A live subscriber, subscribed at `from` (`(epoch, next seq)`, as the broker answered;
+    /// where the previous one stopped, if there was one), received `items` (and announced
+    /// `discontinuities`).
     pub fn delivered(
         &mut self,
         from: (u64, u64),
@@ -307,6 +311,18 @@ impl Topic {
                 |t| &mut t.discontinuities,
                 format!("{}: live: {d}", self.name),
             );
+        }
+        if let Some(asked) = self.live_from.filter(|&a| a != from) {
+            v.fail(
+                |t| &mut t.discontinuities,
+                format!(
+                    "{}: live: resumed at {asked:?}, subscribed at {from:?}",
+                    self.name
+                ),
+            );
+        }
+        if self.epoch.is_some() {
+            self.check_epoch(from.0, "a live subscription", v);
         }
         let mut next = from;
         for (epoch, seq, payload) in items {
@@ -346,7 +362,11 @@ impl Topic {
         for c in &rb.corrupt {
             v.fail(|t| &mut t.other, format!("{}: read-back: {c}", self.name));
         }
-        if rb.head == 0 && self.slots.is_empty() {
+        if rb.head == 0 && self.slots.iter().all(|s| s.id().is_none()) {
+            // Nothing was ever stored or seen: the topic starts afresh, in any epoch.
+            self.epoch = None;
+            self.live_from = None;
+            self.slots.clear();
             return;
         }
         let same_epoch = self.check_epoch(rb.epoch, "the read-back", v);

@@ -29,8 +29,8 @@ pub struct Published {
     pub unanswered: Vec<u64>,
     /// Counters sent: new ones went up to `upto` (exclusive).
     pub upto: u64,
-    /// Acks that did not say `synced`.
-    pub not_synced: u64,
+    /// Acks that named another durability than the plan's.
+    pub other_durability: u64,
     /// Why it ended.
     pub end: String,
 }
@@ -45,6 +45,8 @@ pub struct Plan {
     pub first: u64,
     /// Publishes carry idempotency keys.
     pub keyed: bool,
+    /// What every ack must say (`Synced` with `--fsync always`).
+    pub durability: Durability,
 }
 
 /// Publishes `topic`'s messages of publisher `p` as `plan` says, with up to `window`
@@ -117,9 +119,9 @@ pub fn publish(
                 epoch,
                 seq,
                 durability,
-            }) if in_flight.remove(&(request_id - 1)) => {
-                if durability != Durability::Synced {
-                    out.not_synced += 1;
+            }) if answered(&mut in_flight, request_id) => {
+                if durability != plan.durability {
+                    out.other_durability += 1;
                 }
                 out.acked.push((request_id - 1, epoch, seq));
             }
@@ -127,7 +129,7 @@ pub fn publish(
                 request_id,
                 code,
                 text,
-            }) if request_id > 0 && in_flight.remove(&(request_id - 1)) => {
+            }) if answered(&mut in_flight, request_id) => {
                 use fanfare::proto::ErrorCode as C;
                 let counter = request_id - 1;
                 if matches!(
@@ -146,6 +148,13 @@ pub fn publish(
     out.unanswered.extend(retry);
     out.unanswered.sort_unstable();
     out
+}
+
+/// Whether `request_id` answers a publish in flight (and it is not in flight any more).
+fn answered(in_flight: &mut HashSet<u64>, request_id: u64) -> bool {
+    request_id
+        .checked_sub(1)
+        .is_some_and(|counter| in_flight.remove(&counter))
 }
 
 /// What a live subscriber saw before its connection ended.
