@@ -647,6 +647,14 @@ fn seed_70_what_recovery_read_back_is_durable_before_the_log_rolls_on() {
     regression(70);
 }
 
+/// A last segment cut inside a record's padding (the cut fault, past the durable end): the
+/// scan took the record as whole, its end past the bytes there were, and recovery panicked
+/// slicing them (the shard could not start).
+#[test]
+fn seed_9282_a_segment_cut_inside_a_records_padding_is_read_back() {
+    regression(9282);
+}
+
 /// Issue 29 step by step, whatever the simulation's random choices become: records made
 /// durable in a segment (more than a block of them: a write after a restart writes only the
 /// last block again), then restarts: after a process crash that left a torn record past them
