@@ -28,8 +28,9 @@
 //!   adopts one (its commit record is never lost);
 //! - reading the disk again, with nothing written in between, gives the same recovery.
 //!
-//! And while the log runs: an acknowledged record reads back where the log said it is (the
-//! catch-up read, `Segments::read_span`).
+//! And while the log runs: an op fails only with a fault the disk injected (never, say, an
+//! unaligned O_DIRECT write), and an acknowledged record reads back where the log said it is
+//! (the catch-up read, `Segments::read_span`).
 //!
 //! Not modelled: the rest of the shard (topics, the index, catch-up's scheduling, the ops
 //! `store_loop` skips with `fsync = "never"`, which promises nothing), running out of space,
@@ -277,6 +278,15 @@ impl Sim {
             if self.trace {
                 eprintln!("  op failed: {e}");
             }
+            // Only the disk's faults fail an op: any other error (O_DIRECT refusing an
+            // unaligned write, a file that is not there) is the device's own mistake.
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EIO),
+                "seed {}: {} failed: {e}",
+                self.seed,
+                op_name(&op)
+            );
         }
         match self.log.complete(r.is_ok()) {
             Progress::Durable(upto) => {
@@ -645,6 +655,14 @@ fn seed_760_what_a_failed_write_left_is_durable_once_recovered() {
 #[test]
 fn seed_70_what_recovery_read_back_is_durable_before_the_log_rolls_on() {
     regression(70);
+}
+
+/// A last segment cut at a byte no block's multiple (the cut fault): its first write after
+/// the restart extended it with zeros from that byte, O_DIRECT refused (EINVAL), and the log
+/// failed.
+#[test]
+fn seed_31_a_segment_cut_at_any_byte_takes_appends() {
+    regression(31);
 }
 
 /// A last segment cut inside a record's padding (the cut fault, past the durable end): the
