@@ -245,7 +245,10 @@ fn read_at(b: &[u8], at: usize) -> At {
     let (epoch, seq) = (u64_at(h, 16), u64_at(h, 24));
     let len = (HEADER_BYTES + body).next_multiple_of(ALIGN);
     match b.get(topic_at..topic_at + body) {
-        Some(x) if crc32c::crc32c(x) == u32_at(h, 44) => At::Valid(
+        // Whole means with its padding: where it ends is where the next record starts, and
+        // appends continue. A segment cut inside the padding (by hand, or a filesystem's
+        // repair) ends in a record that is not whole: recovery read past the bytes there were.
+        Some(x) if at + len <= b.len() && crc32c::crc32c(x) == u32_at(h, 44) => At::Valid(
             Record {
                 kind,
                 topic: topic.to_vec(),
@@ -655,6 +658,28 @@ mod tests {
         let s = scan(&x, true);
         assert_eq!((messages(&s), s.end), (2, b.len()));
         assert_eq!(s.damage.len(), 1);
+    }
+
+    #[test]
+    fn a_record_cut_inside_its_padding_is_not_whole() {
+        // A 5-byte payload: 3 bytes of padding after the body.
+        let r = msg("ns/a", 1, b"hello");
+        let mut b = Vec::new();
+        r.encode(&mut b).unwrap();
+        let whole = b.len();
+        assert_eq!(decode_at(&b, 0), Some(r.clone()));
+        b.truncate(whole - 1);
+        assert_eq!(decode_at(&b, 0), None);
+        let s = scan(&b, false);
+        assert_eq!((s.records.len(), s.end, s.damage.len()), (0, 0, 0));
+        // After a whole batch: the batch stays, the cut record is a torn tail.
+        let mut b = log_of(&[msg("ns/a", 1, &[1; 64])]);
+        let batch = b.len();
+        r.encode(&mut b).unwrap();
+        b.truncate(b.len() - 2);
+        let s = scan(&b, false);
+        assert_eq!((s.records.len(), s.end, s.uncommitted), (2, batch, 0));
+        assert!(s.end <= b.len());
     }
 
     #[test]
