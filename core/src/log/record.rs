@@ -454,6 +454,9 @@ pub fn scan(b: &[u8], closed: bool) -> Scan {
 /// back and the ones named by other damage inside it. Bad bytes that are exactly one commit
 /// record, right before a batch that starts where they end, held no message.
 fn count_lost(s: &mut Scan, damage_at: &[usize]) {
+    if !s.damage.iter().any(|d| matches!(d, Damage::Unknown { .. })) {
+        return; // the common case: nothing to count, no pass over the records
+    }
     let commits: Vec<(usize, u64, u64)> = s
         .records
         .iter()

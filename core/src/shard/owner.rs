@@ -240,7 +240,10 @@ impl State {
         };
         let (mut disc, mut first) = resolve_start(topic.epoch, next, oldest, start)?;
         let memory_from = in_memory.unwrap_or(next);
-        if let Some(after) = topic.on_disk.hole_at(first).filter(|_| first < memory_from) {
+        let hole = (first < memory_from)
+            .then(|| topic.on_disk.hole_at(first))
+            .flatten();
+        if let Some(after) = hole {
             // Records lost to damage (found at start-up): one discontinuity naming exactly
             // those sequences, then on from the first intact record after them.
             let after = after.min(next);
