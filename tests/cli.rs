@@ -7,8 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-#[path = "common/eventually.rs"]
-mod eventually;
+use common::eventually;
 use eventually::eventually;
 
 /// How long a test waits for something to happen before it fails: a bound on a hang, not a
@@ -39,14 +38,7 @@ impl Node {
     }
 
     fn interrupt(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        eventually(
-            "fanfare to exit after SIGINT",
-            Duration::from_secs(15),
-            || self.child.try_wait().unwrap(),
-        )
+        common::signal_and_wait(&mut self.child, "-INT", Duration::from_secs(15))
     }
 }
 

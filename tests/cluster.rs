@@ -14,8 +14,7 @@ use fanfare::client::Client;
 use fanfare::proto::{ServerMsg, Start};
 
 mod common;
-#[path = "common/eventually.rs"]
-mod eventually;
+use common::eventually;
 use eventually::eventually;
 #[path = "common/cluster.rs"]
 mod cluster;

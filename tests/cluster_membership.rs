@@ -11,8 +11,7 @@ use bytes::Bytes;
 use fanfare::proto::{ServerMsg, Start};
 
 mod common;
-#[path = "common/eventually.rs"]
-mod eventually;
+use common::eventually;
 use eventually::eventually;
 #[path = "common/cluster.rs"]
 mod cluster;

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
@@ -21,15 +21,7 @@ struct Node {
 
 impl Node {
     fn start(data: &Path) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
-            .args([
-                "serve",
-                "--no-pin",
-                "--shards",
-                "1",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+        let mut child = common::serve_command_with(1, "127.0.0.1:0")
             // Five messages in memory: reads further back come from the log.
             .args(["--history-messages", "5", "--fsync", "always", "--data-dir"])
             .arg(data)
@@ -43,14 +35,7 @@ impl Node {
 
     /// SIGTERM, and waits for the exit.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "fanfare did not exit on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::signal_and_wait(&mut self.child, "-TERM", Duration::from_secs(20));
     }
 
     /// The sum over shards of the engine counter `name` (`fanfare_engine_{name}_total`).

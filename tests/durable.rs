@@ -40,23 +40,9 @@ fn fanfare(args: &[&str]) -> std::process::Output {
         .expect("fanfare runs")
 }
 
-/// `POST /v1/topics/ns/topic` with `body`: the answer's status line and body.
+/// `POST path` with `body`: the answer's status line and body.
 fn http_publish(addr: SocketAddr, path: &str, body: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("an answer");
-    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
-    (
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    )
+    common::http_request(addr, &format!("POST {path}"), body)
 }
 
 #[test]

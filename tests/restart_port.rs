@@ -4,11 +4,11 @@
 //! kill -9 must still listen and answer. The same for a cluster node's port (TCP node links,
 //! UDP gossip).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
@@ -75,18 +75,7 @@ impl Node {
 
     /// SIGTERM, then waits for the process to exit (it drains first).
     fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM sent");
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            // Short: what the port holds is checked right after the exit.
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        common::signal_and_wait(&mut self.child, "-TERM", WAIT_MAX)
     }
 
     /// SIGKILL, and the process reaped.
@@ -132,37 +121,9 @@ fn sockets_on(port: u16, state: u8) -> usize {
         .sum()
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT_MAX;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`, read to the end: the status line and body.
-/// The server answers and closes first, so the TIME-WAIT socket is on its side.
-fn request(addr: SocketAddr, head: &str, body: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{head} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("an answer");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    )
-}
-
 /// Publishes `payload` to `restart/port` through `addr`: the status line and the epoch acked.
 fn publish(addr: SocketAddr, payload: &str) -> (String, Option<u64>) {
-    let (status, body) = request(addr, "POST /v1/topics/restart/port", payload);
+    let (status, body) = common::http_request(addr, "POST /v1/topics/restart/port", payload);
     let epoch = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["epoch"].as_u64());
@@ -178,10 +139,10 @@ fn traffic(addr: SocketAddr) {
         assert!(epoch.is_some(), "publish {i} acknowledged");
     }
     assert_eq!(
-        request(addr, "GET /healthz", ""),
+        common::http_request(addr, "GET /healthz", ""),
         ("HTTP/1.1 200 OK".to_owned(), "ok".to_owned())
     );
-    wait_until("TIME-WAIT sockets on the server's port", || {
+    common::eventually::eventually("TIME-WAIT sockets on the server's port", WAIT_MAX, || {
         sockets_on(addr.port(), TCP_TIME_WAIT) >= PUBLISHES
     });
 }
@@ -261,13 +222,17 @@ fn cluster_command(id: &str, roles: &str, cluster: &str, seeds: &[SocketAddr]) -
 /// only storage node's new life): its epoch.
 fn publish_through(router: SocketAddr, old: Option<u64>) -> u64 {
     let mut acked = None;
-    wait_until("a publish through the router to be acknowledged", || {
-        acked = match publish(router, "via-router") {
-            (s, Some(e)) if s == "HTTP/1.1 200 OK" && Some(e) != old => Some(e),
-            _ => None,
-        };
-        acked.is_some()
-    });
+    common::eventually::eventually(
+        "a publish through the router to be acknowledged",
+        WAIT_MAX,
+        || {
+            acked = match publish(router, "via-router") {
+                (s, Some(e)) if s == "HTTP/1.1 200 OK" && Some(e) != old => Some(e),
+                _ => None,
+            };
+            acked.is_some()
+        },
+    );
     acked.unwrap()
 }
 

@@ -75,6 +75,19 @@ fn items(sub: &mut fanfare_core::Subscription, n: usize) -> Vec<(Epoch, Seq, Vec
     out
 }
 
+/// A subscription to `ns/topic` from `(epoch, 1)`.
+fn from_start(b: &Broker, topic: &str, epoch: Epoch) -> fanfare_core::Subscription {
+    b.subscribe_blocking(
+        "ns",
+        topic,
+        Start::At {
+            epoch: epoch.0,
+            seq: 1,
+        },
+    )
+    .expect("subscribe")
+}
+
 /// Publishes `n` messages (`body(i)`) to `ns/topic`; the topic's epoch.
 fn publish_n(b: &Broker, topic: &str, n: usize, body: impl Fn(usize) -> String) -> Epoch {
     let mut epoch = Epoch(0);
@@ -134,16 +147,7 @@ fn acknowledged_messages_survive_a_restart_with_their_epoch() {
     let b = start(&dir, 2);
     assert_eq!(total(&b).storage_recovered, 50);
     // Resume from the first sequence: every message, same epoch, no discontinuity.
-    let mut sub = b
-        .subscribe_blocking(
-            "ns",
-            "t",
-            Start::At {
-                epoch: epoch.0,
-                seq: 1,
-            },
-        )
-        .expect("subscribe");
+    let mut sub = from_start(&b, "t", epoch);
     let got = items(&mut sub, 50);
     for (i, (e, s, p)) in got.iter().enumerate() {
         assert_eq!((*e, *s), (epoch, Seq(i as u64 + 1)));
@@ -220,16 +224,7 @@ fn a_flipped_bit_costs_that_message_alone_and_the_topic_keeps_its_epoch() {
         assert_eq!(s.storage_damaged, 1, "the damage is counted");
         assert_eq!(s.storage_lost_messages, 1, "one message lost");
         assert_eq!(s.storage_renewed_topics, 0, "no topic starts over");
-        let mut sub = b
-            .subscribe_blocking(
-                "ns",
-                "flip",
-                Start::At {
-                    epoch: epoch.0,
-                    seq: 1,
-                },
-            )
-            .expect("subscribe");
+        let mut sub = from_start(&b, "flip", epoch);
         let before = items(&mut sub, 4);
         let want = |i: u64| (epoch, Seq(i), format!("payload-{:04}", i - 1).into_bytes());
         assert_eq!(before, (1..=4).map(want).collect::<Vec<_>>());
@@ -257,16 +252,7 @@ fn a_flipped_bit_costs_that_message_alone_and_the_topic_keeps_its_epoch() {
             assert_eq!((p.epoch, p.seq), (epoch, Seq(21)));
         }
         // The undamaged topic keeps its epoch and message.
-        let mut other = b
-            .subscribe_blocking(
-                "ns",
-                "other",
-                Start::At {
-                    epoch: other_epoch.0,
-                    seq: 1,
-                },
-            )
-            .expect("subscribe");
+        let mut other = from_start(&b, "other", other_epoch);
         let got = items(&mut other, 1);
         assert_eq!(got[0].2, b"fine");
         drop((sub, other));
@@ -309,16 +295,7 @@ fn a_torn_tail_is_cut_and_what_came_before_it_is_served() {
     let s = total(&b);
     assert!(s.storage_cut_bytes > 0, "the tail is cut");
     assert_eq!(s.storage_damaged, 0, "a torn tail is not damage");
-    let mut sub = b
-        .subscribe_blocking(
-            "ns",
-            "torn",
-            Start::At {
-                epoch: epoch.0,
-                seq: 1,
-            },
-        )
-        .expect("subscribe");
+    let mut sub = from_start(&b, "torn", epoch);
     let got = items(&mut sub, 10);
     assert_eq!(got.last().map(|g| (g.0, g.1)), Some((epoch, Seq(10))));
     let p = b.publish_blocking("ns", "torn", "next").expect("publish");
@@ -433,16 +410,7 @@ fn a_subscriber_behind_the_memory_history_catches_up_from_disk() {
             .epoch;
     }
     let check = |b: &Broker| {
-        let mut sub = b
-            .subscribe_blocking(
-                "ns",
-                "deep",
-                Start::At {
-                    epoch: epoch.0,
-                    seq: 1,
-                },
-            )
-            .expect("subscribe");
+        let mut sub = from_start(b, "deep", epoch);
         let got = items(&mut sub, N as usize);
         for (i, (e, s, p)) in got.iter().enumerate() {
             assert_eq!((*e, *s), (epoch, Seq(i as u64 + 1)), "in order, no gap");
@@ -462,16 +430,7 @@ fn a_subscriber_behind_the_memory_history_catches_up_from_disk() {
     drop(b);
     // The same after a restart (the index is rebuilt from the log).
     let b = Broker::builder().config(cfg).start().expect("start");
-    let mut sub = b
-        .subscribe_blocking(
-            "ns",
-            "deep",
-            Start::At {
-                epoch: epoch.0,
-                seq: 1,
-            },
-        )
-        .expect("subscribe");
+    let mut sub = from_start(&b, "deep", epoch);
     let got = items(&mut sub, N as usize + 1);
     assert_eq!(got.last().map(|g| g.1), Some(Seq(N + 1)));
     assert!(got
@@ -615,16 +574,7 @@ fn a_topic_keeps_its_last_messages_and_segments_nobody_keeps_are_deleted() {
     eventually("old segments to go", WAIT, || {
         total(&b).storage_segments <= 3
     });
-    let mut sub = b
-        .subscribe_blocking(
-            "ns",
-            "kept",
-            Start::At {
-                epoch: epoch.0,
-                seq: 1,
-            },
-        )
-        .expect("subscribe");
+    let mut sub = from_start(&b, "kept", epoch);
     match sub.next_timeout(WAIT) {
         Ok(Some(Event::Discontinuity {
             new_seq, new_epoch, ..
@@ -717,16 +667,7 @@ fn a_truncated_segment_serves_what_is_left_and_keeps_its_epoch() {
     let s = total(&b);
     assert!(s.storage_cut_bytes > 0, "the torn record is cut");
     assert_eq!(s.storage_recovered, 9);
-    let mut sub = b
-        .subscribe_blocking(
-            "ns",
-            "cut",
-            Start::At {
-                epoch: epoch.0,
-                seq: 1,
-            },
-        )
-        .expect("subscribe");
+    let mut sub = from_start(&b, "cut", epoch);
     let got = items(&mut sub, 9);
     assert_eq!(got.last().map(|g| (g.0, g.1)), Some((epoch, Seq(9))));
     // Appends go on after what is left, in the same epoch.

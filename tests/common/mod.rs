@@ -1,8 +1,11 @@
 //! Shared by the tests that run the `fanfare` binary.
 
-use std::io::BufRead;
-use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+pub mod eventually;
 
 /// `fanfare serve` unpinned with 2 shards on an OS-chosen 127.0.0.1 port (more arguments may
 /// follow); the first line it prints names the address.
@@ -12,10 +15,53 @@ pub fn serve_command() -> Command {
 }
 
 /// [`serve_command`] listening on `listen` (a restart on the address a node had).
+#[allow(dead_code)]
 pub fn serve_command_on(listen: &str) -> Command {
+    serve_command_with(2, listen)
+}
+
+/// `fanfare serve` unpinned with `shards` shards, listening on `listen`.
+pub fn serve_command_with(shards: usize, listen: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanfare"));
-    cmd.args(["serve", "--no-pin", "--shards", "2", "--listen", listen]);
+    cmd.args(["serve", "--no-pin", "--shards", &shards.to_string()])
+        .args(["--listen", listen]);
     cmd
+}
+
+/// Sends `signal` (`"-TERM"`, `"-INT"`) to `child` and waits, at most `deadline`, for it to
+/// exit (it drains first): its exit status.
+#[allow(dead_code)]
+pub fn signal_and_wait(child: &mut Child, signal: &str, deadline: Duration) -> ExitStatus {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {signal} sent");
+    eventually::eventually(&format!("an exit after kill {signal}"), deadline, || {
+        child.try_wait().expect("wait for the child")
+    })
+}
+
+/// One HTTP/1.1 request (`head`: method and path) with `body` and `Connection: close`, read
+/// to the end: the status line and the body. The server answers and closes first, so the
+/// TIME-WAIT socket is on its side.
+#[allow(dead_code)]
+pub fn http_request(addr: SocketAddr, head: &str, body: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    write!(
+        s,
+        "{head} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("the request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("an answer");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
 }
 
 /// The address in the first line `fanfare serve` prints ("fanfare listening on ADDR (...)");
