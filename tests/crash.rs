@@ -263,24 +263,11 @@ fn stop(mut b: Broker, kill9: bool) -> Result<(), String> {
         b.child.wait().map_err(|e| format!("wait: {e}"))?;
         return Ok(());
     }
-    let pid = b.child.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status();
-    if !sent.is_ok_and(|s| s.success()) {
-        return Err("kill -TERM failed".to_owned());
-    }
-    let deadline = Instant::now() + STOP_MAX;
-    loop {
-        if let Some(s) = b.child.try_wait().map_err(|e| format!("wait: {e}"))? {
-            return if s.success() {
-                Ok(())
-            } else {
-                Err(format!("exit after SIGTERM: {s}"))
-            };
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("no exit {STOP_MAX:?} after SIGTERM"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let s = common::signal_and_wait(&mut b.child, "-TERM", STOP_MAX);
+    if s.success() {
+        Ok(())
+    } else {
+        Err(format!("exit after SIGTERM: {s}"))
     }
 }
 

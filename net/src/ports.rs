@@ -134,10 +134,16 @@ fn into_glommio(listening: Socket) -> glommio::net::TcpListener {
     unsafe { glommio::net::TcpListener::from_raw_fd(listening.into_raw_fd()) }
 }
 
+/// The workspace's test helper for waiting on a condition (one file for every test crate).
+#[cfg(test)]
+#[path = "../../tests/common/eventually.rs"]
+mod test_support;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use test_support::eventually;
 
     /// Runs `f` on a glommio executor of its own thread (no pinning: any core may be busy).
     fn on_executor<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -190,11 +196,9 @@ mod tests {
             drop(first);
             (addr.port(), std_listener)
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while time_wait_on(port) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no TIME-WAIT");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        eventually("a TIME-WAIT socket", Duration::from_secs(10), || {
+            time_wait_on(port) > 0
+        });
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         assert!(
             std::net::TcpStream::connect(addr).is_err(),
