@@ -74,6 +74,11 @@ impl History {
         self.messages.front().map(|(_, m)| m.seq)
     }
 
+    /// The newest sequence held.
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.messages.back().map(|(_, m)| m.seq)
+    }
+
     /// When the newest message was appended.
     pub fn last_at(&self) -> Option<Instant> {
         self.messages.back().map(|(at, _)| *at)

@@ -39,10 +39,11 @@ impl State {
         key: &TopicKey,
         reply: Result<Fetched, SubscribeError>,
         to: ReplyTo,
+        now: Instant,
     ) {
         let (epoch, from, locs, disc) = match reply {
-            Err(e) => return self.reply_to(to, Err(e)),
-            Ok(Fetched::Ready(r)) => return self.reply_to(to, Ok(r)),
+            Err(e) => return self.reply_to(to, Err(e), now),
+            Ok(Fetched::Ready(r)) => return self.reply_to(to, Ok(r), now),
             Ok(Fetched::Disk {
                 epoch,
                 from,
@@ -59,22 +60,21 @@ impl State {
             disc,
         };
         let Some(store) = self.store.as_mut() else {
-            return self.shed(read);
+            return self.shed(read, now);
         };
         ShardStats::inc(&self.stats.storage_reads);
         if let Err(read) = store.read(read) {
-            self.shed(read);
+            self.shed(read, now);
         }
     }
 
     /// Answers a read the queue had no room for from memory, with a discontinuity over what
     /// only the disk holds.
-    fn shed(&mut self, r: DiskRead) {
+    fn shed(&mut self, r: DiskRead, now: Instant) {
         ShardStats::inc(&self.stats.storage_reads_shed);
         let reply = match self.owned.get(&r.key) {
             Some(t) if t.epoch == r.epoch => {
-                let next = Seq(t.next_seq.0 - u64::from(t.pending));
-                let start = t.history.first_seq().unwrap_or(next);
+                let start = t.history.first_seq().unwrap_or(t.live_next());
                 Ok(OwnerReply {
                     epoch: t.epoch,
                     start,
@@ -89,13 +89,18 @@ impl State {
             }
             _ => Err(SubscribeError::Unavailable),
         };
-        self.reply_to(r.to, reply);
+        self.reply_to(r.to, reply, now);
     }
 
     /// Delivers an owner's answer.
-    pub(crate) fn reply_to(&mut self, to: ReplyTo, reply: Result<OwnerReply, SubscribeError>) {
+    pub(crate) fn reply_to(
+        &mut self,
+        to: ReplyTo,
+        reply: Result<OwnerReply, SubscribeError>,
+        now: Instant,
+    ) {
         match to {
-            ReplyTo::Sub(sub) => self.on_subscribe_reply(sub, reply),
+            ReplyTo::Sub(sub) => self.on_subscribe_reply(sub, reply, now),
             ReplyTo::Shard { to, sub } => self.send(to, MeshMsg::SubscribeReply { sub, reply }),
             ReplyTo::Fetch { to, token } => self.send(to, MeshMsg::FetchReply { token, reply }),
             ReplyTo::Callback(cb) => cb(reply.map(Into::into)),
@@ -112,6 +117,8 @@ async fn read_page(dir: &std::path::Path, r: &DiskRead) -> Result<Vec<Message>, 
     }
     let mut out = Vec::with_capacity(r.locs.len());
     let topic = r.key.as_str().as_bytes();
+    // Messages read back are published, for history's age, when they are read.
+    let now = Instant::now();
     let mut i = 0;
     while i < r.locs.len() {
         // One read per run of records in the same segment.
@@ -135,7 +142,7 @@ async fn read_page(dir: &std::path::Path, r: &DiskRead) -> Result<Vec<Message>, 
                     let publisher: Option<Arc<str>> = (!rec.publisher.is_empty())
                         .then(|| String::from_utf8_lossy(&rec.publisher).into());
                     let mut m = Message::new(r.epoch, want, Bytes::from(rec.payload), publisher);
-                    m.published_at = Instant::now();
+                    m.published_at = now;
                     out.push(m);
                 }
                 _ => {
@@ -206,6 +213,6 @@ pub(crate) async fn read_loop(state: Rc<RefCell<State>>, dir: PathBuf) {
                 }
             }
         };
-        st.reply_to(r.to, Ok(reply));
+        st.reply_to(r.to, Ok(reply), Instant::now());
     }
 }

@@ -253,6 +253,11 @@ impl DiskIndex {
         self.check_all();
     }
 
+    /// How many sequences are indexed (holes included).
+    pub(crate) fn len(&self) -> usize {
+        self.locs.len()
+    }
+
     /// Whether nothing is indexed.
     pub(crate) fn is_empty(&self) -> bool {
         self.locs.is_empty()

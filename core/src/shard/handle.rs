@@ -18,7 +18,7 @@ use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError};
 use crate::presence::{PresenceOptions, PresenceQuery, PresenceState};
 use crate::shard::disk::{Answer, PublishCallback};
-use crate::shard::owner::OwnedTopicInfo;
+use crate::shard::owned::OwnedTopicInfo;
 use crate::shard::presence::QueryStarted;
 use crate::shard::router::PublishStarted;
 use crate::shard::state::State;
@@ -67,9 +67,8 @@ impl ShardHandle {
         let st = self.state.borrow();
         TopicKey::with_joined(namespace, topic, |joined| {
             st.local
-                .get_key_value(joined)
-                .map(|(k, _)| k)
-                .or_else(|| st.owned.get_key_value(joined).map(|(k, _)| k))
+                .known_key(joined)
+                .or_else(|| st.owned.known_key(joined))
                 .cloned()
         })
         .unwrap_or_else(|| TopicKey::from_names(namespace, topic))
@@ -162,7 +161,7 @@ impl ShardHandle {
     ) -> Result<SubscribeAccepted, SubscribeError> {
         self.state
             .borrow_mut()
-            .subscribe(key, start, sink, false, presence)
+            .subscribe(key, start, sink, false, presence, Instant::now())
     }
 
     /// The presence of `key`, cluster-wide: its occupancy and, when asked, a page of members.
@@ -176,12 +175,14 @@ impl ShardHandle {
 
     /// Ends a subscription (no `Closed` event follows).
     pub fn unsubscribe(&self, sub: SubId) {
-        self.state.borrow_mut().remove_sub(sub, None);
+        self.state
+            .borrow_mut()
+            .remove_sub(sub, None, Instant::now());
     }
 
     /// Tells the engine a subscriber that refused an item (`Accept::Full`) has room again.
     pub fn drained(&self, sub: SubId) {
-        self.state.borrow_mut().drained(sub);
+        self.state.borrow_mut().drained(sub, Instant::now());
     }
 
     /// Whether the broker is shutting down.
@@ -193,14 +194,14 @@ impl ShardHandle {
     /// and the first `limit` of them in name order. Walks every owned topic (for the admin
     /// view, not the data path).
     pub fn owned_topics(&self, prefix: &str, limit: usize) -> (usize, Vec<OwnedTopicInfo>) {
-        self.state.borrow().owned_info(prefix, limit)
+        self.state.borrow().owned.info(prefix, limit)
     }
 
     /// Subscriptions on this shard to `namespace/topic` (0 for invalid names).
     pub fn local_subscribers(&self, namespace: &str, topic: &str) -> usize {
         let st = self.state.borrow();
         match TopicKey::parse(namespace, topic, st.cfg.name_bytes_max) {
-            Ok(key) => st.local.get(&key).map_or(0, |t| t.subs.len()),
+            Ok(key) => st.local.topic(&key).map_or(0, |t| t.subs().len()),
             Err(_) => 0,
         }
     }

@@ -8,12 +8,16 @@
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
+use ahash::AHashMap;
+
 use bytes::Bytes;
 use fanfare_proto::Start;
 
 use crate::ids::{ShardId, SubId, TopicKey};
 use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
 use crate::presence::{PresenceDelta, PresenceEvent, PresenceQuery, PresenceState};
+use crate::shard::disk::{Answer, FetchCallback};
+use crate::shard::local::shrink_map;
 use crate::shard::position::OwnerReply;
 
 /// Most messages one mesh batch carries (bounds the time a receiver spends on one batch).
@@ -22,7 +26,7 @@ pub(crate) const MESH_BATCH_MAX: usize = 1024;
 /// A message between shards.
 pub(crate) enum MeshMsg {
     /// Router to owner: order this message, and answer shard `from` with a `PublishReply`
-    /// for `ticket` (it keeps the answer's destination in `State::publish_waiters`): answers
+    /// for `ticket` (it keeps the answer's destination in its `MeshPort`): answers
     /// travel batched with the rest of the mesh traffic, no channel and no cross-thread
     /// wake-up per publish.
     Publish {
@@ -178,5 +182,116 @@ impl Outboxes {
                 w.wake();
             }
         }
+    }
+}
+
+/// The door to the other shards of this node, owned by one part: the outboxes, what waits
+/// for other shards' answers (forwarded publishes, fetches) and the shutdown barrier's count.
+///
+/// Invariants (checked after every change in debug and test builds): no publish waits on this
+/// shard itself; a waiting publish has at most one answer attached (a second one is handed
+/// back by [`MeshPort::attach`]).
+pub(crate) struct MeshPort {
+    me: ShardId,
+    outboxes: Outboxes,
+    /// Publishes forwarded to an owner shard, by ticket: that shard and where the answer goes
+    /// (attached right after forwarding; see `router.rs`).
+    publish_waiters: AHashMap<u64, (ShardId, Option<Answer>)>,
+    /// Fetches sent to other shards, by token.
+    fetch_waiters: AHashMap<u64, FetchCallback>,
+    /// Peers whose `Fin` arrived during shutdown.
+    fins: usize,
+}
+
+impl MeshPort {
+    /// The mesh door of shard `me` of `shards`, with `items_max` live items per outbox.
+    pub(crate) fn new(me: ShardId, shards: u16, items_max: usize) -> Self {
+        MeshPort {
+            me,
+            outboxes: Outboxes::new(shards, items_max),
+            publish_waiters: AHashMap::new(),
+            fetch_waiters: AHashMap::new(),
+            fins: 0,
+        }
+    }
+
+    /// Queues `msg` for shard `to` (see [`Outboxes::push`] for the overflow rule).
+    pub(crate) fn send(&mut self, to: ShardId, msg: MeshMsg) -> Pushed {
+        debug_assert_ne!(to, self.me, "a shard never sends to itself over the mesh");
+        self.outboxes.push(to, msg)
+    }
+
+    /// Whether `to` stopped taking messages (shutdown).
+    pub(crate) fn is_closed(&self, to: ShardId) -> bool {
+        self.outboxes.is_closed(to)
+    }
+
+    /// The outboxes, for the flushers and shutdown.
+    pub(crate) fn outboxes(&mut self) -> &mut Outboxes {
+        &mut self.outboxes
+    }
+
+    /// A publish forwarded to `owner` under `ticket` waits for its answer. Returns how many
+    /// wait.
+    pub(crate) fn wait_publish(&mut self, ticket: u64, owner: ShardId) -> usize {
+        debug_assert_ne!(owner, self.me);
+        self.publish_waiters.insert(ticket, (owner, None));
+        self.publish_waiters.len()
+    }
+
+    /// Attaches where the answer to forwarded publish `ticket` goes; hands `answer` back when
+    /// nothing will answer it (its owner stopped) or an answer is attached already.
+    pub(crate) fn attach(&mut self, ticket: u64, answer: Answer) -> Result<(), Answer> {
+        match self.publish_waiters.get_mut(&ticket) {
+            Some((_, slot)) if slot.is_none() => {
+                *slot = Some(answer);
+                Ok(())
+            }
+            _ => Err(answer),
+        }
+    }
+
+    /// The answer to forwarded publish `ticket` came: where it goes (None: nobody attached
+    /// one, or it was not waiting), and how many still wait.
+    pub(crate) fn answered(&mut self, ticket: u64) -> (Option<Answer>, usize) {
+        let waiter = self.publish_waiters.remove(&ticket);
+        if self.publish_waiters.is_empty() && self.publish_waiters.capacity() > 1024 {
+            self.publish_waiters.shrink_to(64);
+        }
+        (waiter.and_then(|(_, a)| a), self.publish_waiters.len())
+    }
+
+    /// The tickets of the publishes waiting on shard `owner`.
+    pub(crate) fn waiting_on(&self, owner: ShardId) -> Vec<u64> {
+        self.publish_waiters
+            .iter()
+            .filter(|(_, (o, _))| *o == owner)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// A fetch sent under `token` waits for its answer.
+    pub(crate) fn wait_fetch(&mut self, token: u64, cb: FetchCallback) {
+        self.fetch_waiters.insert(token, cb);
+    }
+
+    /// The answer to fetch `token` came: where it goes.
+    pub(crate) fn fetched(&mut self, token: u64) -> Option<FetchCallback> {
+        self.fetch_waiters.remove(&token)
+    }
+
+    /// A peer's `Fin` arrived.
+    pub(crate) fn fin(&mut self) {
+        self.fins += 1;
+    }
+
+    /// How many peers' `Fin` arrived.
+    pub(crate) fn fins(&self) -> usize {
+        self.fins
+    }
+
+    /// Gives back what the maps grew to in a burst.
+    pub(crate) fn compact(&mut self) {
+        shrink_map(&mut self.fetch_waiters);
     }
 }

@@ -2,66 +2,26 @@
 //! sequence in the topic's epoch, keeps the history, answers where subscribers start, and
 //! sends each message once to every shard with subscribers (itself included).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use fanfare_proto::{Durability, Start};
 
-use crate::ids::{Epoch, Seq, ShardId, TopicKey};
+use crate::ids::{Seq, ShardId, TopicKey};
 use crate::message::{Message, PublishError, PublishMeta, Published, SubscribeError};
 use crate::shard::disk::{Answer, Fetched, Ordered, ReplyTo};
 use crate::shard::mesh::MeshMsg;
+use crate::shard::owned::OwnedTopic;
 use crate::shard::position::{resolve_start, Gap, OwnerReply};
-use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
+use crate::shard::state::{wall_clock_micros, State};
 use crate::stats::ShardStats;
-
-/// How often owned topics are swept for expired history and idleness.
-pub(crate) const SWEEP_PERIOD: Duration = Duration::from_secs(1);
-
-/// A topic a shard owns, as the admin view shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedTopicInfo {
-    /// Namespace.
-    pub namespace: String,
-    /// Topic.
-    pub topic: String,
-    /// Current epoch.
-    pub epoch: u64,
-    /// Last sequence ordered (0: none yet in this epoch).
-    pub last_seq: u64,
-    /// Messages in history.
-    pub history_messages: usize,
-    /// Payload bytes in history.
-    pub history_bytes: usize,
-    /// Shards with subscribers of the topic.
-    pub subscriber_shards: usize,
-}
 
 impl State {
     /// The owned topic `key`, created (in a new, larger epoch) if new; `None` at the topic
     /// limit.
     pub(crate) fn owned_topic(&mut self, key: &TopicKey) -> Option<&mut OwnedTopic> {
-        use std::collections::hash_map::Entry;
-        let len = self.owned.len();
-        // One lookup: the entry of a known topic is the common case (every publish).
-        match self.owned.entry(key.clone()) {
-            Entry::Occupied(e) => Some(e.into_mut()),
-            Entry::Vacant(e) => {
-                if len >= self.cfg.topics_per_shard_max {
-                    ShardStats::inc(&self.stats.topic_limit_rejections);
-                    return None;
-                }
-                // Epochs only grow: the wall clock in microseconds, or one more than the last.
-                self.last_epoch = (self.last_epoch + 1).max(if self.cfg.epoch_base.is_some() {
-                    0
-                } else {
-                    wall_clock_micros()
-                });
-                let t = e.insert(OwnedTopic::new(Epoch(self.last_epoch), Seq(1), &self.cfg));
-                ShardStats::set(&self.stats.topics, len as u64 + 1);
-                Some(t)
-            }
-        }
+        self.owned
+            .get_or_create(key, &self.cfg, &self.stats, wall_clock_micros)
     }
 
     /// Orders a message of a topic this shard owns: the next sequence, history, and one item
@@ -92,7 +52,10 @@ impl State {
             }
         }
         let mut targets = std::mem::take(&mut self.scratch_shards);
-        let Some(topic) = self.owned_topic(&key) else {
+        let topic = self
+            .owned
+            .get_or_create(&key, &self.cfg, &self.stats, wall_clock_micros);
+        let Some(topic) = topic else {
             self.scratch_shards = targets;
             return Err(PublishError::TopicLimit { max });
         };
@@ -103,30 +66,22 @@ impl State {
                 return Ok(Ordered::Done(original));
             }
         }
-        let msg = Message::ordered_at(
-            topic.epoch,
-            topic.next_seq,
-            payload,
-            meta.publisher.clone(),
-            now,
-        );
-        topic.next_seq = Seq(topic.next_seq.0 + 1);
+        let (epoch, seq) = topic.order(durable);
+        let msg = Message::ordered_at(epoch, seq, payload, meta.publisher.clone(), now);
         if durable {
-            topic.pending += 1;
             self.scratch_shards = targets;
             return match self.store_append(key.clone(), msg, meta.idempotency_key) {
                 Ok(ticket) => Ok(Ordered::Stored(ticket)),
                 Err(e) => {
                     if let Some(t) = self.owned.get_mut(&key) {
-                        t.pending -= 1;
-                        t.next_seq = Seq(t.next_seq.0 - 1);
+                        t.unorder();
                     }
                     Err(e)
                 }
             };
         }
         topic.history.push(now, msg.clone());
-        targets.extend_from_slice(&topic.interested);
+        targets.extend_from_slice(topic.interested());
         let published = Published {
             epoch: msg.epoch,
             seq: msg.seq,
@@ -138,6 +93,7 @@ impl State {
                 .insert(meta.publisher, k, published, now, keys_max);
             ShardStats::add(&self.stats.idempotency_keys_evicted, evicted as u64);
         }
+        topic.check();
         ShardStats::inc(&self.stats.publishes);
         self.fan_out(&key, &msg, &targets, now);
         targets.clear();
@@ -166,8 +122,9 @@ impl State {
         payload: Bytes,
         meta: PublishMeta,
         answer: Answer,
+        now: Instant,
     ) {
-        match self.owner_publish(key, payload, meta, Instant::now()) {
+        match self.owner_publish(key, payload, meta, now) {
             Ok(Ordered::Done(p)) => self.answer(answer, Ok(p)),
             Ok(Ordered::Stored(ticket)) => self.answer_when_stored(ticket, answer),
             Err(e) => self.answer(answer, Err(e)),
@@ -205,16 +162,15 @@ impl State {
         start: Start,
         from: ShardId,
         to: ReplyTo,
+        now: Instant,
     ) {
         let reply = self.owner_fetch(key, start);
         if reply.is_ok() {
             if let Some(topic) = self.owned.get_mut(key) {
-                if !topic.interested.contains(&from) {
-                    topic.interested.push(from);
-                }
+                topic.add_interest(from);
             }
         }
-        self.answer_owner(key, reply, to);
+        self.answer_owner(key, reply, to, now);
     }
 
     /// Where a subscriber starting at `start` begins, and the history it gets (the topic is
@@ -232,7 +188,7 @@ impl State {
         };
         // Messages still waiting for the disk are not there yet: a subscriber starting now
         // gets them live, once they are durable.
-        let next = Seq(topic.next_seq.0 - u64::from(topic.pending));
+        let next = topic.live_next();
         let in_memory = topic.history.first_seq();
         let oldest = match (topic.on_disk.first_seq(topic.epoch), in_memory) {
             (Some(d), Some(m)) => Some(d.min(m)),
@@ -287,73 +243,27 @@ impl State {
         }))
     }
 
-    pub(crate) fn owner_uninterest(&mut self, key: &TopicKey, from: ShardId) {
+    pub(crate) fn owner_uninterest(&mut self, key: &TopicKey, from: ShardId, now: Instant) {
         if let Some(t) = self.owned.get_mut(key) {
-            t.interested.retain(|s| *s != from);
+            t.drop_interest(from);
         }
-        self.owner_presence_drop(key, from);
+        self.owner_presence_drop(key, from, now);
     }
 
     /// Drops expired history, and topics nobody wants any more (at most once per
-    /// [`SWEEP_PERIOD`]).
+    /// [`SWEEP_PERIOD`](crate::shard::owned::SWEEP_PERIOD)); retention of the log.
     pub(crate) fn sweep_owned(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.last_sweep) < SWEEP_PERIOD {
+        if !self.owned.sweep_due(now) {
             return;
         }
-        self.last_sweep = now;
         self.store_retention();
-        let age = self.cfg.history_age_max;
-        let before = self.owned.len();
-        let view = self.view.clone();
-        self.owned.retain(|k, t| {
-            t.history.expire(now, age);
-            // In a cluster, a topic this node no longer owns goes once nobody asks for it,
-            // so that owning it again starts a new epoch instead of an old history.
-            let moved = view
-                .as_ref()
-                .is_some_and(|v| v.this.is_none() || v.owner(k) != v.this);
-            !(t.interested.is_empty()
-                && t.roster.is_none()
-                && t.pending == 0
-                // Records on disk keep a topic (retention decides when they go): a storage
-                // node serves them again when it owns the topic again.
-                && t.on_disk.is_empty()
-                && (t.history.is_empty() || moved))
-        });
-        let expired = before - self.owned.len();
+        let up = &self.up;
+        let expired = self
+            .owned
+            .sweep(now, self.cfg.history_age_max, |k| up.moved(k));
         if expired > 0 {
             ShardStats::add(&self.stats.topics_expired, expired as u64);
             ShardStats::set(&self.stats.topics, self.owned.len() as u64);
         }
-    }
-
-    /// Topics this shard owns whose `namespace/topic` starts with `prefix`: how many match,
-    /// and the first `limit` of them in name order. Walks every owned topic (for the admin
-    /// view, not the data path).
-    pub(crate) fn owned_info(&self, prefix: &str, limit: usize) -> (usize, Vec<OwnedTopicInfo>) {
-        let mut hits: Vec<(&TopicKey, &OwnedTopic)> = self
-            .owned
-            .iter()
-            .filter(|(k, _)| k.as_str().starts_with(prefix))
-            .collect();
-        let total = hits.len();
-        if limit < hits.len() {
-            hits.select_nth_unstable_by(limit, |a, b| a.0.as_str().cmp(b.0.as_str()));
-            hits.truncate(limit);
-        }
-        hits.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let infos = hits
-            .into_iter()
-            .map(|(k, t)| OwnedTopicInfo {
-                namespace: k.namespace().to_owned(),
-                topic: k.topic().to_owned(),
-                epoch: t.epoch.0,
-                last_seq: t.next_seq.0.saturating_sub(1 + u64::from(t.pending)),
-                history_messages: t.history.len(),
-                history_bytes: t.history.bytes(),
-                subscriber_shards: t.interested.len(),
-            })
-            .collect();
-        (total, infos)
     }
 }

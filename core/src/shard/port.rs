@@ -15,9 +15,9 @@ use crate::message::{
 use crate::presence::{
     PresenceDelta, PresenceEvent, PresenceOptions, PresenceQuery, PresenceState,
 };
+use crate::shard::disk::FetchCallback;
 use crate::shard::handle::{publish, query, ShardHandle};
-use crate::shard::state::FetchCallback;
-use crate::shard::state::Home;
+use crate::shard::local::Home;
 use crate::sink::Sink;
 use std::future::Future;
 
@@ -42,24 +42,27 @@ impl ClusterPort {
 
     /// Joins this shard to a cluster: `upstream` reaches the storage nodes.
     pub fn set_upstream(&self, upstream: Rc<dyn Upstream>) {
-        self.shard.state.borrow_mut().upstream = Some(upstream);
+        self.shard.state.borrow_mut().up.set_link(upstream);
     }
 
     /// Takes a new view of the live storage nodes; topics whose owner changed move (their
     /// subscribers get one discontinuity when the epoch differs).
     pub fn set_view(&self, view: SharedView) {
-        self.shard.state.borrow_mut().set_view(view);
+        self.shard.state.borrow_mut().set_view(view, Instant::now());
     }
 
     /// The link to `node` is (back) up: asks again for every subscriber of its topics.
     pub fn up_reset(&self, node: NodeKey) {
-        self.shard.state.borrow_mut().up_reset(node);
+        self.shard.state.borrow_mut().up_reset(node, Instant::now());
     }
 
     /// The link to storage node `node` could not be set up: subscribers of its topics that
     /// were never answered are refused `Unavailable`; live ones wait for the link.
     pub fn up_unreachable(&self, node: NodeKey) {
-        self.shard.state.borrow_mut().up_unreachable(node);
+        self.shard
+            .state
+            .borrow_mut()
+            .up_unreachable(node, Instant::now());
     }
 
     /// A live message of `key` from `node` (ignored unless `node` is its owner).
@@ -72,7 +75,10 @@ impl ClusterPort {
 
     /// The answer to an upstream request.
     pub fn up_reply(&self, id: u64, reply: Result<Replay, SubscribeError>) {
-        self.shard.state.borrow_mut().up_reply(id, reply);
+        self.shard
+            .state
+            .borrow_mut()
+            .up_reply(id, reply, Instant::now());
     }
 
     /// Publishes on this node whatever the cluster view says (a node link's publish: the
@@ -94,16 +100,23 @@ impl ClusterPort {
         start: Start,
         sink: Rc<dyn Sink>,
     ) -> Result<SubscribeAccepted, SubscribeError> {
-        self.shard
-            .state
-            .borrow_mut()
-            .subscribe(key, start, sink, true, PresenceOptions::default())
+        self.shard.state.borrow_mut().subscribe(
+            key,
+            start,
+            sink,
+            true,
+            PresenceOptions::default(),
+            Instant::now(),
+        )
     }
 
     /// What the router shard behind link subscription `sub` holds of its topic's presence
     /// changed (a reset replaces it whole). Ignored for other subscriptions.
     pub fn link_presence(&self, sub: SubId, delta: PresenceDelta) {
-        self.shard.state.borrow_mut().link_presence(sub, delta);
+        self.shard
+            .state
+            .borrow_mut()
+            .link_presence(sub, delta, Instant::now());
     }
 
     /// A presence event of `key` from storage node `node` (ignored unless `node` is its
@@ -112,7 +125,7 @@ impl ClusterPort {
         let mut st = self.shard.state.borrow_mut();
         if st
             .local
-            .get(key)
+            .topic(key)
             .is_some_and(|lt| lt.home == Home::Node(node))
         {
             st.deliver_presence(key, ev);
@@ -142,7 +155,7 @@ impl ClusterPort {
         if st.closing {
             return Err(SubscribeError::ShuttingDown);
         }
-        st.fetch(key, start, cb);
+        st.fetch(key, start, cb, Instant::now());
         Ok(())
     }
 }

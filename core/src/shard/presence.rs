@@ -12,8 +12,9 @@ use crate::presence::{
     Changes, Member, MemberId, PresenceAction, PresenceDelta, PresenceEvent, PresenceOptions,
     PresenceQuery, PresenceState, Roster, Share, SubPresence,
 };
+use crate::shard::local::{Home, Phase, Subscriber};
 use crate::shard::mesh::MeshMsg;
-use crate::shard::state::{Home, Phase, State, Subscriber};
+use crate::shard::state::State;
 use crate::sink::Offer;
 use crate::stats::ShardStats;
 
@@ -65,8 +66,7 @@ impl State {
             return None;
         }
         let member = opts.enter.map(|(client_id, info)| {
-            let n = self.fresh_id();
-            let id = self.member_ids.hash_one(n) | 1;
+            let id = self.fresh_member_id();
             Member {
                 id: MemberId(id),
                 client_id,
@@ -83,18 +83,18 @@ impl State {
     }
 
     /// Sends a change of this shard's share of `key` to the topic's owner.
-    pub(crate) fn presence_up(&mut self, key: &TopicKey, delta: PresenceDelta) {
+    pub(crate) fn presence_up(&mut self, key: &TopicKey, delta: PresenceDelta, now: Instant) {
         if delta.is_empty() {
             return;
         }
-        let Some(lt) = self.local.get(key) else {
+        let Some(lt) = self.local.topic(key) else {
             return;
         };
         match lt.home {
             Home::Shard => {
                 let owner = self.owner_of(key);
                 if owner == self.id {
-                    self.owner_presence(key, owner, delta);
+                    self.owner_presence(key, owner, delta, now);
                 } else {
                     let from = self.id;
                     let key = key.clone();
@@ -102,10 +102,8 @@ impl State {
                 }
             }
             Home::Node(node) => {
-                if let Some(up) = &self.upstream {
-                    let key = key.clone();
-                    up.send(node, UpReq::Presence { key, delta });
-                }
+                let key = key.clone();
+                self.up.send(node, UpReq::Presence { key, delta });
             }
             // Sent whole (a reset) once the topic has a home again.
             Home::Nowhere => {}
@@ -114,29 +112,29 @@ impl State {
 
     /// Sends this shard's whole share of `key` to the topic's owner, replacing what it held
     /// there (after an owner change or a link reconnect).
-    pub(crate) fn presence_resync(&mut self, key: &TopicKey) {
-        let Some(lt) = self.local.get(key) else {
+    pub(crate) fn presence_resync(&mut self, key: &TopicKey, now: Instant) {
+        let Some(lt) = self.local.topic(key) else {
             return;
         };
         let mut all = PresenceDelta {
             reset: true,
             ..PresenceDelta::default()
         };
-        for s in &lt.subs {
+        for s in lt.subs() {
             let d = s.share_delta();
             all.count += d.count;
             all.joins.extend(d.joins);
         }
-        self.presence_up(key, all);
+        self.presence_up(key, all, now);
     }
 
     /// A node link's report of what its router shard holds for the topic of `sub`.
-    pub(crate) fn link_presence(&mut self, sub: SubId, delta: PresenceDelta) {
+    pub(crate) fn link_presence(&mut self, sub: SubId, delta: PresenceDelta, now: Instant) {
         let max = self.cfg.presence_members_max;
-        let Some((key, _)) = self.sub_index.get(&sub).cloned() else {
+        let Some(key) = self.local.key_of(sub).cloned() else {
             return;
         };
-        let Some(s) = self.subscriber_mut(sub) else {
+        let Some(s) = self.local.sub_mut(sub) else {
             return;
         };
         if !s.pinned {
@@ -147,20 +145,21 @@ impl State {
             .remote
             .get_or_insert_with(Share::default)
             .apply(delta, max);
-        self.presence_up(&key, d);
+        self.presence_up(&key, d, now);
     }
 
     /// Hands a presence event of `key` to the local subscribers that asked for it.
     pub(crate) fn deliver_presence(&mut self, key: &TopicKey, ev: &PresenceEvent) {
-        let Some(lt) = self.local.get_mut(key) else {
+        let Some(lt) = self.local.topic_mut(key) else {
             return;
         };
         let target = ev.member.as_ref().map(|m| m.id);
-        for s in lt.subs.iter_mut() {
+        for s in lt.subs_mut() {
             if s.pinned {
                 s.sink.offer(s.id, Offer::Presence(ev));
                 continue;
             }
+            let pending = s.phase() == Phase::Pending;
             let Some(p) = s.presence.as_deref_mut() else {
                 continue;
             };
@@ -171,14 +170,14 @@ impl State {
                 PresenceAction::Occupancy => p.occupancy_events,
                 PresenceAction::Refused => {
                     let mine = p.member.as_ref().map(|m| m.id) == target;
-                    if mine && s.phase == Phase::Pending {
+                    if mine && pending {
                         p.refused = true;
                         continue;
                     }
                     mine
                 }
             };
-            if wants && s.phase != Phase::Pending {
+            if wants && !pending {
                 s.sink.offer(s.id, Offer::Presence(ev));
             }
         }
@@ -195,16 +194,16 @@ impl State {
             return Err(SubscribeError::ShuttingDown);
         }
         q.limit = q.limit.min(self.cfg.presence_page_max);
-        let pinned = here || self.local.get(&key).is_some_and(|t| t.pinned > 0);
+        let pinned = here || self.local.topic(&key).is_some_and(|t| t.pinned() > 0);
         match self.route(&key, pinned) {
             Home::Shard => {}
             Home::Nowhere => return Err(SubscribeError::Unavailable),
             Home::Node(node) => {
-                let Some(up) = self.upstream.clone() else {
+                if !self.up.has_link() {
                     return Err(SubscribeError::Unavailable);
-                };
+                }
                 let (reply, rx) = flume::bounded(1);
-                up.send(node, UpReq::PresenceQuery { key, q, reply });
+                self.up.send(node, UpReq::PresenceQuery { key, q, reply });
                 return Ok(QueryStarted::Waiting(rx));
             }
         }
@@ -234,8 +233,13 @@ impl State {
     }
 
     /// Applies a change of source `from`'s share of an owned topic and announces it.
-    pub(crate) fn owner_presence(&mut self, key: &TopicKey, from: ShardId, delta: PresenceDelta) {
-        let now = Instant::now();
+    pub(crate) fn owner_presence(
+        &mut self,
+        key: &TopicKey,
+        from: ShardId,
+        delta: PresenceDelta,
+        now: Instant,
+    ) {
         let max = self.cfg.presence_members_max;
         let Some(t) = self.owned_topic(key) else {
             return; // at the topic limit: the subscribers were refused too
@@ -256,7 +260,7 @@ impl State {
     }
 
     /// Source `from` has nothing of `key` any more.
-    pub(crate) fn owner_presence_drop(&mut self, key: &TopicKey, from: ShardId) {
+    pub(crate) fn owner_presence_drop(&mut self, key: &TopicKey, from: ShardId, now: Instant) {
         let Some(r) = self.owned.get_mut(key).and_then(|t| t.roster.as_mut()) else {
             return;
         };
@@ -264,7 +268,7 @@ impl State {
         let ch = r.drop_source(from);
         let after = r.member_count();
         self.count_members(before, after);
-        self.announce(key, ch, Instant::now());
+        self.announce(key, ch, now);
     }
 
     /// Sends the events of `ch` (within the rate limit) and a due occupancy event to every
@@ -350,9 +354,9 @@ impl State {
         if roster.is_empty() && !pending {
             t.roster = None;
         }
-        let targets = t.interested.clone();
+        let targets = t.interested().to_vec();
         if pending {
-            self.presence_pending.insert(key.clone());
+            self.owned.hold_presence(key);
         }
         self.broadcast_presence(key, &targets, events);
     }
@@ -379,11 +383,7 @@ impl State {
     /// Announces what the rate limits held back: overflow counts once their window ended,
     /// occupancy once its interval passed (run by the tick).
     pub(crate) fn presence_tick(&mut self, now: Instant) {
-        if self.presence_pending.is_empty() {
-            return;
-        }
-        let keys: Vec<TopicKey> = self.presence_pending.drain().collect();
-        for key in keys {
+        for key in self.owned.take_held_presence() {
             self.settle_presence(&key, Vec::new(), now, true);
         }
     }

@@ -10,22 +10,18 @@ use bytes::Bytes;
 use fanfare_proto::Start;
 
 use crate::cluster::UpReq;
-use crate::ids::{Epoch, LocalTopicId, Seq, ShardId, SubId, TopicKey};
+use crate::ids::{LocalTopicId, ShardId, SubId, TopicKey};
 use crate::message::{
     CloseReason, Message, PublishError, PublishMeta, Published, SubscribeAccepted, SubscribeError,
 };
-use crate::presence::{PresenceAction, PresenceEvent, PresenceOptions};
+use crate::presence::PresenceOptions;
 use crate::shard::disk::{Answer, Ordered, ReplyTo};
+use crate::shard::local::{Home, LocalTopic, Replayed, Subscriber};
 use crate::shard::mesh::MeshMsg;
-use crate::shard::position::{Gap, OwnerReply};
-use crate::shard::state::{Home, LocalTopic, Phase, State, Subscriber};
-use crate::sink::{Accept, Delivery, Offer, Sink};
+use crate::shard::position::OwnerReply;
+use crate::shard::state::State;
+use crate::sink::{Offer, Sink};
 use crate::stats::ShardStats;
-
-/// How many subscribers ahead a fan-out asks a sink to load what its offer will touch: its
-/// own state at twice this distance ([`Sink::prefetch`]), then what that state points to
-/// ([`Sink::prefetch_queue`]). A cache miss takes about as long as serving a few subscribers.
-const PREFETCH_AHEAD: usize = 4;
 
 /// A publish on its way: answered already (the owner is this shard), or waiting for the
 /// owner's answer.
@@ -65,18 +61,18 @@ impl State {
         }
         // Only a cluster routes (`route` answers `Shard` without a view): a single node
         // skips the lookup.
-        let pinned =
-            here || (self.view.is_some() && self.local.get(&key).is_some_and(|t| t.pinned > 0));
+        let pinned = here
+            || (self.up.in_cluster() && self.local.topic(&key).is_some_and(|t| t.pinned() > 0));
         match self.route(&key, pinned) {
             Home::Shard => {}
             Home::Nowhere => return Err(PublishError::Unavailable),
             Home::Node(node) => {
-                let Some(up) = self.upstream.clone() else {
+                if !self.up.has_link() {
                     return Err(PublishError::Unavailable);
-                };
+                }
                 let (reply, rx) = flume::bounded(1);
                 ShardStats::inc(&self.stats.upstream_publishes);
-                up.send(
+                self.up.send(
                     node,
                     UpReq::Publish {
                         key,
@@ -95,16 +91,13 @@ impl State {
                 Ordered::Stored(ticket) => Ok(PublishStarted::Stored(ticket)),
             };
         }
-        if self.outboxes.is_closed(owner) {
+        if self.mesh.is_closed(owner) {
             return Err(PublishError::ShuttingDown);
         }
         let ticket = self.fresh_id();
-        self.publish_waiters.insert(ticket, (owner, None));
+        let waiting = self.mesh.wait_publish(ticket, owner);
         ShardStats::inc(&self.stats.mesh_publishes);
-        ShardStats::set(
-            &self.stats.mesh_publishes_waiting,
-            self.publish_waiters.len() as u64,
-        );
+        ShardStats::set(&self.stats.mesh_publishes_waiting, waiting as u64);
         let from = self.id;
         self.send(
             owner,
@@ -122,39 +115,26 @@ impl State {
     /// Sends the answer to the forwarded publish `ticket` ([`PublishStarted::Forwarded`]) to
     /// `answer` once its owner shard answers.
     pub(crate) fn answer_when_forwarded(&mut self, ticket: u64, answer: Answer) {
-        match self.publish_waiters.get_mut(&ticket) {
-            Some((_, slot)) if slot.is_none() => *slot = Some(answer),
+        if let Err(answer) = self.mesh.attach(ticket, answer) {
             // Not waiting (its owner stopped) or already attached: nothing will answer it.
-            _ => self.answer(answer, Err(PublishError::ShuttingDown)),
+            self.answer(answer, Err(PublishError::ShuttingDown));
         }
     }
 
     /// The owner shard's answer to a forwarded publish.
     pub(crate) fn on_publish_reply(&mut self, ticket: u64, reply: Result<Published, PublishError>) {
-        let waiter = self.publish_waiters.remove(&ticket);
-        ShardStats::set(
-            &self.stats.mesh_publishes_waiting,
-            self.publish_waiters.len() as u64,
-        );
+        let (answer, waiting) = self.mesh.answered(ticket);
+        ShardStats::set(&self.stats.mesh_publishes_waiting, waiting as u64);
         // No answer attached: the caller dropped it (the publish still happened).
-        if let Some((_, Some(answer))) = waiter {
+        if let Some(answer) = answer {
             self.answer(answer, reply);
-        }
-        if self.publish_waiters.is_empty() && self.publish_waiters.capacity() > 1024 {
-            self.publish_waiters.shrink_to(64);
         }
     }
 
     /// Shard `from` will answer nothing more: its forwarded publishes fail with
     /// `ShuttingDown`.
     pub(crate) fn fail_publish_waiters(&mut self, from: ShardId) {
-        let tickets: Vec<u64> = self
-            .publish_waiters
-            .iter()
-            .filter(|(_, (owner, _))| *owner == from)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in tickets {
+        for t in self.mesh.waiting_on(from) {
             self.on_publish_reply(t, Err(PublishError::ShuttingDown));
         }
     }
@@ -166,15 +146,16 @@ impl State {
         sink: Rc<dyn Sink>,
         pinned: bool,
         presence: PresenceOptions,
+        now: Instant,
     ) -> Result<SubscribeAccepted, SubscribeError> {
         if self.closing {
             return Err(SubscribeError::ShuttingDown);
         }
-        if !self.local.contains_key(&key) && self.route(&key, pinned) == Home::Nowhere {
+        if self.local.topic(&key).is_none() && self.route(&key, pinned) == Home::Nowhere {
             return Err(SubscribeError::Unavailable);
         }
         let max = self.cfg.subscriptions_per_shard_max;
-        if self.sub_index.len() >= max {
+        if self.local.subscriptions() >= max {
             ShardStats::inc(&self.stats.subscription_limit_rejections);
             return Err(SubscribeError::TooManySubscriptions { max });
         }
@@ -191,49 +172,30 @@ impl State {
         let sub = SubId(self.fresh_id());
         let topic_id = LocalTopicId(self.fresh_id());
         let home = self.route(&key, pinned);
-        let lt = self.local.entry(key.clone()).or_insert_with(|| LocalTopic {
-            id: topic_id,
-            subs: Vec::new(),
-            quiet_since: Instant::now(),
-            home,
-            up_next: None,
-            pinned: 0,
-        });
-        let was_home = lt.home;
-        lt.subs.push(Subscriber {
-            id: sub,
-            sink,
-            phase: Phase::Pending,
-            epoch: Epoch(0),
-            next: Seq(0),
-            want: start,
-            pinned,
-            req: 0,
-            presence,
-        });
-        let share = lt.subs.last().map(|s| s.share_delta()).unwrap_or_default();
+        let s = Subscriber::pending(sub, sink, start, pinned, presence);
+        let share = s.share_delta();
+        let (topic, was_home) = self
+            .local
+            .add(key.clone(), s, || LocalTopic::new(topic_id, home, now));
         if pinned {
-            lt.pinned += 1;
             ShardStats::inc(&self.stats.link_subscriptions);
         }
-        let accepted = SubscribeAccepted { sub, topic: lt.id };
-        self.sub_index.insert(sub, (key.clone(), lt.subs.len() - 1));
-        ShardStats::set(&self.stats.subscriptions, self.sub_index.len() as u64);
+        ShardStats::set(&self.stats.subscriptions, self.local.subscriptions() as u64);
         self.count_upstream_topics();
         if pinned && was_home != Home::Shard {
             // A router asks us for a topic our own clients get from elsewhere: serve it here
             // (this asks again for every subscriber, the new one included).
-            self.rehome(&key, Home::Shard);
+            self.rehome(&key, Home::Shard, now);
         } else {
-            self.ask_owner(key.clone(), start, sub);
-            self.presence_up(&key, share);
+            self.ask_owner(key.clone(), start, sub, now);
+            self.presence_up(&key, share, now);
         }
-        Ok(accepted)
+        Ok(SubscribeAccepted { sub, topic })
     }
 
     /// Sends a subscribe (or catch-up) for `sub` to the topic's owner, or answers it here.
-    pub(crate) fn ask_owner(&mut self, key: TopicKey, start: Start, sub: SubId) {
-        let Some(lt) = self.local.get(&key) else {
+    pub(crate) fn ask_owner(&mut self, key: TopicKey, start: Start, sub: SubId, now: Instant) {
+        let Some(lt) = self.local.topic(&key) else {
             return;
         };
         match lt.home {
@@ -249,26 +211,26 @@ impl State {
                         replay: Vec::new(),
                         more: false,
                     };
-                    self.on_subscribe_reply(sub, Ok(reply));
+                    self.on_subscribe_reply(sub, Ok(reply), now);
                     return;
                 }
-                let Some(up) = self.upstream.clone() else {
+                if !self.up.has_link() {
                     return;
-                };
+                }
                 let id = self.fresh_id();
-                if let Some(s) = self.subscriber_mut(sub) {
+                if let Some(s) = self.local.sub_mut(sub) {
                     let old = std::mem::replace(&mut s.req, id);
-                    self.up_reqs.remove(&old);
+                    self.up.forget(old);
                 }
-                self.up_reqs.insert(id, sub);
+                self.up.wait(id, sub);
                 ShardStats::inc(&self.stats.upstream_requests);
-                up.send(node, UpReq::Request { key, start, id });
+                self.up.send(node, UpReq::Request { key, start, id });
                 return;
             }
         }
         let owner = self.owner_of(&key);
         if owner == self.id {
-            self.owner_subscribe(&key, start, self.id, ReplyTo::Sub(sub));
+            self.owner_subscribe(&key, start, self.id, ReplyTo::Sub(sub), now);
         } else {
             let from = self.id;
             self.send(
@@ -283,242 +245,91 @@ impl State {
         }
     }
 
-    pub(crate) fn subscriber_mut(&mut self, sub: SubId) -> Option<&mut Subscriber> {
-        let (key, idx) = self.sub_index.get(&sub)?;
-        self.local.get_mut(key)?.subs.get_mut(*idx)
-    }
-
+    /// The owner's answer for subscriber `sub`: where it starts and what it gets first.
     pub(crate) fn on_subscribe_reply(
         &mut self,
         sub: SubId,
         reply: Result<OwnerReply, SubscribeError>,
+        now: Instant,
     ) {
-        let Some((key, idx)) = self.sub_index.get(&sub).cloned() else {
-            return; // unsubscribed meanwhile
-        };
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
-                self.remove_sub(sub, Some(CloseReason::Failed(e)));
+                self.remove_sub(sub, Some(CloseReason::Failed(e)), now);
                 return;
             }
         };
-        let now = Instant::now();
-        let Some(lt) = self.local.get_mut(&key) else {
-            return;
-        };
-        let topic_id = lt.id;
-        let s = &mut lt.subs[idx];
-        debug_assert_eq!(s.id, sub);
-        if s.phase == Phase::Pending {
-            let p = s.presence.as_deref_mut();
-            let member = p.as_ref().and_then(|p| p.member.as_ref());
-            s.sink.offer(
-                sub,
-                Offer::Subscribed {
-                    topic: topic_id,
-                    epoch: reply.epoch,
-                    next_seq: reply.start,
-                    member: member.map(|m| m.id),
-                },
-            );
-            if let Some(p) = p.filter(|p| p.refused) {
-                p.refused = false;
-                let ev = PresenceEvent {
-                    action: PresenceAction::Refused,
-                    member: p.member.clone(),
-                    occupancy: 0,
-                    skipped: 0,
-                };
-                s.sink.offer(sub, Offer::Presence(&ev));
-            }
-        } else {
-            ShardStats::inc(&self.stats.catchups);
-        }
-        if let Some(Gap {
-            last_seq,
-            new_seq,
-            new_epoch,
-        }) = reply.disc
-        {
-            s.sink.offer(
-                sub,
-                Offer::Discontinuity {
-                    last_seq,
-                    new_seq,
-                    new_epoch,
-                },
-            );
-            ShardStats::inc(&self.stats.discontinuities);
-        }
-        s.epoch = reply.epoch;
-        s.next = reply.start;
-        s.phase = Phase::Live;
-        let mut gone = false;
-        let mut replayed = 0;
-        for m in &reply.replay {
-            debug_assert_eq!(m.seq, s.next, "history is consecutive");
-            match s
-                .sink
-                .offer(sub, Offer::Item(&Delivery::new(topic_id, m, now)))
-            {
-                Accept::Queued => {
-                    s.next = Seq(m.seq.0 + 1);
-                    replayed += 1;
-                }
-                Accept::Full => {
-                    s.phase = Phase::Lagging { since: now };
-                    self.lagging.insert(sub);
-                    ShardStats::inc(&self.stats.lagged);
-                    break;
-                }
-                Accept::Gone => {
-                    gone = true;
-                    break;
-                }
-            }
-        }
-        // A page read from disk: ask for the next one right away (live items are skipped
-        // meanwhile; the last answer, from memory, is in order with them).
-        let again = reply.more && s.phase == Phase::Live;
-        ShardStats::add(&self.stats.replayed, replayed);
-        ShardStats::add(&self.stats.deliveries, replayed);
-        if gone {
-            self.remove_sub(sub, None);
-        } else if again {
-            self.catch_up(sub);
+        // `None`: unsubscribed meanwhile.
+        match self.local.take_reply(sub, &reply, now, &self.stats) {
+            None | Some(Replayed::Done) => {}
+            Some(Replayed::Gone) => self.remove_sub(sub, None, now),
+            Some(Replayed::More) => self.catch_up(sub, now),
         }
     }
 
-    /// Hands a live message to every local subscriber of its topic. The fan-out hot path.
+    /// Hands a live message to every local subscriber of its topic (the fan-out hot path:
+    /// [`LocalTopics::deliver`](crate::shard::local::LocalTopics::deliver), now); repairs gaps and
+    /// removes subscribers that are gone.
     pub(crate) fn deliver_live(&mut self, key: &TopicKey, msg: &Message, now: Instant) {
-        let Some(lt) = self.local.get_mut(key) else {
+        let Some(fanned) = self.local.deliver(key, msg, now, &self.stats) else {
             return; // our last subscriber left while the item was in flight
         };
-        lt.quiet_since = now;
-        let d = Delivery::new(lt.id, msg, now);
-        let mut delivered = 0u64;
-        let mut gaps = Vec::new();
-        let mut gone = Vec::new();
-        for i in 0..lt.subs.len() {
-            // The subscriber a few places on is asked to load its state while this one is
-            // served (each is a cache miss once there are hundreds).
-            if let Some(ahead) = lt.subs.get(i + 2 * PREFETCH_AHEAD) {
-                ahead.sink.prefetch();
-            }
-            if let Some(ahead) = lt.subs.get(i + PREFETCH_AHEAD) {
-                ahead.sink.prefetch_queue();
-            }
-            let s = &mut lt.subs[i];
-            if s.phase != Phase::Live || (msg.epoch == s.epoch && msg.seq < s.next) {
-                continue;
-            }
-            if msg.epoch != s.epoch || msg.seq != s.next {
-                // A gap (a dropped mesh item): repair from history.
-                s.phase = Phase::CatchingUp;
-                gaps.push(s.id);
-                continue;
-            }
-            match s.sink.offer(s.id, Offer::Item(&d)) {
-                Accept::Queued => {
-                    s.next = Seq(s.next.0 + 1);
-                    delivered += 1;
-                }
-                Accept::Full => {
-                    s.phase = Phase::Lagging { since: now };
-                    self.lagging.insert(s.id);
-                    ShardStats::inc(&self.stats.lagged);
-                }
-                Accept::Gone => gone.push(s.id),
-            }
+        for sub in fanned.gaps {
+            self.catch_up(sub, now);
         }
-        ShardStats::add(&self.stats.deliveries, delivered);
-        for sub in gaps {
-            self.catch_up(sub);
-        }
-        for sub in gone {
-            self.remove_sub(sub, None);
+        for sub in fanned.gone {
+            self.remove_sub(sub, None, now);
         }
     }
 
-    pub(crate) fn catch_up(&mut self, sub: SubId) {
-        let Some((key, idx)) = self.sub_index.get(&sub).cloned() else {
-            return;
-        };
-        let Some(s) = self.local.get_mut(&key).map(|lt| &mut lt.subs[idx]) else {
-            return;
-        };
-        s.phase = Phase::CatchingUp;
-        let start = Start::At {
-            epoch: s.epoch.0,
-            seq: s.next.0,
-        };
-        self.lagging.remove(&sub);
-        self.ask_owner(key, start, sub);
-    }
-
-    pub(crate) fn drained(&mut self, sub: SubId) {
-        let lagging = self
-            .sub_index
-            .get(&sub)
-            .and_then(|(key, idx)| self.local.get(key).map(|lt| lt.subs[*idx].phase))
-            .is_some_and(|p| matches!(p, Phase::Lagging { .. }));
-        if lagging {
-            self.catch_up(sub);
+    /// Asks the owner for `sub`'s messages from where it is.
+    pub(crate) fn catch_up(&mut self, sub: SubId, now: Instant) {
+        if let Some((key, start)) = self.local.catch_up(sub) {
+            self.ask_owner(key, start, sub, now);
         }
     }
 
-    pub(crate) fn remove_sub(&mut self, sub: SubId, reason: Option<CloseReason>) {
-        let Some((key, idx)) = self.sub_index.remove(&sub) else {
+    /// The sink of `sub` has room again: a lagging subscriber catches up.
+    pub(crate) fn drained(&mut self, sub: SubId, now: Instant) {
+        if self.local.is_lagging(sub) {
+            self.catch_up(sub, now);
+        }
+    }
+
+    pub(crate) fn remove_sub(&mut self, sub: SubId, reason: Option<CloseReason>, now: Instant) {
+        let Some(gone) = self.local.remove(sub) else {
             return;
         };
-        self.lagging.remove(&sub);
-        ShardStats::set(&self.stats.subscriptions, self.sub_index.len() as u64);
-        let Some(lt) = self.local.get_mut(&key) else {
-            return;
-        };
-        let s = lt.subs.swap_remove(idx);
-        if lt.subs.capacity() > 8 && lt.subs.len() * 4 < lt.subs.capacity() {
-            let n = lt.subs.len() * 2;
-            lt.subs.shrink_to(n);
-        }
-        if let Some(moved) = lt.subs.get(idx) {
-            if let Some(entry) = self.sub_index.get_mut(&moved.id) {
-                entry.1 = idx;
-            }
-        }
+        ShardStats::set(&self.stats.subscriptions, self.local.subscriptions() as u64);
+        let (key, s) = (gone.key, gone.sub);
         if s.pinned {
-            lt.pinned -= 1;
             ShardStats::dec(&self.stats.link_subscriptions);
         }
-        let home = lt.home;
-        let empty = lt.subs.is_empty();
-        self.up_reqs.remove(&s.req);
+        self.up.forget(s.req);
         if let Some(r) = reason {
             s.sink.offer(sub, Offer::Closed(&r));
         }
-        if empty {
+        if gone.emptied {
             // The owner drops this shard's whole presence share with its interest.
-            self.local.remove(&key);
-            self.leave(&key, home);
+            self.leave(&key, gone.home, now);
             self.count_upstream_topics();
-        } else if s.pinned && self.local.get(&key).is_some_and(|lt| lt.pinned == 0) {
+        } else if s.pinned && gone.pinned_left == 0 {
             // The last router asking us left: our own clients follow the view again.
-            self.presence_up(&key, s.removal_delta());
+            self.presence_up(&key, s.removal_delta(), now);
             let home = self.route(&key, false);
-            self.rehome(&key, home);
+            self.rehome(&key, home, now);
         } else {
-            self.presence_up(&key, s.removal_delta());
+            self.presence_up(&key, s.removal_delta(), now);
         }
     }
 
     /// Tells the owner at `home` that this shard no longer wants `key`.
-    pub(crate) fn leave(&mut self, key: &TopicKey, home: Home) {
+    pub(crate) fn leave(&mut self, key: &TopicKey, home: Home, now: Instant) {
         match home {
             Home::Shard => {
                 let owner = self.owner_of(key);
                 if owner == self.id {
-                    self.owner_uninterest(key, owner);
+                    self.owner_uninterest(key, owner, now);
                 } else {
                     let from = self.id;
                     self.send(
@@ -531,9 +342,7 @@ impl State {
                 }
             }
             Home::Node(node) => {
-                if let Some(up) = &self.upstream {
-                    up.send(node, UpReq::Drop { key: key.clone() });
-                }
+                self.up.send(node, UpReq::Drop { key: key.clone() });
             }
             Home::Nowhere => {}
         }
@@ -541,8 +350,8 @@ impl State {
 
     /// Moves a local topic to the owner at `to`: leaves the old one and asks the new one for
     /// every subscriber from where it is (one discontinuity when the epoch changed).
-    pub(crate) fn rehome(&mut self, key: &TopicKey, to: Home) {
-        let Some(lt) = self.local.get_mut(key) else {
+    pub(crate) fn rehome(&mut self, key: &TopicKey, to: Home, now: Instant) {
+        let Some(lt) = self.local.topic_mut(key) else {
             return;
         };
         let from = lt.home;
@@ -551,103 +360,46 @@ impl State {
         }
         lt.home = to;
         ShardStats::inc(&self.stats.topics_rehomed);
-        self.leave(key, from);
-        self.reask(key);
+        self.leave(key, from, now);
+        self.reask(key, now);
         self.count_upstream_topics();
     }
 
     /// Asks the topic's owner again for every subscriber, from where each one is.
-    pub(crate) fn reask(&mut self, key: &TopicKey) {
-        let Some(lt) = self.local.get_mut(key) else {
-            return;
-        };
-        lt.up_next = None;
-        let asks: Vec<(SubId, Start)> = lt
-            .subs
-            .iter_mut()
-            .map(|s| {
-                let start = if s.phase == Phase::Pending {
-                    s.want
-                } else {
-                    s.phase = Phase::CatchingUp;
-                    Start::At {
-                        epoch: s.epoch.0,
-                        seq: s.next.0,
-                    }
-                };
-                (s.id, start)
-            })
-            .collect();
-        for (sub, start) in asks {
-            self.lagging.remove(&sub);
-            self.ask_owner(key.clone(), start, sub);
+    pub(crate) fn reask(&mut self, key: &TopicKey, now: Instant) {
+        for (sub, start) in self.local.restart_all(key) {
+            self.ask_owner(key.clone(), start, sub, now);
         }
         // The owner there holds none (or a stale) share of ours: send it whole, after the
         // requests (a storage node takes presence only for topics a link subscribes to).
-        self.presence_resync(key);
+        self.presence_resync(key, now);
     }
 
     /// Sends a heartbeat to every live subscriber of a topic quiet for a heartbeat interval
     /// (scanned every quarter interval).
     pub(crate) fn heartbeats(&mut self, now: Instant) {
-        let hb = self.cfg.heartbeat_interval;
-        if now.saturating_duration_since(self.last_heartbeat_scan) < hb / 4 {
-            return;
-        }
-        self.last_heartbeat_scan = now;
-        let mut sent = 0;
-        for lt in self.local.values_mut() {
-            if now.saturating_duration_since(lt.quiet_since) < hb {
-                continue;
-            }
-            lt.quiet_since = now;
-            for s in lt.subs.iter().filter(|s| s.phase == Phase::Live) {
-                let hb = Offer::Heartbeat {
-                    epoch: s.epoch,
-                    next_seq: s.next,
-                };
-                if s.sink.offer(s.id, hb) == Accept::Queued {
-                    sent += 1;
-                }
-            }
-        }
+        let sent = self.local.heartbeats(now, self.cfg.heartbeat_interval);
         ShardStats::add(&self.stats.heartbeats, sent);
     }
 
     /// Closes subscribers lagging past `subscriber_lag_max` (`TooSlow`).
     pub(crate) fn enforce_lag(&mut self, now: Instant) {
-        let lag_max = self.cfg.subscriber_lag_max;
-        let too_slow: Vec<(SubId, Duration)> = self
-            .lagging
-            .iter()
-            .filter_map(|sub| {
-                let (key, idx) = self.sub_index.get(sub)?;
-                match self.local.get(key)?.subs[*idx].phase {
-                    Phase::Lagging { since } if now.saturating_duration_since(since) > lag_max => {
-                        Some((*sub, now.saturating_duration_since(since)))
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
+        let too_slow: Vec<(SubId, Duration)> =
+            self.local.too_slow(now, self.cfg.subscriber_lag_max);
         for (sub, behind) in too_slow {
             ShardStats::inc(&self.stats.closed_too_slow);
-            self.remove_sub(sub, Some(CloseReason::TooSlow(behind)));
+            self.remove_sub(sub, Some(CloseReason::TooSlow(behind)), now);
         }
     }
 
     /// Closes every subscription (or, with `only_passive`, those whose sink does not end
     /// itself on shutdown).
-    pub(crate) fn close_subs(&mut self, reason: CloseReason, only_passive: bool) {
-        let subs: Vec<SubId> = self
+    pub(crate) fn close_subs(&mut self, reason: CloseReason, only_passive: bool, now: Instant) {
+        let subs = self
             .local
-            .values()
-            .flat_map(|lt| lt.subs.iter())
-            .filter(|s| !only_passive || !s.sink.drains_itself())
-            .map(|s| s.id)
-            .collect();
+            .select(|_, s| !only_passive || !s.sink.drains_itself());
         for sub in subs {
-            self.remove_sub(sub, Some(reason.clone()));
+            self.remove_sub(sub, Some(reason.clone()), now);
         }
     }
 }

@@ -107,6 +107,7 @@ pub(crate) async fn run(boot: Boot) {
         shards,
         cfg.clone(),
         stats.clone(),
+        Instant::now(),
     )));
     let senders = Rc::new(senders);
     // With a data dir: read the shard's log back before anything is served.
@@ -159,7 +160,7 @@ pub(crate) async fn run(boot: Boot) {
                 if st.closing {
                     let _ = reply.try_send(Err(PublishError::ShuttingDown));
                 } else {
-                    st.owner_publish_to(key, payload, meta, Answer::Channel(reply));
+                    st.owner_publish_to(key, payload, meta, Answer::Channel(reply), Instant::now());
                 }
             }
             Cmd::Subscribe {
@@ -169,7 +170,7 @@ pub(crate) async fn run(boot: Boot) {
                 sink,
                 on_error,
             } => {
-                if let Err(e) = st.subscribe(key, start, sink(), false, presence) {
+                if let Err(e) = st.subscribe(key, start, sink(), false, presence, Instant::now()) {
                     on_error(e);
                 }
             }
@@ -199,7 +200,7 @@ pub(crate) async fn run(boot: Boot) {
             st.send(ShardId(peer), MeshMsg::Fin);
         }
     }
-    while state.borrow().fins + 1 < usize::from(shards) && Instant::now() < deadline {
+    while state.borrow().mesh.fins() + 1 < usize::from(shards) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     // Publishes waiting for the disk are answered (and delivered) before subscribers close.
@@ -218,23 +219,20 @@ pub(crate) async fn run(boot: Boot) {
     {
         let mut st = state.borrow_mut();
         st.shutdown.fire();
-        st.close_subs(CloseReason::ShuttingDown, true);
+        st.close_subs(CloseReason::ShuttingDown, true, Instant::now());
     }
     // Connections (held work) and subscriptions get until the drain deadline to end.
     while {
         let st = state.borrow();
-        !st.sub_index.is_empty() || st.holds > 0
+        st.local.subscriptions() > 0 || st.holds > 0
     } && Instant::now() < deadline
     {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     state
         .borrow_mut()
-        .close_subs(CloseReason::ShuttingDown, false);
-    {
-        let mut st = state.borrow_mut();
-        st.outboxes.close_all();
-    }
+        .close_subs(CloseReason::ShuttingDown, false, Instant::now());
+    state.borrow_mut().mesh.outboxes().close_all();
     for f in flushers {
         f.await;
     }
@@ -257,7 +255,7 @@ pub(crate) async fn run(boot: Boot) {
 
 impl State {
     /// Handles one message from another shard.
-    pub(crate) fn handle_mesh(&mut self, msg: MeshMsg) {
+    pub(crate) fn handle_mesh(&mut self, msg: MeshMsg, now: Instant) {
         match msg {
             MeshMsg::Publish {
                 key,
@@ -272,7 +270,7 @@ impl State {
                     // and the answer says so.
                     self.answer(answer, Err(PublishError::ShuttingDown));
                 } else {
-                    self.owner_publish_to(key, payload, meta, answer);
+                    self.owner_publish_to(key, payload, meta, answer, now);
                 }
             }
             MeshMsg::PublishReply { ticket, reply } => self.on_publish_reply(ticket, reply),
@@ -282,11 +280,11 @@ impl State {
                 from,
                 sub,
             } => {
-                self.owner_subscribe(&key, start, from, ReplyTo::Shard { to: from, sub });
+                self.owner_subscribe(&key, start, from, ReplyTo::Shard { to: from, sub }, now);
             }
-            MeshMsg::Uninterest { key, from } => self.owner_uninterest(&key, from),
-            MeshMsg::SubscribeReply { sub, reply } => self.on_subscribe_reply(sub, reply),
-            MeshMsg::Item { key, msg } => self.deliver_live(&key, &msg, Instant::now()),
+            MeshMsg::Uninterest { key, from } => self.owner_uninterest(&key, from, now),
+            MeshMsg::SubscribeReply { sub, reply } => self.on_subscribe_reply(sub, reply, now),
+            MeshMsg::Item { key, msg } => self.deliver_live(&key, &msg, now),
             MeshMsg::Fetch {
                 key,
                 start,
@@ -294,67 +292,51 @@ impl State {
                 token,
             } => {
                 let reply = self.owner_fetch(&key, start);
-                self.answer_owner(&key, reply, ReplyTo::Fetch { to: from, token });
+                self.answer_owner(&key, reply, ReplyTo::Fetch { to: from, token }, now);
             }
             MeshMsg::FetchReply { token, reply } => {
-                if let Some(cb) = self.fetch_waiters.remove(&token) {
+                if let Some(cb) = self.mesh.fetched(token) {
                     cb(reply.map(Replay::from));
                 }
             }
-            MeshMsg::Presence { key, from, delta } => self.owner_presence(&key, from, delta),
+            MeshMsg::Presence { key, from, delta } => self.owner_presence(&key, from, delta, now),
             MeshMsg::PresenceEvent { key, event } => self.deliver_presence(&key, &event),
             MeshMsg::PresenceQuery { key, q, reply } => {
                 let _ = reply.try_send(Ok(self.owner_presence_state(&key, q)));
             }
             // Forwarded publishes still waiting on the peer are answered after its Fin when
             // they wait for its disk, so they fail only once its mesh closes (`recv_loop`).
-            MeshMsg::Fin => self.fins += 1,
+            MeshMsg::Fin => self.mesh.fin(),
         }
     }
 
-    // ---------------------------------------------------------------- owner role
-
-    /// Periodic work: heartbeats, lag limits, owned-topic sweep.
+    /// Periodic work: heartbeats, lag limits, owned-topic sweep; and, in debug and test
+    /// builds, a walk of every part checking its invariants.
     pub(crate) fn tick(&mut self, now: Instant) {
         self.heartbeats(now);
         self.enforce_lag(now);
         self.sweep_owned(now);
         self.presence_tick(now);
         self.compact();
+        if cfg!(debug_assertions) {
+            self.check_all();
+        }
     }
 
     /// Gives back what the shard's maps grew to in a burst (a connection storm, a wave of
     /// subscriptions) once three quarters of it is unused, so memory follows the load down.
     fn compact(&mut self) {
-        shrink(&mut self.sub_index);
-        shrink(&mut self.local);
-        shrink(&mut self.owned);
-        shrink(&mut self.up_reqs);
-        shrink(&mut self.fetch_waiters);
-        if self.lagging.capacity() > SHRINK_MIN && self.lagging.len() * 4 < self.lagging.capacity()
-        {
-            let n = self.lagging.len() * 2;
-            self.lagging.shrink_to(n);
-        }
-    }
-}
-
-/// Tables at most this large are never shrunk.
-const SHRINK_MIN: usize = 64;
-
-/// Halves-and-more a map whose entries use under a quarter of its room (amortized: it must
-/// have lost three quarters of its entries since it last grew or shrank).
-fn shrink<K: std::hash::Hash + Eq, V>(m: &mut ahash::AHashMap<K, V>) {
-    if m.capacity() > SHRINK_MIN && m.len() * 4 < m.capacity() {
-        let n = m.len() * 2;
-        m.shrink_to(n);
+        self.local.compact();
+        self.owned.compact();
+        self.up.compact();
+        self.mesh.compact();
     }
 }
 
 async fn flush_loop(state: Rc<RefCell<State>>, senders: Rc<Senders<Vec<MeshMsg>>>, peer: u16) {
     loop {
         let batch = std::future::poll_fn(|cx: &mut Context<'_>| {
-            state.borrow_mut().outboxes.poll_batch(peer, cx)
+            state.borrow_mut().mesh.outboxes().poll_batch(peer, cx)
         })
         .await;
         let Some(batch) = batch else { return };
@@ -368,8 +350,10 @@ async fn flush_loop(state: Rc<RefCell<State>>, senders: Rc<Senders<Vec<MeshMsg>>
 async fn recv_loop(state: Rc<RefCell<State>>, rx: ConnectedReceiver<Vec<MeshMsg>>, peer: usize) {
     while let Some(batch) = rx.recv().await {
         let mut st = state.borrow_mut();
+        // One clock reading per batch.
+        let now = Instant::now();
         for msg in batch {
-            st.handle_mesh(msg);
+            st.handle_mesh(msg, now);
         }
     }
     // The peer is gone: every answer it sent is in, and what still waits on it never comes.
@@ -381,8 +365,8 @@ async fn ctl_loop(state: Rc<RefCell<State>>, rx: flume::Receiver<Ctl>) {
     while let Ok(ctl) = rx.recv_async().await {
         let mut st = state.borrow_mut();
         match ctl {
-            Ctl::Drained(sub) => st.drained(sub),
-            Ctl::Unsubscribe(sub) => st.remove_sub(sub, None),
+            Ctl::Drained(sub) => st.drained(sub, Instant::now()),
+            Ctl::Unsubscribe(sub) => st.remove_sub(sub, None, Instant::now()),
         }
     }
 }

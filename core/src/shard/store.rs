@@ -37,7 +37,7 @@ use crate::log::dma::Segments;
 use crate::log::{Damage, LogConfig, Op, Progress, Record, Recovery};
 use crate::message::{Message, PublishError, Published};
 use crate::shard::disk::{Answer, Loc, SegInfo, Store, Waiting};
-use crate::shard::state::{wall_clock_micros, OwnedTopic, State};
+use crate::shard::state::{wall_clock_micros, State};
 use crate::stats::ShardStats;
 
 /// Writes are aligned to this (a multiple of every O_DIRECT alignment seen: 512 or 4096).
@@ -146,7 +146,7 @@ impl State {
     }
 
     /// Takes the outcome of the op `store_loop` performed.
-    fn store_done(&mut self, op: &Op, r: std::io::Result<()>) {
+    fn store_done(&mut self, op: &Op, r: std::io::Result<()>, now: Instant) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
@@ -182,15 +182,14 @@ impl State {
                     }),
                 }
                 self.store_gauges();
-                self.release(t);
+                self.release(t, now);
             }
             Progress::Failed(_) => self.fail_waiting(),
         }
     }
 
     /// History, fan-out and answers for every waiting publish up to ticket `upto`.
-    fn release(&mut self, upto: u64) {
-        let now = Instant::now();
+    fn release(&mut self, upto: u64, now: Instant) {
         let keys_max = self.cfg.idempotency_keys_max;
         let (segment, base) = self
             .store
@@ -224,7 +223,7 @@ impl State {
             };
             ShardStats::inc(&self.stats.storage_records);
             if let Some(topic) = self.owned.get_mut(&w.key) {
-                topic.pending = topic.pending.saturating_sub(1);
+                topic.stored();
                 topic.history.push(now, w.msg.clone());
                 // Offsets fit 32 bits: a segment ends once a batch would pass segment_bytes
                 // (validated to fit), and one batch is at most the backlog limit past it.
@@ -242,7 +241,8 @@ impl State {
                             .insert(w.msg.publisher_id.clone(), k, published, now, keys_max);
                     ShardStats::add(&self.stats.idempotency_keys_evicted, evicted as u64);
                 }
-                targets.extend_from_slice(&topic.interested);
+                topic.check();
+                targets.extend_from_slice(topic.interested());
             }
             ShardStats::inc(&self.stats.publishes);
             self.fan_out(&w.key, &w.msg, &targets, now);
@@ -264,8 +264,7 @@ impl State {
         store.keyed = Default::default();
         for w in failed.into_iter().rev() {
             if let Some(t) = self.owned.get_mut(&w.key) {
-                t.pending = t.pending.saturating_sub(1);
-                t.next_seq = Seq(t.next_seq.0.saturating_sub(1).max(1));
+                t.unorder();
             }
             ShardStats::inc(&self.stats.storage_refused);
             for a in w.answer.into_iter().chain(w.repeats) {
@@ -351,12 +350,8 @@ impl State {
         let Ok(key) = TopicKey::parse(ns, topic, self.cfg.name_bytes_max) else {
             return;
         };
-        self.last_epoch = self.last_epoch.max(r.epoch);
         let cfg = self.cfg.clone();
-        let t = self
-            .owned
-            .entry(key.clone())
-            .or_insert_with(|| OwnedTopic::new(Epoch(r.epoch), Seq(r.seq), &cfg));
+        let t = self.owned.recovered(&key, Epoch(r.epoch), Seq(r.seq), &cfg);
         if r.epoch == t.epoch.0 && r.seq > t.next_seq.0 {
             // Records of this epoch that did not come back (damage, reported by the scan):
             // a hole in the sequence. The topic keeps its epoch; the index keeps the hole, so
@@ -482,7 +477,7 @@ impl State {
             return;
         }
         for (seg, from, _) in unknown {
-            for (k, t) in &self.owned {
+            for (k, t) in self.owned.iter() {
                 let newest = t.on_disk.last().map(|l| (l.segment, u64::from(l.offset)));
                 if newest.is_none_or(|n| n < (seg, from)) {
                     renew.insert(k.clone());
@@ -496,20 +491,14 @@ impl State {
     fn renew_epochs(&mut self, renew: AHashSet<TopicKey>) {
         let cfg = self.cfg.clone();
         for key in renew {
-            self.last_epoch += 1;
-            let epoch = Epoch(self.last_epoch);
-            let t = self
-                .owned
-                .entry(key.clone())
-                .or_insert_with(|| OwnedTopic::new(epoch, Seq(1), &cfg));
+            let (old, new) = self.owned.renew(&key, &cfg);
             tracing::error!(
                 shard = self.id.0,
                 topic = %key,
-                old_epoch = t.epoch.0,
-                new_epoch = epoch.0,
+                old_epoch = old.0,
+                new_epoch = new.0,
                 "damage in the log may have taken the topic's newest messages: it starts a new epoch (subscribers are told of the loss)"
             );
-            t.restart(epoch, Seq(1), &cfg);
             ShardStats::inc(&self.stats.storage_renewed_topics);
         }
     }
@@ -601,9 +590,12 @@ pub(crate) async fn open(
     if cfg.unsynced_loss {
         // The machine restarted under a broker that did not sync its writes: what it had
         // acknowledged last may be gone, and nothing on disk says which topics lost what.
-        renew.extend(st.owned.keys().cloned());
+        renew.extend(st.owned.iter().map(|(k, _)| k.clone()));
     }
     st.renew_epochs(renew);
+    if cfg!(debug_assertions) {
+        st.owned.check_all();
+    }
     ShardStats::set(&st.stats.topics, st.owned.len() as u64);
     let recovered = st
         .stats
@@ -675,7 +667,7 @@ pub(crate) async fn store_loop(state: Rc<RefCell<State>>, mut dev: Segments) {
                         .as_ref()
                         .is_some_and(|s| s.cfg.fsync == Fsync::Never);
                 let r = if skip { Ok(()) } else { dev.perform(&op).await };
-                state.borrow_mut().store_done(&op, r);
+                state.borrow_mut().store_done(&op, r, Instant::now());
             }
         }
     }

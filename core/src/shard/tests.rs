@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use fanfare_proto::Start;
@@ -118,6 +119,7 @@ fn state_of(id: u16, shards: u16) -> State {
         shards,
         Arc::new(cfg),
         Arc::new(ShardStats::default()),
+        Instant::now(),
     )
 }
 
@@ -139,10 +141,10 @@ impl Node {
         if from == to {
             return false;
         }
-        let msgs = self.shards[from].outboxes.take(to as u16);
+        let msgs = self.shards[from].mesh.outboxes().take(to as u16);
         let moved = !msgs.is_empty();
         for m in msgs {
-            self.shards[to].handle_mesh(m);
+            self.shards[to].handle_mesh(m, Instant::now());
         }
         moved
     }
@@ -213,7 +215,7 @@ quickcheck! {
             match op {
                 Op::Publish(t) => {
                     let t = usize::from(t);
-                    let Ok(crate::shard::disk::Ordered::Done(p)) = st.owner_publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), std::time::Instant::now()) else {
+                    let Ok(crate::shard::disk::Ordered::Done(p)) = st.owner_publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), Instant::now()) else {
                         return false; // in memory, a publish is answered at once
                     };
                     published[t] += 1;
@@ -235,13 +237,13 @@ quickcheck! {
                         }
                     };
                     let sink = Rc::new(TestSink { cap: 3, q: RefCell::new(VecDeque::new()) });
-                    let acc = st.subscribe(topics[t].clone(), start, sink.clone(), false, Default::default()).unwrap();
+                    let acc = st.subscribe(topics[t].clone(), start, sink.clone(), false, Default::default(), Instant::now()).unwrap();
                     readers.push(Reader { sub: acc.sub, topic: t, sink, expect: None, closed: false });
                 }
                 Op::Unsubscribe(i) => {
                     if !readers.is_empty() {
                         let r = readers.remove(usize::from(i) % readers.len());
-                        st.remove_sub(r.sub, None);
+                        st.remove_sub(r.sub, None, Instant::now());
                     }
                 }
                 Op::Drain(i) => {
@@ -251,7 +253,7 @@ quickcheck! {
                         if !r.drain() {
                             return false;
                         }
-                        st.drained(r.sub);
+                        st.drained(r.sub, Instant::now());
                     }
                 }
             }
@@ -262,7 +264,7 @@ quickcheck! {
                 if !r.drain() {
                     return false;
                 }
-                st.drained(r.sub);
+                st.drained(r.sub, Instant::now());
                 if r.sink.q.borrow().is_empty() {
                     break;
                 }
@@ -271,9 +273,9 @@ quickcheck! {
                 return false;
             }
         }
-        // The index and the topics agree.
-        st.sub_index.len() == readers.len()
-            && st.sub_index.iter().all(|(id, (k, i))| st.local[k].subs[*i].id == *id)
+        // Every part keeps its invariants (the index and the topics agree, among others).
+        st.check_all();
+        st.local.subscriptions() == readers.len()
     }
 }
 
@@ -305,7 +307,7 @@ quickcheck! {
                 MeshOp::Publish { shard, topic } => {
                     let (s, t) = (usize::from(shard) % SHARDS, usize::from(topic));
                     issued[t] += 1;
-                    match node.shards[s].publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), false, std::time::Instant::now()) {
+                    match node.shards[s].publish(topics[t].clone(), Bytes::from_static(b"x"), Default::default(), false, Instant::now()) {
                         Ok(super::router::PublishStarted::Done(p)) => acks[t].push(p),
                         Ok(super::router::PublishStarted::Waiting(rx)) => waiting.push((t, rx)),
                         // Forwarded to the owner shard: its answer comes back through the mesh.
@@ -337,7 +339,7 @@ quickcheck! {
                         member_events: how % 4 == 0,
                         occupancy_events: how % 3 == 0,
                     };
-                    let Ok(acc) = node.shards[s].subscribe(topics[t].clone(), start, sink.clone(), false, presence) else {
+                    let Ok(acc) = node.shards[s].subscribe(topics[t].clone(), start, sink.clone(), false, presence, Instant::now()) else {
                         return false;
                     };
                     readers.push(MeshReader {
@@ -348,7 +350,7 @@ quickcheck! {
                 MeshOp::Unsubscribe(i) => {
                     if !readers.is_empty() {
                         let r = readers.remove(usize::from(i) % readers.len());
-                        node.shards[r.shard].remove_sub(r.reader.sub, None);
+                        node.shards[r.shard].remove_sub(r.reader.sub, None, Instant::now());
                     }
                 }
                 MeshOp::Drain(i) => {
@@ -358,7 +360,7 @@ quickcheck! {
                         if !r.reader.drain() {
                             return false;
                         }
-                        node.shards[r.shard].drained(r.reader.sub);
+                        node.shards[r.shard].drained(r.reader.sub, Instant::now());
                     }
                 }
                 MeshOp::Deliver { from, to } => {
@@ -391,7 +393,7 @@ quickcheck! {
                 if !r.reader.drain() {
                     return false;
                 }
-                node.shards[r.shard].drained(r.reader.sub);
+                node.shards[r.shard].drained(r.reader.sub, Instant::now());
             }
             node.settle();
             for r in readers.iter() {
@@ -411,11 +413,13 @@ quickcheck! {
         for (t, key) in topics.iter().enumerate() {
             let (occ, members) = node.owner(key).owned.get(key).and_then(|o| o.roster.as_ref()).map_or((0, 0), |r| (r.occupancy(), r.member_count()));
             let on_topic = readers.iter().filter(|r| r.reader.topic == t);
-            let entered = on_topic.clone().filter(|r| node.shards[r.shard].local[key].subs[node.shards[r.shard].sub_index[&r.reader.sub].1].presence.as_ref().is_some_and(|p| p.member.is_some())).count();
+            let entered = on_topic.clone().filter(|r| node.shards[r.shard].local.sub(r.reader.sub).and_then(|s| s.presence.as_ref()).is_some_and(|p| p.member.is_some())).count();
             if occ != on_topic.count() as u64 || members != entered {
                 return false;
             }
         }
-        node.shards.iter().all(|st| st.sub_index.iter().all(|(id, (k, i))| st.local[k].subs[*i].id == *id))
+        // Every part of every shard keeps its invariants.
+        node.shards.iter().for_each(State::check_all);
+        true
     }
 }

@@ -11,54 +11,56 @@ use std::time::Instant;
 use fanfare_proto::Start;
 
 use crate::cluster::{NodeKey, Replay, SharedView};
-use crate::ids::{Seq, SubId, TopicKey};
+use crate::ids::{Seq, TopicKey};
 use crate::message::{CloseReason, Message, SubscribeError};
+use crate::shard::disk::FetchCallback;
 use crate::shard::disk::ReplyTo;
+use crate::shard::local::{Home, Phase};
 use crate::shard::mesh::MeshMsg;
 use crate::shard::position::OwnerReply;
-use crate::shard::state::{FetchCallback, Home, Phase, State};
+use crate::shard::state::State;
 use crate::stats::ShardStats;
 
 impl State {
     /// Updates the gauge of topics served from other nodes (in a cluster).
     pub(crate) fn count_upstream_topics(&self) {
-        if self.view.is_some() {
+        if self.up.in_cluster() {
             let n = self
                 .local
-                .values()
-                .filter(|t| matches!(t.home, Home::Node(_)))
+                .topics()
+                .filter(|(_, t)| matches!(t.home, Home::Node(_)))
                 .count();
             ShardStats::set(&self.stats.upstream_topics, n as u64);
         }
     }
 
     /// Takes a new cluster view: topics whose owner changed move to the new one.
-    pub(crate) fn set_view(&mut self, view: SharedView) {
-        self.view = Some(view);
+    pub(crate) fn set_view(&mut self, view: SharedView, now: Instant) {
+        self.up.set_view(view);
         let moves: Vec<(TopicKey, Home)> = self
             .local
-            .iter()
+            .topics()
             .filter_map(|(k, lt)| {
-                let to = self.route(k, lt.pinned > 0);
+                let to = self.route(k, lt.pinned() > 0);
                 (to != lt.home).then(|| (k.clone(), to))
             })
             .collect();
         for (key, to) in moves {
-            self.rehome(&key, to);
+            self.rehome(&key, to, now);
         }
     }
 
     /// The link to `node` is (back) up: requests sent before may be lost, so ask again for
     /// every subscriber of its topics.
-    pub(crate) fn up_reset(&mut self, node: NodeKey) {
+    pub(crate) fn up_reset(&mut self, node: NodeKey, now: Instant) {
         let keys: Vec<TopicKey> = self
             .local
-            .iter()
+            .topics()
             .filter(|(_, lt)| lt.home == Home::Node(node))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            self.reask(&key);
+            self.reask(&key, now);
         }
     }
 
@@ -66,23 +68,19 @@ impl State {
     /// their first answer are refused `Unavailable` (told, not left waiting on a node that
     /// cannot be reached); subscribers already live wait for the link, which asks again for
     /// each of them from where it is.
-    pub(crate) fn up_unreachable(&mut self, node: NodeKey) {
-        let refused: Vec<SubId> = self
+    pub(crate) fn up_unreachable(&mut self, node: NodeKey, now: Instant) {
+        let refused = self
             .local
-            .values()
-            .filter(|lt| lt.home == Home::Node(node))
-            .flat_map(|lt| lt.subs.iter())
-            .filter(|s| s.phase == Phase::Pending)
-            .map(|s| s.id)
-            .collect();
+            .select(|lt, s| lt.home == Home::Node(node) && s.phase() == Phase::Pending);
+        let failed = CloseReason::Failed(SubscribeError::Unavailable);
         for sub in refused {
-            self.remove_sub(sub, Some(CloseReason::Failed(SubscribeError::Unavailable)));
+            self.remove_sub(sub, Some(failed.clone()), now);
         }
     }
 
     /// A live message of `key` from `node`.
     pub(crate) fn up_item(&mut self, node: NodeKey, key: &TopicKey, msg: &Message, now: Instant) {
-        let Some(lt) = self.local.get_mut(key) else {
+        let Some(lt) = self.local.topic_mut(key) else {
             return;
         };
         if lt.home != Home::Node(node) {
@@ -93,27 +91,32 @@ impl State {
     }
 
     /// The answer to upstream request `id`.
-    pub(crate) fn up_reply(&mut self, id: u64, reply: Result<Replay, SubscribeError>) {
-        let Some(sub) = self.up_reqs.remove(&id) else {
+    pub(crate) fn up_reply(
+        &mut self,
+        id: u64,
+        reply: Result<Replay, SubscribeError>,
+        now: Instant,
+    ) {
+        let Some(sub) = self.up.answered(id) else {
             return; // superseded, or its subscriber left
         };
-        if let Some(s) = self.subscriber_mut(sub) {
+        if let Some(s) = self.local.sub_mut(sub) {
             s.req = 0;
         }
-        self.on_subscribe_reply(sub, reply.map(OwnerReply::from));
+        self.on_subscribe_reply(sub, reply.map(OwnerReply::from), now);
     }
 
     /// Answers where a subscriber of `key` starting at `start` begins, from the owning shard of
     /// this node, without adding interest; `cb` runs on this shard once the owner answered, in
     /// order with the topic's items.
-    pub(crate) fn fetch(&mut self, key: TopicKey, start: Start, cb: FetchCallback) {
+    pub(crate) fn fetch(&mut self, key: TopicKey, start: Start, cb: FetchCallback, now: Instant) {
         let owner = self.owner_of(&key);
         if owner == self.id {
             let r = self.owner_fetch(&key, start);
-            self.answer_owner(&key, r, ReplyTo::Callback(cb));
+            self.answer_owner(&key, r, ReplyTo::Callback(cb), now);
         } else {
             let token = self.fresh_id();
-            self.fetch_waiters.insert(token, cb);
+            self.mesh.wait_fetch(token, cb);
             let from = self.id;
             self.send(
                 owner,
