@@ -17,6 +17,9 @@
 //! ```
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+// Non-test code handles failures instead of panicking (issue 30); an invariant that cannot
+// fail is allowed on its smallest scope, with the reason next to it.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
 pub mod settings;

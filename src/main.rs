@@ -1,4 +1,7 @@
 //! The `fanfare` command: `serve` runs a node; `pub` and `sub` talk to one over WebSocket.
+// Non-test code handles failures instead of panicking (issue 30); an invariant that cannot
+// fail is allowed on its smallest scope, with the reason next to it.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::io::BufRead;
 use std::net::SocketAddr;

@@ -23,6 +23,9 @@
 //! and `tls` (-> `error`) only them: the ground everything stands on (docs/ARCHITECTURE.md).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+// Non-test code handles failures instead of panicking (issue 30); an invariant that cannot
+// fail is allowed on its smallest scope, with the reason next to it.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod access;
 mod api;

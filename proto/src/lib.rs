@@ -18,6 +18,9 @@
 //! "Need more bytes" is never an error: incremental decoders return `Ok(None)`.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+// Non-test code handles failures instead of panicking (issue 30); an invariant that cannot
+// fail is allowed on its smallest scope, with the reason next to it.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod framing;
 pub mod http;
@@ -35,7 +38,10 @@ pub mod ws;
     non_snake_case,
     unsafe_code,
     clippy::all,
-    clippy::pedantic
+    clippy::pedantic,
+    // flatc's accessors unwrap what the verifier or a default guarantees.
+    clippy::unwrap_used,
+    clippy::expect_used
 )]
 pub mod generated {
     include!("generated/fanfare_generated.rs");

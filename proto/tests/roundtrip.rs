@@ -311,6 +311,70 @@ impl Arbitrary for L {
     }
 }
 
+/// The client or server message whose table a link message's body is (`LinkPublishAck` is
+/// `PublishAck`, `LinkError` is `Error`, `LinkPresenceQuery` is `PresenceQuery`,
+/// `LinkPresenceState` is `PresenceState`), encoded; `None` for link-only tables.
+fn shared_counterpart(m: &LinkMsg) -> Option<Vec<u8>> {
+    Some(match m.clone() {
+        LinkMsg::PublishAck {
+            request_id,
+            epoch,
+            seq,
+            durability,
+        } => ServerMsg::PublishAck {
+            request_id,
+            epoch,
+            seq,
+            durability,
+        }
+        .encode_to_vec(),
+        LinkMsg::Error {
+            request_id,
+            code,
+            text,
+        } => ServerMsg::Error {
+            request_id,
+            code,
+            text,
+        }
+        .encode_to_vec(),
+        LinkMsg::PresenceQuery {
+            request_id,
+            namespace,
+            topic,
+            members,
+            after,
+            limit,
+        } => ClientMsg::PresenceQuery {
+            request_id,
+            namespace,
+            topic,
+            members,
+            after,
+            limit,
+        }
+        .encode_to_vec(),
+        LinkMsg::PresenceState { request_id, state } => {
+            ServerMsg::PresenceState { request_id, state }.encode_to_vec()
+        }
+        _ => return None,
+    })
+}
+
+/// A link message whose body is a client or server table.
+#[derive(Clone, Debug)]
+struct Shared(LinkMsg);
+impl Arbitrary for Shared {
+    fn arbitrary(g: &mut Gen) -> Self {
+        loop {
+            let L(m) = L::arbitrary(g);
+            if shared_counterpart(&m).is_some() {
+                return Shared(m);
+            }
+        }
+    }
+}
+
 fn lim() -> DecodeLimits {
     DecodeLimits::default()
 }
@@ -329,6 +393,16 @@ quickcheck! {
     fn link_messages_round_trip(m: L) -> bool {
         let bytes = Bytes::from(m.0.encode_to_vec());
         LinkMsg::decode(&bytes, &lim()) == Ok(m.0)
+    }
+
+    /// A link message with a shared body is the client or server message with the same values
+    /// but for the one byte that names the union member: the body table's bytes are the same.
+    fn link_bodies_are_the_client_and_server_tables(m: Shared) -> bool {
+        let link = m.0.encode_to_vec();
+        let Some(other) = shared_counterpart(&m.0) else {
+            return false;
+        };
+        link.len() == other.len() && link.iter().zip(&other).filter(|(a, b)| a != b).count() == 1
     }
 
     /// A message cut short is refused, or (when only trailing bytes no field points into were
@@ -458,6 +532,39 @@ fn limits_are_enforced() {
         3
     ]);
     assert!(ServerMsg::decode(&Bytes::from(batch.encode_to_vec()), &small).is_err());
+}
+
+#[test]
+fn presence_query_limit_is_capped_on_links_and_refused_from_clients() {
+    let ns = Name::try_from("n").unwrap();
+    let topic = Name::try_from("t").unwrap();
+    let link = LinkMsg::PresenceQuery {
+        request_id: 1,
+        namespace: ns.clone(),
+        topic: topic.clone(),
+        members: true,
+        after: 0,
+        limit: 5000,
+    };
+    match LinkMsg::decode(&Bytes::from(link.encode_to_vec()), &lim()) {
+        Ok(LinkMsg::PresenceQuery { limit, .. }) => {
+            assert_eq!(limit as usize, fanfare_proto::message::PRESENCE_PAGE_MAX)
+        }
+        other => panic!("{other:?}"),
+    }
+    let client = ClientMsg::PresenceQuery {
+        request_id: 1,
+        namespace: ns,
+        topic,
+        members: true,
+        after: 0,
+        limit: 5000,
+    };
+    let e = ClientMsg::decode(&Bytes::from(client.encode_to_vec()), &lim()).unwrap_err();
+    assert!(matches!(
+        e,
+        fanfare_proto::DecodeError::TooLarge { field: "limit", .. }
+    ));
 }
 
 #[test]

@@ -709,6 +709,15 @@ pub const ENUM_VALUES_LINK_BODY: [LinkBody; 13] = [
   LinkBody::LinkPresenceState,
 ];
 
+/// Four members are client or server tables a link needs field for field, under a link name
+/// (the bytes name a union member by its number, never its table, so these are the bytes
+/// the link's own copies of the tables had); a field appended to one is appended on links:
+/// - LinkPublishAck: PublishAck, storage to router: the owner ordered a LinkPublish;
+/// - LinkError: Error, storage to router: a refused publish or request;
+/// - LinkPresenceQuery: PresenceQuery, router to storage: a query for a topic the storage
+///   node owns;
+/// - LinkPresenceState: PresenceState, storage to router: its answer (errors come as
+///   LinkError).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct LinkBody(pub u8);
@@ -5390,153 +5399,6 @@ impl ::core::fmt::Debug for LinkPublish<'_> {
       ds.finish()
   }
 }
-pub enum LinkPublishAckOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-pub struct LinkPublishAck<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for LinkPublishAck<'a> {
-  type Inner = LinkPublishAck<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> LinkPublishAck<'a> {
-  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
-  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
-  pub const VT_DURABILITY: ::flatbuffers::VOffsetT = 10;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    LinkPublishAck { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args LinkPublishAckArgs
-  ) -> ::flatbuffers::WIPOffset<LinkPublishAck<'bldr>> {
-    let mut builder = LinkPublishAckBuilder::new(_fbb);
-    builder.add_seq(args.seq);
-    builder.add_epoch(args.epoch);
-    builder.add_request_id(args.request_id);
-    builder.add_durability(args.durability);
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn request_id(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPublishAck::VT_REQUEST_ID, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn epoch(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPublishAck::VT_EPOCH, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn seq(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPublishAck::VT_SEQ, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn durability(&self) -> Durability {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<Durability>(LinkPublishAck::VT_DURABILITY, Some(Durability::Memory)).unwrap()}
-  }
-}
-
-impl ::flatbuffers::Verifiable for LinkPublishAck<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
-     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
-     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
-     .visit_field::<Durability>("durability", Self::VT_DURABILITY, false)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct LinkPublishAckArgs {
-    pub request_id: u64,
-    pub epoch: u64,
-    pub seq: u64,
-    pub durability: Durability,
-}
-impl<'a> Default for LinkPublishAckArgs {
-  #[inline]
-  fn default() -> Self {
-    LinkPublishAckArgs {
-      request_id: 0,
-      epoch: 0,
-      seq: 0,
-      durability: Durability::Memory,
-    }
-  }
-}
-
-pub struct LinkPublishAckBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPublishAckBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_request_id(&mut self, request_id: u64) {
-    self.fbb_.push_slot::<u64>(LinkPublishAck::VT_REQUEST_ID, request_id, 0);
-  }
-  #[inline]
-  pub fn add_epoch(&mut self, epoch: u64) {
-    self.fbb_.push_slot::<u64>(LinkPublishAck::VT_EPOCH, epoch, 0);
-  }
-  #[inline]
-  pub fn add_seq(&mut self, seq: u64) {
-    self.fbb_.push_slot::<u64>(LinkPublishAck::VT_SEQ, seq, 0);
-  }
-  #[inline]
-  pub fn add_durability(&mut self, durability: Durability) {
-    self.fbb_.push_slot::<Durability>(LinkPublishAck::VT_DURABILITY, durability, Durability::Memory);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPublishAckBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    LinkPublishAckBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPublishAck<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for LinkPublishAck<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("LinkPublishAck");
-      ds.field("request_id", &self.request_id());
-      ds.field("epoch", &self.epoch());
-      ds.field("seq", &self.seq());
-      ds.field("durability", &self.durability());
-      ds.finish()
-  }
-}
 pub enum LinkInterestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6413,136 +6275,6 @@ impl ::core::fmt::Debug for LinkDiscontinuity<'_> {
       ds.finish()
   }
 }
-pub enum LinkErrorOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-pub struct LinkError<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for LinkError<'a> {
-  type Inner = LinkError<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> LinkError<'a> {
-  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-  pub const VT_CODE: ::flatbuffers::VOffsetT = 6;
-  pub const VT_TEXT: ::flatbuffers::VOffsetT = 8;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    LinkError { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args LinkErrorArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<LinkError<'bldr>> {
-    let mut builder = LinkErrorBuilder::new(_fbb);
-    builder.add_request_id(args.request_id);
-    if let Some(x) = args.text { builder.add_text(x); }
-    builder.add_code(args.code);
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn request_id(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkError::VT_REQUEST_ID, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn code(&self) -> ErrorCode {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<ErrorCode>(LinkError::VT_CODE, Some(ErrorCode::Unknown)).unwrap()}
-  }
-  #[inline]
-  pub fn text(&self) -> Option<&'a str> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkError::VT_TEXT, None)}
-  }
-}
-
-impl ::flatbuffers::Verifiable for LinkError<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
-     .visit_field::<ErrorCode>("code", Self::VT_CODE, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("text", Self::VT_TEXT, false)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct LinkErrorArgs<'a> {
-    pub request_id: u64,
-    pub code: ErrorCode,
-    pub text: Option<::flatbuffers::WIPOffset<&'a str>>,
-}
-impl<'a> Default for LinkErrorArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    LinkErrorArgs {
-      request_id: 0,
-      code: ErrorCode::Unknown,
-      text: None,
-    }
-  }
-}
-
-pub struct LinkErrorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkErrorBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_request_id(&mut self, request_id: u64) {
-    self.fbb_.push_slot::<u64>(LinkError::VT_REQUEST_ID, request_id, 0);
-  }
-  #[inline]
-  pub fn add_code(&mut self, code: ErrorCode) {
-    self.fbb_.push_slot::<ErrorCode>(LinkError::VT_CODE, code, ErrorCode::Unknown);
-  }
-  #[inline]
-  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkError::VT_TEXT, text);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkErrorBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    LinkErrorBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkError<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for LinkError<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("LinkError");
-      ds.field("request_id", &self.request_id());
-      ds.field("code", &self.code());
-      ds.field("text", &self.text());
-      ds.finish()
-  }
-}
 pub enum LinkPresenceOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6913,355 +6645,6 @@ impl ::core::fmt::Debug for LinkPresenceEvent<'_> {
       ds.finish()
   }
 }
-pub enum LinkPresenceQueryOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-/// Router to storage: PresenceQuery for a topic the storage node owns.
-pub struct LinkPresenceQuery<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for LinkPresenceQuery<'a> {
-  type Inner = LinkPresenceQuery<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> LinkPresenceQuery<'a> {
-  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-  pub const VT_NAMESPACE: ::flatbuffers::VOffsetT = 6;
-  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 8;
-  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
-  pub const VT_AFTER: ::flatbuffers::VOffsetT = 12;
-  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 14;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    LinkPresenceQuery { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args LinkPresenceQueryArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<LinkPresenceQuery<'bldr>> {
-    let mut builder = LinkPresenceQueryBuilder::new(_fbb);
-    builder.add_after(args.after);
-    builder.add_request_id(args.request_id);
-    builder.add_limit(args.limit);
-    if let Some(x) = args.topic { builder.add_topic(x); }
-    if let Some(x) = args.namespace { builder.add_namespace(x); }
-    builder.add_members(args.members);
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn request_id(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPresenceQuery::VT_REQUEST_ID, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn namespace(&self) -> &'a str {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresenceQuery::VT_NAMESPACE, None).unwrap()}
-  }
-  #[inline]
-  pub fn topic(&self) -> &'a str {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPresenceQuery::VT_TOPIC, None).unwrap()}
-  }
-  #[inline]
-  pub fn members(&self) -> bool {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<bool>(LinkPresenceQuery::VT_MEMBERS, Some(false)).unwrap()}
-  }
-  #[inline]
-  pub fn after(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPresenceQuery::VT_AFTER, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn limit(&self) -> u32 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u32>(LinkPresenceQuery::VT_LIMIT, Some(0)).unwrap()}
-  }
-}
-
-impl ::flatbuffers::Verifiable for LinkPresenceQuery<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("namespace", Self::VT_NAMESPACE, true)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, true)?
-     .visit_field::<bool>("members", Self::VT_MEMBERS, false)?
-     .visit_field::<u64>("after", Self::VT_AFTER, false)?
-     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct LinkPresenceQueryArgs<'a> {
-    pub request_id: u64,
-    pub namespace: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub members: bool,
-    pub after: u64,
-    pub limit: u32,
-}
-impl<'a> Default for LinkPresenceQueryArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    LinkPresenceQueryArgs {
-      request_id: 0,
-      namespace: None, // required field
-      topic: None, // required field
-      members: false,
-      after: 0,
-      limit: 0,
-    }
-  }
-}
-
-pub struct LinkPresenceQueryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPresenceQueryBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_request_id(&mut self, request_id: u64) {
-    self.fbb_.push_slot::<u64>(LinkPresenceQuery::VT_REQUEST_ID, request_id, 0);
-  }
-  #[inline]
-  pub fn add_namespace(&mut self, namespace: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceQuery::VT_NAMESPACE, namespace);
-  }
-  #[inline]
-  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceQuery::VT_TOPIC, topic);
-  }
-  #[inline]
-  pub fn add_members(&mut self, members: bool) {
-    self.fbb_.push_slot::<bool>(LinkPresenceQuery::VT_MEMBERS, members, false);
-  }
-  #[inline]
-  pub fn add_after(&mut self, after: u64) {
-    self.fbb_.push_slot::<u64>(LinkPresenceQuery::VT_AFTER, after, 0);
-  }
-  #[inline]
-  pub fn add_limit(&mut self, limit: u32) {
-    self.fbb_.push_slot::<u32>(LinkPresenceQuery::VT_LIMIT, limit, 0);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPresenceQueryBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    LinkPresenceQueryBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPresenceQuery<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, LinkPresenceQuery::VT_NAMESPACE,"namespace");
-    self.fbb_.required(o, LinkPresenceQuery::VT_TOPIC,"topic");
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for LinkPresenceQuery<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("LinkPresenceQuery");
-      ds.field("request_id", &self.request_id());
-      ds.field("namespace", &self.namespace());
-      ds.field("topic", &self.topic());
-      ds.field("members", &self.members());
-      ds.field("after", &self.after());
-      ds.field("limit", &self.limit());
-      ds.finish()
-  }
-}
-pub enum LinkPresenceStateOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-/// Storage to router: the answer to LinkPresenceQuery (errors come as LinkError).
-pub struct LinkPresenceState<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for LinkPresenceState<'a> {
-  type Inner = LinkPresenceState<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> LinkPresenceState<'a> {
-  pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
-  pub const VT_OCCUPANCY: ::flatbuffers::VOffsetT = 6;
-  pub const VT_MEMBERS_TOTAL: ::flatbuffers::VOffsetT = 8;
-  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
-  pub const VT_NEXT_AFTER: ::flatbuffers::VOffsetT = 12;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    LinkPresenceState { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args LinkPresenceStateArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<LinkPresenceState<'bldr>> {
-    let mut builder = LinkPresenceStateBuilder::new(_fbb);
-    builder.add_next_after(args.next_after);
-    builder.add_members_total(args.members_total);
-    builder.add_occupancy(args.occupancy);
-    builder.add_request_id(args.request_id);
-    if let Some(x) = args.members { builder.add_members(x); }
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn request_id(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_REQUEST_ID, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn occupancy(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_OCCUPANCY, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn members_total(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_MEMBERS_TOTAL, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(LinkPresenceState::VT_MEMBERS, None)}
-  }
-  #[inline]
-  pub fn next_after(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkPresenceState::VT_NEXT_AFTER, Some(0)).unwrap()}
-  }
-}
-
-impl ::flatbuffers::Verifiable for LinkPresenceState<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
-     .visit_field::<u64>("occupancy", Self::VT_OCCUPANCY, false)?
-     .visit_field::<u64>("members_total", Self::VT_MEMBERS_TOTAL, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("members", Self::VT_MEMBERS, false)?
-     .visit_field::<u64>("next_after", Self::VT_NEXT_AFTER, false)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct LinkPresenceStateArgs<'a> {
-    pub request_id: u64,
-    pub occupancy: u64,
-    pub members_total: u64,
-    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
-    pub next_after: u64,
-}
-impl<'a> Default for LinkPresenceStateArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    LinkPresenceStateArgs {
-      request_id: 0,
-      occupancy: 0,
-      members_total: 0,
-      members: None,
-      next_after: 0,
-    }
-  }
-}
-
-pub struct LinkPresenceStateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPresenceStateBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_request_id(&mut self, request_id: u64) {
-    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_REQUEST_ID, request_id, 0);
-  }
-  #[inline]
-  pub fn add_occupancy(&mut self, occupancy: u64) {
-    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_OCCUPANCY, occupancy, 0);
-  }
-  #[inline]
-  pub fn add_members_total(&mut self, members_total: u64) {
-    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_MEMBERS_TOTAL, members_total, 0);
-  }
-  #[inline]
-  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPresenceState::VT_MEMBERS, members);
-  }
-  #[inline]
-  pub fn add_next_after(&mut self, next_after: u64) {
-    self.fbb_.push_slot::<u64>(LinkPresenceState::VT_NEXT_AFTER, next_after, 0);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPresenceStateBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    LinkPresenceStateBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPresenceState<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for LinkPresenceState<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("LinkPresenceState");
-      ds.field("request_id", &self.request_id());
-      ds.field("occupancy", &self.occupancy());
-      ds.field("members_total", &self.members_total());
-      ds.field("members", &self.members());
-      ds.field("next_after", &self.next_after());
-      ds.finish()
-  }
-}
 pub enum LinkMessageOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7341,13 +6724,13 @@ impl<'a> LinkMessage<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
-  pub fn body_as_link_publish_ack(&self) -> Option<LinkPublishAck<'a>> {
+  pub fn body_as_link_publish_ack(&self) -> Option<PublishAck<'a>> {
     if self.body_type() == LinkBody::LinkPublishAck {
       let u = self.body();
       // Safety:
       // Created from a valid Table for this object
       // Which contains a valid union in this slot
-      Some(unsafe { LinkPublishAck::init_from_table(u) })
+      Some(unsafe { PublishAck::init_from_table(u) })
     } else {
       None
     }
@@ -7411,13 +6794,13 @@ impl<'a> LinkMessage<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
-  pub fn body_as_link_error(&self) -> Option<LinkError<'a>> {
+  pub fn body_as_link_error(&self) -> Option<Error<'a>> {
     if self.body_type() == LinkBody::LinkError {
       let u = self.body();
       // Safety:
       // Created from a valid Table for this object
       // Which contains a valid union in this slot
-      Some(unsafe { LinkError::init_from_table(u) })
+      Some(unsafe { Error::init_from_table(u) })
     } else {
       None
     }
@@ -7453,13 +6836,13 @@ impl<'a> LinkMessage<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
-  pub fn body_as_link_presence_query(&self) -> Option<LinkPresenceQuery<'a>> {
+  pub fn body_as_link_presence_query(&self) -> Option<PresenceQuery<'a>> {
     if self.body_type() == LinkBody::LinkPresenceQuery {
       let u = self.body();
       // Safety:
       // Created from a valid Table for this object
       // Which contains a valid union in this slot
-      Some(unsafe { LinkPresenceQuery::init_from_table(u) })
+      Some(unsafe { PresenceQuery::init_from_table(u) })
     } else {
       None
     }
@@ -7467,13 +6850,13 @@ impl<'a> LinkMessage<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
-  pub fn body_as_link_presence_state(&self) -> Option<LinkPresenceState<'a>> {
+  pub fn body_as_link_presence_state(&self) -> Option<PresenceState<'a>> {
     if self.body_type() == LinkBody::LinkPresenceState {
       let u = self.body();
       // Safety:
       // Created from a valid Table for this object
       // Which contains a valid union in this slot
-      Some(unsafe { LinkPresenceState::init_from_table(u) })
+      Some(unsafe { PresenceState::init_from_table(u) })
     } else {
       None
     }
@@ -7491,16 +6874,16 @@ impl ::flatbuffers::Verifiable for LinkMessage<'_> {
         match key {
           LinkBody::LinkHello => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkHello>>("LinkBody::LinkHello", pos),
           LinkBody::LinkPublish => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPublish>>("LinkBody::LinkPublish", pos),
-          LinkBody::LinkPublishAck => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPublishAck>>("LinkBody::LinkPublishAck", pos),
+          LinkBody::LinkPublishAck => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PublishAck>>("LinkBody::LinkPublishAck", pos),
           LinkBody::LinkInterest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkInterest>>("LinkBody::LinkInterest", pos),
           LinkBody::LinkSubscribed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkSubscribed>>("LinkBody::LinkSubscribed", pos),
           LinkBody::LinkItemBatch => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkItemBatch>>("LinkBody::LinkItemBatch", pos),
           LinkBody::LinkDiscontinuity => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkDiscontinuity>>("LinkBody::LinkDiscontinuity", pos),
-          LinkBody::LinkError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkError>>("LinkBody::LinkError", pos),
+          LinkBody::LinkError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("LinkBody::LinkError", pos),
           LinkBody::LinkPresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresence>>("LinkBody::LinkPresence", pos),
           LinkBody::LinkPresenceEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresenceEvent>>("LinkBody::LinkPresenceEvent", pos),
-          LinkBody::LinkPresenceQuery => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresenceQuery>>("LinkBody::LinkPresenceQuery", pos),
-          LinkBody::LinkPresenceState => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPresenceState>>("LinkBody::LinkPresenceState", pos),
+          LinkBody::LinkPresenceQuery => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceQuery>>("LinkBody::LinkPresenceQuery", pos),
+          LinkBody::LinkPresenceState => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceState>>("LinkBody::LinkPresenceState", pos),
           _ => Ok(()),
         }
      })?

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 use super::common::*;
-use super::presence::{create_opts, decode_opts, PresenceOpts, PRESENCE_PAGE_MAX};
+use super::presence::{create_opts, decode_opts, PresenceOpts, Query, PRESENCE_PAGE_MAX};
 use crate::generated::fanfare::wire as fb;
 use crate::names::Name;
 
@@ -151,6 +151,8 @@ impl ClientMsg {
                 let q = m
                     .body_as_presence_query()
                     .ok_or(DecodeError::Missing("body"))?;
+                // A client asking for a larger page than any is refused (before its names are
+                // checked); a link query is capped instead (link.rs).
                 if q.limit() as usize > PRESENCE_PAGE_MAX {
                     return Err(DecodeError::TooLarge {
                         field: "limit",
@@ -158,13 +160,21 @@ impl ClientMsg {
                         max: PRESENCE_PAGE_MAX,
                     });
                 }
+                let Query {
+                    request_id,
+                    namespace,
+                    topic,
+                    members,
+                    after,
+                    limit,
+                } = Query::decode(q, lim)?;
                 ClientMsg::PresenceQuery {
-                    request_id: q.request_id(),
-                    namespace: checked_name(Some(q.namespace()), "namespace", lim)?,
-                    topic: checked_name(Some(q.topic()), "topic", lim)?,
-                    members: q.members(),
-                    after: q.after(),
-                    limit: q.limit(),
+                    request_id,
+                    namespace,
+                    topic,
+                    members,
+                    after,
+                    limit,
                 }
             }
             fb::ClientBody::Unsubscribe => {
@@ -298,19 +308,15 @@ impl ClientMsg {
                 after,
                 limit,
             } => {
-                let namespace = Some(fbb.create_string(namespace));
-                let topic = Some(fbb.create_string(topic));
-                let b = fb::PresenceQuery::create(
-                    fbb,
-                    &fb::PresenceQueryArgs {
-                        request_id: *request_id,
-                        namespace,
-                        topic,
-                        members: *members,
-                        after: *after,
-                        limit: *limit,
-                    },
-                );
+                let b = Query {
+                    request_id: *request_id,
+                    namespace,
+                    topic,
+                    members: *members,
+                    after: *after,
+                    limit: *limit,
+                }
+                .create(fbb);
                 (fb::ClientBody::PresenceQuery, b.as_union_value())
             }
         };

@@ -5,9 +5,10 @@ use flatbuffers::FlatBufferBuilder;
 
 use super::common::*;
 use super::presence::{
-    create_members, decode_event, decode_members, event_parts, MemberMsg, PresenceEventMsg,
-    PresenceStateMsg, PRESENCE_PAGE_MAX,
+    create_members, create_state, decode_event, decode_members, decode_state, event_parts,
+    MemberMsg, PresenceEventMsg, PresenceStateMsg, Query, PRESENCE_PAGE_MAX,
 };
+use super::server::{create_error, decode_error, Ack};
 use crate::generated::fanfare::wire as fb;
 use crate::names::Name;
 
@@ -203,12 +204,17 @@ impl LinkMsg {
                 }
             }
             fb::LinkBody::LinkPublishAck => {
-                let a = m.body_as_link_publish_ack().ok_or(missing)?;
+                let Ack {
+                    request_id,
+                    epoch,
+                    seq,
+                    durability,
+                } = Ack::decode(m.body_as_link_publish_ack().ok_or(missing)?);
                 LinkMsg::PublishAck {
-                    request_id: a.request_id(),
-                    epoch: a.epoch(),
-                    seq: a.seq(),
-                    durability: Durability::from_u8(a.durability().0),
+                    request_id,
+                    epoch,
+                    seq,
+                    durability,
                 }
             }
             fb::LinkBody::LinkInterest => {
@@ -277,11 +283,12 @@ impl LinkMsg {
                 }
             }
             fb::LinkBody::LinkError => {
-                let e = m.body_as_link_error().ok_or(missing)?;
+                let (request_id, code, text) =
+                    decode_error(m.body_as_link_error().ok_or(missing)?)?;
                 LinkMsg::Error {
-                    request_id: e.request_id(),
-                    code: ErrorCode::from_u16(e.code().0),
-                    text: checked_str(e.text(), "text", TEXT_BYTES_MAX)?.unwrap_or_default(),
+                    request_id,
+                    code,
+                    text,
                 }
             }
             fb::LinkBody::LinkPresence => {
@@ -317,27 +324,29 @@ impl LinkMsg {
                 }
             }
             fb::LinkBody::LinkPresenceQuery => {
-                let q = m.body_as_link_presence_query().ok_or(missing)?;
+                let Query {
+                    request_id,
+                    namespace,
+                    topic,
+                    members,
+                    after,
+                    limit,
+                } = Query::decode(m.body_as_link_presence_query().ok_or(missing)?, lim)?;
                 LinkMsg::PresenceQuery {
-                    request_id: q.request_id(),
-                    namespace: checked_name(Some(q.namespace()), "namespace", lim)?,
-                    topic: checked_name(Some(q.topic()), "topic", lim)?,
-                    members: q.members(),
-                    after: q.after(),
-                    limit: q.limit().min(PRESENCE_PAGE_MAX as u32),
+                    request_id,
+                    namespace,
+                    topic,
+                    members,
+                    after,
+                    // Capped, not refused: the client's own limit was checked when the
+                    // router decoded its query.
+                    limit: limit.min(PRESENCE_PAGE_MAX as u32),
                 }
             }
             fb::LinkBody::LinkPresenceState => {
-                let p = m.body_as_link_presence_state().ok_or(missing)?;
-                LinkMsg::PresenceState {
-                    request_id: p.request_id(),
-                    state: PresenceStateMsg {
-                        occupancy: p.occupancy(),
-                        members_total: p.members_total(),
-                        members: decode_members(p.members(), buf)?,
-                        next_after: p.next_after(),
-                    },
-                }
+                let (request_id, state) =
+                    decode_state(m.body_as_link_presence_state().ok_or(missing)?, buf)?;
+                LinkMsg::PresenceState { request_id, state }
             }
             other => return Err(DecodeError::UnknownType(other.0)),
         };
@@ -403,15 +412,13 @@ impl LinkMsg {
                 durability,
             } => (
                 fb::LinkBody::LinkPublishAck,
-                fb::LinkPublishAck::create(
-                    fbb,
-                    &fb::LinkPublishAckArgs {
-                        request_id: *request_id,
-                        epoch: *epoch,
-                        seq: *seq,
-                        durability: durability.wire(),
-                    },
-                )
+                Ack {
+                    request_id: *request_id,
+                    epoch: *epoch,
+                    seq: *seq,
+                    durability: *durability,
+                }
+                .create(fbb)
                 .as_union_value(),
             ),
             LinkMsg::Interest {
@@ -526,21 +533,10 @@ impl LinkMsg {
                 request_id,
                 code,
                 text,
-            } => {
-                let text = Some(fbb.create_string(text));
-                (
-                    fb::LinkBody::LinkError,
-                    fb::LinkError::create(
-                        fbb,
-                        &fb::LinkErrorArgs {
-                            request_id: *request_id,
-                            code: code.wire(),
-                            text,
-                        },
-                    )
-                    .as_union_value(),
-                )
-            }
+            } => (
+                fb::LinkBody::LinkError,
+                create_error(fbb, *request_id, *code, text).as_union_value(),
+            ),
             LinkMsg::Presence {
                 namespace,
                 topic,
@@ -600,42 +596,23 @@ impl LinkMsg {
                 members,
                 after,
                 limit,
-            } => {
-                let namespace = Some(fbb.create_string(namespace));
-                let topic = Some(fbb.create_string(topic));
-                (
-                    fb::LinkBody::LinkPresenceQuery,
-                    fb::LinkPresenceQuery::create(
-                        fbb,
-                        &fb::LinkPresenceQueryArgs {
-                            request_id: *request_id,
-                            namespace,
-                            topic,
-                            members: *members,
-                            after: *after,
-                            limit: *limit,
-                        },
-                    )
-                    .as_union_value(),
-                )
-            }
-            LinkMsg::PresenceState { request_id, state } => {
-                let members = create_members(fbb, &state.members);
-                (
-                    fb::LinkBody::LinkPresenceState,
-                    fb::LinkPresenceState::create(
-                        fbb,
-                        &fb::LinkPresenceStateArgs {
-                            request_id: *request_id,
-                            occupancy: state.occupancy,
-                            members_total: state.members_total,
-                            members,
-                            next_after: state.next_after,
-                        },
-                    )
-                    .as_union_value(),
-                )
-            }
+            } => (
+                fb::LinkBody::LinkPresenceQuery,
+                Query {
+                    request_id: *request_id,
+                    namespace,
+                    topic,
+                    members: *members,
+                    after: *after,
+                    limit: *limit,
+                }
+                .create(fbb)
+                .as_union_value(),
+            ),
+            LinkMsg::PresenceState { request_id, state } => (
+                fb::LinkBody::LinkPresenceState,
+                create_state(fbb, *request_id, state).as_union_value(),
+            ),
         };
         let root = fb::LinkMessage::create(
             fbb,

@@ -6,6 +6,7 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use super::common::*;
 use crate::generated::fanfare::wire as fb;
+use crate::names::Name;
 
 /// Largest presence `info` blob the decoder accepts, in bytes (servers apply a smaller,
 /// configurable limit).
@@ -179,6 +180,91 @@ pub(super) fn create_members<'a>(
     }
     let offs: Vec<_> = ms.iter().map(|m| create_member(fbb, m)).collect();
     Some(fbb.create_vector(&offs))
+}
+
+/// A `PresenceState` table's request id and state. The server's answer to a presence query
+/// and the link's (`LinkPresenceState`) are this one table.
+pub(super) fn decode_state(
+    p: fb::PresenceState<'_>,
+    src: &Bytes,
+) -> Result<(u64, PresenceStateMsg), DecodeError> {
+    Ok((
+        p.request_id(),
+        PresenceStateMsg {
+            occupancy: p.occupancy(),
+            members_total: p.members_total(),
+            members: decode_members(p.members(), src)?,
+            next_after: p.next_after(),
+        },
+    ))
+}
+
+pub(super) fn create_state<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    request_id: u64,
+    s: &PresenceStateMsg,
+) -> WIPOffset<fb::PresenceState<'a>> {
+    let members = create_members(fbb, &s.members);
+    fb::PresenceState::create(
+        fbb,
+        &fb::PresenceStateArgs {
+            request_id,
+            occupancy: s.occupancy,
+            members_total: s.members_total,
+            members,
+            next_after: s.next_after,
+        },
+    )
+}
+
+/// What a `PresenceQuery` table asks. The client's query and the link's
+/// (`LinkPresenceQuery`) are this one table. `N` is [`Name`] when decoded, a borrowed name
+/// when encoding; `limit` is as sent (each family applies its own rule to it).
+#[derive(Debug, Clone)]
+pub(super) struct Query<N> {
+    pub(super) request_id: u64,
+    pub(super) namespace: N,
+    pub(super) topic: N,
+    pub(super) members: bool,
+    pub(super) after: u64,
+    pub(super) limit: u32,
+}
+
+impl Query<Name> {
+    pub(super) fn decode(
+        q: fb::PresenceQuery<'_>,
+        lim: &DecodeLimits,
+    ) -> Result<Self, DecodeError> {
+        Ok(Query {
+            request_id: q.request_id(),
+            namespace: checked_name(Some(q.namespace()), "namespace", lim)?,
+            topic: checked_name(Some(q.topic()), "topic", lim)?,
+            members: q.members(),
+            after: q.after(),
+            limit: q.limit(),
+        })
+    }
+}
+
+impl<N: AsRef<str>> Query<N> {
+    pub(super) fn create<'a>(
+        &self,
+        fbb: &mut FlatBufferBuilder<'a>,
+    ) -> WIPOffset<fb::PresenceQuery<'a>> {
+        let namespace = Some(fbb.create_string(self.namespace.as_ref()));
+        let topic = Some(fbb.create_string(self.topic.as_ref()));
+        fb::PresenceQuery::create(
+            fbb,
+            &fb::PresenceQueryArgs {
+                request_id: self.request_id,
+                namespace,
+                topic,
+                members: self.members,
+                after: self.after,
+                limit: self.limit,
+            },
+        )
+    }
 }
 
 pub(super) fn decode_opts(

@@ -6,7 +6,7 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use super::common::*;
 use super::presence::{
-    create_members, decode_event, decode_members, event_parts, PresenceEventMsg, PresenceStateMsg,
+    create_state, decode_event, decode_state, event_parts, PresenceEventMsg, PresenceStateMsg,
 };
 use crate::generated::fanfare::wire as fb;
 
@@ -139,6 +139,69 @@ pub enum ServerMsg {
     },
 }
 
+/// What a `PublishAck` table says. The server's acknowledgement and the link's
+/// (`LinkPublishAck`) are this one table.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ack {
+    pub(super) request_id: u64,
+    pub(super) epoch: u64,
+    pub(super) seq: u64,
+    pub(super) durability: Durability,
+}
+
+impl Ack {
+    pub(super) fn decode(a: fb::PublishAck<'_>) -> Self {
+        Ack {
+            request_id: a.request_id(),
+            epoch: a.epoch(),
+            seq: a.seq(),
+            durability: Durability::from_u8(a.durability().0),
+        }
+    }
+
+    pub(super) fn create<'a>(
+        self,
+        fbb: &mut FlatBufferBuilder<'a>,
+    ) -> WIPOffset<fb::PublishAck<'a>> {
+        fb::PublishAck::create(
+            fbb,
+            &fb::PublishAckArgs {
+                request_id: self.request_id,
+                epoch: self.epoch,
+                seq: self.seq,
+                durability: self.durability.wire(),
+            },
+        )
+    }
+}
+
+/// An `Error` table's request id, code and text (checked against [`TEXT_BYTES_MAX`]). The
+/// server's errors and the link's (`LinkError`) are this one table.
+pub(super) fn decode_error(e: fb::Error<'_>) -> Result<(u64, ErrorCode, String), DecodeError> {
+    Ok((
+        e.request_id(),
+        ErrorCode::from_u16(e.code().0),
+        checked_str(e.text(), "text", TEXT_BYTES_MAX)?.unwrap_or_default(),
+    ))
+}
+
+pub(super) fn create_error<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    request_id: u64,
+    code: ErrorCode,
+    text: &str,
+) -> WIPOffset<fb::Error<'a>> {
+    let text = Some(fbb.create_string(text));
+    fb::Error::create(
+        fbb,
+        &fb::ErrorArgs {
+            request_id,
+            code: code.wire(),
+            text,
+        },
+    )
+}
+
 fn decode_item(i: fb::Item<'_>, src: &Bytes, lim: &DecodeLimits) -> Result<ItemMsg, DecodeError> {
     Ok(ItemMsg {
         subscription_id: i.subscription_id(),
@@ -243,12 +306,17 @@ impl ServerMsg {
                 }
             }
             fb::ServerBody::PublishAck => {
-                let a = m.body_as_publish_ack().ok_or(missing)?;
+                let Ack {
+                    request_id,
+                    epoch,
+                    seq,
+                    durability,
+                } = Ack::decode(m.body_as_publish_ack().ok_or(missing)?);
                 ServerMsg::PublishAck {
-                    request_id: a.request_id(),
-                    epoch: a.epoch(),
-                    seq: a.seq(),
-                    durability: Durability::from_u8(a.durability().0),
+                    request_id,
+                    epoch,
+                    seq,
+                    durability,
                 }
             }
             fb::ServerBody::Subscribed => {
@@ -306,11 +374,11 @@ impl ServerMsg {
                 }
             }
             fb::ServerBody::Error => {
-                let e = m.body_as_error().ok_or(missing)?;
+                let (request_id, code, text) = decode_error(m.body_as_error().ok_or(missing)?)?;
                 ServerMsg::Error {
-                    request_id: e.request_id(),
-                    code: ErrorCode::from_u16(e.code().0),
-                    text: checked_str(e.text(), "text", TEXT_BYTES_MAX)?.unwrap_or_default(),
+                    request_id,
+                    code,
+                    text,
                 }
             }
             fb::ServerBody::Pong => ServerMsg::Pong {
@@ -339,16 +407,9 @@ impl ServerMsg {
                 }
             }
             fb::ServerBody::PresenceState => {
-                let p = m.body_as_presence_state().ok_or(missing)?;
-                ServerMsg::PresenceState {
-                    request_id: p.request_id(),
-                    state: PresenceStateMsg {
-                        occupancy: p.occupancy(),
-                        members_total: p.members_total(),
-                        members: decode_members(p.members(), buf)?,
-                        next_after: p.next_after(),
-                    },
-                }
+                let (request_id, state) =
+                    decode_state(m.body_as_presence_state().ok_or(missing)?, buf)?;
+                ServerMsg::PresenceState { request_id, state }
             }
             other => return Err(DecodeError::UnknownType(other.0)),
         };
@@ -405,15 +466,13 @@ impl ServerMsg {
                 durability,
             } => (
                 fb::ServerBody::PublishAck,
-                fb::PublishAck::create(
-                    fbb,
-                    &fb::PublishAckArgs {
-                        request_id: *request_id,
-                        epoch: *epoch,
-                        seq: *seq,
-                        durability: durability.wire(),
-                    },
-                )
+                Ack {
+                    request_id: *request_id,
+                    epoch: *epoch,
+                    seq: *seq,
+                    durability: *durability,
+                }
+                .create(fbb)
                 .as_union_value(),
             ),
             ServerMsg::Subscribed {
@@ -488,21 +547,10 @@ impl ServerMsg {
                 request_id,
                 code,
                 text,
-            } => {
-                let text = Some(fbb.create_string(text));
-                (
-                    fb::ServerBody::Error,
-                    fb::Error::create(
-                        fbb,
-                        &fb::ErrorArgs {
-                            request_id: *request_id,
-                            code: code.wire(),
-                            text,
-                        },
-                    )
-                    .as_union_value(),
-                )
-            }
+            } => (
+                fb::ServerBody::Error,
+                create_error(fbb, *request_id, *code, text).as_union_value(),
+            ),
             ServerMsg::Pong { nonce } => (
                 fb::ServerBody::Pong,
                 fb::Pong::create(fbb, &fb::PongArgs { nonce: *nonce }).as_union_value(),
@@ -560,23 +608,10 @@ impl ServerMsg {
                     .as_union_value(),
                 )
             }
-            ServerMsg::PresenceState { request_id, state } => {
-                let members = create_members(fbb, &state.members);
-                (
-                    fb::ServerBody::PresenceState,
-                    fb::PresenceState::create(
-                        fbb,
-                        &fb::PresenceStateArgs {
-                            request_id: *request_id,
-                            occupancy: state.occupancy,
-                            members_total: state.members_total,
-                            members,
-                            next_after: state.next_after,
-                        },
-                    )
-                    .as_union_value(),
-                )
-            }
+            ServerMsg::PresenceState { request_id, state } => (
+                fb::ServerBody::PresenceState,
+                create_state(fbb, *request_id, state).as_union_value(),
+            ),
             // Handled by the caller; kept total so a new variant fails to compile here.
             ServerMsg::Item(_) | ServerMsg::ItemBatch(_) => {
                 unreachable!("items are encoded by encode_item/encode_item_batch")

@@ -2,20 +2,31 @@
 
 /* eslint-disable @typescript-eslint/no-unused-vars, @typescript-eslint/no-explicit-any, @typescript-eslint/no-non-null-assertion */
 
+import { Error } from '../../fanfare/wire/error.js';
 import { LinkDiscontinuity } from '../../fanfare/wire/link-discontinuity.js';
-import { LinkError } from '../../fanfare/wire/link-error.js';
 import { LinkHello } from '../../fanfare/wire/link-hello.js';
 import { LinkInterest } from '../../fanfare/wire/link-interest.js';
 import { LinkItemBatch } from '../../fanfare/wire/link-item-batch.js';
 import { LinkPresence } from '../../fanfare/wire/link-presence.js';
 import { LinkPresenceEvent } from '../../fanfare/wire/link-presence-event.js';
-import { LinkPresenceQuery } from '../../fanfare/wire/link-presence-query.js';
-import { LinkPresenceState } from '../../fanfare/wire/link-presence-state.js';
 import { LinkPublish } from '../../fanfare/wire/link-publish.js';
-import { LinkPublishAck } from '../../fanfare/wire/link-publish-ack.js';
 import { LinkSubscribed } from '../../fanfare/wire/link-subscribed.js';
+import { PresenceQuery } from '../../fanfare/wire/presence-query.js';
+import { PresenceState } from '../../fanfare/wire/presence-state.js';
+import { PublishAck } from '../../fanfare/wire/publish-ack.js';
 
 
+/**
+ * Four members are client or server tables a link needs field for field, under a link name
+ * (the bytes name a union member by its number, never its table, so these are the bytes
+ * the link's own copies of the tables had); a field appended to one is appended on links:
+ * - LinkPublishAck: PublishAck, storage to router: the owner ordered a LinkPublish;
+ * - LinkError: Error, storage to router: a refused publish or request;
+ * - LinkPresenceQuery: PresenceQuery, router to storage: a query for a topic the storage
+ *   node owns;
+ * - LinkPresenceState: PresenceState, storage to router: its answer (errors come as
+ *   LinkError).
+ */
 export enum LinkBody {
   NONE = 0,
   LinkHello = 1,
@@ -34,45 +45,45 @@ export enum LinkBody {
 
 export function unionToLinkBody(
   type: LinkBody,
-  accessor: (obj:LinkDiscontinuity|LinkError|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPresenceQuery|LinkPresenceState|LinkPublish|LinkPublishAck|LinkSubscribed) => LinkDiscontinuity|LinkError|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPresenceQuery|LinkPresenceState|LinkPublish|LinkPublishAck|LinkSubscribed|null
-): LinkDiscontinuity|LinkError|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPresenceQuery|LinkPresenceState|LinkPublish|LinkPublishAck|LinkSubscribed|null {
+  accessor: (obj:Error|LinkDiscontinuity|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPublish|LinkSubscribed|PresenceQuery|PresenceState|PublishAck) => Error|LinkDiscontinuity|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPublish|LinkSubscribed|PresenceQuery|PresenceState|PublishAck|null
+): Error|LinkDiscontinuity|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPublish|LinkSubscribed|PresenceQuery|PresenceState|PublishAck|null {
   switch(LinkBody[type]) {
     case 'NONE': return null; 
     case 'LinkHello': return accessor(new LinkHello())! as LinkHello;
     case 'LinkPublish': return accessor(new LinkPublish())! as LinkPublish;
-    case 'LinkPublishAck': return accessor(new LinkPublishAck())! as LinkPublishAck;
+    case 'LinkPublishAck': return accessor(new PublishAck())! as PublishAck;
     case 'LinkInterest': return accessor(new LinkInterest())! as LinkInterest;
     case 'LinkSubscribed': return accessor(new LinkSubscribed())! as LinkSubscribed;
     case 'LinkItemBatch': return accessor(new LinkItemBatch())! as LinkItemBatch;
     case 'LinkDiscontinuity': return accessor(new LinkDiscontinuity())! as LinkDiscontinuity;
-    case 'LinkError': return accessor(new LinkError())! as LinkError;
+    case 'LinkError': return accessor(new Error())! as Error;
     case 'LinkPresence': return accessor(new LinkPresence())! as LinkPresence;
     case 'LinkPresenceEvent': return accessor(new LinkPresenceEvent())! as LinkPresenceEvent;
-    case 'LinkPresenceQuery': return accessor(new LinkPresenceQuery())! as LinkPresenceQuery;
-    case 'LinkPresenceState': return accessor(new LinkPresenceState())! as LinkPresenceState;
+    case 'LinkPresenceQuery': return accessor(new PresenceQuery())! as PresenceQuery;
+    case 'LinkPresenceState': return accessor(new PresenceState())! as PresenceState;
     default: return null;
   }
 }
 
 export function unionListToLinkBody(
   type: LinkBody, 
-  accessor: (index: number, obj:LinkDiscontinuity|LinkError|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPresenceQuery|LinkPresenceState|LinkPublish|LinkPublishAck|LinkSubscribed) => LinkDiscontinuity|LinkError|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPresenceQuery|LinkPresenceState|LinkPublish|LinkPublishAck|LinkSubscribed|null, 
+  accessor: (index: number, obj:Error|LinkDiscontinuity|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPublish|LinkSubscribed|PresenceQuery|PresenceState|PublishAck) => Error|LinkDiscontinuity|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPublish|LinkSubscribed|PresenceQuery|PresenceState|PublishAck|null, 
   index: number
-): LinkDiscontinuity|LinkError|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPresenceQuery|LinkPresenceState|LinkPublish|LinkPublishAck|LinkSubscribed|null {
+): Error|LinkDiscontinuity|LinkHello|LinkInterest|LinkItemBatch|LinkPresence|LinkPresenceEvent|LinkPublish|LinkSubscribed|PresenceQuery|PresenceState|PublishAck|null {
   switch(LinkBody[type]) {
     case 'NONE': return null; 
     case 'LinkHello': return accessor(index, new LinkHello())! as LinkHello;
     case 'LinkPublish': return accessor(index, new LinkPublish())! as LinkPublish;
-    case 'LinkPublishAck': return accessor(index, new LinkPublishAck())! as LinkPublishAck;
+    case 'LinkPublishAck': return accessor(index, new PublishAck())! as PublishAck;
     case 'LinkInterest': return accessor(index, new LinkInterest())! as LinkInterest;
     case 'LinkSubscribed': return accessor(index, new LinkSubscribed())! as LinkSubscribed;
     case 'LinkItemBatch': return accessor(index, new LinkItemBatch())! as LinkItemBatch;
     case 'LinkDiscontinuity': return accessor(index, new LinkDiscontinuity())! as LinkDiscontinuity;
-    case 'LinkError': return accessor(index, new LinkError())! as LinkError;
+    case 'LinkError': return accessor(index, new Error())! as Error;
     case 'LinkPresence': return accessor(index, new LinkPresence())! as LinkPresence;
     case 'LinkPresenceEvent': return accessor(index, new LinkPresenceEvent())! as LinkPresenceEvent;
-    case 'LinkPresenceQuery': return accessor(index, new LinkPresenceQuery())! as LinkPresenceQuery;
-    case 'LinkPresenceState': return accessor(index, new LinkPresenceState())! as LinkPresenceState;
+    case 'LinkPresenceQuery': return accessor(index, new PresenceQuery())! as PresenceQuery;
+    case 'LinkPresenceState': return accessor(index, new PresenceState())! as PresenceState;
     default: return null;
   }
 }
