@@ -400,7 +400,8 @@ def ab_durable_ratios(args):
 
 
 def delta_ratios(args):
-    """Fanfare's after/before per scenario, and each against NATS where a file has NATS."""
+    """Fanfare's after/before per scenario, and each against NATS: the NATS runs of its own
+    file, or of the other file when its own has none."""
     def medians(path):
         by = collections.OrderedDict()
         for l in open(path):
@@ -414,8 +415,9 @@ def delta_ratios(args):
         f0 = before.get((sc, "fanfare"))
         if b != "fanfare" or not f0:
             continue
-        nats = after.get((sc, "nats")) or before.get((sc, "nats"))
-        vs = f" ({f0 / nats:.2f}x -> {f1 / nats:.2f}x NATS)" if nats else ""
+        n0 = before.get((sc, "nats")) or after.get((sc, "nats"))
+        n1 = after.get((sc, "nats")) or before.get((sc, "nats"))
+        vs = f" ({f0 / n0:.2f}x -> {f1 / n1:.2f}x NATS)" if n0 else ""
         out.append(f"{short(sc)} {f1 / f0:.2f}{vs}")
     print("after/before " + ", ".join(out))
 
@@ -480,6 +482,9 @@ def render(spec, inline):
 
 def make_page(text):
     """The page with every marker's content made again, and the tables found outside them."""
+    for marker, whole in (("<!-- table:", BLOCK), ("<!-- ratios:", INLINE)):
+        if text.count(marker) != len(whole.findall(text)):
+            raise ValueError(f"a `{marker} ... -->` marker without its end marker")
     text = BLOCK.sub(lambda m: m.group(1) + render(m.group(2), False) + m.group(4), text)
     text = INLINE.sub(lambda m: m.group(1) + render(m.group(2), True) + m.group(4), text)
     loose, inside, prev = [], False, ""
