@@ -11,7 +11,9 @@
 # crosses: publisher -> r2 -> owner storage node -> r1 -> subscribers. Broker CPU is the sum
 # of utime + stime of every node process over the run. Not part of CI.
 #
-# Environment: DURATION (s, default 5), WARMUP (s, default 1), ONLY (regex over scenarios).
+# Environment: DURATION (s, default 5), WARMUP (s, default 1), ONLY (regex over scenarios),
+# RESULTS (the raw JSON lines, default /tmp/fanfare-cluster.jsonl; keep the ones
+# docs/benchmarks.md quotes in bench/results/). Tables: bench/report.py cluster RESULTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
@@ -113,36 +115,7 @@ cluster cluster
 pki
 cluster cluster-tls tls
 
-cp "$work/results.jsonl" /tmp/fanfare-cluster.jsonl
-python3 - "$work/results.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"Results: {len(rows)} runs; raw JSON in /tmp/fanfare-cluster.jsonl")
-by = {}
-for r in rows:
-    by.setdefault(r["scenario"], {})[r["setup"]] = r
-print("| scenario | setup | delivered/s | delivered per broker CPU-s | p50 us | p99 us | max us | gaps | dups |")
-print("|---|---|---|---|---|---|---|---|---|")
-setups = ("single", "cluster", "cluster-tls")
-ratios = []
-for name, s in by.items():
-    for setup in setups:
-        r = s.get(setup)
-        if not r or "delivered" not in r:
-            print(f"| {name} | {setup} | failed | | | | | | |"); continue
-        l = r["latency_us"]
-        rate = r["delivered_per_sec"]
-        per_cpu = r["delivered"] / r["broker_cpu_s"] if r["broker_cpu_s"] > 0 else float("nan")
-        r["_rate"], r["_cpu"] = rate, per_cpu
-        print(f"| {name} | {setup} | {rate:,.0f} | {per_cpu:,.0f} | {l['p50']:,.0f} | {l['p99']:,.0f} | {l['max']:,.0f} | {r['gaps']} | {r['duplicates']} |")
-    for a_name, b_name in (("single", "cluster"), ("cluster", "cluster-tls")):
-        a, b = s.get(a_name, {}), s.get(b_name, {})
-        if "_rate" in a and "_rate" in b:
-            ratios.append((name, f"{b_name} / {a_name}", b["_rate"] / a["_rate"], b["_cpu"] / a["_cpu"],
-                           b["latency_us"]["p50"] / max(a["latency_us"]["p50"], 1)))
-print()
-print("| scenario | ratio | delivered/s | per broker CPU-s | p50 latency |")
-print("|---|---|---|---|---|")
-for name, what, x, y, z in ratios:
-    print(f"| {name} | {what} | {x:.2f}x | {y:.2f}x | {z:.2f}x |")
-PY
+results=${RESULTS:-/tmp/fanfare-cluster.jsonl}
+cp "$work/results.jsonl" "$results"
+echo "Results: $(wc -l < "$results") runs; raw JSON in $results"
+python3 bench/report.py cluster "$results"

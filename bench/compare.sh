@@ -2,7 +2,8 @@
 # Fanfare side by side with NATS and Redis on this machine, with one tool and one method.
 #
 #   bench/compare.sh                 # all scenarios, ~10 minutes; markdown on stdout
-#   bench/compare.sh > /tmp/cmp.md   # then paste into docs/benchmarks.md
+#   RESULTS=bench/results/NAME.jsonl bench/compare.sh   # then name it in a table marker of
+#                                                       # docs/benchmarks.md: report.py page
 #
 # Each broker runs pinned to BROKER_CPUS (default 0), alone; `fanfare bench` runs pinned to
 # GEN_CPUS (default: every other CPU). Every scenario runs REPS times (default 3), each on a

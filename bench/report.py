@@ -2,20 +2,30 @@
 """Markdown tables from the raw results of the benchmark scripts (never edited by hand).
 
     python3 bench/report.py compare RESULTS.jsonl [IPERF_BYTES_PER_S] [BROKER_CPUS] [GEN_CPUS] [NCPU]
+                                    [--only REGEX] [--part runs|ratios]
     python3 bench/report.py ab RESULTS.jsonl
     python3 bench/report.py durable RESULTS.jsonl
     python3 bench/report.py ab-durable RESULTS.jsonl
     python3 bench/report.py delta BEFORE.jsonl AFTER.jsonl
     python3 bench/report.py memory RESULTS.jsonl
+    python3 bench/report.py cluster RESULTS.jsonl
+    python3 bench/report.py ratios ab|ab-durable|delta|memory FILES...
+    python3 bench/report.py page [--check] [PAGE.md ...]
 
 `compare` reads bench/compare.sh's JSON lines (one per broker and scenario), `ab` reads
 bench/ab.sh's (one per build, scenario and repetition), `durable` bench/durable.sh's,
 `ab-durable` bench/ab-durable.sh's, `delta` two compare.sh files (before and after a
-change), `memory` bench/memory-return.sh's. Raw results worth keeping go to
-bench/results/, and docs/benchmarks.md quotes this script's output for them.
+change), `memory` bench/memory-return.sh's, `cluster` bench/cluster.sh's. `ratios` prints a
+comparison's ratios on one line (bench/results/README.md's history).
+
+`page` makes the tables of docs/benchmarks.md and bench/results/README.md again from the raw
+results their markers name (see PAGES below); `page --check` changes nothing and exits 1 when a
+page differs from what its raw results give (CI runs it). Raw results worth keeping go to
+bench/results/.
 """
 import collections
 import json
+import os
 import re
 import statistics
 import sys
@@ -34,12 +44,32 @@ def issue_target(scenario, peer, whole):
     return None
 
 
+def options(args, names):
+    """Pulls `--name VALUE` options out of a mode's arguments: (the rest, {name: value})."""
+    rest, opts, i = [], {}, 0
+    while i < len(args):
+        if args[i] in names and i + 1 < len(args):
+            opts[args[i][2:]] = args[i + 1]
+            i += 2
+        else:
+            rest.append(args[i])
+            i += 1
+    return rest, opts
+
+
 def compare(args):
-    """Median (min-max) of every scenario and broker over its runs, and the ratios."""
-    path, iperf, broker_cpus, gen_cpus, ncpu = args[:5]
-    rows = [json.loads(l) for l in open(path)]
+    """Median (min-max) of every scenario and broker over its runs, and the ratios.
+
+    `--only REGEX` keeps the scenarios whose name matches; `--part runs` prints only the table
+    of runs, `--part ratios` only Fanfare's ratios to its peers."""
+    args, opts = options(args, ("--only", "--part"))
+    path, iperf, broker_cpus, gen_cpus, ncpu = (args + [""] * 5)[:5]
+    only = re.compile(opts.get("only", ""))
+    part = opts.get("part", "all")
+    rows = [json.loads(l) for l in open(path) if l.strip()]
     iperf = float(iperf) if iperf else None
     whole = any(r.get("mode") == "whole" for r in rows)
+    rows = [r for r in rows if only.search(r["scenario"])]
     if whole:
         where = (f"Whole machine ({ncpu} CPUs): every broker at its own defaults on all of them, "
                  "the generator unpinned beside it")
@@ -48,12 +78,11 @@ def compare(args):
     else:
         # Tables made again from a results file: compare.sh passes the CPUs, a reader may not.
         where = "Broker and generator on their own CPUs (see the command above the table)"
-    print(f"{where}; "
-          "`delivered/CPU-s` is deliveries per second of broker CPU time, both inside the measured "
-          "window when the run recorded it; median of the runs, (min-max) when there were several.\n")
     by = collections.OrderedDict()
     for r in rows:
         by.setdefault(r["scenario"], collections.OrderedDict()).setdefault(r["broker"], []).append(r)
+    # The kernel's share is known only for runs that recorded the broker's system time.
+    has_kernel = any(r.get("broker_system_seconds_window") is not None for r in rows)
 
     def span(values, fmt):
         m = statistics.median(values)
@@ -61,8 +90,7 @@ def compare(args):
             return fmt(m), m
         return f"{fmt(m)} ({fmt(min(values))}-{fmt(max(values))})", m
 
-    print("| scenario | broker | runs | delivered/s | delivered/CPU-s | p50 us | p99 us | gaps | dups | discont. | connect s | RSS/conn KB | gen CPU | kernel |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = []
     medians = {}
     # The broker's kernel share of its CPU in the window (runs that recorded system time).
     kernel = {}
@@ -71,7 +99,8 @@ def compare(args):
             ok = [r for r in runs if not r.get("error") and r.get("broker_cpu_s", 0) > 0]
             if not ok:
                 err = next((r.get("error") for r in runs if r.get("error")), "no run")
-                print(f"| {sc} | {b} | 0 | failed: {str(err)[:120]} | | | | | | | | | | |")
+                lines.append(f"| {sc} | {b} | 0 | failed: {str(err)[:120]} | | | | | | | | | |"
+                             + (" |" if has_kernel else ""))
                 continue
             num = lambda v: f"{v:,.0f}"
             rate, _ = span([r["delivered_per_sec"] for r in ok], num)
@@ -93,12 +122,20 @@ def compare(args):
             if sys_share:
                 kernel[(sc, b)] = statistics.median(sys_share)
                 ks, _ = span([100 * v for v in sys_share], lambda v: f"{v:.0f}%")
-            print(f"| {sc} | {b} | {len(ok)} | {rate} | {per} | {p50} | {p99} | "
-                  f"{sum(r['gaps'] for r in ok)} | {sum(r['duplicates'] for r in ok)} | "
-                  f"{sum(r['discontinuities'] for r in ok)} | {statistics.median(r['connect_seconds'] for r in ok):.2f} | "
-                  f"{conn} | {gen*100:.0f}%{bound} | {ks} |")
-    if iperf:
-        print(f"\nLoopback ceiling (iperf3, same pinning): {iperf/1e6:,.0f} MB/s.")
+            lines.append(f"| {sc} | {b} | {len(ok)} | {rate} | {per} | {p50} | {p99} | "
+                         f"{sum(r['gaps'] for r in ok)} | {sum(r['duplicates'] for r in ok)} | "
+                         f"{sum(r['discontinuities'] for r in ok)} | {statistics.median(r['connect_seconds'] for r in ok):.2f} | "
+                         f"{conn} | {gen*100:.0f}%{bound} |" + (f" {ks} |" if has_kernel else ""))
+    if part in ("all", "runs"):
+        print(f"{where}; "
+              "`delivered/CPU-s` is deliveries per second of broker CPU time, both inside the measured "
+              "window when the run recorded it; median of the runs, (min-max) when there were several.\n")
+        print("| scenario | broker | runs | delivered/s | delivered/CPU-s | p50 us | p99 us | gaps | dups | discont. | connect s | RSS/conn KB | gen CPU |"
+              + (" kernel |" if has_kernel else ""))
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if has_kernel else ""))
+        print("\n".join(lines))
+        if iperf:
+            print(f"\nLoopback ceiling (iperf3, same pinning): {iperf/1e6:,.0f} MB/s.")
     summary = []
     for sc, brokers in by.items():
         f = medians.get((sc, "fanfare"))
@@ -118,15 +155,25 @@ def compare(args):
                 # Kernel nanoseconds per delivery, Fanfare's and the peer's.
                 kp = kernel.get((sc, peer))
                 kns = (f"{1e9 * k / f:,.0f} / {1e9 * kp / p:,.0f}" if k and kp else "")
-                summary.append(f"| {sc} | {peer} | {ratio:.2f}x | {shown} | {reached} | {ceiling} | {kns} |")
+                cells = [sc, peer, f"{ratio:.2f}x", shown, reached] + ([ceiling, kns] if has_kernel else [])
             elif peer in brokers:
-                summary.append(f"| {sc} | {peer} | {peer} failed | {shown} | n/a | | |")
-    if summary:
-        print("\nFanfare's delivered messages per broker CPU-second relative to each peer (medians); "
-              "`ceiling` is the ratio Fanfare would reach if its user-space time were zero "
-              "(its kernel time per delivery unchanged):\n")
-        print("| scenario | peer | Fanfare / peer | target | reached | ceiling | kernel ns per delivery, Fanfare / peer |")
-        print("|---|---|---|---|---|---|---|")
+                cells = [sc, peer, f"{peer} failed", shown, "n/a"] + (["", ""] if has_kernel else [])
+            else:
+                continue
+            summary.append("| " + " | ".join(cells) + " |")
+    if summary and part in ("all", "ratios"):
+        if part == "all":
+            print()
+        if has_kernel:
+            print("Fanfare's delivered messages per broker CPU-second relative to each peer (medians); "
+                  "`ceiling` is the ratio Fanfare would reach if its user-space time were zero "
+                  "(its kernel time per delivery unchanged):\n")
+            print("| scenario | peer | Fanfare / peer | target | reached | ceiling | kernel ns per delivery, Fanfare / peer |")
+            print("|---|---|---|---|---|---|---|")
+        else:
+            print("Fanfare's delivered messages per broker CPU-second relative to each peer (medians):\n")
+            print("| scenario | peer | Fanfare / peer | target | reached |")
+            print("|---|---|---|---|---|")
         print("\n".join(summary))
 
 
@@ -272,9 +319,231 @@ def ab_durable(args):
               f"{med(get('A', p99)):,.0f} | {med(get('B', p99)):,.0f} |")
 
 
+def cluster(args):
+    """bench/cluster.sh: a single node, a cluster and the cluster with TLS, run by run, and
+    their ratios."""
+    rows = [json.loads(l) for l in open(args[0]) if l.strip()]
+    by = collections.OrderedDict()
+    for r in rows:
+        by.setdefault(r["scenario"], {})[r["setup"]] = r
+    print("| scenario | setup | delivered/s | delivered per broker CPU-s | p50 us | p99 us | max us | gaps | dups |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for name, s in by.items():
+        got = {}
+        for setup in ("single", "cluster", "cluster-tls"):
+            r = s.get(setup)
+            if not r or "delivered" not in r:
+                print(f"| {name} | {setup} | failed | | | | | | |")
+                continue
+            l = r["latency_us"]
+            rate = r["delivered_per_sec"]
+            per_cpu = r["delivered"] / r["broker_cpu_s"] if r["broker_cpu_s"] > 0 else float("nan")
+            got[setup] = (rate, per_cpu, l["p50"])
+            print(f"| {name} | {setup} | {rate:,.0f} | {per_cpu:,.0f} | {l['p50']:,.0f} | {l['p99']:,.0f} | "
+                  f"{l['max']:,.0f} | {r['gaps']} | {r['duplicates']} |")
+        for a, b in (("single", "cluster"), ("cluster", "cluster-tls")):
+            if a in got and b in got:
+                (ra, ca, la), (rb, cb, lb) = got[a], got[b]
+                ratios.append(f"| {name} | {b} / {a} | {rb / ra:.2f}x | {cb / ca:.2f}x | {lb / max(la, 1):.2f}x |")
+    print()
+    print("| scenario | ratio | delivered/s | per broker CPU-s | p50 latency |")
+    print("|---|---|---|---|---|")
+    print("\n".join(ratios))
+
+
+# One-line summaries of a comparison, for bench/results/README.md (`ratios MODE FILES`).
+
+def short(scenario):
+    """compare.sh's scenario names, shortened as ab.sh names them."""
+    m = re.match(r"fan-out: 1 publisher, 1 topic, (\d+) subscribers", scenario)
+    if m:
+        return f"1->{int(m.group(1)):,}"
+    for prefix, name in (("many topics", "many topics"), ("fixed rate", "fixed rate"),
+                         ("large payloads", "64 KiB"), ("connection storm", "storm")):
+        if scenario.startswith(prefix):
+            return name
+    return scenario.split(":")[0]
+
+
+def ab_ratios(args):
+    """B/A of the medians per scenario; `apart` where the two builds' ranges do not overlap."""
+    by = collections.OrderedDict()
+    for l in open(args[0]):
+        r = json.loads(l)
+        if "delivered" in r and r["broker_cpu_s"] > 0:
+            by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(r["delivered"] / r["broker_cpu_s"])
+    out = []
+    for sc, b in by.items():
+        a, n = b.get("A", []), b.get("B", [])
+        if a and n:
+            apart = " apart" if min(n) > max(a) or max(n) < min(a) else ""
+            out.append(f"{sc.replace('->1000', '->1,000')} {statistics.median(n) / statistics.median(a):.2f}{apart}")
+    print("B/A " + ", ".join(out))
+
+
+def ab_durable_ratios(args):
+    """Acked publishes per second B/A (and per broker CPU-second) per publisher count."""
+    rows = [json.loads(l) for l in open(args[0]) if l.strip()]
+    rows = [r for r in rows if r.get("seconds")]
+    out = []
+    for n in sorted({r["publishers"] for r in rows}, reverse=True):
+        def med(build, f):
+            v = [f(r) for r in rows if r["publishers"] == n and r["build"] == build]
+            return statistics.median(v) if v else 0.0
+        rate = lambda r: r["published"] / r["seconds"]
+        cpu = lambda r: r["published"] / r["broker_cpu_seconds_window"] if r.get("broker_cpu_seconds_window") else 0.0
+        if med("A", rate) and med("B", rate):
+            per = f", per CPU-s {med('B', cpu) / med('A', cpu):.2f}" if med("A", cpu) else ""
+            out.append(f"{n} publishers {med('B', rate) / med('A', rate):.2f}{per}")
+    print("acked/s B/A " + "; ".join(out))
+
+
+def delta_ratios(args):
+    """Fanfare's after/before per scenario, and each against NATS: the NATS runs of its own
+    file, or of the other file when its own has none."""
+    def medians(path):
+        by = collections.OrderedDict()
+        for l in open(path):
+            r = json.loads(l)
+            if not r.get("error") and r.get("broker_cpu_s", 0) > 0:
+                by.setdefault((r["scenario"], r["broker"]), []).append(r["delivered"] / r["broker_cpu_s"])
+        return {k: statistics.median(v) for k, v in by.items()}
+    before, after = medians(args[0]), medians(args[1])
+    out = []
+    for (sc, b), f1 in after.items():
+        f0 = before.get((sc, "fanfare"))
+        if b != "fanfare" or not f0:
+            continue
+        n0 = before.get((sc, "nats")) or after.get((sc, "nats"))
+        n1 = after.get((sc, "nats")) or before.get((sc, "nats"))
+        vs = f" ({f0 / n0:.2f}x -> {f1 / n1:.2f}x NATS)" if n0 else ""
+        out.append(f"{short(sc)} {f1 / f0:.2f}{vs}")
+    print("after/before " + ", ".join(out))
+
+
+def memory_ratios(args):
+    """RSS after a storm above idle, median (min-max), and the heap's part; one file or two."""
+    def one(path):
+        over, anon = [], []
+        for l in open(path):
+            r = json.loads(l)
+            for a in r["after"]:
+                over.append((a["VmRSS"] / r["idle"]["VmRSS"] - 1) * 100)
+                anon.append(a["RssAnon"] - r["idle"]["RssAnon"])
+        return (f"{statistics.median(over):.1f}% ({min(over):.1f}-{max(over):.1f}%)",
+                f"+{statistics.median(anon):,.0f} KiB")
+    got = [one(p) for p in args if p]
+    print("RSS above idle after a storm " + " -> ".join(g[0] for g in got)
+          + ", heap " + " -> ".join(g[1] for g in got))
+
+
+RATIOS = {"ab": ab_ratios, "ab-durable": ab_durable_ratios, "delta": delta_ratios, "memory": memory_ratios}
+
+
+def ratios(args):
+    if not args or args[0] not in RATIOS:
+        sys.exit("ratios: one of " + ", ".join(RATIOS))
+    RATIOS[args[0]](args[1:])
+
+
+# Pages whose tables this script makes: docs/benchmarks.md and bench/results/README.md.
+#
+#   <!-- table: MODE ARGS -->             a block: MODE's output for ARGS (paths from the
+#   ...                                   repository's root), made again by `page`
+#   <!-- end table -->
+#   text <!-- ratios: MODE ARGS -->...<!-- end --> text      the same inside one line
+#
+# A table outside a block must say that it holds no measured figure: the line before it is
+# `<!-- not measured -->`.
+PAGES = ["docs/benchmarks.md", "bench/results/README.md"]
+BLOCK = re.compile(r"(<!-- table: (.*?) -->\n)(.*?)(<!-- end table -->)", re.S)
+INLINE = re.compile(r"(<!-- ratios: (.*?) -->)(.*?)(<!-- end -->)")
+
+
+def render(spec, inline):
+    """What one marker's command prints."""
+    import contextlib
+    import io
+    import shlex
+    argv = shlex.split(spec)
+    table = RATIOS if inline else MODES
+    if not argv or argv[0] not in table:
+        raise ValueError(f"unknown mode in marker `{spec}`")
+    for a in argv[1:]:
+        if a.startswith("bench/results/") and not os.path.exists(a):
+            raise ValueError(f"marker `{spec}`: no file {a}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        table[argv[0]](argv[1:] + ([] if inline else [""] * 4))
+    text = out.getvalue().strip("\n")
+    return text if inline else "\n" + text + "\n\n"
+
+
+def make_page(text):
+    """The page with every marker's content made again, and the tables found outside them."""
+    for marker, whole in (("<!-- table:", BLOCK), ("<!-- ratios:", INLINE)):
+        if text.count(marker) != len(whole.findall(text)):
+            raise ValueError(f"a `{marker} ... -->` marker without its end marker")
+    text = BLOCK.sub(lambda m: m.group(1) + render(m.group(2), False) + m.group(4), text)
+    text = INLINE.sub(lambda m: m.group(1) + render(m.group(2), True) + m.group(4), text)
+    loose, inside, prev = [], False, ""
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.startswith("<!-- table:"):
+            inside = True
+        elif line.startswith("<!-- end table -->"):
+            inside = False
+        elif line.startswith("|") and not inside and not prev.startswith("|") and prev != "<!-- not measured -->":
+            loose.append(n)
+        prev = line
+    return text, loose
+
+
+def page(args):
+    """`page [--check] [FILES]`: makes the tables of the pages again from the raw results their
+    markers name; with --check, changes nothing and fails when a page differs from what the
+    raw results give (or holds a table outside a marker)."""
+    import difflib
+    check = "--check" in args
+    files = [a for a in args if a and a != "--check"] or PAGES
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    bad = False
+    for path in files:
+        try:
+            old = open(path, encoding="utf-8").read()
+            new, loose = make_page(old)
+        except (ValueError, OSError, KeyError) as e:
+            print(f"{path}: {e}")
+            bad = True
+            continue
+        for n in loose:
+            print(f"{path}:{n}: a table outside a generated block (mark it `<!-- not measured -->` if it holds no figures)")
+            bad = True
+        if new == old:
+            continue
+        if check:
+            print(f"{path}: differs from what its raw results give (`python3 bench/report.py page` makes it again):")
+            diff = difflib.unified_diff(old.split("\n"), new.split("\n"), path, "generated", n=0, lineterm="")
+            print("\n".join(list(diff)[:40]))
+            bad = True
+        else:
+            open(path, "w", encoding="utf-8").write(new)
+            print(f"{path}: tables made again")
+    if check and not bad:
+        print(f"benchmark pages: every table matches its raw results ({', '.join(files)})")
+    sys.exit(1 if bad else 0)
+
+
+MODES = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable, "memory": memory,
+         "delta": delta, "cluster": cluster}
+
+
 if __name__ == "__main__":
-    modes = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable, "memory": memory,
-             "delta": delta}
-    if len(sys.argv) < 3 or sys.argv[1] not in modes:
+    if len(sys.argv) >= 2 and sys.argv[1] == "page":
+        page(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "ratios":
+        ratios(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] in MODES:
+        MODES[sys.argv[1]](sys.argv[2:] + [""] * 4)
+    else:
         sys.exit(__doc__)
-    modes[sys.argv[1]](sys.argv[2:] + [""] * 4)
