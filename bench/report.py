@@ -9,12 +9,13 @@
     python3 bench/report.py delta BEFORE.jsonl AFTER.jsonl
     python3 bench/report.py memory RESULTS.jsonl
     python3 bench/report.py cluster RESULTS.jsonl
+    python3 bench/report.py background RESULTS.jsonl
     python3 bench/report.py ratios ab|ab-durable|delta|memory FILES...
     python3 bench/report.py page [--check] [PAGE.md ...]
 
 `compare` reads bench/compare.sh's JSON lines (one per broker and scenario), `ab` reads
 bench/ab.sh's (one per build, scenario and repetition), `durable` bench/durable.sh's,
-`ab-durable` bench/ab-durable.sh's, `delta` two compare.sh files (before and after a
+`ab-durable` bench/ab-durable.sh's, `background` bench/background.sh's, `delta` two compare.sh files (before and after a
 change), `memory` bench/memory-return.sh's, `cluster` bench/cluster.sh's. `ratios` prints a
 comparison's ratios on one line (bench/results/README.md's history).
 
@@ -241,6 +242,37 @@ def ab(args):
             continue
         ma, mb = statistics.median(a), statistics.median(n)
         print(f"| {sc} | {ma:,.0f} ({min(a):,.0f}-{max(a):,.0f}) | {mb:,.0f} ({min(n):,.0f}-{max(n):,.0f}) | {mb/ma:.2f} |")
+
+
+def background(args):
+    """Delivery latency of two builds, quiet and with background work (bench/background.sh)."""
+    rows = [json.loads(l) for l in open(args[0]) if l.strip()]
+    by = {}
+    for r in rows:
+        if "latency_us" not in r:
+            continue
+        by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(r)
+    print("| scenario | build | runs | p50 µs | p99 µs | p99.9 µs | max µs | delivered/s | archive read |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for sc, b in by.items():
+        med = {}
+        for build in ("A", "B"):
+            rs = b.get(build, [])
+            if not rs:
+                continue
+            m = {q: statistics.median(r["latency_us"][q] for r in rs) for q in ("p50", "p99", "p999", "max")}
+            rate = statistics.median(r.get("delivered_per_sec", 0) for r in rs)
+            read = statistics.median(r.get("archive_read", 0) for r in rs)
+            med[build] = m
+            print(f"| {sc} | {build} | {len(rs)} | {m['p50']:,.0f} | {m['p99']:,.0f} | {m['p999']:,.0f} | {m['max']:,.0f} | {rate:,.0f} | {read:,.0f} |")
+        if "A" in med and "B" in med:
+            ratios.append((sc, {q: med["B"][q] / med["A"][q] for q in ("p50", "p99", "p999") if med["A"][q] > 0}))
+    print()
+    print("| scenario | B/A p50 | B/A p99 | B/A p99.9 |")
+    print("|---|---|---|---|")
+    for sc, r in ratios:
+        print(f"| {sc} | {r.get('p50', 0):.2f} | {r.get('p99', 0):.2f} | {r.get('p999', 0):.2f} |")
 
 
 def durable(args):
@@ -535,7 +567,7 @@ def page(args):
 
 
 MODES = {"compare": compare, "ab": ab, "durable": durable, "ab-durable": ab_durable, "memory": memory,
-         "delta": delta, "cluster": cluster}
+         "delta": delta, "cluster": cluster, "background": background}
 
 
 if __name__ == "__main__":

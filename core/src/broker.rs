@@ -293,10 +293,11 @@ impl Broker {
         let (tx, rx) = flume::bounded(1);
         self.run_on(owner, move |h| {
             let fut = h.presence(key, q);
-            glommio::spawn_local(async move {
-                let _ = tx.try_send(fut.await);
-            })
-            .detach();
+            h.tasks()
+                .spawn(crate::tasks::TaskKind::Embedder, async move {
+                    let _ = tx.try_send(fut.await);
+                })
+                .detach();
         })?;
         rx.recv_async()
             .await

@@ -45,6 +45,7 @@ mod shard;
 mod signal;
 pub mod sink;
 pub mod stats;
+pub mod tasks;
 
 pub use broker::{Broker, BrokerBuilder, Subscription};
 pub use config::{Config, Fsync, StorageConfig};
@@ -64,3 +65,4 @@ pub use shard::{
 };
 pub use sink::{Accept, Delivery, Encoded, EncodingSlot, Offer, Sink};
 pub use stats::{ShardStats, StatsSnapshot};
+pub use tasks::{TaskClass, TaskCounts, TaskKind, TaskStats, Tasks};

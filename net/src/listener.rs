@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fanfare_core::ShardHandle;
+use fanfare_core::{ShardHandle, TaskKind};
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 
@@ -62,6 +62,7 @@ pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Resu
         stats.clone(),
         shard.stats(),
         latency_snapshot.clone(),
+        shard.tasks().stats(),
     );
     let ctx = Rc::new(NetCtx::new(CtxParts {
         connections_max: limits.connections_max.div_ceil(shards.max(1)),
@@ -79,9 +80,15 @@ pub(crate) fn serve_shard(shard: ShardHandle, node: NodeShared) -> std::io::Resu
         crate::cluster::start_shard(&ctx.shard, cluster, ctx.stats.clone())?;
     }
     let inbox = admin.register(usize::from(ctx.shard.id().0));
-    glommio::spawn_local(crate::api::admin::admin_loop(ctx.clone(), inbox)).detach();
-    glommio::spawn_local(sweep_loop(ctx.clone())).detach();
-    glommio::spawn_local(accept_loop(listener, ctx)).detach();
+    let tasks = ctx.shard.tasks();
+    let admin = crate::api::admin::admin_loop(ctx.clone(), inbox);
+    tasks.spawn(TaskKind::Admin, admin).detach();
+    tasks
+        .spawn(TaskKind::ConnSweep, sweep_loop(ctx.clone()))
+        .detach();
+    tasks
+        .spawn(TaskKind::Accept, accept_loop(listener, ctx))
+        .detach();
     Ok(())
 }
 
@@ -92,6 +99,9 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
     let mut last_snapshot = Instant::now();
     let mut trim = crate::memory::TrimPolicy::new(Instant::now());
+    // A trim runs in a background task (it takes 0.4-3 ms, and connections wait on nothing
+    // of it); one at a time.
+    let trimming = Rc::new(std::cell::Cell::new(false));
     while unless(&mut stop, glommio::timer::sleep(tick))
         .await
         .is_some()
@@ -101,16 +111,23 @@ async fn sweep_loop(ctx: Rc<NetCtx>) {
             c.keepalive(now);
         }
         // After a wave of connections closed, give the memory they held back to the system.
-        if trim.tick(ctx.closed_since_trim.get(), now) {
+        if !trimming.get() && trim.tick(ctx.closed_since_trim.get(), now) {
             ctx.closed_since_trim.set(0);
-            let started = Instant::now();
-            let returned = crate::memory::give_back();
-            metrics::inc(&ctx.stats.memory_trims);
-            tracing::debug!(
-                took_us = started.elapsed().as_micros() as u64,
-                returned,
-                "gave freed memory back to the system"
-            );
+            trimming.set(true);
+            let tasks = ctx.shard.tasks();
+            let (ctx, trimming) = (ctx.clone(), trimming.clone());
+            let give_back = async move {
+                let started = Instant::now();
+                let returned = crate::memory::give_back();
+                metrics::inc(&ctx.stats.memory_trims);
+                tracing::debug!(
+                    took_us = started.elapsed().as_micros() as u64,
+                    returned,
+                    "gave freed memory back to the system"
+                );
+                trimming.set(false);
+            };
+            tasks.spawn(TaskKind::Trim, give_back).detach();
         }
         // Publish the latency histogram for scrapes (cumulative since start), once a second,
         // copied into the snapshot's own counts: a fresh clone (136 KiB) every second landed
@@ -155,6 +172,7 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 async fn accept_loop(listener: Listener, ctx: Rc<NetCtx>) {
     let mut stop: Stop = Box::pin(ctx.shard.shutdown_signal());
+    let tasks = ctx.shard.tasks();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut failures_unlogged = 0u64;
     let mut last_log: Option<Instant> = None;
@@ -194,7 +212,10 @@ async fn accept_loop(listener: Listener, ctx: Rc<NetCtx>) {
         metrics::inc(&ctx.stats.connections_accepted);
         if ctx.connections.get() >= ctx.connections_max {
             metrics::inc(&ctx.stats.connections_refused);
-            glommio::spawn_local(refuse(stream)).detach();
+            ctx.shard
+                .tasks()
+                .spawn(TaskKind::Refuse, refuse(stream))
+                .detach();
             continue;
         }
         ctx.connections.set(ctx.connections.get() + 1);
@@ -204,19 +225,20 @@ async fn accept_loop(listener: Listener, ctx: Rc<NetCtx>) {
         // rather than the stream, for the connection's lifetime. It is freed before a
         // WebSocket session runs (see `handle`).
         let handshake = Box::pin(handle(stream, ctx.clone()));
-        glommio::spawn_local(async move {
-            // Shutdown waits (up to drain_timeout) for this connection to say goodbye.
-            let _hold = ctx2.shard.hold();
-            let session = handshake.await;
-            if let Some(session) = session {
-                session.await;
-            }
-            ctx2.connections.set(ctx2.connections.get() - 1);
-            ctx2.closed_since_trim
-                .set(ctx2.closed_since_trim.get().saturating_add(1));
-            metrics::set(&ctx2.stats.connections_open, ctx2.connections.get() as u64);
-        })
-        .detach();
+        tasks
+            .spawn(TaskKind::Connection, async move {
+                // Shutdown waits (up to drain_timeout) for this connection to say goodbye.
+                let _hold = ctx2.shard.hold();
+                let session = handshake.await;
+                if let Some(session) = session {
+                    session.await;
+                }
+                ctx2.connections.set(ctx2.connections.get() - 1);
+                ctx2.closed_since_trim
+                    .set(ctx2.closed_since_trim.get().saturating_add(1));
+                metrics::set(&ctx2.stats.connections_open, ctx2.connections.get() as u64);
+            })
+            .detach();
     }
 }
 

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fanfare_core::ShardStats;
+use fanfare_core::{ShardStats, TaskStats};
 use hdrhistogram::Histogram;
 
 macro_rules! net_counters {
@@ -210,7 +210,15 @@ pub(crate) fn dec(c: &AtomicU64) {
 }
 
 /// One shard's network and engine counters, and its latest latency snapshot.
-type ShardCounters = (Arc<NetStats>, Arc<ShardStats>, Arc<Mutex<Histogram<u64>>>);
+type ShardCounters = (
+    Arc<NetStats>,
+    Arc<ShardStats>,
+    Arc<Mutex<Histogram<u64>>>,
+    Arc<TaskStats>,
+);
+
+/// One of a task kind's counts.
+type TaskValue = fn(&fanfare_core::TaskCounts) -> u64;
 
 /// Bucket bounds of `fanfare_delivery_latency_seconds`, in microseconds.
 const LATENCY_BUCKETS_US: [u64; 15] = [
@@ -262,10 +270,11 @@ impl Registry {
         net: Arc<NetStats>,
         engine: Arc<ShardStats>,
         latency: Arc<Mutex<Histogram<u64>>>,
+        tasks: Arc<TaskStats>,
     ) {
         let mut s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = s.get_mut(shard) {
-            *slot = Some((net, engine, latency));
+            *slot = Some((net, engine, latency, tasks));
         }
     }
 
@@ -273,7 +282,7 @@ impl Registry {
     pub fn latency_quantile_us(&self, q: f64) -> u64 {
         let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         let mut all = latency_histogram();
-        for (_, _, h) in s.iter().flatten() {
+        for (_, _, h, _) in s.iter().flatten() {
             let _ = all.add(&*h.lock().unwrap_or_else(|e| e.into_inner()));
         }
         all.value_at_quantile(q)
@@ -295,7 +304,7 @@ impl Registry {
         s.iter()
             .enumerate()
             .filter_map(|(shard, e)| {
-                let (net, eng, h) = e.as_ref()?;
+                let (net, eng, h, _) = e.as_ref()?;
                 let h = h.lock().unwrap_or_else(|e| e.into_inner());
                 Some(ShardView {
                     shard,
@@ -315,7 +324,9 @@ impl Registry {
         let mut out = String::new();
         let mut rows: Vec<(String, &'static str, usize, u64)> = Vec::new();
         for (shard, entry) in s.iter().enumerate() {
-            let Some((net, eng, _)) = entry else { continue };
+            let Some((net, eng, _, _)) = entry else {
+                continue;
+            };
             for (name, kind, v) in net.fields() {
                 rows.push((exposed_name(name, kind), kind, shard, v));
             }
@@ -348,12 +359,33 @@ impl Registry {
             }
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
         }
+        // Every shard's tasks by kind (`fanfare_core::tasks`).
+        let families: [(&str, &str, TaskValue); 3] = [
+            ("fanfare_tasks_running", "gauge", |c| c.running),
+            ("fanfare_tasks_started_total", "counter", |c| c.started),
+            ("fanfare_tasks_failed_total", "counter", |c| c.failed),
+        ];
+        let counts: Vec<(usize, Vec<fanfare_core::TaskCounts>)> = s
+            .iter()
+            .enumerate()
+            .filter_map(|(shard, e)| Some((shard, e.as_ref()?.3.snapshot())))
+            .collect();
+        for (name, kind, value) in families {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (shard, cs) in &counts {
+                for c in cs {
+                    let task = c.kind.name();
+                    let v = value(c);
+                    let _ = writeln!(out, "{name}{{shard=\"{shard}\",task=\"{task}\"}} {v}");
+                }
+            }
+        }
         // Publish-to-delivery latency: from the owner ordering a message to a receiving shard
         // encoding it for its connections (once per message, shard and encoding).
         let name = "fanfare_delivery_latency_seconds";
         let _ = writeln!(out, "# TYPE {name} histogram");
         for (shard, entry) in s.iter().enumerate() {
-            let Some((_, _, h)) = entry else { continue };
+            let Some((_, _, h, _)) = entry else { continue };
             let h = h.lock().unwrap_or_else(|e| e.into_inner());
             for le in LATENCY_BUCKETS_US {
                 let n = h.count_between(0, le);

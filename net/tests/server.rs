@@ -801,3 +801,54 @@ fn forty_thousand_round_trips_on_one_connection() {
         assert_eq!(recv(&mut c).await, ServerMsg::Pong { nonce: 1 });
     });
 }
+
+/// A sample's value in a Prometheus text exposition (None when absent).
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn tasks_are_named_counted_and_exported() {
+    let srv = server_with(|c| c.engine.shards = 1);
+    let a = srv.local_addr();
+    let scrape = || curl(&[&format!("http://{a}/metrics")]).0;
+    let running = |text: &str, task: &str| {
+        sample(
+            text,
+            &format!("fanfare_tasks_running{{shard=\"0\",task=\"{task}\"}}"),
+        )
+    };
+    // The shard's own loops, each once, in their queues; no log without a data dir.
+    let text = scrape();
+    for task in ["tick", "control", "accept", "conn_sweep", "admin"] {
+        assert_eq!(running(&text, task), Some(1), "{task}: {text}");
+    }
+    assert_eq!(running(&text, "store"), Some(0));
+    // Two connections (and the scrape's own) are counted while they are open, and not after.
+    let c1 = TcpStream::connect(a).unwrap();
+    let c2 = TcpStream::connect(a).unwrap();
+    eventually("two connections and the scrape to be counted", WAIT, || {
+        running(&scrape(), "connection") == Some(3)
+    });
+    drop((c1, c2));
+    eventually("the closed connections to leave the count", WAIT, || {
+        running(&scrape(), "connection") == Some(1)
+    });
+    let text = scrape();
+    assert!(
+        sample(
+            &text,
+            "fanfare_tasks_started_total{shard=\"0\",task=\"connection\"}"
+        )
+        .is_some_and(|n| n >= 4),
+        "{text}"
+    );
+    // No task the shard depends on ended.
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("fanfare_tasks_failed_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    srv.shutdown();
+}

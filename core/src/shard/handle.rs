@@ -25,6 +25,7 @@ use crate::shard::state::State;
 use crate::signal::SignalWait;
 use crate::sink::Sink;
 use crate::stats::ShardStats;
+use crate::tasks::Tasks;
 
 /// A handle to the shard the caller runs on. Not `Send`: it is only valid on its own shard's
 /// thread.
@@ -52,6 +53,14 @@ impl ShardHandle {
     /// This shard's counters.
     pub fn stats(&self) -> Arc<ShardStats> {
         self.state.borrow().stats.clone()
+    }
+
+    /// This shard's task spawner: run a task on the shard under a [`TaskKind`]
+    /// (named, counted, in its task queue).
+    ///
+    /// [`TaskKind`]: crate::TaskKind
+    pub fn tasks(&self) -> Tasks {
+        self.state.borrow().tasks.clone()
     }
 
     /// A checked topic key for names that did not come through the wire decoders (which

@@ -453,7 +453,8 @@ mod tests {
         let now = Instant::now();
         let mut o = OwnedTopics::new(100, true, now);
         let t = o.get_or_create(&key(), &cfg, &stats, || 0).unwrap();
-        t.history.push(now, Message::new(Epoch(100), Seq(1), Bytes::new(), None));
+        t.history
+            .push(now, Message::new(Epoch(100), Seq(1), Bytes::new(), None));
         o.check_all();
     }
 }

@@ -24,6 +24,7 @@ use crate::shard::state::State;
 use crate::shard::store;
 use crate::sink::Sink;
 use crate::stats::ShardStats;
+use crate::tasks::{TaskKind, Tasks};
 
 /// Period of the maintenance tick (heartbeats, lag limits, idle topics), at most.
 const TICK_MAX: Duration = Duration::from_millis(100);
@@ -102,11 +103,13 @@ pub(crate) async fn run(boot: Boot) {
     };
     let id = ShardId(senders.peer_id() as u16);
     let stats = Arc::new(ShardStats::default());
+    let tasks = Tasks::new();
     let state = Rc::new(RefCell::new(State::new(
         id,
         shards,
         cfg.clone(),
         stats.clone(),
+        tasks.clone(),
         Instant::now(),
     )));
     let senders = Rc::new(senders);
@@ -115,8 +118,9 @@ pub(crate) async fn run(boot: Boot) {
         Some(sc) => match store::open(&state, sc).await {
             Ok(dev) => {
                 let dir = dev.dir().to_path_buf();
-                glommio::spawn_local(crate::shard::catchup::read_loop(state.clone(), dir)).detach();
-                Some(glommio::spawn_local(store::store_loop(state.clone(), dev)))
+                let reads = crate::shard::catchup::read_loop(state.clone(), dir);
+                tasks.spawn(TaskKind::DiskReads, reads).detach();
+                Some(tasks.spawn(TaskKind::StoreLoop, store::store_loop(state.clone(), dev)))
             }
             Err(e) => {
                 let _ = report.send(Err(format!("shard {}: {e}", id.0)));
@@ -128,15 +132,22 @@ pub(crate) async fn run(boot: Boot) {
 
     let flushers: Vec<_> = (0..shards)
         .filter(|p| *p != id.0)
-        .map(|p| glommio::spawn_local(flush_loop(state.clone(), senders.clone(), p)))
+        .map(|p| {
+            tasks.spawn(
+                TaskKind::MeshFlush,
+                flush_loop(state.clone(), senders.clone(), p),
+            )
+        })
         .collect();
     let receivers: Vec<_> = receivers
         .streams()
         .into_iter()
-        .map(|(peer, rx)| glommio::spawn_local(recv_loop(state.clone(), rx, peer)))
+        .map(|(peer, rx)| tasks.spawn(TaskKind::MeshRecv, recv_loop(state.clone(), rx, peer)))
         .collect();
-    glommio::spawn_local(ctl_loop(state.clone(), ctl_rx)).detach();
-    let ticker = glommio::spawn_local(tick_loop(state.clone()));
+    tasks
+        .spawn(TaskKind::Control, ctl_loop(state.clone(), ctl_rx))
+        .detach();
+    let ticker = tasks.spawn(TaskKind::Tick, tick_loop(state.clone()));
     if let Some(hook) = hook {
         hook(ShardHandle {
             state: state.clone(),
@@ -193,6 +204,7 @@ pub(crate) async fn run(boot: Boot) {
     // the items of every publish acknowledged before the shutdown have reached this shard
     // and are queued on its subscribers before they are closed.
     let deadline = Instant::now() + cfg.drain_timeout;
+    tasks.stopping();
     {
         let mut st = state.borrow_mut();
         st.closing = true;
@@ -251,6 +263,18 @@ pub(crate) async fn run(boot: Boot) {
         futures_lite::future::or(s, glommio::timer::sleep(left)).await;
     }
     drop(ticker);
+    // What still runs ends with the executor: said, by kind (a connection that ignored the
+    // drain deadline, a node link, an embedder's task).
+    let left: Vec<String> = tasks
+        .stats()
+        .snapshot()
+        .into_iter()
+        .filter(|c| c.running > 0)
+        .map(|c| format!("{} {}", c.kind.name(), c.running))
+        .collect();
+    if !left.is_empty() {
+        tracing::info!(shard = id.0, tasks = %left.join(", "), "tasks still running when the shard stopped");
+    }
 }
 
 impl State {

@@ -18,7 +18,7 @@ use fanfare_core::cluster::{NodeKey, Replay, UpReq, Upstream};
 use fanfare_core::presence::PresenceDelta;
 use fanfare_core::{
     ClusterPort, Epoch, Message, PresenceState, PublishError, Published, Seq, SubscribeError,
-    TopicKey,
+    TaskKind, TopicKey,
 };
 use fanfare_proto::message::{ErrorCode, PRESENCE_PAGE_MAX};
 use fanfare_proto::LinkMsg;
@@ -140,7 +140,10 @@ impl Links {
         });
         self.links.borrow_mut().insert(node, link.clone());
         let me = self.me.upgrade()?;
-        glommio::spawn_local(run_link(me, link.clone())).detach();
+        let tasks = me.shard.shard().tasks();
+        tasks
+            .spawn(TaskKind::Link, run_link(me, link.clone()))
+            .detach();
         Some(link)
     }
 

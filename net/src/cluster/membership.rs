@@ -19,6 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fanfare_core::{TaskKind, Tasks};
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use glommio::net::UdpSocket;
 use rand::SeedableRng;
@@ -83,6 +84,7 @@ pub(crate) async fn run(
     sock: UdpSocket,
     stats: Arc<NetStats>,
     stop: impl std::future::Future<Output = ()> + 'static,
+    tasks: Tasks,
 ) {
     let sock = Rc::new(sock);
     let (tx, rx) = flume::bounded::<Ev>(EVENTS_MAX);
@@ -99,7 +101,7 @@ pub(crate) async fn run(
         let tx = tx.clone();
         let stats = stats.clone();
         let key = shared.cfg.gossip_key.clone();
-        glommio::spawn_local(async move {
+        tasks.spawn(TaskKind::MembershipWork, async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match sock.recv_from(&mut buf).await {
@@ -135,23 +137,25 @@ pub(crate) async fn run(
     // Re-announcing while alone, and the stop signal.
     {
         let tx = tx.clone();
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(REANNOUNCE).await;
-                if tx.send_async(Ev::Announce).await.is_err() {
-                    return;
+        tasks
+            .spawn(TaskKind::MembershipWork, async move {
+                loop {
+                    glommio::timer::sleep(REANNOUNCE).await;
+                    if tx.send_async(Ev::Announce).await.is_err() {
+                        return;
+                    }
                 }
-            }
-        })
-        .detach();
+            })
+            .detach();
     }
     {
         let tx = tx.clone();
-        glommio::spawn_local(async move {
-            stop.await;
-            let _ = tx.send_async(Ev::Stop).await;
-        })
-        .detach();
+        tasks
+            .spawn(TaskKind::MembershipWork, async move {
+                stop.await;
+                let _ = tx.send_async(Ev::Stop).await;
+            })
+            .detach();
     }
 
     for seed in &shared.cfg.seeds {
@@ -161,7 +165,7 @@ pub(crate) async fn run(
     }
     publish(&shared, &m, &stats);
     loop {
-        drain(&mut rt, &sock, &tx, &mut m, &shared, &stats).await;
+        drain(&mut rt, &sock, &tx, &mut m, &shared, &stats, &tasks).await;
         let Ok(ev) = rx.recv_async().await else {
             return;
         };
@@ -197,7 +201,7 @@ pub(crate) async fn run(
                 let _ = foca.leave_cluster(&mut rt);
                 // Leaving makes foca report this node defunct: expected, not news.
                 while rt.to_notify().is_some() {}
-                drain(&mut rt, &sock, &tx, &mut m, &shared, &stats).await;
+                drain(&mut rt, &sock, &tx, &mut m, &shared, &stats, &tasks).await;
                 return;
             }
         };
@@ -227,6 +231,7 @@ async fn drain(
     m: &mut Members,
     shared: &Arc<ClusterShared>,
     stats: &Arc<NetStats>,
+    tasks: &Tasks,
 ) {
     let Members {
         alive,
@@ -275,11 +280,12 @@ async fn drain(
     }
     while let Some((after, timer)) = rt.to_schedule() {
         let tx = tx.clone();
-        glommio::spawn_local(async move {
-            glommio::timer::sleep(after).await;
-            let _ = tx.send_async(Ev::Timer(timer)).await;
-        })
-        .detach();
+        tasks
+            .spawn(TaskKind::MembershipWork, async move {
+                glommio::timer::sleep(after).await;
+                let _ = tx.send_async(Ev::Timer(timer)).await;
+            })
+            .detach();
     }
     while let Some((to, data)) = rt.to_send() {
         let sealed;

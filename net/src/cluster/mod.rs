@@ -20,6 +20,8 @@ pub(crate) mod wire;
 
 use std::sync::Arc;
 
+use fanfare_core::TaskKind;
+
 pub use config::{ClusterConfig, Roles};
 pub use tls::{GossipKey, LinkTls};
 pub(crate) use view::ClusterShared;
@@ -53,7 +55,13 @@ pub(crate) fn start_shard(
             conns: Default::default(),
             alive: std::cell::RefCell::new(first.members.iter().map(|m| m.id.clone()).collect()),
         });
-        glommio::spawn_local(server::accept_loop(listener, srv.clone())).detach();
+        shard
+            .tasks()
+            .spawn(
+                TaskKind::LinkAccept,
+                server::accept_loop(listener, srv.clone()),
+            )
+            .detach();
         Some(srv)
     } else {
         None
@@ -71,7 +79,7 @@ pub(crate) fn start_shard(
     });
     if let Some(rx) = cluster.views_rx.get(id).cloned() {
         let port = port.clone();
-        glommio::spawn_local(async move {
+        let views = async move {
             while let Ok(mut view) = rx.recv_async().await {
                 // Only the latest view matters.
                 while let Ok(v) = rx.try_recv() {
@@ -85,8 +93,11 @@ pub(crate) fn start_shard(
                 }
                 port.set_view(Arc::new(view.node_view()));
             }
-        })
-        .detach();
+        };
+        shard
+            .tasks()
+            .spawn(TaskKind::MembershipWork, views)
+            .detach();
     }
     if id == 0 {
         // glommio's bind (SO_REUSEPORT, no SO_REUSEADDR) is right for UDP: nothing like
@@ -95,7 +106,9 @@ pub(crate) fn start_shard(
         // refused a port whose TCP side another live node listens on.
         let sock = glommio::net::UdpSocket::bind(cluster.me.addr)?;
         let stop = shard.shutdown_signal();
-        glommio::spawn_local(membership::run(cluster, sock, stats, stop)).detach();
+        let tasks = shard.tasks();
+        let gossip = membership::run(cluster, sock, stats, stop, tasks.clone());
+        tasks.spawn(TaskKind::Membership, gossip).detach();
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use fanfare_core::cluster::Replay;
 use fanfare_core::presence::PresenceDelta;
 use fanfare_core::{
     Accept, CloseReason, ClusterPort, MemberId, Message, Offer, PresenceQuery, PublishMeta, Seq,
-    Sink, Start, SubId, SubscribeError, TopicKey,
+    Sink, Start, SubId, SubscribeError, TaskKind, TopicKey,
 };
 use fanfare_proto::message::ErrorCode;
 use fanfare_proto::{LinkItem, LinkMsg};
@@ -163,24 +163,26 @@ impl LinkConn {
             self.fetches.set(self.fetches.get() + 1);
             let c = self.clone();
             let k = key.clone();
-            glommio::spawn_local(async move {
-                futures_lite::future::yield_now().await;
-                let c2 = c.clone();
-                let k2 = k.clone();
-                let asked = c.srv.shard.fetch_here(
-                    k,
-                    next,
-                    Box::new(move |r| {
-                        c2.fetches.set(c2.fetches.get() - 1);
-                        c2.answer(id, &k2, r, Some(first));
-                    }),
-                );
-                if let Err(e) = asked {
-                    c.fetches.set(c.fetches.get() - 1);
-                    c.error(id, e.code(), e.to_string());
-                }
-            })
-            .detach();
+            let tasks = self.srv.shard.shard().tasks();
+            tasks
+                .spawn(TaskKind::LinkWork, async move {
+                    futures_lite::future::yield_now().await;
+                    let c2 = c.clone();
+                    let k2 = k.clone();
+                    let asked = c.srv.shard.fetch_here(
+                        k,
+                        next,
+                        Box::new(move |r| {
+                            c2.fetches.set(c2.fetches.get() - 1);
+                            c2.answer(id, &k2, r, Some(first));
+                        }),
+                    );
+                    if let Err(e) = asked {
+                        c.fetches.set(c.fetches.get() - 1);
+                        c.error(id, e.code(), e.to_string());
+                    }
+                })
+                .detach();
             return;
         }
         self.push(&LinkMsg::Subscribed {
@@ -310,11 +312,13 @@ pub(crate) async fn accept_loop(listener: Listener, srv: Rc<LinkServer>) {
                 // their hello count too.
                 metrics::add(&srv.stats.cluster_links_served, 1);
                 let srv = srv.clone();
-                glommio::spawn_local(async move {
-                    serve_link(srv.clone(), stream).await;
-                    metrics::dec(&srv.stats.cluster_links_served);
-                })
-                .detach();
+                let tasks = srv.shard.shard().tasks();
+                tasks
+                    .spawn(TaskKind::Link, async move {
+                        serve_link(srv.clone(), stream).await;
+                        metrics::dec(&srv.stats.cluster_links_served);
+                    })
+                    .detach();
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "accepting a node link failed");
@@ -455,20 +459,22 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
             let fut = srv.shard.publish_here(key, payload, meta);
             conn.publishes.set(conn.publishes.get() + 1);
             let c = conn.clone();
-            glommio::spawn_local(async move {
-                let r = fut.await;
-                c.publishes.set(c.publishes.get() - 1);
-                match r {
-                    Ok(p) => c.push(&LinkMsg::PublishAck {
-                        request_id,
-                        epoch: p.epoch.0,
-                        seq: p.seq.0,
-                        durability: p.durability,
-                    }),
-                    Err(e) => c.error(request_id, e.code(), e.to_string()),
-                }
-            })
-            .detach();
+            let tasks = srv.shard.shard().tasks();
+            tasks
+                .spawn(TaskKind::LinkWork, async move {
+                    let r = fut.await;
+                    c.publishes.set(c.publishes.get() - 1);
+                    match r {
+                        Ok(p) => c.push(&LinkMsg::PublishAck {
+                            request_id,
+                            epoch: p.epoch.0,
+                            seq: p.seq.0,
+                            durability: p.durability,
+                        }),
+                        Err(e) => c.error(request_id, e.code(), e.to_string()),
+                    }
+                })
+                .detach();
         }
         LinkMsg::Interest {
             request_id,
@@ -573,18 +579,20 @@ fn on_message(conn: &Rc<LinkConn>, msg: LinkMsg) -> Result<(), LinkEnd> {
             let fut = srv.shard.presence_here(key, q);
             conn.fetches.set(conn.fetches.get() + 1);
             let c = conn.clone();
-            glommio::spawn_local(async move {
-                let r = fut.await;
-                c.fetches.set(c.fetches.get() - 1);
-                match r {
-                    Ok(state) => c.push(&LinkMsg::PresenceState {
-                        request_id,
-                        state: crate::presence::state_msg(&state),
-                    }),
-                    Err(e) => c.error(request_id, e.code(), e.to_string()),
-                }
-            })
-            .detach();
+            let tasks = srv.shard.shard().tasks();
+            tasks
+                .spawn(TaskKind::LinkWork, async move {
+                    let r = fut.await;
+                    c.fetches.set(c.fetches.get() - 1);
+                    match r {
+                        Ok(state) => c.push(&LinkMsg::PresenceState {
+                            request_id,
+                            state: crate::presence::state_msg(&state),
+                        }),
+                        Err(e) => c.error(request_id, e.code(), e.to_string()),
+                    }
+                })
+                .detach();
         }
         _ => return Err(LinkEnd::Protocol("unexpected message from a router".into())),
     }

@@ -27,7 +27,7 @@ use h2::{RecvStream, SendStream};
 use http::{Response, StatusCode};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use fanfare_core::{Encoded, TopicKey};
+use fanfare_core::{Encoded, TaskKind, TopicKey};
 
 use crate::api::reply::{cors_headers, Reply};
 use crate::api::{self, Action, Request};
@@ -138,12 +138,14 @@ pub(crate) async fn serve<S: Io>(
                 let (req, respond) = *incoming;
                 shared.active.set(shared.active.get() + 1);
                 let (ctx, shared) = (ctx.clone(), shared.clone());
-                glommio::spawn_local(async move {
-                    request(ctx, req, respond, peer, &shared).await;
-                    shared.active.set(shared.active.get() - 1);
-                    shared.idle_since.set(Instant::now());
-                })
-                .detach();
+                let tasks = ctx.shard.tasks();
+                tasks
+                    .spawn(TaskKind::Request, async move {
+                        request(ctx, req, respond, peer, &shared).await;
+                        shared.active.set(shared.active.get() - 1);
+                        shared.idle_since.set(Instant::now());
+                    })
+                    .detach();
             }
             Step::Next(Some(Err(e))) => {
                 if e.is_go_away() || e.reason().is_some() {

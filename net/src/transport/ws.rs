@@ -8,7 +8,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use fanfare_core::{
-    PresenceOptions, PresenceQuery, PublishError, PublishMeta, Published, StartedPublish, TopicKey,
+    PresenceOptions, PresenceQuery, PublishError, PublishMeta, Published, StartedPublish, TaskKind,
+    TopicKey,
 };
 use fanfare_proto::message::{DecodeLimits, ErrorCode, PresenceOpts};
 use fanfare_proto::ws::{self as wsp, close_code, Message};
@@ -212,11 +213,11 @@ fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr, now: Instant) -> Ste
             match ctx.shard.start_publish_at(key, payload, meta, now) {
                 Ok(StartedPublish::Pending(pending)) => {
                     let conn = conn.clone();
-                    glommio::spawn_local(async move {
+                    let answer = async move {
                         let r = pending.answer().await;
                         answer_publish(&conn, request_id, r);
-                    })
-                    .detach();
+                    };
+                    ctx.shard.tasks().spawn(TaskKind::Request, answer).detach();
                 }
                 Ok(StartedPublish::Done(p)) => answer_publish(conn, request_id, Ok(p)),
                 Ok(StartedPublish::Later(later)) => {
@@ -325,23 +326,25 @@ fn on_client(conn: &Rc<Conn>, msg: ClientMsg, peer: IpAddr, now: Instant) -> Ste
             let conn = conn.clone();
             // Answered in a task (another shard or node may own the topic); it holds a
             // publish slot, so queries in flight share the publish window's limit.
-            glommio::spawn_local(async move {
-                let r = fut.await;
-                conn.publish_done();
-                metrics::inc(&conn.ctx.stats.presence_queries);
-                conn.send(&match r {
-                    Ok(state) => ServerMsg::PresenceState {
-                        request_id,
-                        state: crate::presence::state_msg(&state),
-                    },
-                    Err(e) => ServerMsg::Error {
-                        request_id,
-                        code: e.code(),
-                        text: e.to_string(),
-                    },
-                });
-            })
-            .detach();
+            let tasks = ctx.shard.tasks();
+            tasks
+                .spawn(TaskKind::Request, async move {
+                    let r = fut.await;
+                    conn.publish_done();
+                    metrics::inc(&conn.ctx.stats.presence_queries);
+                    conn.send(&match r {
+                        Ok(state) => ServerMsg::PresenceState {
+                            request_id,
+                            state: crate::presence::state_msg(&state),
+                        },
+                        Err(e) => ServerMsg::Error {
+                            request_id,
+                            code: e.code(),
+                            text: e.to_string(),
+                        },
+                    });
+                })
+                .detach();
         }
         ClientMsg::Ping { nonce } => conn.send(&ServerMsg::Pong { nonce }),
         ClientMsg::RefreshToken { request_id, token } => {
