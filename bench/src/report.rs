@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::scenario::BenchError;
+use crate::scenario::{BenchError, Scenario};
 
 /// Highest latency the histograms hold (longer ones are clamped).
 pub(crate) const LATENCY_NS_MAX: u64 = 60_000_000_000;
@@ -33,6 +33,8 @@ pub struct Percentiles {
 pub struct Report {
     /// The broker's URL.
     pub target: String,
+    /// The scenario that ran (without its token).
+    pub scenario: Scenario,
     /// Messages acknowledged by the broker during the measured time.
     pub published: u64,
     /// Deliveries counted (one per subscriber per message) during the measured time.
@@ -83,13 +85,14 @@ impl Report {
         let l = &self.latency_us;
         let a = &self.ack_latency_us;
         format!(
-            "{{\"target\":\"{}\",\"published\":{},\"delivered\":{},\"seconds\":{:.3},\"delivered_per_sec\":{:.1},\"bytes_per_sec\":{:.1},\
+            "{{\"target\":\"{}\",\"scenario\":{},\"published\":{},\"delivered\":{},\"seconds\":{:.3},\"delivered_per_sec\":{:.1},\"bytes_per_sec\":{:.1},\
 \"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
 \"ack_latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}},\
 \"gaps\":{},\"duplicates\":{},\"reorders\":{},\"discontinuities\":{},\"connect_seconds\":{:.3},\
 \"generator_cpu_seconds\":{:.3},\"generator_cpu_share\":{:.3},\"generator_saturated\":{},\
 \"broker_cpu_seconds_window\":{},\"broker_system_seconds_window\":{},\"window_seconds\":{:.3}}}",
             self.target.replace(['"', '\\'], ""),
+            self.scenario_json(),
             self.published,
             self.delivered,
             self.seconds,
@@ -121,10 +124,31 @@ impl Report {
         )
     }
 
-    /// A human summary table.
+    /// The scenario's shape as a JSON object.
+    fn scenario_json(&self) -> String {
+        let s = &self.scenario;
+        format!(
+            "{{\"transport\":\"{}\",\"publishers\":{},\"subscribers\":{},\"topics\":{},\
+\"payload_bytes\":{},\"rate\":{},\"window\":{},\"duration_seconds\":{:.3},\"warmup_seconds\":{:.3},\
+\"threads\":{}}}",
+            s.transport.name(),
+            s.publishers,
+            s.subscribers,
+            s.topics,
+            s.payload_bytes,
+            s.rate.map_or_else(|| "null".to_owned(), |r| r.to_string()),
+            s.window,
+            s.duration.as_secs_f64(),
+            s.warmup.as_secs_f64(),
+            s.threads,
+        )
+    }
+
+    /// A human summary table, starting with the scenario that produced it.
     pub fn table(&self) -> String {
         let l = &self.latency_us;
-        let mut t = format!(
+        let mut t = format!("scenario         {}\n", self.scenario.summary());
+        t += &format!(
             "published        {}\ndelivered        {} ({:.0}/s, {:.1} MB/s)\nlatency (us)     p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}\n\
 gaps {}  duplicates {}  reorders {}  discontinuities {}\nconnect          {:.2} s\ngenerator CPU    {:.2} s ({:.0}% of its threads)\n",
             self.published,
@@ -271,5 +295,43 @@ impl Tally {
         self.discontinuities += o.discontinuities;
         let _ = self.latency.add(&o.latency);
         let _ = self.ack_latency.add(&o.ack_latency);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report says what produced it: the table's first line and the JSON's `scenario`.
+    #[test]
+    fn reports_start_with_their_scenario() {
+        let r = Report {
+            scenario: Scenario {
+                publishers: 3,
+                subscribers: 40,
+                topics: 5,
+                payload_bytes: 256,
+                rate: Some(2000),
+                transport: crate::Transport::Sse,
+                ..Scenario::default()
+            },
+            ..Report::default()
+        };
+        let table = r.table();
+        let first = table.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "scenario         sse to ws://127.0.0.1:7070/v1/ws: 3 publishers, 40 subscribers, \
+             5 topics, 256-byte payloads, 2000 msg/s, window 64, 10.0 s measured after 1.0 s \
+             warm-up, 1 threads"
+        );
+        let json = r.to_json();
+        assert!(
+            json.contains(
+                "\"scenario\":{\"transport\":\"sse\",\"publishers\":3,\"subscribers\":40,\
+                 \"topics\":5,\"payload_bytes\":256,\"rate\":2000,"
+            ),
+            "{json}"
+        );
     }
 }

@@ -59,7 +59,7 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
             .take()
         {
             shared.go_ns.store(0, Ordering::Release);
-            return Err(BenchError::Connection(e));
+            return Err(e);
         }
         if Instant::now() > connect_deadline {
             shared.go_ns.store(0, Ordering::Release);
@@ -113,6 +113,10 @@ pub fn run(s: &Scenario, progress: Arc<Progress>) -> Result<Report, BenchError> 
     let qa = |p: f64| total.ack_latency.value_at_quantile(p) as f64 / 1000.0;
     Ok(Report {
         target: s.url.clone(),
+        scenario: Scenario {
+            token: None,
+            ..s.clone()
+        },
         published: total.published,
         delivered: total.delivered,
         seconds: secs,
@@ -189,8 +193,9 @@ struct Shared {
     ready: AtomicUsize,
     /// When publishing starts (ns on the shared clock); MAX until then, 0 to abort.
     go_ns: AtomicU64,
-    /// The first connection failure while connecting.
-    failed: std::sync::Mutex<Option<String>>,
+    /// The first failure while connecting, as it was (wrapping it again would repeat its
+    /// prefix: "connection: connection: ..").
+    failed: std::sync::Mutex<Option<BenchError>>,
 }
 
 type Intervals = Vec<(u64, Histogram<u64>)>;
@@ -261,7 +266,7 @@ async fn worker(
         Ok(x) => x,
         Err(e) => {
             let mut f = shared.failed.lock().unwrap_or_else(|e| e.into_inner());
-            f.get_or_insert(e.to_string());
+            f.get_or_insert(e.clone());
             return Err(e);
         }
     };

@@ -23,6 +23,17 @@ pub enum Transport {
     H2,
 }
 
+impl Transport {
+    /// Its name on the command line: `ws`, `sse` or `h2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::H2 => "h2",
+        }
+    }
+}
+
 impl std::str::FromStr for Transport {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -91,6 +102,31 @@ pub struct Scenario {
     pub durable: bool,
 }
 
+impl Scenario {
+    /// What the run does, on one line: transport and URL, connections, topics, payload, rate,
+    /// window and times (reports start with it, so a result says what produced it).
+    pub fn summary(&self) -> String {
+        let rate = self.rate.map_or_else(
+            || "as fast as the window allows".to_owned(),
+            |r| format!("{r} msg/s"),
+        );
+        format!(
+            "{} to {}: {} publishers, {} subscribers, {} topics, {}-byte payloads, {rate}, \
+             window {}, {:.1} s measured after {:.1} s warm-up, {} threads",
+            self.transport.name(),
+            self.url,
+            self.publishers,
+            self.subscribers,
+            self.topics,
+            self.payload_bytes,
+            self.window,
+            self.duration.as_secs_f64(),
+            self.warmup.as_secs_f64(),
+            self.threads,
+        )
+    }
+}
+
 impl Default for Scenario {
     fn default() -> Self {
         Self {
@@ -120,7 +156,7 @@ impl Default for Scenario {
 }
 
 /// Why a run failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum BenchError {
     /// The scenario is not runnable.
