@@ -14,3 +14,10 @@ mod resuming;
 pub use blocking::Client;
 pub use options::{ClientOptions, Event};
 pub use resuming::AsyncClient;
+
+/// Whether an error from [`AsyncClient`] is the server saying no (a refused token or
+/// protocol version, an upgrade answered with an error status): retrying cannot fix it,
+/// unlike a server that is not up.
+pub fn is_refused(e: &anyhow::Error) -> bool {
+    dial::is_refusal(e)
+}

@@ -18,8 +18,12 @@ pub struct ClientOptions {
     pub reconnect_min: Duration,
     /// See `reconnect_min`.
     pub reconnect_max: Duration,
-    /// Give up a publish (or the first connection) after this long.
+    /// Give up a publish after this long; also each attempt's TCP connect, TLS handshake and
+    /// upgrade.
     pub request_timeout: Duration,
+    /// How long `AsyncClient::connect` keeps trying when the server is not up yet; zero
+    /// tries once. Later reconnects are bounded by the call that needs them.
+    pub connect_timeout: Duration,
     /// With nothing received for this long the connection is taken for dead (the server pings
     /// every 30 s and sends heartbeats on quiet subscriptions every 5 s).
     pub idle_timeout: Duration,
@@ -35,6 +39,7 @@ impl ClientOptions {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(45),
         }
     }

@@ -63,7 +63,7 @@ pub struct AsyncClient {
 }
 
 impl AsyncClient {
-    /// Connects (retrying with back-off up to `request_timeout`: a server that is not up yet
+    /// Connects (retrying with back-off up to `connect_timeout`: a server that is not up yet
     /// is waited for, a refused token or a bad URL fails at once).
     pub async fn connect(opts: ClientOptions) -> Result<Self> {
         let (tls, rest) = match opts.url.split_once("://") {
@@ -104,12 +104,12 @@ impl AsyncClient {
                 ..DecodeLimits::default()
             },
         };
-        let deadline = Instant::now() + c.opts.request_timeout;
+        let deadline = Instant::now() + c.opts.connect_timeout;
         loop {
             match c.open().await {
                 Ok(()) => return Ok(c),
                 Err(e) if is_refusal(&e) || Instant::now() >= deadline => return Err(e),
-                Err(_) => c.back_off().await,
+                Err(_) => c.back_off(deadline).await,
             }
         }
     }
@@ -277,7 +277,9 @@ impl AsyncClient {
                     }
                     Err(e) if is_refusal(&e) => return Err(e),
                     Err(_) => {
-                        self.back_off().await;
+                        // No deadline: the back-off's own ceiling bounds the wait.
+                        self.back_off(Instant::now() + self.opts.reconnect_max)
+                            .await;
                         continue;
                     }
                 }
@@ -326,7 +328,9 @@ impl AsyncClient {
         x
     }
 
-    async fn back_off(&mut self) {
+    /// Waits before the next attempt: a jittered, growing delay, never past `deadline` (one
+    /// last attempt is made there).
+    async fn back_off(&mut self, deadline: Instant) {
         let ceiling = self
             .opts
             .reconnect_min
@@ -334,7 +338,8 @@ impl AsyncClient {
             .min(self.opts.reconnect_max);
         self.attempt += 1;
         let jitter = f64::from(self.next_mask_value()) / f64::from(u32::MAX);
-        async_io::Timer::after(ceiling.mul_f64(jitter)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        async_io::Timer::after(ceiling.mul_f64(jitter).min(left)).await;
     }
 
     async fn ensure_connected(&mut self, deadline: Instant) -> Result<()> {
@@ -342,7 +347,7 @@ impl AsyncClient {
             match self.open().await {
                 Ok(()) => self.events.push_back(Event::Reconnected),
                 Err(e) if is_refusal(&e) || Instant::now() >= deadline => return Err(e),
-                Err(_) => self.back_off().await,
+                Err(_) => self.back_off(deadline).await,
             }
         }
         Ok(())
