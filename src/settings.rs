@@ -354,11 +354,13 @@ impl AuthSettings {
 }
 
 impl Settings {
-    /// Reads a TOML settings file.
+    /// Reads a TOML settings file. A mistake in it is one line naming the file, line and
+    /// column (see [`toml_error_line`]).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid settings in {}", path.display()))
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid settings: {}", toml_error_line(path, &text, &e)))
     }
 
     /// Applies the settings over the defaults (`pin` defaults to true for `serve`) and loads
@@ -501,6 +503,59 @@ impl Settings {
     }
 }
 
+/// A TOML error in `text`, read from `path`, as one line: `path:line:column: message`, with
+/// "unknown field `x`, expected one of (every key)" said as "unknown key `x`" and the nearest
+/// known key, if one is close.
+pub fn toml_error_line(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let message = unknown_key(&message).unwrap_or(message);
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{}:{line}:{column}: {message}", path.display())
+        }
+        None => format!("{}: {message}", path.display()),
+    }
+}
+
+/// serde's "unknown field `lisen`, expected one of `listen`, .." as "unknown key `lisen` (did
+/// you mean `listen`?)".
+fn unknown_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, known) = rest.split_once('`')?;
+    let nearest = known
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|&(d, k)| d <= 2.max(k.len() / 3))
+        .min();
+    Some(match nearest {
+        Some((_, k)) => format!("unknown key `{key}` (did you mean `{k}`?)"),
+        None => format!("unknown key `{key}` (docs/configuration.md lists the keys)"),
+    })
+}
+
+/// Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +572,27 @@ mod tests {
         assert_eq!(c.engine.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(c.limits.subscriptions_per_connection_max, 1024);
         assert!(toml::from_str::<Settings>("lisen = 1").is_err());
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_with_a_place() {
+        let path = Path::new("f.toml");
+        let line = |text: &str| {
+            let e = toml::from_str::<Settings>(text).expect_err("a bad file");
+            toml_error_line(path, text, &e)
+        };
+        assert_eq!(
+            line("shards = 2\nlisen = \"127.0.0.1:1\"\n"),
+            "f.toml:2:1: unknown key `lisen` (did you mean `listen`?)"
+        );
+        assert_eq!(
+            line("[storage]\nbanana = 1\n"),
+            "f.toml:2:1: unknown key `banana` (docs/configuration.md lists the keys)"
+        );
+        let wrong_type = line("shards = \"two\"\n");
+        assert!(wrong_type.starts_with("f.toml:1:10: "), "{wrong_type}");
+        assert!(!wrong_type.contains('\n'), "{wrong_type}");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]
