@@ -1,17 +1,22 @@
-//! The `fanfare` command: `serve` runs a node; `pub` and `sub` talk to one over WebSocket.
+//! The `fanfare` command: `serve` runs a node; `pub` and `sub` talk to one over WebSocket;
+//! the other subcommands are in `cmd/`.
 // Non-test code handles failures instead of panicking (issue 30); an invariant that cannot
 // fail is allowed on its smallest scope, with the reason next to it.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{CommandFactory, Parser, Subcommand};
 use fanfare::client::{AsyncClient, ClientOptions, Event};
 use fanfare::settings::Settings;
+
+mod cmd;
 
 #[derive(Parser)]
 #[command(
@@ -26,70 +31,74 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a single node (defaults: 127.0.0.1:7070, one shard per core, pinned).
+    /// Run a node (defaults: 127.0.0.1:7070, one shard per core, pinned). Every flag can also
+    /// be set in the environment (FANFARE_LISTEN, ...; --seed as FANFARE_SEEDS, comma
+    /// separated; switches as 1/0, true/false, yes/no): flags win over the environment,
+    /// which wins over the settings file, which wins over the defaults.
     Serve {
-        /// Settings file (TOML; see docs/configuration.md). Flags override it.
-        #[arg(long)]
+        /// Settings file (TOML; see docs/configuration.md). Flags and the environment
+        /// override it.
+        #[arg(long, env = "FANFARE_CONFIG")]
         config: Option<PathBuf>,
         /// Address to listen on.
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_LISTEN")]
         listen: Option<SocketAddr>,
         /// Shards (0: one per core).
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_SHARDS")]
         shards: Option<usize>,
         /// Do not pin shards to CPUs.
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_NO_PIN", value_parser = BoolishValueParser::new())]
         no_pin: bool,
         /// Messages of history per topic.
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_HISTORY_MESSAGES")]
         history_messages: Option<usize>,
         /// Largest message payload in bytes.
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_MAX_MESSAGE_BYTES")]
         max_message_bytes: Option<usize>,
         /// Keep history on disk here (one log per shard; see docs/storage.md). Without it
         /// (and without [storage] data_dir) history lives in memory only.
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// With a data dir: acknowledge publishes after fdatasync (`always`, the default) or
         /// after the write (`never`).
-        #[arg(long, requires = "data_dir")]
+        #[arg(long, env = "FANFARE_FSYNC")]
         fsync: Option<String>,
         /// TLS certificate chain (PEM, leaf first): serves wss:// and https:// on the same port.
-        #[arg(long, requires = "tls_key")]
+        #[arg(long, requires = "tls_key", env = "FANFARE_TLS_CERT")]
         tls_cert: Option<PathBuf>,
         /// TLS private key (PEM).
-        #[arg(long, requires = "tls_cert")]
+        #[arg(long, requires = "tls_cert", env = "FANFARE_TLS_KEY")]
         tls_key: Option<PathBuf>,
         /// Log as JSON lines.
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_LOG_JSON", value_parser = BoolishValueParser::new())]
         log_json: bool,
         /// Join a cluster as this node id (unique, stable across restarts); see
         /// docs/cluster.md. Without it (and without [cluster]) the node stands alone.
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_NODE_ID")]
         node_id: Option<String>,
         /// Roles in the cluster: router, storage, or router,storage (the default).
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_ROLES")]
         roles: Option<String>,
         /// Address for node links and gossip (TCP and UDP, same port).
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_CLUSTER_LISTEN")]
         cluster_listen: Option<SocketAddr>,
         /// The address other nodes reach this one at (default: the cluster listen address).
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_ADVERTISE")]
         advertise: Option<SocketAddr>,
         /// A node to join through (repeat for several).
-        #[arg(long = "seed")]
+        #[arg(long = "seed", env = "FANFARE_SEEDS", value_delimiter = ',')]
         seeds: Vec<SocketAddr>,
         /// Mutual TLS on node links: the cluster CA certificate (PEM).
-        #[arg(long, requires_all = ["cluster_cert", "cluster_key"])]
+        #[arg(long, requires_all = ["cluster_cert", "cluster_key"], env = "FANFARE_CLUSTER_CA")]
         cluster_ca: Option<PathBuf>,
         /// This node's certificate chain for node links (PEM; names the node id).
-        #[arg(long, requires_all = ["cluster_ca", "cluster_key"])]
+        #[arg(long, requires_all = ["cluster_ca", "cluster_key"], env = "FANFARE_CLUSTER_CERT")]
         cluster_cert: Option<PathBuf>,
         /// This node's private key for node links (PEM).
-        #[arg(long, requires_all = ["cluster_ca", "cluster_cert"])]
+        #[arg(long, requires_all = ["cluster_ca", "cluster_cert"], env = "FANFARE_CLUSTER_KEY")]
         cluster_key: Option<PathBuf>,
         /// A file with the shared secret authenticating gossip (at least 32 bytes).
-        #[arg(long)]
+        #[arg(long, env = "FANFARE_GOSSIP_KEY_FILE")]
         gossip_key_file: Option<PathBuf>,
     },
     /// Publish messages: the arguments, or each line of standard input when none.
@@ -97,8 +106,13 @@ enum Cmd {
         namespace: String,
         topic: String,
         messages: Vec<String>,
-        #[arg(long, default_value = "ws://127.0.0.1:7070/v1/ws")]
+        /// The broker's WebSocket URL.
+        #[arg(long, env = "FANFARE_URL", default_value = "ws://127.0.0.1:7070/v1/ws")]
         url: String,
+        /// Seconds to wait for the broker to accept the first connection (0: fail at once
+        /// when nothing answers at the URL).
+        #[arg(long, default_value_t = 0.0)]
+        wait: f64,
         /// Access token (when the broker has authentication on).
         #[arg(long, env = "FANFARE_TOKEN")]
         token: Option<String>,
@@ -106,12 +120,32 @@ enum Cmd {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
-    /// Make keys and tokens (see docs/operations.md, "Access control").
+    /// Make keys and tokens, and show what a token grants (see docs/operations.md, "Access
+    /// control").
     #[command(subcommand)]
-    Token(TokenCmd),
+    Token(cmd::token::TokenCmd),
     /// Load-test a broker (see docs/benchmarks.md): WebSocket publishers and subscribers,
     /// latency percentiles corrected for coordinated omission, gaps and duplicates.
-    Bench(BenchArgs),
+    Bench(cmd::bench::BenchArgs),
+    /// Check a settings file: one line per problem and exit status 1, or a short summary of
+    /// what it sets and exit status 0. The environment and flags are not applied.
+    CheckConfig {
+        /// The settings file (TOML).
+        file: PathBuf,
+    },
+    /// Print shell completions for `fanfare` (for packages: packaging/build.sh).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Write fanfare.1 and fanfare-<command>.1 here instead of printing fanfare.1.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Subscribe and print items and discontinuities as they come.
     Sub {
         namespace: String,
@@ -119,8 +153,13 @@ enum Cmd {
         /// latest, last:N or <epoch>-<seq>
         #[arg(long, default_value = "latest")]
         from: String,
-        #[arg(long, default_value = "ws://127.0.0.1:7070/v1/ws")]
+        /// The broker's WebSocket URL.
+        #[arg(long, env = "FANFARE_URL", default_value = "ws://127.0.0.1:7070/v1/ws")]
         url: String,
+        /// Seconds to wait for the broker to accept the first connection (0: fail at once
+        /// when nothing answers at the URL). Later disconnects are always waited out.
+        #[arg(long, default_value_t = 0.0)]
+        wait: f64,
         /// Exit after this many items.
         #[arg(long)]
         count: Option<u64>,
@@ -133,329 +172,6 @@ enum Cmd {
     },
 }
 
-#[derive(Subcommand)]
-enum TokenCmd {
-    /// Make a new key and print it as a `[[auth.keys]]` entry for the settings file.
-    Keygen {
-        /// Key id (put in each token's header; use a new one for each rotation).
-        #[arg(long, default_value = "k1")]
-        kid: String,
-        /// EdDSA (Ed25519; brokers need only the public key) or HS256 (shared secret).
-        #[arg(long, default_value = "EdDSA")]
-        alg: String,
-    },
-    /// Mint a token with a key from the settings file.
-    Create {
-        /// Settings file holding the signing key (its private_key or secret).
-        #[arg(long)]
-        config: PathBuf,
-        /// Which key to sign with (default: the last key that can sign).
-        #[arg(long)]
-        kid: Option<String>,
-        /// Subject: stamped on everything the holder publishes.
-        #[arg(long, default_value = "anonymous")]
-        sub: String,
-        /// Namespace pattern: a name, `prefix*` or `*`.
-        #[arg(long, default_value = "*")]
-        ns: String,
-        /// Topic pattern: a name, `prefix*` or `*`.
-        #[arg(long, default_value = "*")]
-        topic: String,
-        /// Grant publishing on the patterns.
-        #[arg(long)]
-        publish: bool,
-        /// Grant subscribing on the patterns.
-        #[arg(long)]
-        subscribe: bool,
-        /// Grant presence on the patterns (member lists, join and leave events).
-        #[arg(long)]
-        presence: bool,
-        /// Grant the admin endpoints.
-        #[arg(long)]
-        admin: bool,
-        /// Lifetime: seconds, or a number with s, m, h or d.
-        #[arg(long, default_value = "1h")]
-        ttl: String,
-        /// Token id (default: random).
-        #[arg(long)]
-        jti: Option<String>,
-    },
-}
-
-/// Parses `90`, `90s`, `15m`, `1h`, `7d`.
-fn parse_ttl(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (n, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = n.parse().with_context(|| format!("bad ttl {s:?}"))?;
-    let mul = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("bad ttl {s:?}: use s, m, h or d"),
-    };
-    let secs = n.checked_mul(mul).context("ttl too large")?;
-    if secs == 0 {
-        bail!("ttl must be positive");
-    }
-    Ok(secs)
-}
-
-fn token_cmd(cmd: TokenCmd) -> Result<()> {
-    use fanfare_net::auth;
-    match cmd {
-        TokenCmd::Keygen { kid, alg } => {
-            let alg: auth::Algorithm = alg.parse().map_err(anyhow::Error::msg)?;
-            let k = auth::Key::generate(&kid, alg).map_err(anyhow::Error::msg)?;
-            print!("{}", k.to_toml());
-            Ok(())
-        }
-        TokenCmd::Create {
-            config,
-            kid,
-            sub,
-            ns,
-            topic,
-            publish,
-            subscribe,
-            presence,
-            admin,
-            ttl,
-            jti,
-        } => {
-            let s = Settings::from_file(&config)?;
-            let keys = s
-                .auth
-                .as_ref()
-                .map(|a| a.keys.iter().map(|k| k.key()).collect::<Result<Vec<_>>>())
-                .transpose()?
-                .unwrap_or_default();
-            let key = match &kid {
-                Some(kid) => keys
-                    .iter()
-                    .find(|k| &k.kid == kid)
-                    .with_context(|| format!("no key {kid} in {}", config.display()))?,
-                None => keys
-                    .iter()
-                    .rev()
-                    .find(|k| k.sign.is_some())
-                    .with_context(|| format!("no signing key in {}", config.display()))?,
-            };
-            let mut rights = Vec::new();
-            if publish {
-                rights.push("publish".to_owned());
-            }
-            if subscribe {
-                rights.push("subscribe".to_owned());
-            }
-            if presence {
-                rights.push("presence".to_owned());
-            }
-            if rights.is_empty() && !admin {
-                bail!("grant something: --publish, --subscribe, --presence and/or --admin");
-            }
-            for p in [&ns, &topic] {
-                auth::Pattern::parse(p).map_err(anyhow::Error::msg)?;
-            }
-            let now = auth::unix_now();
-            let claims = auth::Claims {
-                sub,
-                exp: now + parse_ttl(&ttl)?,
-                nbf: None,
-                iat: Some(now),
-                jti: Some(jti.unwrap_or_else(random_id)),
-                perms: if rights.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![auth::PermissionClaim { ns, topic, rights }]
-                },
-                admin,
-            };
-            println!("{}", auth::mint(key, &claims).map_err(anyhow::Error::msg)?);
-            Ok(())
-        }
-    }
-}
-
-fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{:016x}", h.finish())
-}
-
-#[derive(clap::Args, Default)]
-struct BenchArgs {
-    /// Scenario file (TOML, keys as the flags with underscores); flags override it.
-    #[arg(long)]
-    scenario: Option<PathBuf>,
-    /// The broker: ws://, wss:// (Fanfare), redis://, nats:// (peers).
-    #[arg(long)]
-    url: Option<String>,
-    /// Fanfare transport: ws (WebSocket; TLS with a wss:// URL), sse or h2.
-    #[arg(long)]
-    transport: Option<String>,
-    /// Connections each generator thread opens at once while connecting.
-    #[arg(long)]
-    connect_concurrency: Option<usize>,
-    /// Fanfare access token.
-    #[arg(long, env = "FANFARE_TOKEN")]
-    token: Option<String>,
-    /// CA certificate (PEM) to trust for wss:// and https://.
-    #[arg(long)]
-    ca: Option<PathBuf>,
-    /// Do not verify the broker's TLS certificate (test certificates only).
-    #[arg(long)]
-    insecure: bool,
-    /// Write an HdrHistogram interval log of delivery latency (1 s intervals, ns) here.
-    #[arg(long)]
-    hdr_log: Option<PathBuf>,
-    #[arg(long)]
-    publishers: Option<usize>,
-    #[arg(long)]
-    subscribers: Option<usize>,
-    #[arg(long)]
-    topics: Option<usize>,
-    /// Payload bytes (at least 20).
-    #[arg(long)]
-    payload: Option<usize>,
-    /// Total messages per second; 0 for as fast as the window allows.
-    #[arg(long)]
-    rate: Option<u64>,
-    /// Publishes in flight per publisher.
-    #[arg(long)]
-    window: Option<usize>,
-    /// Measured seconds.
-    #[arg(long)]
-    duration: Option<f64>,
-    /// Warm-up seconds.
-    #[arg(long)]
-    warmup: Option<f64>,
-    /// New connections per second while connecting.
-    #[arg(long)]
-    connect_rate: Option<u64>,
-    /// Generator threads.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// Give every publish a unique idempotency key (measures the owner's key window).
-    #[arg(long)]
-    idempotency_keys: bool,
-    /// Stored publishes: JetStream (file storage) on nats://, XADD on redis://; a Fanfare
-    /// broker stores when it runs with --data-dir.
-    #[arg(long)]
-    durable: bool,
-    /// The broker's process id (same machine): report its CPU time inside the measured window.
-    #[arg(long)]
-    broker_pid: Option<u32>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ScenarioFile {
-    url: Option<String>,
-    publishers: Option<usize>,
-    subscribers: Option<usize>,
-    topics: Option<usize>,
-    payload: Option<usize>,
-    rate: Option<u64>,
-    window: Option<usize>,
-    duration: Option<f64>,
-    warmup: Option<f64>,
-    connect_rate: Option<u64>,
-    threads: Option<usize>,
-    transport: Option<String>,
-    connect_concurrency: Option<usize>,
-}
-
-fn bench(a: BenchArgs) -> Result<()> {
-    let f: ScenarioFile = match &a.scenario {
-        Some(p) => toml::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-        )
-        .with_context(|| format!("invalid scenario in {}", p.display()))?,
-        None => ScenarioFile::default(),
-    };
-    let d = fanfare_bench::Scenario::default();
-    let secs = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0));
-    let s = fanfare_bench::Scenario {
-        url: a.url.or(f.url).unwrap_or(d.url),
-        publishers: a.publishers.or(f.publishers).unwrap_or(d.publishers),
-        subscribers: a.subscribers.or(f.subscribers).unwrap_or(d.subscribers),
-        topics: a.topics.or(f.topics).unwrap_or(d.topics),
-        payload_bytes: a.payload.or(f.payload).unwrap_or(d.payload_bytes),
-        rate: match a.rate.or(f.rate) {
-            Some(0) => None,
-            Some(r) => Some(r),
-            None => d.rate,
-        },
-        window: a.window.or(f.window).unwrap_or(d.window),
-        duration: a.duration.or(f.duration).map_or(d.duration, secs),
-        warmup: a.warmup.or(f.warmup).map_or(d.warmup, secs),
-        connect_rate: a.connect_rate.or(f.connect_rate),
-        threads: a.threads.or(f.threads).unwrap_or(d.threads),
-        namespace: d.namespace,
-        transport: match a.transport.or(f.transport) {
-            Some(t) => t.parse().map_err(anyhow::Error::msg)?,
-            None => d.transport,
-        },
-        connect_concurrency: a
-            .connect_concurrency
-            .or(f.connect_concurrency)
-            .unwrap_or(d.connect_concurrency),
-        token: a.token,
-        ca: a.ca,
-        insecure: a.insecure,
-        hdr_log: a.hdr_log,
-        idempotency_keys: a.idempotency_keys,
-        broker_pid: a.broker_pid,
-        durable: a.durable,
-    };
-    let progress = std::sync::Arc::new(fanfare_bench::Progress::default());
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ticker = {
-        let (progress, done) = (progress.clone(), done.clone());
-        std::thread::spawn(move || {
-            use std::sync::atomic::Ordering::Relaxed;
-            let t0 = std::time::Instant::now();
-            let mut last = 0;
-            while !done.load(Relaxed) {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                let d = progress.delivered.load(Relaxed);
-                eprint!(
-                    "\r{:>4.0}s  subscribed {:>7}  published {:>10}  delivered {:>12}  ({:>10}/s)   ",
-                    t0.elapsed().as_secs_f64(),
-                    progress.subscribed.load(Relaxed),
-                    progress.published.load(Relaxed),
-                    d,
-                    d - last
-                );
-                last = d;
-            }
-            eprintln!();
-        })
-    };
-    let r = fanfare_bench::run(&s, progress);
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = ticker.join();
-    let r = r?;
-    if a.json {
-        println!("{}", r.to_json());
-    } else {
-        print!("{}", r.table());
-    }
-    Ok(())
-}
-
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -466,8 +182,18 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Bench(a) => bench(a),
-        Cmd::Token(t) => token_cmd(t),
+        Cmd::Bench(a) => cmd::bench::bench(a),
+        Cmd::Token(t) => cmd::token::token_cmd(t),
+        Cmd::CheckConfig { file } => {
+            if cmd::check::check_config(&file) > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Completions { shell } => {
+            cmd::docs::completions(shell, Cli::command(), &mut std::io::stdout().lock())
+        }
+        Cmd::Man { out_dir } => cmd::docs::man(Cli::command(), out_dir.as_deref()),
         Cmd::Serve {
             config,
             listen,
@@ -543,13 +269,14 @@ fn run(cli: Cli) -> Result<()> {
             topic,
             messages,
             url,
+            wait,
             token,
             ca,
         } => async_io::block_on(async {
             let mut opts = ClientOptions::new(url);
             opts.token = token;
             opts.ca = ca;
-            let mut c = AsyncClient::connect(opts).await?;
+            let mut c = connect(opts, wait).await?;
             let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if messages.is_empty() {
                 Box::new(std::io::stdin().lock().lines())
             } else {
@@ -566,15 +293,16 @@ fn run(cli: Cli) -> Result<()> {
             topic,
             from,
             url,
+            wait,
             count,
             token,
             ca,
         } => async_io::block_on(async {
             let start = fanfare_proto::http::parse_from(&from).map_err(anyhow::Error::msg)?;
-            let mut opts = ClientOptions::new(url);
+            let mut opts = ClientOptions::new(url.clone());
             opts.token = token;
             opts.ca = ca;
-            let mut c = AsyncClient::connect(opts).await?;
+            let mut c = connect(opts, wait).await?;
             c.subscribe(&namespace, &topic, start).await?;
             let mut seen = 0;
             // Reconnects and resumes by itself: a restart of the broker shows as a line on
@@ -606,7 +334,7 @@ fn run(cli: Cli) -> Result<()> {
                         ..
                     } => {
                         let how = if resumed { "resumed" } else { "subscribed to" };
-                        eprintln!("{how} {namespace}/{topic} at {epoch}-{next_seq}");
+                        eprintln!("{how} {namespace}/{topic} at {epoch}-{next_seq} on {url}");
                     }
                     Event::Disconnected { reason } => {
                         eprintln!("disconnected ({reason}); reconnecting");
@@ -619,6 +347,39 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }),
     }
+}
+
+/// The first connection of `pub` and `sub`: at once, or, with `wait_secs`, waiting that long
+/// for a broker that is not up yet (and saying so). A failure is one line naming the URL.
+async fn connect(mut opts: ClientOptions, wait_secs: f64) -> Result<AsyncClient> {
+    let url = opts.url.clone();
+    let wait = Duration::try_from_secs_f64(wait_secs)
+        .with_context(|| format!("--wait must be a number of seconds, not {wait_secs}"))?;
+    opts.connect_timeout = Duration::ZERO;
+    let first = match AsyncClient::connect(opts.clone()).await {
+        Ok(c) => return Ok(c),
+        // The broker answered and said no (a token, a version): waiting cannot help.
+        Err(e) if fanfare::client::is_refused(&e) => return Err(e),
+        Err(e) => e,
+    };
+    if wait.is_zero() {
+        let nothing_listens = first.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        });
+        if nothing_listens {
+            anyhow::bail!(
+                "{first:#}: nothing listens at {url} (start `fanfare serve`, give the \
+                 broker's --url, or --wait SECS for it)"
+            );
+        }
+        return Err(first.context(url));
+    }
+    eprintln!("fanfare: waiting up to {wait_secs} s for a broker at {url} ({first:#})");
+    opts.connect_timeout = wait;
+    AsyncClient::connect(opts)
+        .await
+        .with_context(|| format!("no broker answered at {url} within {wait_secs} s"))
 }
 
 /// Raises the open-files soft limit to the hard limit (every connection is a descriptor; a
@@ -709,8 +470,11 @@ fn serve(cfg: fanfare_net::ServerConfig) -> Result<()> {
 fn init_logs(json: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colour only for a person at a terminal: a file or the journal would keep the escape
+    // codes as text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
