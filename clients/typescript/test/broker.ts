@@ -11,12 +11,15 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
+/** Cargo's target directory: CARGO_TARGET_DIR (a relative one from the repository root), else target/. */
+const TARGET_DIR = resolve(here, '../../..', process.env.CARGO_TARGET_DIR || 'target');
+
 /** The fanfare binary. */
-export const FANFARE_BIN = process.env.FANFARE_BIN ?? resolve(here, '../../../target/debug/fanfare');
+export const FANFARE_BIN = process.env.FANFARE_BIN ?? join(TARGET_DIR, 'debug', 'fanfare');
 
 function binary(): string {
   if (!existsSync(FANFARE_BIN)) {
-    throw new Error(`no fanfare binary at ${FANFARE_BIN}: run \`cargo build\` at the repository root first (or set FANFARE_BIN)`);
+    throw new Error(`no fanfare binary at ${FANFARE_BIN}: run \`cargo build\` at the repository root first (or set FANFARE_BIN or CARGO_TARGET_DIR)`);
   }
   return FANFARE_BIN;
 }
