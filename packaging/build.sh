@@ -48,6 +48,16 @@ deb=$(cargo deb --no-build --strip --locked | tail -n 1)
 echo "$deb"
 dpkg-deb --info "$deb"
 dpkg-deb --contents "$deb"
+# The maintainer scripts as packaged (with cargo-deb's systemd parts) must still parse.
+control=$(mktemp -d)
+trap 'rm -rf "$control"' EXIT
+dpkg-deb --control "$deb" "$control"
+for script in preinst postinst prerm postrm; do
+  if [ -f "$control/$script" ] && ! sh -n "$control/$script"; then
+    echo "the packaged $script does not parse" >&2
+    exit 1
+  fi
+done
 
 if [ "$container" = no ]; then
   exit 0

@@ -176,6 +176,11 @@ fn the_deb_metadata_ships_binary_unit_settings_and_scripts() {
     ] {
         assert!(build.contains(line), "packaging/build.sh: {line}");
     }
+    let ok = Command::new("bash")
+        .arg("-n")
+        .arg(repo("packaging/build.sh"))
+        .status();
+    assert!(ok.is_ok_and(|s| s.success()), "packaging/build.sh parses");
     assert_eq!(deb["depends"].as_str(), Some("$auto, adduser"));
     let units = deb["systemd-units"].as_table().expect("systemd-units");
     let dir = units["unit-scripts"].as_str().expect("unit-scripts");
@@ -200,9 +205,16 @@ fn the_deb_metadata_ships_binary_unit_settings_and_scripts() {
     }
     let postrm = read(&format!("{scripts}postrm"));
     assert!(postrm.contains("purge)") && postrm.contains("rm -rf /var/lib/fanfare"));
-    // The scripts are executable and parse as POSIX shell.
+    // The scripts are executable and parse as POSIX shell; each has the debhelper token
+    // once (cargo-deb replaces every occurrence, a comment's too, with its systemd part).
     for name in ["postinst", "prerm", "postrm"] {
         let path = repo(&format!("{scripts}{name}"));
+        let text = read(&format!("{scripts}{name}"));
+        assert_eq!(text.matches("#DEBHELPER#").count(), 1, "{name}");
+        assert!(
+            text.lines().any(|l| l == "#DEBHELPER#"),
+            "{name}: on its own line"
+        );
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).expect("the script").permissions(),
         );
