@@ -114,7 +114,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         wait: f64,
         /// Access token (when the broker has authentication on).
-        #[arg(long, env = "FANFARE_TOKEN")]
+        #[arg(long, env = "FANFARE_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// For wss:// URLs: PEM file of the CA certificates to trust.
         #[arg(long)]
@@ -164,7 +164,7 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
         /// Access token (when the broker has authentication on).
-        #[arg(long, env = "FANFARE_TOKEN")]
+        #[arg(long, env = "FANFARE_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// For wss:// URLs: PEM file of the CA certificates to trust.
         #[arg(long)]

@@ -389,6 +389,19 @@ fn token_inspect_and_the_admin_right() {
         fanfare(&["token", "inspect", "not-a-token"]).status.code(),
         Some(1)
     );
+    // A token in the environment is never echoed by --help.
+    for cmd in ["pub", "sub", "bench"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args([cmd, "--help"])
+            .env("FANFARE_TOKEN", &alice)
+            .output()
+            .expect("fanfare runs");
+        assert!(out.status.success());
+        assert!(
+            !text(&out.stdout).contains(&alice),
+            "{cmd} --help shows the token"
+        );
+    }
 
     let mut cmd = common::serve_command_with(1, "127.0.0.1:0");
     cmd.args(["--config", cfg_s]);

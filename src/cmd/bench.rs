@@ -21,7 +21,7 @@ pub struct BenchArgs {
     #[arg(long)]
     connect_concurrency: Option<usize>,
     /// Fanfare access token.
-    #[arg(long, env = "FANFARE_TOKEN")]
+    #[arg(long, env = "FANFARE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// CA certificate (PEM) to trust for wss:// and https://.
     #[arg(long)]
