@@ -6,7 +6,7 @@
 #
 # Each run starts a fresh broker with one shard and a data dir (DATA, default
 # target/bench-background: a real filesystem, not tmpfs), pinned to BROKER_CPUS (default 0),
-# stores ARCHIVE messages of 1 KiB in the topic archive/t0 (default 200,000: all but the last
+# stores ARCHIVE messages of 1 KiB in the topic bench/t1 (default 200,000: all but the last
 # 1,000 are only on disk), then measures fixed-rate fan-out (`fanfare bench`: 1 publisher,
 # SUBS subscribers (default 100), RATE messages/s (default 10,000), 128 B, for DURATION s,
 # default 10) in two scenarios:
@@ -41,8 +41,6 @@ cleanup() {
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
-scenario_file=$DATA/archive.toml
-echo 'namespace = "archive"' > "$scenario_file"
 
 # Opens CHURN connections at once, holds them a moment, closes them; once a second.
 churn() {
@@ -67,7 +65,7 @@ EOF
 reader() {
   local url=$1 out=$2 n=0 got
   while true; do
-    got=$(taskset -c "$GEN_CPUS" "$GEN_BIN" sub archive t0 --from "$epoch-1" --count "$stored" \
+    got=$(taskset -c "$GEN_CPUS" "$GEN_BIN" sub bench t1 --from "$epoch-1" --count "$stored" \
             --url "$url" 2>/dev/null | wc -l || true)
     n=$((n + got))
     echo "$n" > "$out"
@@ -83,12 +81,13 @@ one() {
     --data-dir "$dir" >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-  # The archive: ARCHIVE messages of 1 KiB, as fast as the window allows.
-  taskset -c "$GEN_CPUS" "$GEN_BIN" bench --url "$url" --scenario "$scenario_file" --json \
-    --publishers 4 --subscribers 0 --topics 1 --payload 1024 --rate $((ARCHIVE / 4)) \
-    --window 256 --duration 4 --warmup 0 >/dev/null 2>&1 || true
+  # The archive: ARCHIVE messages of 1 KiB in bench/t1 (and as many in bench/t0, the topic
+  # measured next: its subscribers start from the latest), in 4 s.
+  taskset -c "$GEN_CPUS" "$GEN_BIN" bench --url "$url" --json --publishers 4 --subscribers 0 \
+    --topics 2 --payload 1024 --rate $((ARCHIVE / 2)) --window 256 --duration 4 --warmup 0 \
+    >/dev/null 2>&1 || true
   local last
-  last=$("$GEN_BIN" sub archive t0 --from last:1 --count 1 --url "$url" | cut -d' ' -f1)
+  last=$("$GEN_BIN" sub bench t1 --from last:1 --count 1 --url "$url" | cut -d' ' -f1)
   epoch=${last%-*} stored=${last#*-}
   bg=()
   local counts=$DATA/read-$label
@@ -105,8 +104,10 @@ one() {
           --duration "$DURATION" --warmup 1 --broker-pid "$pid" 2>/dev/null || echo '{}')
   local read=0 f
   for f in "$counts".*; do [ -f "$f" ] && read=$((read + $(cat "$f"))); done
-  for p in "${bg[@]}"; do kill "$p" 2>/dev/null || true; pkill -P "$p" 2>/dev/null || true; done
-  wait "${bg[@]}" 2>/dev/null || true
+  if [ ${#bg[@]} -gt 0 ]; then
+    for p in "${bg[@]}"; do kill "$p" 2>/dev/null || true; pkill -P "$p" 2>/dev/null || true; done
+    wait "${bg[@]}" 2>/dev/null || true
+  fi
   bg=()
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   python3 -c 'import json,sys; r=json.loads(sys.argv[1] or "{}"); r.update(build=sys.argv[2], scenario=sys.argv[3], archive_read=int(sys.argv[4])); print(json.dumps(r))' \

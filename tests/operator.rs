@@ -238,9 +238,7 @@ fn pub_and_sub_fail_fast_naming_the_address() {
         vec!["pub", "ns", "t", "hello", "--url", &url],
         vec!["sub", "ns", "t", "--url", &url],
     ] {
-        let t0 = Instant::now();
         let out = fanfare(&args);
-        let took = t0.elapsed();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         let err = text(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -248,10 +246,9 @@ fn pub_and_sub_fail_fast_naming_the_address() {
             err.starts_with(&format!("fanfare: cannot connect to 127.0.0.1:{port}: ")),
             "{err}"
         );
+        // Refused, so it gave up on the refusal: not after the ten seconds of silence a
+        // connect timeout took (a wall-clock bound here would only measure the machine).
         assert!(err.contains(&format!("nothing listens at {url}")), "{err}");
-        // Not the old ten seconds of silence (generous: a loaded machine is slow to start a
-        // process, not to be refused a connection).
-        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
     }
     // With --wait it says what it waits for, then gives up when the time is up.
     let out = fanfare(&["pub", "ns", "t", "x", "--url", &url, "--wait", "0.3"]);

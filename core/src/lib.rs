@@ -31,6 +31,7 @@
 //! [`Subscription`] is a `futures_core::Stream` of [`Event`]s.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod broker;
 pub mod cluster;

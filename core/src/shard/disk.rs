@@ -25,9 +25,9 @@ pub(crate) const DISK_PAGE_BYTES: u64 = 4 << 20;
 /// discontinuity over the part only the disk holds (counted in `storage_reads_shed`).
 pub(crate) const DISK_READS_MAX: usize = 4096;
 
-/// Called on the owning shard with the answer to a publish that waited for the disk (see
-/// [`crate::ShardHandle::when_answered`]). It runs inside the engine: it must not call into
-/// the shard.
+/// Called on the publisher's shard with the answer to a publish answered later (see
+/// [`crate::ShardHandle::when_answered`]). It runs after the engine's step that answered it,
+/// with the shard's state no longer borrowed: it may call into the shard.
 pub type PublishCallback = Box<dyn FnOnce(Result<Published, PublishError>)>;
 
 /// Where the publisher's answer goes. Only `State::answer` (owner.rs) delivers one, so every

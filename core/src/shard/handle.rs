@@ -21,7 +21,7 @@ use crate::shard::disk::{Answer, PublishCallback};
 use crate::shard::owned::OwnedTopicInfo;
 use crate::shard::presence::QueryStarted;
 use crate::shard::router::PublishStarted;
-use crate::shard::state::State;
+use crate::shard::state::{with_state, State};
 use crate::signal::SignalWait;
 use crate::sink::Sink;
 use crate::stats::ShardStats;
@@ -136,16 +136,17 @@ impl ShardHandle {
 
     /// Has the answer to a publish answered later on this shard ([`StartedPublish::Later`]:
     /// waiting for this shard's disk, or for the owning shard's answer through the mesh)
-    /// delivered to `then`, on this shard: no task and no channel. `then` runs inside the
-    /// engine and must not call into the shard (queueing a reply on a connection is what it
-    /// is for).
+    /// delivered to `then`, on this shard: no task and no channel. `then` runs right after
+    /// the engine's step that answered it, with the shard's state no longer borrowed (so it may
+    /// call into the shard; queueing a reply on a connection is what it is for).
     pub fn when_answered(&self, publish: LaterPublish, then: PublishCallback) {
-        let mut st = self.state.borrow_mut();
-        if publish.forwarded {
-            st.answer_when_forwarded(publish.ticket, Answer::Call(then));
-        } else {
-            st.answer_when_stored(publish.ticket, Answer::Call(then));
-        }
+        with_state(&self.state, |st| {
+            if publish.forwarded {
+                st.answer_when_forwarded(publish.ticket, Answer::Call(then));
+            } else {
+                st.answer_when_stored(publish.ticket, Answer::Call(then));
+            }
+        });
     }
 
     /// Subscribes `sink` to `key` from `start`. Events follow on the sink, starting with

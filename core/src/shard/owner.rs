@@ -111,7 +111,8 @@ impl State {
             Answer::Channel(tx) => {
                 let _ = tx.try_send(r);
             }
-            Answer::Call(f) => f(r),
+            // Run once the state is no longer borrowed (`with_state`).
+            Answer::Call(f) => self.complete(f, r),
         }
     }
 

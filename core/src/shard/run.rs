@@ -20,7 +20,7 @@ use crate::presence::PresenceOptions;
 use crate::shard::disk::{Answer, ReplyTo};
 use crate::shard::handle::ShardHandle;
 use crate::shard::mesh::MeshMsg;
-use crate::shard::state::State;
+use crate::shard::state::{with_state, State};
 use crate::shard::store;
 use crate::sink::Sink;
 use crate::stats::ShardStats;
@@ -373,16 +373,17 @@ async fn flush_loop(state: Rc<RefCell<State>>, senders: Rc<Senders<Vec<MeshMsg>>
 
 async fn recv_loop(state: Rc<RefCell<State>>, rx: ConnectedReceiver<Vec<MeshMsg>>, peer: usize) {
     while let Some(batch) = rx.recv().await {
-        let mut st = state.borrow_mut();
-        // One clock reading per batch.
-        let now = Instant::now();
-        for msg in batch {
-            st.handle_mesh(msg, now);
-        }
+        with_state(&state, |st| {
+            // One clock reading per batch.
+            let now = Instant::now();
+            for msg in batch {
+                st.handle_mesh(msg, now);
+            }
+        });
     }
     // The peer is gone: every answer it sent is in, and what still waits on it never comes.
     let peer = ShardId(u16::try_from(peer).unwrap_or(u16::MAX));
-    state.borrow_mut().fail_publish_waiters(peer);
+    with_state(&state, |st| st.fail_publish_waiters(peer));
 }
 
 async fn ctl_loop(state: Rc<RefCell<State>>, rx: flume::Receiver<Ctl>) {
@@ -402,6 +403,6 @@ async fn tick_loop(state: Rc<RefCell<State>>) {
     };
     loop {
         glommio::timer::sleep(period).await;
-        state.borrow_mut().tick(Instant::now());
+        with_state(&state, |st| st.tick(Instant::now()));
     }
 }

@@ -11,14 +11,16 @@
 //! the shard's own thread, behind one `Rc<RefCell<State>>`; a borrow is never held across an
 //! `.await`.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::ids::{ShardId, TopicKey};
+use crate::message::{PublishError, Published};
 use crate::placement::shard_for;
-use crate::shard::disk::Store;
+use crate::shard::disk::{PublishCallback, Store};
 use crate::shard::local::{Home, LocalTopics};
 use crate::shard::mesh::{MeshMsg, MeshPort, Pushed};
 use crate::shard::owned::OwnedTopics;
@@ -57,6 +59,40 @@ pub(crate) struct State {
     member_ids: ahash::RandomState,
     /// Reused for the shards a message goes to (no allocation per publish).
     pub scratch_shards: Vec<ShardId>,
+    /// Publish answers for callers on this shard ([`Answer::Call`]), queued by
+    /// [`State::answer`] and run by [`with_state`] once the state is no longer borrowed.
+    ///
+    /// [`Answer::Call`]: crate::shard::disk::Answer::Call
+    completions: Vec<Completion>,
+    /// The other buffer of `completions` (swapped, so running them allocates nothing).
+    spare_completions: Vec<Completion>,
+}
+
+/// A publish callback and its answer, to run once the state is no longer borrowed.
+pub(crate) type Completion = (PublishCallback, Result<Published, PublishError>);
+
+/// Runs `f` on the shard's state, then, once the borrow has ended, every publish callback it
+/// completed: a callback never runs while the state is borrowed. Every loop and door that
+/// can complete a publish for a caller on this shard goes through it (mesh receive, the log's
+/// loop, `ShardHandle::when_answered`, the tick).
+pub(crate) fn with_state<R>(state: &Rc<RefCell<State>>, f: impl FnOnce(&mut State) -> R) -> R {
+    let (r, mut done) = {
+        let mut st = state.borrow_mut();
+        let r = f(&mut st);
+        if st.completions.is_empty() {
+            return r;
+        }
+        let spare = std::mem::take(&mut st.spare_completions);
+        (r, std::mem::replace(&mut st.completions, spare))
+    };
+    for (callback, answer) in done.drain(..) {
+        callback(answer);
+    }
+    let mut st = state.borrow_mut();
+    if st.spare_completions.capacity() < done.capacity() {
+        st.spare_completions = done;
+    }
+    r
 }
 
 impl State {
@@ -86,6 +122,8 @@ impl State {
             next_id: 1,
             member_ids: ahash::RandomState::new(),
             scratch_shards: Vec::new(),
+            completions: Vec::new(),
+            spare_completions: Vec::new(),
         }
     }
 
@@ -111,6 +149,15 @@ impl State {
     pub(crate) fn fresh_member_id(&mut self) -> u64 {
         let n = self.fresh_id();
         self.member_ids.hash_one(n) | 1
+    }
+
+    /// Queues a caller's publish callback with its answer (run by [`with_state`]).
+    pub(crate) fn complete(
+        &mut self,
+        callback: PublishCallback,
+        r: Result<Published, PublishError>,
+    ) {
+        self.completions.push((callback, r));
     }
 
     /// Queues `msg` for shard `to` (see [`Outboxes::push`] for the overflow rule).

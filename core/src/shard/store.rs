@@ -37,7 +37,7 @@ use crate::log::dma::Segments;
 use crate::log::{Damage, LogConfig, Op, Progress, Record, Recovery};
 use crate::message::{Message, PublishError, Published};
 use crate::shard::disk::{Answer, Loc, SegInfo, Store, Waiting};
-use crate::shard::state::{wall_clock_micros, State};
+use crate::shard::state::{wall_clock_micros, with_state, State};
 use crate::stats::ShardStats;
 
 /// Writes are aligned to this (a multiple of every O_DIRECT alignment seen: 512 or 4096).
@@ -667,7 +667,7 @@ pub(crate) async fn store_loop(state: Rc<RefCell<State>>, mut dev: Segments) {
                         .as_ref()
                         .is_some_and(|s| s.cfg.fsync == Fsync::Never);
                 let r = if skip { Ok(()) } else { dev.perform(&op).await };
-                state.borrow_mut().store_done(&op, r, Instant::now());
+                with_state(&state, |st| st.store_done(&op, r, Instant::now()));
             }
         }
     }
