@@ -10,7 +10,7 @@
     python3 bench/report.py memory RESULTS.jsonl
     python3 bench/report.py cluster RESULTS.jsonl
     python3 bench/report.py background RESULTS.jsonl
-    python3 bench/report.py ratios ab|ab-durable|delta|memory FILES...
+    python3 bench/report.py ratios ab|ab-durable|delta|memory|background FILES...
     python3 bench/report.py page [--check] [PAGE.md ...]
 
 `compare` reads bench/compare.sh's JSON lines (one per broker and scenario), `ab` reads
@@ -470,7 +470,24 @@ def memory_ratios(args):
           + ", heap " + " -> ".join(g[1] for g in got))
 
 
-RATIOS = {"ab": ab_ratios, "ab-durable": ab_durable_ratios, "delta": delta_ratios, "memory": memory_ratios}
+def background_ratios(args):
+    """B/A of the median p99 delivery latency, quiet and with background work."""
+    by = collections.OrderedDict()
+    for l in open(args[0]):
+        r = json.loads(l)
+        if "latency_us" in r:
+            by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(r["latency_us"]["p99"])
+    out = []
+    for sc, b in by.items():
+        a, n = b.get("A", []), b.get("B", [])
+        if a and n:
+            apart = " apart" if min(n) > max(a) or max(n) < min(a) else ""
+            out.append(f"{sc} {statistics.median(n) / statistics.median(a):.2f}{apart}")
+    print("p99 latency B/A " + ", ".join(out))
+
+
+RATIOS = {"ab": ab_ratios, "ab-durable": ab_durable_ratios, "delta": delta_ratios, "memory": memory_ratios,
+          "background": background_ratios}
 
 
 def ratios(args):

@@ -207,18 +207,6 @@ impl Tasks {
         }
     }
 
-    /// A spawner with no task queue of its own (every task in the default queue), usable off
-    /// an executor: for tests that drive a shard's state by hand.
-    #[cfg(test)]
-    pub(crate) fn detached() -> Self {
-        Tasks {
-            serve: TaskQueueHandle::default(),
-            background: None,
-            stats: Arc::new(TaskStats::default()),
-            stopping: Rc::new(Cell::new(false)),
-        }
-    }
-
     /// The counts of this shard's tasks.
     pub fn stats(&self) -> Arc<TaskStats> {
         self.stats.clone()

@@ -32,6 +32,9 @@ use crate::tasks::Tasks;
 #[derive(Clone)]
 pub struct ShardHandle {
     pub(crate) state: Rc<RefCell<State>>,
+    /// The shard's spawner, outside the state: a task can be spawned from anywhere on the
+    /// shard, a callback running inside the engine included.
+    pub(crate) tasks: Tasks,
 }
 
 impl ShardHandle {
@@ -56,11 +59,12 @@ impl ShardHandle {
     }
 
     /// This shard's task spawner: run a task on the shard under a [`TaskKind`]
-    /// (named, counted, in its task queue).
+    /// (named, counted, in its task queue). Usable anywhere on the shard, from inside the
+    /// engine's callbacks too (it does not touch the shard's state).
     ///
     /// [`TaskKind`]: crate::TaskKind
     pub fn tasks(&self) -> Tasks {
-        self.state.borrow().tasks.clone()
+        self.tasks.clone()
     }
 
     /// A checked topic key for names that did not come through the wire decoders (which

@@ -109,7 +109,6 @@ pub(crate) async fn run(boot: Boot) {
         shards,
         cfg.clone(),
         stats.clone(),
-        tasks.clone(),
         Instant::now(),
     )));
     let senders = Rc::new(senders);
@@ -151,6 +150,7 @@ pub(crate) async fn run(boot: Boot) {
     if let Some(hook) = hook {
         hook(ShardHandle {
             state: state.clone(),
+            tasks: tasks.clone(),
         });
     }
     if report.send(Ok((thread_index, id, stats))).is_err() {
@@ -189,6 +189,7 @@ pub(crate) async fn run(boot: Boot) {
                 drop(st);
                 f(&ShardHandle {
                     state: state.clone(),
+                    tasks: tasks.clone(),
                 });
             }
         }

@@ -27,7 +27,6 @@ use crate::shard::owned::OwnedTopics;
 use crate::shard::upstream_port::UpstreamPort;
 use crate::signal::Signal;
 use crate::stats::ShardStats;
-use crate::tasks::Tasks;
 
 /// One shard's state: its parts, composed (see the module docs).
 pub(crate) struct State {
@@ -51,8 +50,6 @@ pub(crate) struct State {
     /// network front holds one per open connection ([`crate::ShardHandle::hold`]).
     pub holds: usize,
     pub shutdown: Rc<Signal>,
-    /// The shard's task spawner: every task it runs is named and placed in a queue.
-    pub tasks: Tasks,
     next_id: u64,
     /// Makes member ids: random 64-bit values, so ids from all shards and nodes never
     /// collide in practice.
@@ -101,7 +98,6 @@ impl State {
         shards: u16,
         cfg: Arc<Config>,
         stats: Arc<ShardStats>,
-        tasks: Tasks,
         now: Instant,
     ) -> Self {
         let epoch_base = cfg.epoch_base.unwrap_or_else(wall_clock_micros);
@@ -118,7 +114,6 @@ impl State {
             closing: false,
             holds: 0,
             shutdown: Rc::new(Signal::default()),
-            tasks,
             next_id: 1,
             member_ids: ahash::RandomState::new(),
             scratch_shards: Vec::new(),

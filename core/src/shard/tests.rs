@@ -119,7 +119,6 @@ fn state_of(id: u16, shards: u16) -> State {
         shards,
         Arc::new(cfg),
         Arc::new(ShardStats::default()),
-        crate::tasks::Tasks::detached(),
         Instant::now(),
     )
 }
