@@ -4,15 +4,22 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident,)* }) => {
+    // Fields carry only doc comments (`#[doc = ".."]`), so each field's text can become its
+    // metric's HELP line.
+    ($(#[$m:meta])* $name:ident { $($(#[doc = $doc:literal])* $field:ident,)* }) => {
         $(#[$m])*
         #[derive(Debug, Default)]
         #[repr(align(128))]
         pub struct $name {
-            $($(#[$fm])* pub $field: AtomicU64,)*
+            $($(#[doc = $doc])* pub $field: AtomicU64,)*
         }
 
         impl $name {
+            /// Each counter's name and its doc comment (one line per source line, as written),
+            /// for metrics exporters' HELP text.
+            pub const HELP: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($field), concat!($($doc, "\n",)*)),)*];
+
             /// A copy of every counter.
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($field: self.$field.load(Ordering::Relaxed),)* }
@@ -22,7 +29,7 @@ macro_rules! counters {
         /// A point-in-time copy of [`ShardStats`] (sums across shards add field by field).
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         pub struct StatsSnapshot {
-            $($(#[$fm])* pub $field: u64,)*
+            $($(#[doc = $doc])* pub $field: u64,)*
         }
 
         impl std::ops::Add for StatsSnapshot {

@@ -135,7 +135,7 @@ pub fn start(cfg: ServerConfig) -> Result<Server, ServeError> {
         )));
     }
     let shards = engine.shard_count();
-    let registry = Arc::new(Registry::new(shards));
+    let registry = Arc::new(Registry::new(shards, cluster.is_some()));
     let admin = Arc::new(hub::AdminHub::new(shards));
     let (cluster, cluster_reserve) = match cluster {
         None => (None, None),

@@ -11,16 +11,23 @@ use std::sync::{Arc, Mutex};
 use fanfare_core::{ShardStats, TaskStats};
 use hdrhistogram::Histogram;
 
+mod process;
+
 macro_rules! net_counters {
-    ($($(#[$m:meta])* $field:ident: $kind:literal,)*) => {
+    // Fields carry only doc comments (`#[doc = ".."]`): each becomes its metric's HELP line.
+    ($($(#[doc = $doc:literal])* $field:ident: $kind:literal,)*) => {
         /// Counters of one shard's network front.
         #[derive(Debug, Default)]
         #[repr(align(128))]
         pub struct NetStats {
-            $($(#[$m])* pub $field: AtomicU64,)*
+            $($(#[doc = $doc])* pub $field: AtomicU64,)*
         }
 
         impl NetStats {
+            /// Each counter's name and its doc comment, for HELP lines.
+            const HELP: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($field), concat!($($doc, "\n",)*)),)*];
+
             fn stored(&self) -> Vec<(&'static str, &'static str, u64)> {
                 vec![$((stringify!($field), $kind, self.$field.load(Ordering::Relaxed)),)*]
             }
@@ -255,13 +262,22 @@ pub struct ShardView {
 #[derive(Debug, Default)]
 pub struct Registry {
     shards: Mutex<Vec<Option<ShardCounters>>>,
+    /// Whether the node runs in a cluster: a single node exports no `fanfare_net_cluster_*`
+    /// series (they would all read 0 and clutter dashboards).
+    clustered: bool,
 }
 
 impl Registry {
-    pub(crate) fn new(shards: usize) -> Self {
+    pub(crate) fn new(shards: usize, clustered: bool) -> Self {
         Self {
             shards: Mutex::new(vec![None; shards]),
+            clustered,
         }
+    }
+
+    /// Whether a network counter is exported on this node.
+    fn exports(&self, net_field: &str) -> bool {
+        self.clustered || !net_field.starts_with("cluster_")
     }
 
     pub(crate) fn register(
@@ -308,7 +324,12 @@ impl Registry {
                 let h = h.lock().unwrap_or_else(|e| e.into_inner());
                 Some(ShardView {
                     shard,
-                    net: net.fields().into_iter().map(|(n, _, v)| (n, v)).collect(),
+                    net: net
+                        .fields()
+                        .into_iter()
+                        .filter(|(n, _, _)| self.exports(n))
+                        .map(|(n, _, v)| (n, v))
+                        .collect(),
                     engine: eng.snapshot().fields(),
                     latency_p50_us: h.value_at_quantile(0.5),
                     latency_p99_us: h.value_at_quantile(0.99),
@@ -318,60 +339,78 @@ impl Registry {
             .collect()
     }
 
-    /// The Prometheus text exposition of every counter, labelled by shard.
+    /// The Prometheus text exposition: every counter labelled by shard, the tasks by kind,
+    /// the delivery latency histogram, the `process_*` series and `fanfare_build_info`. Every
+    /// family has a HELP line (the counter's doc comment) and a TYPE line.
     pub fn render(&self) -> String {
         let s = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        let mut rows: Vec<(String, &'static str, usize, u64)> = Vec::new();
+        let mut rows: Vec<(String, &'static str, &'static str, usize, u64)> = Vec::new();
         for (shard, entry) in s.iter().enumerate() {
             let Some((net, eng, _, _)) = entry else {
                 continue;
             };
             for (name, kind, v) in net.fields() {
-                rows.push((exposed_name(name, kind), kind, shard, v));
+                if self.exports(name) {
+                    let help = doc_of(NetStats::HELP, name).unwrap_or(CONNECTIONS_HANDSHAKE_HELP);
+                    rows.push((exposed_name(name, kind), kind, help, shard, v));
+                }
             }
             for (name, v) in eng.snapshot().fields() {
-                let kind = if matches!(
-                    name,
-                    "topics"
-                        | "subscriptions"
-                        | "upstream_topics"
-                        | "mesh_publishes_waiting"
-                        | "link_subscriptions"
-                        | "presence_members"
-                        | "storage_bytes"
-                        | "storage_segments"
-                ) {
+                let kind = if ENGINE_GAUGES.contains(&name) {
                     "gauge"
                 } else {
                     "counter"
                 };
                 let suffix = if kind == "counter" { "_total" } else { "" };
-                rows.push((format!("fanfare_engine_{name}{suffix}"), kind, shard, v));
+                let help = doc_of(ShardStats::HELP, name).unwrap_or_default();
+                rows.push((
+                    format!("fanfare_engine_{name}{suffix}"),
+                    kind,
+                    help,
+                    shard,
+                    v,
+                ));
             }
         }
-        rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.3.cmp(&b.3)));
         let mut last = String::new();
-        for (name, kind, shard, v) in rows {
+        for (name, kind, help, shard, v) in rows {
             if name != last {
-                let _ = writeln!(out, "# TYPE {name} {kind}");
+                family(&mut out, &name, kind, help);
                 last = name.clone();
             }
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
         }
         // Every shard's tasks by kind (`fanfare_core::tasks`).
-        let families: [(&str, &str, TaskValue); 3] = [
-            ("fanfare_tasks_running", "gauge", |c| c.running),
-            ("fanfare_tasks_started_total", "counter", |c| c.started),
-            ("fanfare_tasks_failed_total", "counter", |c| c.failed),
+        let families: [(&str, &str, &str, TaskValue); 3] = [
+            (
+                "fanfare_tasks_running",
+                "gauge",
+                "Tasks of the kind running on the shard now.",
+                |c| c.running,
+            ),
+            (
+                "fanfare_tasks_started_total",
+                "counter",
+                "Tasks of the kind started on the shard.",
+                |c| c.started,
+            ),
+            (
+                "fanfare_tasks_failed_total",
+                "counter",
+                "Tasks the shard depends on (critical kinds) that ended before shutdown: the \
+                 shard is broken.",
+                |c| c.failed,
+            ),
         ];
         let counts: Vec<(usize, Vec<fanfare_core::TaskCounts>)> = s
             .iter()
             .enumerate()
             .filter_map(|(shard, e)| Some((shard, e.as_ref()?.3.snapshot())))
             .collect();
-        for (name, kind, value) in families {
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (name, kind, help, value) in families {
+            family(&mut out, name, kind, help);
             for (shard, cs) in &counts {
                 for c in cs {
                     let task = c.kind.name();
@@ -383,7 +422,13 @@ impl Registry {
         // Publish-to-delivery latency: from the owner ordering a message to a receiving shard
         // encoding it for its connections (once per message, shard and encoding).
         let name = "fanfare_delivery_latency_seconds";
-        let _ = writeln!(out, "# TYPE {name} histogram");
+        family(
+            &mut out,
+            name,
+            "histogram",
+            "Publish-to-delivery latency: from the owner shard ordering a message to a \
+             receiving shard encoding it (once per message, shard and encoding).",
+        );
         for (shard, entry) in s.iter().enumerate() {
             let Some((_, _, h, _)) = entry else { continue };
             let h = h.lock().unwrap_or_else(|e| e.into_inner());
@@ -407,6 +452,53 @@ impl Registry {
             let _ = writeln!(out, "{name}_sum{{shard=\"{shard}\"}} {}", sum / 1e6);
             let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {}", h.len());
         }
+        drop(s);
+        process::render(&mut out);
+        let name = "fanfare_build_info";
+        family(
+            &mut out,
+            name,
+            "gauge",
+            "Always 1; its labels name the running build.",
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{version=\"{}\",os=\"{}\",arch=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
         out
     }
+}
+
+/// Engine counters that are gauges (the rest count up).
+const ENGINE_GAUGES: [&str; 8] = [
+    "topics",
+    "subscriptions",
+    "upstream_topics",
+    "mesh_publishes_waiting",
+    "link_subscriptions",
+    "presence_members",
+    "storage_bytes",
+    "storage_segments",
+];
+
+/// HELP of the derived `connections_handshake` gauge (not a stored counter).
+const CONNECTIONS_HANDSHAKE_HELP: &str = "Connections whose protocol is not settled yet: TLS \
+    handshake, first request head, HTTP/2 preface and settings.";
+
+/// A counter's doc comment from a `HELP` table.
+fn doc_of(table: &'static [(&'static str, &'static str)], field: &str) -> Option<&'static str> {
+    table.iter().find(|(n, _)| *n == field).map(|(_, d)| *d)
+}
+
+/// Writes a family's `# HELP` and `# TYPE` lines. The help text is joined onto one line and
+/// escaped as the text format asks (backslash and newline).
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name}");
+    for word in help.split_whitespace() {
+        let _ = write!(out, " {}", word.replace('\\', "\\\\"));
+    }
+    let _ = writeln!(out, "\n# TYPE {name} {kind}");
 }
