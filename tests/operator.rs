@@ -5,10 +5,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::Node;
 
 /// How long a test waits for a process to do something before it fails: a bound on a hang.
 const WAIT: Duration = Duration::from_secs(15);
@@ -31,33 +32,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch dir");
     dir
-}
-
-/// A `fanfare serve` process, stopped with SIGTERM (and waited for) when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Node {
-    /// Starts `cmd` (a `fanfare serve` command) with stdout piped: its address.
-    fn start(mut cmd: Command) -> Node {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fanfare runs");
-        let addr = common::listening_addr(&mut child, "");
-        Node { child, addr }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            common::signal_and_wait(&mut self.child, "-TERM", WAIT);
-        }
-    }
 }
 
 /// A 127.0.0.1 port nothing listens on (bound by the OS, then closed).

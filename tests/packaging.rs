@@ -4,15 +4,11 @@
 //! container's health check run for real against the debug binary and the example settings.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 mod common;
-
-/// How long a step may take before the test fails: a bound on a hang.
-const WAIT: Duration = Duration::from_secs(15);
+use common::Node;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -39,43 +35,6 @@ fn data_dir(name: &str) -> PathBuf {
         .join(format!("packaging-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-/// A `fanfare serve` process, stopped with SIGTERM (and waited for) when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Node {
-    fn start(mut cmd: Command) -> Node {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("fanfare runs");
-        let addr = common::listening_addr(&mut child, "");
-        Node { child, addr }
-    }
-
-    /// SIGTERM, then its exit status and what it wrote on stderr.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let status = common::signal_and_wait(&mut self.child, "-TERM", WAIT);
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        (status, err)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The limits and settings docs/operations.md asks of the service.
@@ -252,7 +211,7 @@ fn the_units_command_line_serves_and_stops_on_sigterm() {
         .env("FANFARE_SHARDS", "1")
         .env("FANFARE_NO_PIN", "1")
         .env("FANFARE_DATA_DIR", &data);
-    let node = Node::start(cmd);
+    let node = Node::start_keeping_stderr(cmd);
     let (status, body) = common::http_request(node.addr, "GET /healthz", "");
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(body, "ok");
@@ -320,7 +279,7 @@ fn the_container_healthcheck_probes_healthz() {
         .env("FANFARE_LISTEN", "127.0.0.1:0")
         .env("FANFARE_SHARDS", "1")
         .env("FANFARE_DATA_DIR", &data);
-    let node = Node::start(cmd);
+    let node = Node::start_keeping_stderr(cmd);
     let listen = format!("0.0.0.0:{}", node.addr.port());
     let probe = || {
         Command::new(&argv[0])

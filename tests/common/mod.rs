@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 pub mod eventually;
@@ -77,4 +77,57 @@ pub fn listening_addr(child: &mut Child, context: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("an address in {line:?} {context}"))
         .parse()
         .expect("an address")
+}
+
+/// A `fanfare serve` process, stopped with SIGTERM (and waited for) when dropped.
+#[allow(dead_code)] // not every test binary that shares this module starts one
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+#[allow(dead_code)]
+impl Node {
+    /// Starts `cmd` (a `fanfare serve` command): its address comes from its first line on
+    /// stdout; its stderr goes nowhere.
+    pub fn start(cmd: Command) -> Node {
+        Node::spawn(cmd, Stdio::null())
+    }
+
+    /// [`Node::start`], keeping its stderr for [`Node::terminate`] (for a node that logs
+    /// little: nothing reads it until then).
+    pub fn start_keeping_stderr(cmd: Command) -> Node {
+        Node::spawn(cmd, Stdio::piped())
+    }
+
+    fn spawn(mut cmd: Command, stderr: Stdio) -> Node {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("fanfare runs");
+        let addr = listening_addr(&mut child, "");
+        Node { child, addr }
+    }
+
+    /// SIGTERM, then its exit status and what it wrote on stderr (empty unless kept).
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let status = signal_and_wait(&mut self.child, "-TERM", NODE_STOP_WAIT);
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+/// How long a [`Node`] gets to stop after SIGTERM.
+const NODE_STOP_WAIT: Duration = Duration::from_secs(15);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal_and_wait(&mut self.child, "-TERM", NODE_STOP_WAIT);
+        }
+    }
 }
