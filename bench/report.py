@@ -398,20 +398,28 @@ def short(scenario):
     return scenario.split(":")[0]
 
 
-def ab_ratios(args):
-    """B/A of the medians per scenario; `apart` where the two builds' ranges do not overlap."""
+def b_over_a(path, value):
+    """Per scenario of a two-build file (`build` A or B): B/A of the medians of `value(row)`
+    (rows it gives None for are skipped), `apart` where the two builds' ranges do not overlap."""
     by = collections.OrderedDict()
-    for l in open(args[0]):
+    for l in open(path):
         r = json.loads(l)
-        if "delivered" in r and r["broker_cpu_s"] > 0:
-            by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(r["delivered"] / r["broker_cpu_s"])
+        v = value(r)
+        if v is not None:
+            by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(v)
     out = []
     for sc, b in by.items():
         a, n = b.get("A", []), b.get("B", [])
         if a and n:
             apart = " apart" if min(n) > max(a) or max(n) < min(a) else ""
             out.append(f"{sc.replace('->1000', '->1,000')} {statistics.median(n) / statistics.median(a):.2f}{apart}")
-    print("B/A " + ", ".join(out))
+    return ", ".join(out)
+
+
+def ab_ratios(args):
+    """B/A of the medians of deliveries per broker CPU-second, per scenario."""
+    ok = lambda r: "delivered" in r and r["broker_cpu_s"] > 0
+    print("B/A " + b_over_a(args[0], lambda r: r["delivered"] / r["broker_cpu_s"] if ok(r) else None))
 
 
 def ab_durable_ratios(args):
@@ -472,18 +480,8 @@ def memory_ratios(args):
 
 def background_ratios(args):
     """B/A of the median p99 delivery latency, quiet and with background work."""
-    by = collections.OrderedDict()
-    for l in open(args[0]):
-        r = json.loads(l)
-        if "latency_us" in r:
-            by.setdefault(r["scenario"], {}).setdefault(r["build"], []).append(r["latency_us"]["p99"])
-    out = []
-    for sc, b in by.items():
-        a, n = b.get("A", []), b.get("B", [])
-        if a and n:
-            apart = " apart" if min(n) > max(a) or max(n) < min(a) else ""
-            out.append(f"{sc} {statistics.median(n) / statistics.median(a):.2f}{apart}")
-    print("p99 latency B/A " + ", ".join(out))
+    p99 = lambda r: r["latency_us"]["p99"] if "latency_us" in r else None
+    print("p99 latency B/A " + b_over_a(args[0], p99))
 
 
 RATIOS = {"ab": ab_ratios, "ab-durable": ab_durable_ratios, "delta": delta_ratios, "memory": memory_ratios,
